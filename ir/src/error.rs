@@ -1,0 +1,100 @@
+//! Typed errors of the IR: what a shape/dtype rule rejects, and where the user wrote it.
+
+use std::fmt;
+use std::panic::Location;
+
+use crate::{DType, Shape, TensorType};
+
+/// Why an op rejected its operands or attributes. Every variant carries the types
+/// involved so the message can be acted on without a debugger.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum OpError {
+    #[error("expected {expected} operand(s), got {got}")]
+    Arity { expected: String, got: usize },
+    #[error("operand dtypes differ: {lhs} vs {rhs}")]
+    DTypeMismatch { lhs: TensorType, rhs: TensorType },
+    #[error("operand shapes differ: {lhs} vs {rhs}")]
+    ShapeMismatch { lhs: TensorType, rhs: TensorType },
+    #[error("shapes {lhs} and {rhs} do not broadcast")]
+    NotBroadcastable { lhs: Shape, rhs: Shape },
+    #[error("cannot expand {from} to {to}")]
+    BadExpand { from: Shape, to: Shape },
+    #[error("expected {expected} operand, got {got}")]
+    BadDType {
+        expected: &'static str,
+        got: TensorType,
+    },
+    #[error("axis {axis} is out of range for {ty}")]
+    AxisOutOfRange { axis: i64, ty: TensorType },
+    #[error("axis {axis} is repeated in {axes:?}")]
+    DuplicateAxis { axis: usize, axes: Vec<i64> },
+    #[error("cannot reshape {from} ({from_numel} elements) to {to} ({to_numel} elements)")]
+    BadReshape {
+        from: Shape,
+        to: Shape,
+        from_numel: String,
+        to_numel: String,
+    },
+    #[error("{perm:?} is not a permutation of the axes of {ty}")]
+    BadPermutation { perm: Vec<usize>, ty: TensorType },
+    #[error("matmul operands do not agree: {lhs} @ {rhs} ({why})")]
+    BadMatMul {
+        lhs: TensorType,
+        rhs: TensorType,
+        why: &'static str,
+    },
+    #[error("dim {dim} of {ty} is symbolic; {op} needs a known size there")]
+    SymbolicDim {
+        op: &'static str,
+        dim: usize,
+        ty: TensorType,
+    },
+    #[error("invalid {what} for {ty}: {detail}")]
+    BadAttr {
+        what: &'static str,
+        ty: TensorType,
+        detail: String,
+    },
+    #[error("constant holds {got} {dtype} values but its type {ty} needs {need}")]
+    BadConst {
+        dtype: DType,
+        got: usize,
+        need: String,
+        ty: TensorType,
+    },
+}
+
+/// An [`OpError`] together with the op that raised it and the user's source line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildError {
+    pub op: String,
+    pub location: &'static Location<'static>,
+    pub error: BuildErrorKind,
+}
+
+/// What went wrong while building a graph with the DSL.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BuildErrorKind {
+    #[error(transparent)]
+    Op(#[from] OpError),
+    #[error("name {0:?} is already used by another input, parameter, state or output")]
+    DuplicateName(String),
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "`{}` at {}:{}:{}: {}",
+            self.op,
+            self.location.file(),
+            self.location.line(),
+            self.location.column(),
+            self.error
+        )
+    }
+}
+
+impl std::error::Error for BuildError {}

@@ -1,0 +1,26 @@
+//! aotgrad-ir: the graph IR every stage of aotgrad reads and writes.
+//!
+//! - [`DType`], [`Shape`] with symbolic [`Dim`]s, [`TensorType`];
+//! - the primitive [`Op`] set with its shape rules ([`Op::infer`]);
+//! - [`Graph`], an arena of SSA nodes with named inputs/params/state, outputs and updates;
+//! - the builder DSL ([`GraphBuilder`], [`Var`]);
+//! - the text format ([`text::print`], [`text::parse`]) and the [`verify`]er.
+
+mod dsl;
+mod dtype;
+mod error;
+mod graph;
+pub mod op;
+mod shape;
+pub mod text;
+mod types;
+mod verify;
+
+pub use dsl::{Axes, GraphBuilder, Var};
+pub use dtype::{Category, DType, Scalar};
+pub use error::{BuildError, BuildErrorKind, OpError};
+pub use graph::{Graph, GraphError, Node, NodeId};
+pub use op::{ArgReduceOp, BinaryOp, ConstValue, Distribution, Op, ReduceOp, SliceAxis, UnaryOp};
+pub use shape::{Dim, Numel, Shape, normalize_axis};
+pub use types::{Data, TensorType};
+pub use verify::{VerifyError, verify};

@@ -1,0 +1,350 @@
+//! The primitive op set.
+//!
+//! Every primitive is one variant of [`Op`]. Each stage of the compiler has exactly one
+//! `match` over `Op` with no wildcard arm (shape rule: [`infer`]; text attributes:
+//! [`attrs`]; derivative rule: `aotgrad-compiler`'s `autodiff::rules`; reference
+//! evaluation: `aotgrad-runtime`'s `interp::eval`), so adding a variant makes the
+//! compiler list every place that still has to learn it. Composite ops (softmax, mean,
+//! linear, ...) are not here: the DSL builds them from these.
+
+pub mod attrs;
+mod infer;
+
+use crate::{DType, Data, Scalar, Shape, TensorType};
+
+/// Elementwise ops of one operand; the output type is the input type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UnaryOp {
+    Neg,
+    Abs,
+    Sign,
+    Exp,
+    Log,
+    Sqrt,
+    Recip,
+    Sin,
+    Cos,
+    Tanh,
+    Floor,
+    Ceil,
+    /// Logical not of a bool tensor.
+    Not,
+    /// Identity whose derivative is zero (`detach`); lets composites such as
+    /// logsumexp subtract a max without differentiating through it.
+    StopGradient,
+}
+
+/// Elementwise ops of two operands of identical type (the DSL inserts broadcasts
+/// and casts, so the primitives never have to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Pow,
+    Maximum,
+    Minimum,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Eq,
+    Ne,
+    /// Logical and/or of bool tensors.
+    And,
+    Or,
+}
+
+impl BinaryOp {
+    /// Comparisons produce `bool`.
+    pub fn is_comparison(self) -> bool {
+        matches!(
+            self,
+            BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge | BinaryOp::Eq | BinaryOp::Ne
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReduceOp {
+    Sum,
+    Max,
+    Min,
+    Prod,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ArgReduceOp {
+    ArgMax,
+    ArgMin,
+}
+
+/// Distributions of the counter-based RNG.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Distribution {
+    /// Uniform on `[0, 1)`.
+    Uniform,
+    /// Standard normal (Box-Muller over two uniforms).
+    Normal,
+}
+
+/// The range taken along one axis by [`Op::Slice`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SliceAxis {
+    /// The whole axis (the only choice on a symbolic axis).
+    Full,
+    /// `start..stop` by `step`, with `start <= stop <= size` and `step >= 1`.
+    Range {
+        start: usize,
+        stop: usize,
+        step: usize,
+    },
+}
+
+/// A constant: one value repeated over the node's shape (which may be symbolic), or
+/// dense row-major data for a static shape.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConstValue {
+    Splat(Scalar),
+    Dense(Data),
+}
+
+/// A primitive operation. Leaves (`Input`, `Param`, `State`, `Const`) carry their type;
+/// every other op's type follows from its operands by [`Op::infer`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// Data fed in on every call (a batch, a label vector, the learning rate).
+    Input {
+        name: String,
+        ty: TensorType,
+    },
+    /// A trainable parameter, persistent across calls.
+    Param {
+        name: String,
+        ty: TensorType,
+    },
+    /// Persistent non-trainable state (optimizer moments, RNG counters, step count).
+    State {
+        name: String,
+        ty: TensorType,
+    },
+    Const {
+        value: ConstValue,
+        ty: TensorType,
+    },
+    Unary(UnaryOp),
+    Binary(BinaryOp),
+    /// `where(cond, a, b)`: `a` where `cond` is true, else `b`.
+    Where,
+    Cast(DType),
+    Reduce {
+        op: ReduceOp,
+        axes: Vec<usize>,
+        keepdim: bool,
+    },
+    ArgReduce {
+        op: ArgReduceOp,
+        axis: usize,
+        keepdim: bool,
+    },
+    Reshape(Shape),
+    /// Broadcast size-1 axes to the target shape (same rank).
+    Expand(Shape),
+    Permute(Vec<usize>),
+    Slice(Vec<SliceAxis>),
+    /// Constant padding: `(before, after)` elements per axis.
+    Pad {
+        pads: Vec<(usize, usize)>,
+        value: Scalar,
+    },
+    Concat {
+        axis: usize,
+    },
+    /// Batched matrix product `[..., M, K] @ [..., K, N]`; the flags read an operand's
+    /// last two axes transposed, so layout passes can fold permutes away.
+    MatMul {
+        trans_a: bool,
+        trans_b: bool,
+    },
+    /// `torch.gather(input, axis, index)`.
+    Gather {
+        axis: usize,
+    },
+    /// `input.scatter_add(axis, index, src)`.
+    ScatterAdd {
+        axis: usize,
+    },
+    /// The index along `axis`, broadcast over `shape`.
+    Iota {
+        shape: Shape,
+        axis: usize,
+        dtype: DType,
+    },
+    /// Counter-based random numbers from an `i64[]` key operand: element `i` of the
+    /// output is a pure function of (key, i), identical on every backend.
+    Random {
+        dist: Distribution,
+        shape: Shape,
+        dtype: DType,
+    },
+}
+
+impl UnaryOp {
+    pub const ALL: [UnaryOp; 14] = [
+        UnaryOp::Neg,
+        UnaryOp::Abs,
+        UnaryOp::Sign,
+        UnaryOp::Exp,
+        UnaryOp::Log,
+        UnaryOp::Sqrt,
+        UnaryOp::Recip,
+        UnaryOp::Sin,
+        UnaryOp::Cos,
+        UnaryOp::Tanh,
+        UnaryOp::Floor,
+        UnaryOp::Ceil,
+        UnaryOp::Not,
+        UnaryOp::StopGradient,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            UnaryOp::Neg => "neg",
+            UnaryOp::Abs => "abs",
+            UnaryOp::Sign => "sign",
+            UnaryOp::Exp => "exp",
+            UnaryOp::Log => "log",
+            UnaryOp::Sqrt => "sqrt",
+            UnaryOp::Recip => "recip",
+            UnaryOp::Sin => "sin",
+            UnaryOp::Cos => "cos",
+            UnaryOp::Tanh => "tanh",
+            UnaryOp::Floor => "floor",
+            UnaryOp::Ceil => "ceil",
+            UnaryOp::Not => "not",
+            UnaryOp::StopGradient => "stop_gradient",
+        }
+    }
+}
+
+impl BinaryOp {
+    pub const ALL: [BinaryOp; 15] = [
+        BinaryOp::Add,
+        BinaryOp::Sub,
+        BinaryOp::Mul,
+        BinaryOp::Div,
+        BinaryOp::Pow,
+        BinaryOp::Maximum,
+        BinaryOp::Minimum,
+        BinaryOp::Lt,
+        BinaryOp::Le,
+        BinaryOp::Gt,
+        BinaryOp::Ge,
+        BinaryOp::Eq,
+        BinaryOp::Ne,
+        BinaryOp::And,
+        BinaryOp::Or,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BinaryOp::Add => "add",
+            BinaryOp::Sub => "sub",
+            BinaryOp::Mul => "mul",
+            BinaryOp::Div => "div",
+            BinaryOp::Pow => "pow",
+            BinaryOp::Maximum => "maximum",
+            BinaryOp::Minimum => "minimum",
+            BinaryOp::Lt => "lt",
+            BinaryOp::Le => "le",
+            BinaryOp::Gt => "gt",
+            BinaryOp::Ge => "ge",
+            BinaryOp::Eq => "eq",
+            BinaryOp::Ne => "ne",
+            BinaryOp::And => "and",
+            BinaryOp::Or => "or",
+        }
+    }
+}
+
+impl ReduceOp {
+    pub const ALL: [ReduceOp; 4] = [ReduceOp::Sum, ReduceOp::Max, ReduceOp::Min, ReduceOp::Prod];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ReduceOp::Sum => "sum",
+            ReduceOp::Max => "max",
+            ReduceOp::Min => "min",
+            ReduceOp::Prod => "prod",
+        }
+    }
+}
+
+impl ArgReduceOp {
+    pub fn name(self) -> &'static str {
+        match self {
+            ArgReduceOp::ArgMax => "argmax",
+            ArgReduceOp::ArgMin => "argmin",
+        }
+    }
+}
+
+impl Distribution {
+    pub fn name(self) -> &'static str {
+        match self {
+            Distribution::Uniform => "random_uniform",
+            Distribution::Normal => "random_normal",
+        }
+    }
+}
+
+impl Op {
+    /// The op's mnemonic in the text format.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Input { .. } => "input",
+            Op::Param { .. } => "param",
+            Op::State { .. } => "state",
+            Op::Const { .. } => "const",
+            Op::Unary(u) => u.name(),
+            Op::Binary(b) => b.name(),
+            Op::Where => "where",
+            Op::Cast(_) => "cast",
+            Op::Reduce { op, .. } => op.name(),
+            Op::ArgReduce { op, .. } => op.name(),
+            Op::Reshape(_) => "reshape",
+            Op::Expand(_) => "expand",
+            Op::Permute(_) => "permute",
+            Op::Slice(_) => "slice",
+            Op::Pad { .. } => "pad",
+            Op::Concat { .. } => "concat",
+            Op::MatMul { .. } => "matmul",
+            Op::Gather { .. } => "gather",
+            Op::ScatterAdd { .. } => "scatter_add",
+            Op::Iota { .. } => "iota",
+            Op::Random { dist, .. } => dist.name(),
+        }
+    }
+
+    /// Leaves have no operands and a declared type.
+    pub fn is_leaf(&self) -> bool {
+        matches!(
+            self,
+            Op::Input { .. } | Op::Param { .. } | Op::State { .. } | Op::Const { .. }
+        )
+    }
+
+    /// The user-visible name of an input, parameter or state leaf.
+    pub fn leaf_name(&self) -> Option<&str> {
+        match self {
+            Op::Input { name, .. } | Op::Param { name, .. } | Op::State { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+
+    /// The type of this op applied to operands of the given types, or why it is invalid.
+    pub fn infer(&self, operands: &[&TensorType]) -> Result<TensorType, crate::OpError> {
+        infer::infer(self, operands)
+    }
+}

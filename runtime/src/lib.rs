@@ -1,0 +1,1 @@
+//! aotgrad-runtime

@@ -1,0 +1,1 @@
+pub use aotgrad_ir as ir;
