@@ -1,1 +1,9 @@
-//! aotgrad-runtime
+//! aotgrad-runtime: host tensors, `.npy` I/O and the reference interpreter (the oracle
+//! every compiled backend is differentially tested against).
+
+pub mod interp;
+pub mod npy;
+mod tensor;
+
+pub use interp::{Evaluation, RunError, run};
+pub use tensor::{Tensor, TensorError};

@@ -1,0 +1,148 @@
+//! The reference interpreter: evaluates any verified graph on host tensors with plain
+//! loops. It is the oracle every backend is tested against, so it stays obviously
+//! correct: no fusion, no vectorisation, sequential accumulation in the tensor's dtype.
+
+mod eval;
+mod layout;
+mod num;
+pub mod rng;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use aotgrad_ir::{Dim, Graph, NodeId, Op, TensorType, verify};
+
+use crate::Tensor;
+
+/// Why a graph could not be evaluated on the given tensors.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RunError {
+    #[error("no tensor was given for {kind} {name:?} ({ty})")]
+    Missing { kind: &'static str, name: String, ty: TensorType },
+    #[error("{name:?} expects {expected}, got a {got} tensor of shape {shape:?}")]
+    Mismatch { name: String, expected: TensorType, got: aotgrad_ir::DType, shape: Vec<usize> },
+    #[error("symbol {sym} is {first} from {first_from:?} but {second} from {second_from:?}")]
+    SymbolConflict { sym: String, first: usize, first_from: String, second: usize, second_from: String },
+    #[error("symbol {sym} used by {node} is not bound by any input")]
+    Unbound { sym: String, node: NodeId },
+    #[error("{node} (`{op}`): index {index} is out of range for an axis of size {size}")]
+    IndexOutOfRange { node: NodeId, op: &'static str, index: i64, size: usize },
+    #[error("{name:?} was given but the graph has no input, param or state of that name")]
+    Unknown { name: String },
+    #[error("the graph does not verify: {0}")]
+    Invalid(String),
+}
+
+/// What one evaluation produced: each output and each update's new value, by name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    pub outputs: Vec<(String, Tensor)>,
+    /// `(param or state name, new value)`.
+    pub updates: Vec<(String, Tensor)>,
+}
+
+impl Evaluation {
+    pub fn output(&self, name: &str) -> Option<&Tensor> {
+        self.outputs.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
+
+    pub fn update(&self, name: &str) -> Option<&Tensor> {
+        self.updates.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
+}
+
+/// Sizes bound to the graph's symbols for one evaluation.
+pub type SymbolEnv = BTreeMap<Arc<str>, usize>;
+
+/// Evaluates `graph` with `feeds` giving every input, param and state by name.
+pub fn run(graph: &Graph, feeds: &HashMap<String, Tensor>) -> Result<Evaluation, RunError> {
+    verify(graph).map_err(|e| RunError::Invalid(e.to_string()))?;
+    for name in feeds.keys() {
+        if graph.find(name).is_none() {
+            return Err(RunError::Unknown { name: name.clone() });
+        }
+    }
+    let env = bind(graph, feeds)?;
+    let mut values: Vec<Option<Tensor>> = vec![None; graph.len()];
+    let mut last_use = vec![0usize; graph.len()];
+    for (id, n) in graph.nodes() {
+        for i in &n.inputs {
+            last_use[i.index()] = id.index();
+        }
+    }
+    let mut keep = vec![false; graph.len()];
+    for (_, id) in graph.outputs() {
+        keep[id.index()] = true;
+    }
+    for (_, v) in graph.updates() {
+        keep[v.index()] = true;
+    }
+    for (id, node) in graph.nodes() {
+        let t = match &node.op {
+            Op::Input { name, .. } | Op::Param { name, .. } | Op::State { name, .. } => feeds[name].clone(),
+            _ => {
+                let args: Vec<&Tensor> = node.inputs.iter().map(|i| values[i.index()].as_ref().expect("operands are evaluated first")).collect();
+                eval::eval(graph, id, &args, &env)?
+            }
+        };
+        values[id.index()] = Some(t);
+        // Free operands whose last use was this node (the oracle still has to fit
+        // a training step's activations in memory).
+        for i in &node.inputs {
+            if last_use[i.index()] == id.index() && !keep[i.index()] {
+                values[i.index()] = None;
+            }
+        }
+    }
+    let get = |id: NodeId| values[id.index()].clone().expect("roots are kept");
+    Ok(Evaluation {
+        outputs: graph.outputs().iter().map(|(n, id)| (n.clone(), get(*id))).collect(),
+        updates: graph
+            .updates()
+            .iter()
+            .map(|(t, v)| (graph.node(*t).op.leaf_name().unwrap_or_default().to_string(), get(*v)))
+            .collect(),
+    })
+}
+
+/// Checks every leaf's tensor against its declared type and binds the symbols.
+pub fn bind(graph: &Graph, feeds: &HashMap<String, Tensor>) -> Result<SymbolEnv, RunError> {
+    let mut env = SymbolEnv::new();
+    let mut origin: BTreeMap<Arc<str>, String> = BTreeMap::new();
+    for (_, node) in graph.nodes() {
+        let (kind, name, ty) = match &node.op {
+            Op::Input { name, ty } => ("input", name, ty),
+            Op::Param { name, ty } => ("param", name, ty),
+            Op::State { name, ty } => ("state", name, ty),
+            _ => continue,
+        };
+        let t = feeds.get(name).ok_or_else(|| RunError::Missing { kind, name: name.clone(), ty: ty.clone() })?;
+        let mismatch = || RunError::Mismatch { name: name.clone(), expected: ty.clone(), got: t.dtype(), shape: t.shape().to_vec() };
+        if t.dtype() != ty.dtype || t.shape().len() != ty.rank() {
+            return Err(mismatch());
+        }
+        for (d, &n) in ty.shape.dims().iter().zip(t.shape()) {
+            match d {
+                Dim::Known(k) if *k != n => return Err(mismatch()),
+                Dim::Known(_) => {}
+                Dim::Sym(s) => match env.get(s) {
+                    Some(&prev) if prev != n => {
+                        return Err(RunError::SymbolConflict {
+                            sym: s.to_string(),
+                            first: prev,
+                            first_from: origin[s].clone(),
+                            second: n,
+                            second_from: name.clone(),
+                        });
+                    }
+                    Some(_) => {}
+                    None => {
+                        env.insert(s.clone(), n);
+                        origin.insert(s.clone(), name.clone());
+                    }
+                },
+            }
+        }
+    }
+    Ok(env)
+}
