@@ -69,6 +69,17 @@ impl<'g> Var<'g> {
                 },
             );
         }
+        // A splat constant is re-splatted at the target shape instead of expanded.
+        let splat = match &self.b.state.borrow().graph.node(self.id).op {
+            Op::Const {
+                value: ConstValue::Splat(s),
+                ..
+            } => Some(*s),
+            _ => None,
+        };
+        if let Some(s) = splat {
+            return self.splat(loc, s, target.clone());
+        }
         let mut v = self;
         if shape.rank() < target.rank() {
             let mut dims = vec![crate::Dim::Known(1); target.rank() - shape.rank()];
