@@ -9,7 +9,11 @@ use aotgrad::{Graph, Tensor, text};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "aotgrad", version, about = "Ahead-of-time compiler for neural-network training steps")]
+#[command(
+    name = "aotgrad",
+    version,
+    about = "Ahead-of-time compiler for neural-network training steps"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -40,15 +44,26 @@ fn load(file: &Path) -> Result<Graph, String> {
 
 /// Output names become file names; keep them to a safe alphabet.
 fn file_stem(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' }).collect()
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 fn run_cmd(file: &Path, inputs: &[String], out: &Path) -> Result<String, String> {
     let graph = load(file)?;
     let mut feeds = HashMap::new();
     for spec in inputs {
-        let (name, path) = spec.split_once('=').ok_or_else(|| format!("--input {spec:?}: expected NAME=PATH.npy"))?;
-        let t: Tensor = npy::read_npy(Path::new(path)).map_err(|e| format!("--input {name}: {e}"))?;
+        let (name, path) = spec
+            .split_once('=')
+            .ok_or_else(|| format!("--input {spec:?}: expected NAME=PATH.npy"))?;
+        let t: Tensor =
+            npy::read_npy(Path::new(path)).map_err(|e| format!("--input {name}: {e}"))?;
         if feeds.insert(name.to_string(), t).is_some() {
             return Err(format!("--input {name} is given twice"));
         }
@@ -60,7 +75,12 @@ fn run_cmd(file: &Path, inputs: &[String], out: &Path) -> Result<String, String>
         .outputs
         .iter()
         .map(|(n, t)| (format!("{}.npy", file_stem(n)), n, t))
-        .chain(result.updates.iter().map(|(n, t)| (format!("{}.next.npy", file_stem(n)), n, t)));
+        .chain(
+            result
+                .updates
+                .iter()
+                .map(|(n, t)| (format!("{}.next.npy", file_stem(n)), n, t)),
+        );
     for (fname, name, t) in files {
         let path = out.join(fname);
         npy::write_npy(&path, t).map_err(|e| e.to_string())?;
@@ -72,7 +92,9 @@ fn run_cmd(file: &Path, inputs: &[String], out: &Path) -> Result<String, String>
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match &cli.cmd {
-        Cmd::Check { file } => load(file).map(|g| format!("{}: ok ({} nodes)\n", file.display(), g.len())),
+        Cmd::Check { file } => {
+            load(file).map(|g| format!("{}: ok ({} nodes)\n", file.display(), g.len()))
+        }
         Cmd::Fmt { file } => load(file).map(|g| text::print(&g)),
         Cmd::Run { file, inputs, out } => run_cmd(file, inputs, out),
     };

@@ -23,7 +23,11 @@ pub fn mnist_mlp_forward() -> Graph {
     let mut h = x.reshape(&[-1, 784]);
     let dims = [(784, 256), (256, 64), (64, 10)];
     for (i, (fan_in, fan_out)) in dims.into_iter().enumerate() {
-        let w = g.param(&format!("fc{}.weight", i + 1), DType::F32, shape![fan_out, fan_in]);
+        let w = g.param(
+            &format!("fc{}.weight", i + 1),
+            DType::F32,
+            shape![fan_out, fan_in],
+        );
         let b = g.param(&format!("fc{}.bias", i + 1), DType::F32, shape![fan_out]);
         h = h.linear(w, Some(b));
         if i < 2 {

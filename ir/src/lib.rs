@@ -16,7 +16,7 @@ pub mod text;
 mod types;
 mod verify;
 
-pub use dsl::{Axes, GraphBuilder, Var};
+pub use dsl::{Axes, GraphBuilder, Operand, Var};
 pub use dtype::{Category, DType, Scalar};
 pub use error::{BuildError, BuildErrorKind, OpError};
 pub use graph::{Graph, GraphError, Node, NodeId};

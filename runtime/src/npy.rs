@@ -11,7 +11,10 @@ use crate::Tensor;
 #[derive(Debug, thiserror::Error)]
 pub enum NpyError {
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: not an .npy file (bad magic bytes)")]
     Magic { path: String },
     #[error("{path}: unsupported .npy header: {detail}")]
@@ -19,7 +22,12 @@ pub enum NpyError {
     #[error("{path}: dtype `{descr}` is not supported (use <f4, <f8, <i4, <i8, |u1 or |b1)")]
     DType { path: String, descr: String },
     #[error("{path}: data holds {got} bytes but shape {shape:?} needs {need}")]
-    Truncated { path: String, shape: Vec<usize>, need: usize, got: usize },
+    Truncated {
+        path: String,
+        shape: Vec<usize>,
+        need: usize,
+        got: usize,
+    },
 }
 
 const MAGIC: &[u8] = b"\x93NUMPY";
@@ -40,9 +48,18 @@ pub fn to_npy_bytes(t: &Tensor) -> Vec<u8> {
     let shape = match t.shape() {
         [] => "()".to_string(),
         [n] => format!("({n},)"),
-        s => format!("({})", s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+        s => format!(
+            "({})",
+            s.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     };
-    let mut header = format!("{{'descr': '{}', 'fortran_order': False, 'shape': {shape}, }}", descr(t.dtype()));
+    let mut header = format!(
+        "{{'descr': '{}', 'fortran_order': False, 'shape': {shape}, }}",
+        descr(t.dtype())
+    );
     // Pad so that the data starts on a 64-byte boundary, newline-terminated.
     let total = MAGIC.len() + 2 + 2 + header.len() + 1;
     header.push_str(&" ".repeat((64 - total % 64) % 64));
@@ -57,7 +74,10 @@ pub fn to_npy_bytes(t: &Tensor) -> Vec<u8> {
 }
 
 pub fn write_npy(path: &Path, t: &Tensor) -> Result<(), NpyError> {
-    let io = |source| NpyError::Io { path: path.display().to_string(), source };
+    let io = |source| NpyError::Io {
+        path: path.display().to_string(),
+        source,
+    };
     let mut f = std::fs::File::create(path).map_err(io)?;
     f.write_all(&to_npy_bytes(t)).map_err(io)
 }
@@ -67,19 +87,28 @@ pub fn read_npy(path: &Path) -> Result<Tensor, NpyError> {
     let mut bytes = Vec::new();
     std::fs::File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
-        .map_err(|source| NpyError::Io { path: p.clone(), source })?;
+        .map_err(|source| NpyError::Io {
+            path: p.clone(),
+            source,
+        })?;
     from_npy_bytes(&bytes, &p)
 }
 
 /// Parses `.npy` bytes; `path` only labels errors.
 pub fn from_npy_bytes(bytes: &[u8], path: &str) -> Result<Tensor, NpyError> {
-    let header_err = |detail: &str| NpyError::Header { path: path.into(), detail: detail.into() };
+    let header_err = |detail: &str| NpyError::Header {
+        path: path.into(),
+        detail: detail.into(),
+    };
     if bytes.len() < 10 || &bytes[..6] != MAGIC {
         return Err(NpyError::Magic { path: path.into() });
     }
     let (hlen, start) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
         v => return Err(header_err(&format!("format version {v}"))),
     };
     let header = bytes
@@ -91,7 +120,10 @@ pub fn from_npy_bytes(bytes: &[u8], path: &str) -> Result<Tensor, NpyError> {
         let rest = header[at..].trim_start().strip_prefix(':')?.trim_start();
         Some(rest)
     };
-    let d = field("descr").and_then(|r| r.strip_prefix('\'')).and_then(|r| r.split('\'').next()).ok_or_else(|| header_err("no descr"))?;
+    let d = field("descr")
+        .and_then(|r| r.strip_prefix('\''))
+        .and_then(|r| r.split('\'').next())
+        .ok_or_else(|| header_err("no descr"))?;
     let dtype = match d {
         "|b1" => DType::Bool,
         "|u1" | "<u1" => DType::U8,
@@ -99,12 +131,20 @@ pub fn from_npy_bytes(bytes: &[u8], path: &str) -> Result<Tensor, NpyError> {
         "<i8" => DType::I64,
         "<f4" => DType::F32,
         "<f8" => DType::F64,
-        other => return Err(NpyError::DType { path: path.into(), descr: other.into() }),
+        other => {
+            return Err(NpyError::DType {
+                path: path.into(),
+                descr: other.into(),
+            });
+        }
     };
     if field("fortran_order").is_none_or(|r| !r.starts_with("False")) {
         return Err(header_err("only C-order arrays are supported"));
     }
-    let shape_txt = field("shape").and_then(|r| r.strip_prefix('(')).and_then(|r| r.split(')').next()).ok_or_else(|| header_err("no shape"))?;
+    let shape_txt = field("shape")
+        .and_then(|r| r.strip_prefix('('))
+        .and_then(|r| r.split(')').next())
+        .ok_or_else(|| header_err("no shape"))?;
     let shape: Vec<usize> = shape_txt
         .split(',')
         .map(str::trim)
@@ -116,16 +156,37 @@ pub fn from_npy_bytes(bytes: &[u8], path: &str) -> Result<Tensor, NpyError> {
     let body = &bytes[start + hlen..];
     let need = n * dtype.size_bytes();
     if body.len() < need {
-        return Err(NpyError::Truncated { path: path.into(), shape, need, got: body.len() });
+        return Err(NpyError::Truncated {
+            path: path.into(),
+            shape,
+            need,
+            got: body.len(),
+        });
     }
     let body = &body[..need];
     let data = match dtype {
         DType::Bool => Data::Bool(body.iter().map(|&b| b != 0).collect()),
         DType::U8 => Data::U8(body.to_vec()),
-        DType::I32 => Data::I32(body.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect()),
-        DType::I64 => Data::I64(body.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()),
-        DType::F32 => Data::F32(body.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()),
-        DType::F64 => Data::F64(body.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()),
+        DType::I32 => Data::I32(
+            body.chunks_exact(4)
+                .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+        ),
+        DType::I64 => Data::I64(
+            body.chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+        ),
+        DType::F32 => Data::F32(
+            body.chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+        ),
+        DType::F64 => Data::F64(
+            body.chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+        ),
     };
     Ok(Tensor::new(&shape, data).expect("length computed from shape"))
 }
@@ -146,7 +207,11 @@ mod tests {
         ];
         for t in ts {
             let b = to_npy_bytes(&t);
-            assert_eq!((b.len() - t.len() * t.dtype().size_bytes()) % 64, 0, "data is 64-byte aligned");
+            assert_eq!(
+                (b.len() - t.len() * t.dtype().size_bytes()) % 64,
+                0,
+                "data is 64-byte aligned"
+            );
             assert_eq!(from_npy_bytes(&b, "t").unwrap(), t);
         }
     }
@@ -156,7 +221,10 @@ mod tests {
         let t = Tensor::from_f32(&[1.0, 2.0], &[2]).unwrap();
         let b = to_npy_bytes(&t);
         let e = from_npy_bytes(&b[..b.len() - 1], "x.npy").unwrap_err();
-        assert_eq!(e.to_string(), "x.npy: data holds 7 bytes but shape [2] needs 8");
+        assert_eq!(
+            e.to_string(),
+            "x.npy: data holds 7 bytes but shape [2] needs 8"
+        );
         let e = from_npy_bytes(b"hello world", "x.npy").unwrap_err();
         assert_eq!(e.to_string(), "x.npy: not an .npy file (bad magic bytes)");
         // Header edits of equal length, byte-wise (the magic is not UTF-8).
@@ -167,7 +235,10 @@ mod tests {
             v
         };
         let e = from_npy_bytes(&edit(b"<f4", b">f4"), "x.npy").unwrap_err();
-        assert!(e.to_string().contains("dtype `>f4` is not supported"), "{e}");
+        assert!(
+            e.to_string().contains("dtype `>f4` is not supported"),
+            "{e}"
+        );
         let e = from_npy_bytes(&edit(b"False", b"True "), "x.npy").unwrap_err();
         assert!(e.to_string().contains("only C-order"), "{e}");
     }

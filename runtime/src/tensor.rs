@@ -15,7 +15,11 @@ pub struct Tensor {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TensorError {
     #[error("shape {shape:?} needs {need} elements but {got} were given")]
-    SizeMismatch { shape: Vec<usize>, need: usize, got: usize },
+    SizeMismatch {
+        shape: Vec<usize>,
+        need: usize,
+        got: usize,
+    },
     #[error("expected a {expected} tensor, found {found}")]
     DType { expected: DType, found: DType },
 }
@@ -25,9 +29,16 @@ impl Tensor {
     pub fn new(shape: &[usize], data: Data) -> Result<Tensor, TensorError> {
         let need: usize = shape.iter().product();
         if need != data.len() {
-            return Err(TensorError::SizeMismatch { shape: shape.to_vec(), need, got: data.len() });
+            return Err(TensorError::SizeMismatch {
+                shape: shape.to_vec(),
+                need,
+                got: data.len(),
+            });
         }
-        Ok(Tensor { shape: shape.to_vec(), data })
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            data,
+        })
     }
 
     pub fn from_f32(values: &[f32], shape: &[usize]) -> Result<Tensor, TensorError> {
@@ -44,7 +55,10 @@ impl Tensor {
 
     /// A 0-d tensor.
     pub fn scalar(value: Scalar) -> Tensor {
-        Tensor { shape: vec![], data: Data::filled(value, 1) }
+        Tensor {
+            shape: vec![],
+            data: Data::filled(value, 1),
+        }
     }
 
     pub fn scalar_f32(value: f32) -> Tensor {
@@ -53,7 +67,10 @@ impl Tensor {
 
     /// `value` repeated over `shape`.
     pub fn full(value: Scalar, shape: &[usize]) -> Tensor {
-        Tensor { shape: shape.to_vec(), data: Data::filled(value, shape.iter().product()) }
+        Tensor {
+            shape: shape.to_vec(),
+            data: Data::filled(value, shape.iter().product()),
+        }
     }
 
     pub fn zeros(dtype: DType, shape: &[usize]) -> Tensor {
@@ -97,21 +114,30 @@ impl Tensor {
     pub fn as_f32(&self) -> Result<&[f32], TensorError> {
         match &self.data {
             Data::F32(v) => Ok(v),
-            d => Err(TensorError::DType { expected: DType::F32, found: d.dtype() }),
+            d => Err(TensorError::DType {
+                expected: DType::F32,
+                found: d.dtype(),
+            }),
         }
     }
 
     pub fn as_f64(&self) -> Result<&[f64], TensorError> {
         match &self.data {
             Data::F64(v) => Ok(v),
-            d => Err(TensorError::DType { expected: DType::F64, found: d.dtype() }),
+            d => Err(TensorError::DType {
+                expected: DType::F64,
+                found: d.dtype(),
+            }),
         }
     }
 
     pub fn as_i64(&self) -> Result<&[i64], TensorError> {
         match &self.data {
             Data::I64(v) => Ok(v),
-            d => Err(TensorError::DType { expected: DType::I64, found: d.dtype() }),
+            d => Err(TensorError::DType {
+                expected: DType::I64,
+                found: d.dtype(),
+            }),
         }
     }
 
@@ -127,15 +153,22 @@ impl Tensor {
 
     /// Element-wise conversion.
     pub fn cast(&self, dtype: DType) -> Tensor {
-        Tensor { shape: self.shape.clone(), data: self.data.cast(dtype) }
+        Tensor {
+            shape: self.shape.clone(),
+            data: self.data.cast(dtype),
+        }
     }
 
     /// `|a - b| <= atol + rtol * |b|` everywhere (NaN equals NaN), same shape required.
     pub fn allclose(&self, expected: &Tensor, rtol: f64, atol: f64) -> bool {
         self.shape == expected.shape
-            && self.to_f64_vec().iter().zip(expected.to_f64_vec()).all(|(&a, b)| {
-                (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= atol + rtol * b.abs()
-            })
+            && self
+                .to_f64_vec()
+                .iter()
+                .zip(expected.to_f64_vec())
+                .all(|(&a, b)| {
+                    (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= atol + rtol * b.abs()
+                })
     }
 
     /// Bytes of the data in little-endian order (bool as 0/1 bytes).

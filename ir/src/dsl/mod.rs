@@ -29,6 +29,7 @@ mod reduce;
 use std::cell::RefCell;
 use std::panic::Location;
 
+pub use arith::Operand;
 pub use reduce::Axes;
 
 use crate::{

@@ -1,8 +1,8 @@
 //! Reference semantics: one arm per primitive.
 
 use aotgrad_ir::{
-    ArgReduceOp, BinaryOp, ConstValue, Data, Distribution, Graph, NodeId, Op, ReduceOp, Scalar, SliceAxis,
-    UnaryOp,
+    ArgReduceOp, BinaryOp, ConstValue, Data, Distribution, Graph, NodeId, Op, ReduceOp, Scalar,
+    SliceAxis, UnaryOp,
 };
 
 use super::layout::{for_each_index, strides, take, take_or};
@@ -10,17 +10,37 @@ use super::num::{Float, Num, float_map, num_map};
 use super::{RunError, SymbolEnv, rng};
 use crate::Tensor;
 
-pub(super) fn eval(g: &Graph, id: NodeId, xs: &[&Tensor], env: &SymbolEnv) -> Result<Tensor, RunError> {
+pub(super) fn eval(
+    g: &Graph,
+    id: NodeId,
+    xs: &[&Tensor],
+    env: &SymbolEnv,
+) -> Result<Tensor, RunError> {
     let node = g.node(id);
     let shape = node.ty.shape.bind(env).ok_or_else(|| {
-        let sym = node.ty.shape.dims().iter().find(|d| d.known().is_none()).map(|d| d.to_string()).unwrap_or_default();
+        let sym = node
+            .ty
+            .shape
+            .dims()
+            .iter()
+            .find(|d| d.known().is_none())
+            .map(|d| d.to_string())
+            .unwrap_or_default();
         RunError::Unbound { sym, node: id }
     })?;
     let n: usize = shape.iter().product();
     let data = match &node.op {
-        Op::Input { .. } | Op::Param { .. } | Op::State { .. } => unreachable!("leaves are fed by run()"),
-        Op::Const { value: ConstValue::Splat(s), .. } => Data::filled(*s, n),
-        Op::Const { value: ConstValue::Dense(d), .. } => d.clone(),
+        Op::Input { .. } | Op::Param { .. } | Op::State { .. } => {
+            unreachable!("leaves are fed by run()")
+        }
+        Op::Const {
+            value: ConstValue::Splat(s),
+            ..
+        } => Data::filled(*s, n),
+        Op::Const {
+            value: ConstValue::Dense(d),
+            ..
+        } => d.clone(),
         Op::Unary(u) => unary(*u, xs[0].data()),
         Op::Binary(b) => binary(*b, xs[0].data(), xs[1].data()),
         Op::Where => select(xs[0].data(), xs[1].data(), xs[2].data()),
@@ -32,14 +52,22 @@ pub(super) fn eval(g: &Graph, id: NodeId, xs: &[&Tensor], env: &SymbolEnv) -> Re
             let (src, st) = (xs[0].shape(), strides(xs[0].shape()));
             let mut idx = Vec::with_capacity(n);
             for_each_index(&shape, |o, _| {
-                idx.push(o.iter().zip(src).zip(&st).map(|((&i, &s), &k)| if s == 1 { 0 } else { i * k }).sum());
+                idx.push(
+                    o.iter()
+                        .zip(src)
+                        .zip(&st)
+                        .map(|((&i, &s), &k)| if s == 1 { 0 } else { i * k })
+                        .sum(),
+                );
             });
             take(xs[0].data(), &idx)
         }
         Op::Permute(perm) => {
             let st = strides(xs[0].shape());
             let mut idx = Vec::with_capacity(n);
-            for_each_index(&shape, |o, _| idx.push(o.iter().zip(perm).map(|(&i, &p)| i * st[p]).sum()));
+            for_each_index(&shape, |o, _| {
+                idx.push(o.iter().zip(perm).map(|(&i, &p)| i * st[p]).sum())
+            });
             take(xs[0].data(), &idx)
         }
         Op::Slice(ranges) => {
@@ -92,7 +120,13 @@ pub(super) fn eval(g: &Graph, id: NodeId, xs: &[&Tensor], env: &SymbolEnv) -> Re
                     let flat: usize = o
                         .iter()
                         .enumerate()
-                        .map(|(d, &i)| if d == *axis { (i - offsets[k]) * sts[k][d] } else { i * sts[k][d] })
+                        .map(|(d, &i)| {
+                            if d == *axis {
+                                (i - offsets[k]) * sts[k][d]
+                            } else {
+                                i * sts[k][d]
+                            }
+                        })
                         .sum();
                     out.push(xs[k].data().get(flat));
                 });
@@ -115,10 +149,26 @@ pub(super) fn eval(g: &Graph, id: NodeId, xs: &[&Tensor], env: &SymbolEnv) -> Re
                     idx.push(0);
                     return;
                 }
-                idx.push(o.iter().enumerate().map(|(d, &i)| if d == *axis { j as usize * st[d] } else { i * st[d] }).sum());
+                idx.push(
+                    o.iter()
+                        .enumerate()
+                        .map(|(d, &i)| {
+                            if d == *axis {
+                                j as usize * st[d]
+                            } else {
+                                i * st[d]
+                            }
+                        })
+                        .sum(),
+                );
             });
             if let Some(index) = bad {
-                return Err(RunError::IndexOutOfRange { node: id, op: "gather", index, size });
+                return Err(RunError::IndexOutOfRange {
+                    node: id,
+                    op: "gather",
+                    index,
+                    size,
+                });
             }
             take(x.data(), &idx)
         }
@@ -131,10 +181,18 @@ pub(super) fn eval(g: &Graph, id: NodeId, xs: &[&Tensor], env: &SymbolEnv) -> Re
         Op::Random { dist, .. } => {
             let key = index_values(xs[0])[0];
             match (dist, node.ty.dtype) {
-                (Distribution::Uniform, aotgrad_ir::DType::F64) => Data::F64((0..n).map(|i| rng::uniform_f64(key, i)).collect()),
-                (Distribution::Normal, aotgrad_ir::DType::F64) => Data::F64((0..n).map(|i| rng::normal_f64(key, i)).collect()),
-                (Distribution::Uniform, _) => Data::F32((0..n).map(|i| rng::uniform_f32(key, i)).collect()),
-                (Distribution::Normal, _) => Data::F32((0..n).map(|i| rng::normal_f32(key, i)).collect()),
+                (Distribution::Uniform, aotgrad_ir::DType::F64) => {
+                    Data::F64((0..n).map(|i| rng::uniform_f64(key, i)).collect())
+                }
+                (Distribution::Normal, aotgrad_ir::DType::F64) => {
+                    Data::F64((0..n).map(|i| rng::normal_f64(key, i)).collect())
+                }
+                (Distribution::Uniform, _) => {
+                    Data::F32((0..n).map(|i| rng::uniform_f32(key, i)).collect())
+                }
+                (Distribution::Normal, _) => {
+                    Data::F32((0..n).map(|i| rng::normal_f32(key, i)).collect())
+                }
             }
         }
     };
@@ -231,7 +289,11 @@ fn binary(b: BinaryOp, x: &Data, y: &Data) -> Data {
         BinaryOp::Ne => cmp!(|p, q| p != q),
         BinaryOp::And | BinaryOp::Or => match (x, y) {
             (Data::Bool(a), Data::Bool(c)) => {
-                Data::Bool(zip(a, c, |p, q| if b == BinaryOp::And { p && q } else { p || q }))
+                Data::Bool(zip(
+                    a,
+                    c,
+                    |p, q| if b == BinaryOp::And { p && q } else { p || q },
+                ))
             }
             _ => unreachable!("verified: and/or take bools"),
         },
@@ -239,7 +301,9 @@ fn binary(b: BinaryOp, x: &Data, y: &Data) -> Data {
 }
 
 fn select(c: &Data, a: &Data, b: &Data) -> Data {
-    let Data::Bool(c) = c else { unreachable!("verified: bool condition") };
+    let Data::Bool(c) = c else {
+        unreachable!("verified: bool condition")
+    };
     let pick = |i: usize| if c[i] { a.get(i) } else { b.get(i) };
     Data::from_scalars(a.dtype(), (0..c.len()).map(pick))
 }
@@ -250,7 +314,9 @@ fn reduce_targets(shape: &[usize], axes: &[usize]) -> (Vec<usize>, usize) {
     let kshape: Vec<usize> = kept.iter().map(|&d| shape[d]).collect();
     let kst = strides(&kshape);
     let mut out = Vec::with_capacity(shape.iter().product());
-    for_each_index(shape, |o, _| out.push(kept.iter().zip(&kst).map(|(&d, &s)| o[d] * s).sum()));
+    for_each_index(shape, |o, _| {
+        out.push(kept.iter().zip(&kst).map(|(&d, &s)| o[d] * s).sum())
+    });
     (out, kshape.iter().product())
 }
 
@@ -307,7 +373,14 @@ fn arg_reduce(op: ArgReduceOp, x: &Tensor, axis: usize) -> Data {
         let better = match best[t] {
             None => true,
             Some((b, _)) if b.is_nan() => false,
-            Some((b, _)) => v.is_nan() || if op == ArgReduceOp::ArgMax { v > b } else { v < b },
+            Some((b, _)) => {
+                v.is_nan()
+                    || if op == ArgReduceOp::ArgMax {
+                        v > b
+                    } else {
+                        v < b
+                    }
+            }
         };
         if better {
             best[t] = Some((v, pos));
@@ -319,9 +392,22 @@ fn arg_reduce(op: ArgReduceOp, x: &Tensor, axis: usize) -> Data {
 fn matmul(a: &Tensor, b: &Tensor, ta: bool, tb: bool, out: &[usize]) -> Data {
     let r = out.len();
     let (m, n) = (out[r - 2], out[r - 1]);
-    let k = if ta { a.shape()[r - 2] } else { a.shape()[r - 1] };
+    let k = if ta {
+        a.shape()[r - 2]
+    } else {
+        a.shape()[r - 1]
+    };
     let batch: usize = out[..r - 2].iter().product();
-    fn go<T: Num>(x: &[T], y: &[T], batch: usize, m: usize, n: usize, k: usize, ta: bool, tb: bool) -> Vec<T> {
+    fn go<T: Num>(
+        x: &[T],
+        y: &[T],
+        batch: usize,
+        m: usize,
+        n: usize,
+        k: usize,
+        ta: bool,
+        tb: bool,
+    ) -> Vec<T> {
         let mut out = vec![T::zero(); batch * m * n];
         for bi in 0..batch {
             let (xo, yo) = (bi * m * k, bi * k * n);
@@ -349,7 +435,13 @@ fn matmul(a: &Tensor, b: &Tensor, ta: bool, tb: bool, out: &[usize]) -> Data {
     }
 }
 
-fn scatter_add(id: NodeId, x: &Tensor, index: &Tensor, src: &Tensor, axis: usize) -> Result<Data, RunError> {
+fn scatter_add(
+    id: NodeId,
+    x: &Tensor,
+    index: &Tensor,
+    src: &Tensor,
+    axis: usize,
+) -> Result<Data, RunError> {
     let st = strides(x.shape());
     let size = x.shape()[axis];
     let ivals = index_values(index);
@@ -361,10 +453,26 @@ fn scatter_add(id: NodeId, x: &Tensor, index: &Tensor, src: &Tensor, axis: usize
             bad.get_or_insert(j);
             return;
         }
-        targets.push(o.iter().enumerate().map(|(d, &i)| if d == axis { j as usize * st[d] } else { i * st[d] }).sum::<usize>());
+        targets.push(
+            o.iter()
+                .enumerate()
+                .map(|(d, &i)| {
+                    if d == axis {
+                        j as usize * st[d]
+                    } else {
+                        i * st[d]
+                    }
+                })
+                .sum::<usize>(),
+        );
     });
     if let Some(index) = bad {
-        return Err(RunError::IndexOutOfRange { node: id, op: "scatter_add", index, size });
+        return Err(RunError::IndexOutOfRange {
+            node: id,
+            op: "scatter_add",
+            index,
+            size,
+        });
     }
     fn go<T: Num>(base: &[T], src: &[T], targets: &[usize]) -> Vec<T> {
         let mut out = base.to_vec();

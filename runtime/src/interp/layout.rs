@@ -44,5 +44,8 @@ pub(crate) fn take(data: &Data, src: &[usize]) -> Data {
 /// `out[i] = data[src[i]]` or `fill` where `src[i]` is `None`.
 pub(crate) fn take_or(data: &Data, src: &[Option<usize>], fill: Scalar) -> Data {
     // `fill` has the data's dtype (verified), so from_scalars' cast is exact.
-    Data::from_scalars(data.dtype(), src.iter().map(|s| s.map_or(fill, |i| data.get(i))))
+    Data::from_scalars(
+        data.dtype(),
+        src.iter().map(|s| s.map_or(fill, |i| data.get(i))),
+    )
 }

@@ -18,15 +18,35 @@ use crate::Tensor;
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RunError {
     #[error("no tensor was given for {kind} {name:?} ({ty})")]
-    Missing { kind: &'static str, name: String, ty: TensorType },
+    Missing {
+        kind: &'static str,
+        name: String,
+        ty: TensorType,
+    },
     #[error("{name:?} expects {expected}, got a {got} tensor of shape {shape:?}")]
-    Mismatch { name: String, expected: TensorType, got: aotgrad_ir::DType, shape: Vec<usize> },
+    Mismatch {
+        name: String,
+        expected: TensorType,
+        got: aotgrad_ir::DType,
+        shape: Vec<usize>,
+    },
     #[error("symbol {sym} is {first} from {first_from:?} but {second} from {second_from:?}")]
-    SymbolConflict { sym: String, first: usize, first_from: String, second: usize, second_from: String },
+    SymbolConflict {
+        sym: String,
+        first: usize,
+        first_from: String,
+        second: usize,
+        second_from: String,
+    },
     #[error("symbol {sym} used by {node} is not bound by any input")]
     Unbound { sym: String, node: NodeId },
     #[error("{node} (`{op}`): index {index} is out of range for an axis of size {size}")]
-    IndexOutOfRange { node: NodeId, op: &'static str, index: i64, size: usize },
+    IndexOutOfRange {
+        node: NodeId,
+        op: &'static str,
+        index: i64,
+        size: usize,
+    },
     #[error("{name:?} was given but the graph has no input, param or state of that name")]
     Unknown { name: String },
     #[error("the graph does not verify: {0}")]
@@ -79,9 +99,19 @@ pub fn run(graph: &Graph, feeds: &HashMap<String, Tensor>) -> Result<Evaluation,
     }
     for (id, node) in graph.nodes() {
         let t = match &node.op {
-            Op::Input { name, .. } | Op::Param { name, .. } | Op::State { name, .. } => feeds[name].clone(),
+            Op::Input { name, .. } | Op::Param { name, .. } | Op::State { name, .. } => {
+                feeds[name].clone()
+            }
             _ => {
-                let args: Vec<&Tensor> = node.inputs.iter().map(|i| values[i.index()].as_ref().expect("operands are evaluated first")).collect();
+                let args: Vec<&Tensor> = node
+                    .inputs
+                    .iter()
+                    .map(|i| {
+                        values[i.index()]
+                            .as_ref()
+                            .expect("operands are evaluated first")
+                    })
+                    .collect();
                 eval::eval(graph, id, &args, &env)?
             }
         };
@@ -96,11 +126,25 @@ pub fn run(graph: &Graph, feeds: &HashMap<String, Tensor>) -> Result<Evaluation,
     }
     let get = |id: NodeId| values[id.index()].clone().expect("roots are kept");
     Ok(Evaluation {
-        outputs: graph.outputs().iter().map(|(n, id)| (n.clone(), get(*id))).collect(),
+        outputs: graph
+            .outputs()
+            .iter()
+            .map(|(n, id)| (n.clone(), get(*id)))
+            .collect(),
         updates: graph
             .updates()
             .iter()
-            .map(|(t, v)| (graph.node(*t).op.leaf_name().unwrap_or_default().to_string(), get(*v)))
+            .map(|(t, v)| {
+                (
+                    graph
+                        .node(*t)
+                        .op
+                        .leaf_name()
+                        .unwrap_or_default()
+                        .to_string(),
+                    get(*v),
+                )
+            })
             .collect(),
     })
 }
@@ -116,8 +160,17 @@ pub fn bind(graph: &Graph, feeds: &HashMap<String, Tensor>) -> Result<SymbolEnv,
             Op::State { name, ty } => ("state", name, ty),
             _ => continue,
         };
-        let t = feeds.get(name).ok_or_else(|| RunError::Missing { kind, name: name.clone(), ty: ty.clone() })?;
-        let mismatch = || RunError::Mismatch { name: name.clone(), expected: ty.clone(), got: t.dtype(), shape: t.shape().to_vec() };
+        let t = feeds.get(name).ok_or_else(|| RunError::Missing {
+            kind,
+            name: name.clone(),
+            ty: ty.clone(),
+        })?;
+        let mismatch = || RunError::Mismatch {
+            name: name.clone(),
+            expected: ty.clone(),
+            got: t.dtype(),
+            shape: t.shape().to_vec(),
+        };
         if t.dtype() != ty.dtype || t.shape().len() != ty.rank() {
             return Err(mismatch());
         }

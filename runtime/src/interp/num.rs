@@ -110,7 +110,9 @@ macro_rules! num_map {
             aotgrad_ir::Data::I64($v) => aotgrad_ir::Data::I64($body),
             aotgrad_ir::Data::F32($v) => aotgrad_ir::Data::F32($body),
             aotgrad_ir::Data::F64($v) => aotgrad_ir::Data::F64($body),
-            aotgrad_ir::Data::Bool(_) => unreachable!("verified graphs apply numeric ops to numbers"),
+            aotgrad_ir::Data::Bool(_) => {
+                unreachable!("verified graphs apply numeric ops to numbers")
+            }
         }
     };
 }

@@ -23,7 +23,12 @@ pub fn threefry2x32(k0: u32, k1: u32, c0: u32, c1: u32) -> (u32, u32) {
 /// The two raw words for element `i` under an i64 key.
 pub fn bits(key: i64, i: usize) -> (u32, u32) {
     let k = key as u64;
-    threefry2x32(k as u32, (k >> 32) as u32, i as u32, (i as u64 >> 32) as u32)
+    threefry2x32(
+        k as u32,
+        (k >> 32) as u32,
+        i as u32,
+        (i as u64 >> 32) as u32,
+    )
 }
 
 const TWO_M24: f32 = 1.0 / 16_777_216.0;
@@ -61,7 +66,10 @@ mod tests {
     #[test]
     fn threefry_known_answers() {
         assert_eq!(threefry2x32(0, 0, 0, 0), (0x6b20_0159, 0x99ba_4efe));
-        assert_eq!(threefry2x32(u32::MAX, u32::MAX, u32::MAX, u32::MAX), (0x1cb9_96fc, 0xbb00_2be7));
+        assert_eq!(
+            threefry2x32(u32::MAX, u32::MAX, u32::MAX, u32::MAX),
+            (0x1cb9_96fc, 0xbb00_2be7)
+        );
         assert_eq!(
             threefry2x32(0x1319_8a2e, 0x0370_7344, 0x243f_6a88, 0x85a3_08d3),
             (0xc492_3a9c, 0x483d_f7a0)
@@ -79,6 +87,10 @@ mod tests {
         let m = zs.iter().sum::<f64>() / n as f64;
         let v = zs.iter().map(|z| (z - m) * (z - m)).sum::<f64>() / n as f64;
         assert!(m.abs() < 0.02 && (v - 1.0).abs() < 0.02, "{m} {v}");
-        assert_ne!(uniform_f32(1, 0), uniform_f32(2, 0), "keys give different streams");
+        assert_ne!(
+            uniform_f32(1, 0),
+            uniform_f32(2, 0),
+            "keys give different streams"
+        );
     }
 }
