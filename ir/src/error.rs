@@ -69,7 +69,8 @@ pub enum OpError {
 pub struct BuildError {
     pub op: String,
     pub location: &'static Location<'static>,
-    pub error: BuildErrorKind,
+    /// Boxed: `OpError` carries whole tensor types, and `Result`s stay small.
+    pub error: Box<BuildErrorKind>,
 }
 
 /// What went wrong while building a graph with the DSL.

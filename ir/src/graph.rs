@@ -33,6 +33,11 @@ pub struct Node {
     pub ty: TensorType,
 }
 
+/// A named output of a graph.
+pub type Output = (String, NodeId);
+/// `(param or state leaf, its new value)`.
+pub type Update = (NodeId, NodeId);
+
 /// Errors of graph assembly that are not about one op's operand types.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum GraphError {
@@ -267,7 +272,7 @@ impl Graph {
     }
 
     /// Raw root lists, for passes that remap ids (unchecked; verify afterwards).
-    pub fn roots_mut(&mut self) -> (&mut Vec<(String, NodeId)>, &mut Vec<(NodeId, NodeId)>) {
+    pub fn roots_mut(&mut self) -> (&mut Vec<Output>, &mut Vec<Update>) {
         (&mut self.outputs, &mut self.updates)
     }
 }

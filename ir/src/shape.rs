@@ -201,7 +201,7 @@ impl Numel {
 
     /// `self / other` when it divides exactly (used by reshape's `-1`).
     pub fn div(&self, other: &Numel) -> Option<Numel> {
-        if other.coeff == 0 || self.coeff % other.coeff != 0 {
+        if other.coeff == 0 || !self.coeff.is_multiple_of(other.coeff) {
             return None;
         }
         let mut syms = self.syms.clone();

@@ -114,7 +114,7 @@ impl GraphBuilder {
             st.error = Some(BuildError {
                 op: op.to_string(),
                 location: loc,
-                error: kind.into(),
+                error: Box::new(kind.into()),
             });
         }
         self.poison()
@@ -235,7 +235,7 @@ impl GraphBuilder {
         verify(&st.graph).map_err(|e| BuildError {
             op: "finish".into(),
             location: Location::caller(),
-            error: BuildErrorKind::Usage(e.to_string()),
+            error: Box::new(BuildErrorKind::Usage(e.to_string())),
         })?;
         Ok(st.graph)
     }

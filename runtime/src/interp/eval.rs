@@ -235,6 +235,9 @@ fn unary(u: UnaryOp, d: &Data) -> Data {
     }
 }
 
+// The comparison macro is also instantiated for bool; the verifier only lets eq/ne
+// reach it, so the bool order comparisons clippy flags are never executed.
+#[allow(clippy::bool_comparison)]
 fn binary(b: BinaryOp, x: &Data, y: &Data) -> Data {
     fn zip<T: Copy, U>(a: &[T], b: &[T], f: impl Fn(T, T) -> U) -> Vec<U> {
         a.iter().zip(b).map(|(&p, &q)| f(p, q)).collect()
@@ -389,34 +392,50 @@ fn arg_reduce(op: ArgReduceOp, x: &Tensor, axis: usize) -> Data {
     Data::I64(best.into_iter().map(|b| b.map_or(0, |(_, p)| p)).collect())
 }
 
+/// Problem size of one batched matmul.
+#[derive(Clone, Copy)]
+struct Gemm {
+    batch: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    ta: bool,
+    tb: bool,
+}
+
 fn matmul(a: &Tensor, b: &Tensor, ta: bool, tb: bool, out: &[usize]) -> Data {
     let r = out.len();
-    let (m, n) = (out[r - 2], out[r - 1]);
     let k = if ta {
         a.shape()[r - 2]
     } else {
         a.shape()[r - 1]
     };
-    let batch: usize = out[..r - 2].iter().product();
-    fn go<T: Num>(
-        x: &[T],
-        y: &[T],
-        batch: usize,
-        m: usize,
-        n: usize,
-        k: usize,
-        ta: bool,
-        tb: bool,
-    ) -> Vec<T> {
+    let p = Gemm {
+        batch: out[..r - 2].iter().product(),
+        m: out[r - 2],
+        n: out[r - 1],
+        k,
+        ta,
+        tb,
+    };
+    fn go<T: Num>(x: &[T], y: &[T], p: Gemm) -> Vec<T> {
+        let Gemm {
+            batch,
+            m,
+            n,
+            k,
+            ta,
+            tb,
+        } = p;
         let mut out = vec![T::zero(); batch * m * n];
         for bi in 0..batch {
             let (xo, yo) = (bi * m * k, bi * k * n);
             for i in 0..m {
                 for j in 0..n {
                     let mut acc = T::zero();
-                    for p in 0..k {
-                        let xv = x[xo + if ta { p * m + i } else { i * k + p }];
-                        let yv = y[yo + if tb { j * k + p } else { p * n + j }];
+                    for q in 0..k {
+                        let xv = x[xo + if ta { q * m + i } else { i * k + q }];
+                        let yv = y[yo + if tb { j * k + q } else { q * n + j }];
                         acc = acc.add(xv.mul(yv));
                     }
                     out[bi * m * n + i * n + j] = acc;
@@ -426,11 +445,11 @@ fn matmul(a: &Tensor, b: &Tensor, ta: bool, tb: bool, out: &[usize]) -> Data {
         out
     }
     match (a.data(), b.data()) {
-        (Data::U8(x), Data::U8(y)) => Data::U8(go(x, y, batch, m, n, k, ta, tb)),
-        (Data::I32(x), Data::I32(y)) => Data::I32(go(x, y, batch, m, n, k, ta, tb)),
-        (Data::I64(x), Data::I64(y)) => Data::I64(go(x, y, batch, m, n, k, ta, tb)),
-        (Data::F32(x), Data::F32(y)) => Data::F32(go(x, y, batch, m, n, k, ta, tb)),
-        (Data::F64(x), Data::F64(y)) => Data::F64(go(x, y, batch, m, n, k, ta, tb)),
+        (Data::U8(x), Data::U8(y)) => Data::U8(go(x, y, p)),
+        (Data::I32(x), Data::I32(y)) => Data::I32(go(x, y, p)),
+        (Data::I64(x), Data::I64(y)) => Data::I64(go(x, y, p)),
+        (Data::F32(x), Data::F32(y)) => Data::F32(go(x, y, p)),
+        (Data::F64(x), Data::F64(y)) => Data::F64(go(x, y, p)),
         _ => unreachable!("verified: numeric matmul operands of one dtype"),
     }
 }
