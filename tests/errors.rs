@@ -8,179 +8,130 @@ fn build_err(f: impl for<'g> FnOnce(&'g GraphBuilder) -> Var<'g>) -> String {
     let g = GraphBuilder::new("e");
     let v = f(&g);
     g.output("out", v);
-    strip_col(g.finish().unwrap_err().to_string())
+    g.finish().unwrap_err().to_string()
 }
 
-/// The expected DSL error: it names the op and the caller's file, line and column. The
-/// column (of the method name) is checked to be present; `_col` documents it.
-fn at(line: u32, _col: u32, op: &str, msg: &str) -> String {
-    format!("`{op}` at tests/errors.rs:{line}:COL: {msg}")
-}
-
-fn strip_col(e: String) -> String {
-    let Some(i) = e.find("tests/errors.rs:") else {
-        return e;
-    };
-    let rest = &e[i + "tests/errors.rs:".len()..];
-    let (line, after) = rest.split_once(':').unwrap();
-    let (col, tail) = after.split_once(':').unwrap();
+/// Asserts a DSL error's message, and that its location is the line of this file
+/// that holds the user's `call` (so `#[track_caller]` reached the user's code).
+fn assert_err(e: &str, call: &str, op: &str, msg: &str) {
+    let prefix = format!("`{op}` at tests/errors.rs:");
+    let rest = e
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("{e:?} does not start with {prefix:?}"));
+    let (line, rest) = rest.split_once(':').unwrap();
+    let (col, rest) = rest.split_once(": ").unwrap();
     assert!(col.parse::<u32>().is_ok(), "column in {e}");
-    format!("{}tests/errors.rs:{line}:COL:{tail}", &e[..i])
+    assert_eq!(rest, msg);
+    let src = include_str!("errors.rs");
+    let text = src.lines().nth(line.parse::<usize>().unwrap() - 1).unwrap();
+    assert!(
+        text.contains(call),
+        "{e}: line {line} is {text:?}, which lacks {call:?}"
+    );
 }
 
 #[test]
 fn dsl_shape_errors_name_op_types_and_line() {
-    let line = line!() + 4;
     let e = build_err(|g| {
         let a = g.input("a", DType::F32, shape![2, 3]);
         let b = g.input("b", DType::F32, shape![4, 5]);
         a.matmul(b)
     });
-    assert_eq!(
-        e,
-        at(
-            line,
-            9,
-            "matmul",
-            "matmul operands do not agree: f32[2,3] @ f32[4,5] (inner dims differ)"
-        )
+    assert_err(
+        &e,
+        ".matmul(",
+        "matmul",
+        "matmul operands do not agree: f32[2,3] @ f32[4,5] (inner dims differ)",
     );
 
-    let line = line!() + 1;
     let e =
         build_err(|g| g.input("a", DType::F32, shape![2, 3]) + g.input("b", DType::F32, shape![4]));
-    assert_eq!(
-        e,
-        at(line, 27, "add", "shapes [2,3] and [4] do not broadcast")
-    );
+    assert_err(&e, " + ", "add", "shapes [2,3] and [4] do not broadcast");
 
-    let line = line!() + 1;
     let e = build_err(|g| {
         g.input("a", DType::F32, shape!["N", 3]) * g.input("b", DType::F32, shape![5, 3])
     });
-    assert_eq!(
-        e,
-        at(line, 27, "mul", "shapes [N,3] and [5,3] do not broadcast")
-    );
+    assert_err(&e, " * ", "mul", "shapes [N,3] and [5,3] do not broadcast");
 
-    let line = line!() + 1;
     let e = build_err(|g| g.input("a", DType::F32, shape![2, 3]).reshape(&[4, -1]));
-    assert_eq!(
-        e,
-        at(
-            line,
-            27,
-            "reshape",
-            "cannot reshape [2,3] (6 elements) to [4,1] (a multiple of 4 elements)"
-        )
+    assert_err(
+        &e,
+        ".reshape(",
+        "reshape",
+        "cannot reshape [2,3] (6 elements) to [4,1] (a multiple of 4 elements)",
     );
 
-    let line = line!() + 1;
     let e = build_err(|g| g.input("a", DType::F32, shape![2, 3]).reshape(&[5]));
-    assert_eq!(
-        e,
-        at(
-            line,
-            27,
-            "reshape",
-            "cannot reshape [2,3] (6 elements) to [5] (5 elements)"
-        )
+    assert_err(
+        &e,
+        ".reshape(",
+        "reshape",
+        "cannot reshape [2,3] (6 elements) to [5] (5 elements)",
     );
 
-    let line = line!() + 1;
     let e = build_err(|g| g.input("a", DType::F32, shape![2, 3]).sum(2, false));
-    assert_eq!(
-        e,
-        at(line, 27, "sum", "axis 2 is out of range for f32[2,3]")
-    );
+    assert_err(&e, ".sum(", "sum", "axis 2 is out of range for f32[2,3]");
 
-    let line = line!() + 1;
     let e = build_err(|g| g.input("a", DType::F32, shape![2, 3]).sum([0, -2], false));
-    assert_eq!(e, at(line, 27, "sum", "axis 0 is repeated in [0, -2]"));
+    assert_err(&e, ".sum(", "sum", "axis 0 is repeated in [0, -2]");
 
-    let line = line!() + 1;
     let e = build_err(|g| g.input("a", DType::F32, shape![2, 3, 4]).t());
-    assert_eq!(
-        e,
-        at(
-            line,
-            27,
-            "t",
-            "t() expects a tensor of rank <= 2, got rank 3"
-        )
+    assert_err(
+        &e,
+        ".t()",
+        "t",
+        "t() expects a tensor of rank <= 2, got rank 3",
     );
 
-    let line = line!() + 1;
     let e = build_err(|g| g.input("a", DType::F32, shape![2, 3]).permute(&[0, 0]));
-    assert_eq!(
-        e,
-        at(
-            line,
-            27,
-            "permute",
-            "[0, 0] is not a permutation of the axes of f32[2,3]"
-        )
+    assert_err(
+        &e,
+        ".permute(",
+        "permute",
+        "[0, 0] is not a permutation of the axes of f32[2,3]",
     );
 
-    let line = line!() + 1;
     let e = build_err(|g| g.input("a", DType::F32, shape![2, 3]).expand(&[4, 3]));
-    assert_eq!(
-        e,
-        at(
-            line,
-            27,
-            "expand",
-            "shapes [2,3] and [4,3] do not broadcast"
-        )
+    assert_err(
+        &e,
+        ".expand(",
+        "expand",
+        "shapes [2,3] and [4,3] do not broadcast",
     );
 
-    let line = line!() + 1;
     let e = build_err(|g| {
         g.input("a", DType::F32, shape![2, 3])
             .slice(1, Some(0), None, 0)
     });
-    assert_eq!(e, at(line, 27, "slice", "slice step must be at least 1"));
+    assert_err(&e, ".slice(", "slice", "slice step must be at least 1");
 
-    let line = line!() + 1;
     let e = build_err(|g| {
         g.input("a", DType::F32, shape!["N", 3])
             .slice(0, Some(1), None, 1)
     });
-    assert_eq!(
-        e,
-        at(
-            line,
-            27,
-            "slice",
-            "dim 0 of f32[N,3] is symbolic; slice needs a known size there"
-        )
+    assert_err(
+        &e,
+        ".slice(",
+        "slice",
+        "dim 0 of f32[N,3] is symbolic; slice needs a known size there",
     );
 
-    let line = line!() + 1;
     let e = build_err(|g| g.input("a", DType::F32, shape![2, 3]).select(1, 3));
-    assert_eq!(
-        e,
-        at(
-            line,
-            27,
-            "select",
-            "index 3 is out of range for axis 1 of f32[2,3]"
-        )
+    assert_err(
+        &e,
+        ".select(",
+        "select",
+        "index 3 is out of range for axis 1 of f32[2,3]",
     );
 
-    let line = line!() + 1;
     let e = build_err(|g| g.input("a", DType::F32, shape![2, 3]).pad(&[(-2, -2)], 0.0));
-    assert_eq!(
-        e,
-        at(
-            line,
-            27,
-            "pad",
-            "cropping -2,-2 removes more than the 3 elements of axis 1"
-        )
+    assert_err(
+        &e,
+        ".pad(",
+        "pad",
+        "cropping -2,-2 removes more than the 3 elements of axis 1",
     );
 
-    let line = line!() + 1;
     let e = build_err(|g| {
         g.cat(
             &[
@@ -190,139 +141,115 @@ fn dsl_shape_errors_name_op_types_and_line() {
             0,
         )
     });
-    assert_eq!(
-        e,
-        at(
-            line,
-            27,
-            "cat",
-            "operand shapes differ: f32[2,3] vs f32[2,4]"
-        )
+    assert_err(
+        &e,
+        "g.cat(",
+        "cat",
+        "operand shapes differ: f32[2,3] vs f32[2,4]",
     );
 
-    let line = line!() + 1;
     let e = build_err(|g| g.cat(&[], 0));
-    assert_eq!(e, at(line, 27, "cat", "cat needs at least one value"));
+    assert_err(&e, "g.cat(", "cat", "cat needs at least one value");
 }
 
 #[test]
 fn dsl_dtype_and_usage_errors() {
-    let line = line!() + 1;
     let e = build_err(|g| g.input("a", DType::F32, shape![2]).logical_not());
-    assert_eq!(
-        e,
-        at(line, 27, "not", "expected a bool operand, got f32[2]")
+    assert_err(
+        &e,
+        ".logical_not(",
+        "not",
+        "expected a bool operand, got f32[2]",
     );
 
-    let line = line!() + 1;
     let e = build_err(|g| g.input("a", DType::I64, shape![2]).mean_all());
-    assert_eq!(
-        e,
-        at(
-            line,
-            27,
-            "mean",
-            "expected a floating-point operand, got i64[2]"
-        )
+    assert_err(
+        &e,
+        ".mean_all(",
+        "mean",
+        "expected a floating-point operand, got i64[2]",
     );
 
-    let line = line!() + 1;
     let e = build_err(|g| g.input("a", DType::F32, shape![2]).one_hot(3));
-    assert_eq!(
-        e,
-        at(
-            line,
-            27,
-            "one_hot",
-            "expected an integer class-index operand, got f32[2]"
-        )
+    assert_err(
+        &e,
+        ".one_hot(",
+        "one_hot",
+        "expected an integer class-index operand, got f32[2]",
     );
 
-    let line = line!() + 1;
     let e = build_err(|g| {
         g.input("a", DType::F32, shape![2, 3])
             .gather(1, g.input("i", DType::F32, shape![2, 1]))
     });
-    assert_eq!(
-        e,
-        at(
-            line,
-            27,
-            "gather",
-            "expected an i32 or i64 index operand, got f32[2,1]"
-        )
+    assert_err(
+        &e,
+        ".gather(",
+        "gather",
+        "expected an i32 or i64 index operand, got f32[2,1]",
     );
 
-    let line = line!() + 1;
     let e = build_err(|g| {
         g.input("a", DType::F32, shape![2])
             .norm(3, Axes::All, false)
     });
-    assert_eq!(
-        e,
-        at(line, 27, "norm", "norm order 3 is not supported (1 or 2)")
+    assert_err(
+        &e,
+        ".norm(",
+        "norm",
+        "norm order 3 is not supported (1 or 2)",
     );
 
-    let line = line!() + 1;
     let e = build_err(|g| g.bernoulli(g.input("k", DType::I64, shape![]), 1.5, shape![3]));
-    assert_eq!(
-        e,
-        at(line, 27, "bernoulli", "probability 1.5 is not in [0, 1]")
+    assert_err(
+        &e,
+        "g.bernoulli(",
+        "bernoulli",
+        "probability 1.5 is not in [0, 1]",
     );
 
-    let line = line!() + 1;
     let e = build_err(|g| g.rand(g.input("k", DType::I32, shape![]), DType::F32, shape![3]));
-    assert_eq!(
-        e,
-        at(line, 27, "rand", "expected an i64[] key operand, got i32[]")
+    assert_err(
+        &e,
+        "g.rand(",
+        "rand",
+        "expected an i64[] key operand, got i32[]",
     );
 
-    let line = line!() + 3;
     let e = build_err(|g| {
         let a = g.input("x", DType::F32, shape![2]);
         let b = g.param("x", DType::F32, shape![2]);
         a + b
     });
-    assert_eq!(
-        e,
-        at(
-            line,
-            17,
-            "param",
-            "name \"x\" is already used by another input, parameter, state or output"
-        )
+    assert_err(
+        &e,
+        "g.param(",
+        "param",
+        "name \"x\" is already used by another input, parameter, state or output",
     );
 
-    let line = line!() + 3;
     let e = build_err(|g| {
         let a = g.input("x", DType::F32, shape![2]);
         g.update(a, a);
         a
     });
-    assert_eq!(
-        e,
-        at(
-            line,
-            11,
-            "update",
-            "update target %0 is a `input`, not a param or state"
-        )
+    assert_err(
+        &e,
+        "g.update(",
+        "update",
+        "update target %0 is a `input`, not a param or state",
     );
 }
 
 #[test]
 fn only_the_first_error_is_reported() {
-    let line = line!() + 3;
     let e = build_err(|g| {
         let a = g.input("a", DType::F32, shape![2, 3]);
         let bad = a.sum(5, false);
         // Everything downstream of a failed value is poisoned and stays quiet.
         (bad.matmul(a) + a.reshape(&[7])).relu()
     });
-    assert_eq!(
-        e,
-        at(line, 21, "sum", "axis 5 is out of range for f32[2,3]")
-    );
+    assert_err(&e, ".sum(", "sum", "axis 5 is out of range for f32[2,3]");
 }
 
 fn parse_err(src: &str) -> String {
