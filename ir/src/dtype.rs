@@ -206,7 +206,8 @@ impl Scalar {
 }
 
 /// Text form used by the IR printer: exact and re-parseable. Floats use Rust's shortest
-/// round-trip representation, so every bit pattern survives print/parse.
+/// round-trip representation; a NaN other than the canonical one is written with its
+/// bits (`nan:0x7fc00001`), so every bit pattern survives print/parse.
 impl fmt::Display for Scalar {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -214,6 +215,12 @@ impl fmt::Display for Scalar {
             Scalar::U8(v) => write!(f, "{v}"),
             Scalar::I32(v) => write!(f, "{v}"),
             Scalar::I64(v) => write!(f, "{v}"),
+            Scalar::F32(v) if v.is_nan() && v.to_bits() != f32::NAN.to_bits() => {
+                write!(f, "nan:0x{:08x}", v.to_bits())
+            }
+            Scalar::F64(v) if v.is_nan() && v.to_bits() != f64::NAN.to_bits() => {
+                write!(f, "nan:0x{:016x}", v.to_bits())
+            }
             Scalar::F32(v) => fmt_float(f, *v as f64, v.is_nan(), &format!("{v:?}")),
             Scalar::F64(v) => fmt_float(f, *v, v.is_nan(), &format!("{v:?}")),
         }
@@ -278,5 +285,9 @@ mod tests {
         assert_eq!(Scalar::F32(f32::NAN).to_string(), "nan");
         assert_eq!(Scalar::I64(-3).to_string(), "-3");
         assert_eq!(Scalar::F32(f32::NAN), Scalar::F32(f32::NAN));
+        assert_eq!(
+            Scalar::F32(f32::from_bits(0xffc0_0001)).to_string(),
+            "nan:0xffc00001"
+        );
     }
 }

@@ -198,6 +198,17 @@ pub fn const_text(value: &ConstValue) -> String {
 
 /// Parses an atom as a scalar of `dtype`, exactly (no rounding through another type).
 pub fn parse_scalar(dtype: DType, s: &str) -> Option<Scalar> {
+    if let Some(hex) = s.strip_prefix("nan:0x") {
+        return match dtype {
+            DType::F32 => Some(Scalar::F32(f32::from_bits(
+                u32::from_str_radix(hex, 16).ok()?,
+            ))),
+            DType::F64 => Some(Scalar::F64(f64::from_bits(
+                u64::from_str_radix(hex, 16).ok()?,
+            ))),
+            _ => None,
+        };
+    }
     Some(match dtype {
         DType::Bool => Scalar::Bool(s.parse().ok()?),
         DType::U8 => Scalar::U8(s.parse().ok()?),
