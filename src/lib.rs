@@ -30,3 +30,8 @@ pub mod prelude {
     pub use aotgrad_ir::{Axes, DType, Dim, Graph, GraphBuilder, Shape, TensorType, Var, shape};
     pub use aotgrad_runtime::Tensor;
 }
+
+/// The README's example, compiled and run as a doctest so it cannot rot.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
