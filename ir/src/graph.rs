@@ -101,7 +101,9 @@ impl Graph {
     }
 
     /// All nodes with their ids, in topological (= creation) order.
-    pub fn nodes(&self) -> impl ExactSizeIterator<Item = (NodeId, &Node)> + '_ {
+    pub fn nodes(
+        &self,
+    ) -> impl DoubleEndedIterator<Item = (NodeId, &Node)> + ExactSizeIterator + '_ {
         self.nodes
             .iter()
             .enumerate()

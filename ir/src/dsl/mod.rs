@@ -221,6 +221,14 @@ impl GraphBuilder {
         }
     }
 
+    /// Adds one primitive op exactly as given (no promotion or broadcasting). For
+    /// transformations such as autodiff and for ops the DSL has no method for.
+    #[track_caller]
+    pub fn apply<'g>(&'g self, op: Op, inputs: &[Var<'g>]) -> Var<'g> {
+        let name = op.name();
+        self.add(Location::caller(), name, op, inputs)
+    }
+
     /// The first error recorded so far, if any.
     pub fn error(&self) -> Option<BuildError> {
         self.state.borrow().error.clone()
