@@ -16,7 +16,10 @@
 //! assert_eq!(out.output("col_sums").unwrap().as_f32().unwrap(), &[5.0, 7.0, 9.0]);
 //! ```
 
+mod gradcheck;
+
 pub use aotgrad_compiler as compiler;
+pub use gradcheck::{GradcheckError, GradcheckOptions, GradcheckReport, InputCheck, gradcheck};
 pub use aotgrad_ir as ir;
 pub use aotgrad_runtime as runtime;
 

@@ -1,0 +1,156 @@
+//! Gradient checking: autodiff gradients against central finite differences, in f64.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use aotgrad_compiler::{GradError, Seed, grad_named, precision::widen_f32_to_f64};
+use aotgrad_ir::{DType, Data, Graph, GraphError, Op};
+use aotgrad_runtime::{RunError, Tensor};
+
+/// Settings of [`gradcheck`].
+#[derive(Debug, Clone, Copy)]
+pub struct GradcheckOptions {
+    /// Central-difference step.
+    pub eps: f64,
+    /// Seed of the random output cotangents (a rule that ignores its incoming gradient
+    /// cannot pass with a random cotangent).
+    pub seed: u64,
+    /// Gradients smaller than this (in both AD and FD) are compared absolutely.
+    pub floor: f64,
+}
+
+impl Default for GradcheckOptions {
+    fn default() -> Self {
+        GradcheckOptions { eps: 1e-6, seed: 0x5eed, floor: 1e-7 }
+    }
+}
+
+/// The comparison for one `wrt` leaf.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputCheck {
+    pub name: String,
+    pub elements: usize,
+    /// Largest `|ad - fd|`.
+    pub max_abs_error: f64,
+    /// Largest `|ad - fd| / max(|ad|, |fd|)` over elements above `floor`.
+    pub max_rel_error: f64,
+}
+
+/// Per-input results of [`gradcheck`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct GradcheckReport {
+    pub inputs: Vec<InputCheck>,
+}
+
+impl GradcheckReport {
+    /// The worst relative error over all inputs (elements below the floor count by their
+    /// absolute error).
+    pub fn worst(&self) -> f64 {
+        self.inputs.iter().map(|c| c.max_rel_error).fold(0.0, f64::max)
+    }
+
+    pub fn passed(&self, tolerance: f64) -> bool {
+        self.inputs.iter().all(|c| c.max_rel_error <= tolerance)
+    }
+}
+
+impl fmt::Display for GradcheckReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{:<24} {:>8} {:>12} {:>12}", "input", "elements", "max_abs", "max_rel")?;
+        for c in &self.inputs {
+            writeln!(f, "{:<24} {:>8} {:>12.3e} {:>12.3e}", c.name, c.elements, c.max_abs_error, c.max_rel_error)?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a gradient check could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum GradcheckError {
+    #[error(transparent)]
+    Grad(#[from] GradError),
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    #[error("{0:?} is not an input or param: finite differences perturb leaves only")]
+    NotLeaf(String),
+    #[error("the graph has no floating-point output to check")]
+    NoOutput,
+}
+
+/// A deterministic generator for cotangents in `[-1, 1)`.
+fn lcg(state: &mut u64) -> f64 {
+    *state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    ((*state >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+}
+
+fn widen_feed(t: &Tensor) -> Tensor {
+    if t.dtype() == DType::F32 { t.cast(DType::F64) } else { t.clone() }
+}
+
+/// Checks the gradients of `L = sum_o sum(output_o * c_o)` (random cotangents `c_o` over
+/// every floating-point output) with respect to each leaf in `wrt`, comparing reverse-mode
+/// autodiff with central differences. The program is widened to f64 first.
+pub fn gradcheck(graph: &Graph, feeds: &HashMap<String, Tensor>, wrt: &[&str], opts: GradcheckOptions) -> Result<GradcheckReport, GradcheckError> {
+    let g = widen_f32_to_f64(graph)?;
+    let feeds: HashMap<String, Tensor> = feeds.iter().map(|(k, v)| (k.clone(), widen_feed(v))).collect();
+    for w in wrt {
+        match g.find(w).map(|id| &g.node(id).op) {
+            Some(Op::Input { .. } | Op::Param { .. } | Op::State { .. }) => {}
+            _ => return Err(GradcheckError::NotLeaf(w.to_string())),
+        }
+    }
+    // Output shapes come from one forward run (symbols are bound by the feeds).
+    let fwd = aotgrad_runtime::run(&g, &feeds)?;
+    let mut rng = opts.seed;
+    let mut cots: Vec<(String, Tensor)> = Vec::new();
+    for (name, t) in &fwd.outputs {
+        if t.dtype() == DType::F64 {
+            let vals: Vec<f64> = (0..t.len()).map(|_| lcg(&mut rng)).collect();
+            cots.push((name.clone(), Tensor::from_f64(&vals, t.shape()).expect("sized from t")));
+        }
+    }
+    if cots.is_empty() {
+        return Err(GradcheckError::NoOutput);
+    }
+    let seeds: Vec<(&str, Seed)> = cots.iter().map(|(n, c)| (n.as_str(), Seed::Const(c.data().clone()))).collect();
+    let names: Vec<(String, String)> = wrt.iter().map(|w| (w.to_string(), format!("gradcheck:{w}"))).collect();
+    let named: Vec<(&str, &str)> = names.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let joint = grad_named(&g, &seeds, &named)?;
+    let ad = aotgrad_runtime::run(&joint, &feeds)?;
+
+    let objective = |feeds: &HashMap<String, Tensor>| -> Result<f64, RunError> {
+        let r = aotgrad_runtime::run(&g, feeds)?;
+        Ok(cots
+            .iter()
+            .map(|(n, c)| {
+                let o = r.output(n).expect("same graph").to_f64_vec();
+                o.iter().zip(c.to_f64_vec()).map(|(a, b)| a * b).sum::<f64>()
+            })
+            .sum())
+    };
+    let mut report = GradcheckReport { inputs: Vec::new() };
+    for (w, gname) in &names {
+        let analytic = ad.output(gname).expect("gradient output").to_f64_vec();
+        let base = feeds[w].clone();
+        let mut check = InputCheck { name: w.clone(), elements: base.len(), max_abs_error: 0.0, max_rel_error: 0.0 };
+        for (i, &a) in analytic.iter().enumerate() {
+            let at = |delta: f64| -> Result<f64, RunError> {
+                let mut v = base.as_f64().expect("widened").to_vec();
+                v[i] += delta;
+                let mut f = feeds.clone();
+                f.insert(w.clone(), Tensor::new(base.shape(), Data::F64(v)).expect("same size"));
+                objective(&f)
+            };
+            let fd = (at(opts.eps)? - at(-opts.eps)?) / (2.0 * opts.eps);
+            let abs = (a - fd).abs();
+            check.max_abs_error = check.max_abs_error.max(abs);
+            let scale = a.abs().max(fd.abs());
+            let rel = if scale > opts.floor { abs / scale } else { abs };
+            check.max_rel_error = check.max_rel_error.max(rel);
+        }
+        report.inputs.push(check);
+    }
+    Ok(report)
+}
