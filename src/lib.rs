@@ -17,11 +17,12 @@
 //! ```
 
 mod gradcheck;
+pub mod nn;
 
 pub use aotgrad_compiler as compiler;
-pub use gradcheck::{GradcheckError, GradcheckOptions, GradcheckReport, InputCheck, gradcheck};
 pub use aotgrad_ir as ir;
 pub use aotgrad_runtime as runtime;
+pub use gradcheck::{GradcheckError, GradcheckOptions, GradcheckReport, InputCheck, gradcheck};
 
 pub use aotgrad_ir::{
     BuildError, DType, Dim, Graph, GraphBuilder, Shape, TensorType, Var, shape, text, verify,

@@ -1,9 +1,10 @@
-//! The `aotgrad` command line: inspect and run IR files.
+//! The `aotgrad` command line: inspect, run and differentiate IR files.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use aotgrad::compiler::{Seed, grad};
 use aotgrad::runtime::npy;
 use aotgrad::{Graph, Tensor, text};
 use clap::{Parser, Subcommand};
@@ -35,6 +36,126 @@ enum Cmd {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
+    /// Append the reverse-mode gradient subgraph and print the joint graph.
+    Grad {
+        file: PathBuf,
+        /// Nodes to differentiate with respect to (inputs, params, states or outputs).
+        #[arg(long, value_name = "NAME", required = true, num_args = 1..)]
+        wrt: Vec<String>,
+        /// Scalar outputs to differentiate with seed 1 (default: every float scalar
+        /// output, when no --seed is given).
+        #[arg(long = "of", value_name = "OUTPUT")]
+        of: Vec<String>,
+        /// OUTPUT=PATH.npy: differentiate OUTPUT with this cotangent (`y.backward(seed)`).
+        #[arg(long = "seed", value_name = "OUTPUT=PATH")]
+        seeds: Vec<String>,
+    },
+    /// Compare autodiff gradients with central finite differences (in f64) and print the
+    /// worst relative error per input; fails when one exceeds --tol.
+    Gradcheck {
+        file: PathBuf,
+        /// NAME=PATH.npy for each input, param and state.
+        #[arg(long = "input", value_name = "NAME=PATH")]
+        inputs: Vec<String>,
+        /// Leaves to check (default: every float input and param).
+        #[arg(long, value_name = "NAME", num_args = 1..)]
+        wrt: Vec<String>,
+        #[arg(long, default_value_t = 1e-6)]
+        eps: f64,
+        #[arg(long, default_value_t = 1e-5)]
+        tol: f64,
+    },
+}
+
+fn read_feeds(inputs: &[String]) -> Result<HashMap<String, Tensor>, String> {
+    let mut feeds = HashMap::new();
+    for spec in inputs {
+        let (name, path) = spec
+            .split_once('=')
+            .ok_or_else(|| format!("--input {spec:?}: expected NAME=PATH.npy"))?;
+        let t: Tensor =
+            npy::read_npy(Path::new(path)).map_err(|e| format!("--input {name}: {e}"))?;
+        if feeds.insert(name.to_string(), t).is_some() {
+            return Err(format!("--input {name} is given twice"));
+        }
+    }
+    Ok(feeds)
+}
+
+fn grad_cmd(
+    file: &Path,
+    wrt: &[String],
+    of: &[String],
+    seeds: &[String],
+) -> Result<String, String> {
+    let graph = load(file)?;
+    let mut outs: Vec<(String, Seed)> = of.iter().map(|o| (o.clone(), Seed::Auto)).collect();
+    for spec in seeds {
+        let (name, path) = spec
+            .split_once('=')
+            .ok_or_else(|| format!("--seed {spec:?}: expected OUTPUT=PATH.npy"))?;
+        let t: Tensor =
+            npy::read_npy(Path::new(path)).map_err(|e| format!("--seed {name}: {e}"))?;
+        outs.push((name.to_string(), Seed::Const(t.data().clone())));
+    }
+    if outs.is_empty() {
+        outs = graph
+            .outputs()
+            .iter()
+            .filter(|(_, id)| graph.ty(*id).rank() == 0 && graph.ty(*id).dtype.is_float())
+            .map(|(n, _)| (n.clone(), Seed::Auto))
+            .collect();
+        if outs.is_empty() {
+            return Err(format!(
+                "{}: no float scalar output to differentiate; name one with --of or give --seed",
+                file.display()
+            ));
+        }
+    }
+    let outs: Vec<(&str, Seed)> = outs.iter().map(|(n, s)| (n.as_str(), s.clone())).collect();
+    let wrt: Vec<&str> = wrt.iter().map(String::as_str).collect();
+    let joint = grad(&graph, &outs, &wrt).map_err(|e| format!("{}: {e}", file.display()))?;
+    Ok(text::print(&joint))
+}
+
+fn gradcheck_cmd(
+    file: &Path,
+    inputs: &[String],
+    wrt: &[String],
+    eps: f64,
+    tol: f64,
+) -> Result<String, String> {
+    let graph = load(file)?;
+    let feeds = read_feeds(inputs)?;
+    let wrt: Vec<String> = if wrt.is_empty() {
+        graph
+            .inputs()
+            .chain(graph.params())
+            .filter(|(_, id)| graph.ty(*id).dtype.is_float())
+            .map(|(n, _)| n.to_string())
+            .collect()
+    } else {
+        wrt.to_vec()
+    };
+    let wrt: Vec<&str> = wrt.iter().map(String::as_str).collect();
+    let opts = aotgrad::GradcheckOptions {
+        eps,
+        ..Default::default()
+    };
+    let report = aotgrad::gradcheck(&graph, &feeds, &wrt, opts)
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    if report.passed(tol) {
+        Ok(format!(
+            "{report}passed: worst relative error {:.3e} <= {tol:e}\n",
+            report.worst()
+        ))
+    } else {
+        Err(format!(
+            "{}: gradcheck failed: worst relative error {:.3e} > {tol:e}\n{report}",
+            file.display(),
+            report.worst()
+        ))
+    }
 }
 
 fn load(file: &Path) -> Result<Graph, String> {
@@ -57,17 +178,7 @@ fn file_stem(name: &str) -> String {
 
 fn run_cmd(file: &Path, inputs: &[String], out: &Path) -> Result<String, String> {
     let graph = load(file)?;
-    let mut feeds = HashMap::new();
-    for spec in inputs {
-        let (name, path) = spec
-            .split_once('=')
-            .ok_or_else(|| format!("--input {spec:?}: expected NAME=PATH.npy"))?;
-        let t: Tensor =
-            npy::read_npy(Path::new(path)).map_err(|e| format!("--input {name}: {e}"))?;
-        if feeds.insert(name.to_string(), t).is_some() {
-            return Err(format!("--input {name} is given twice"));
-        }
-    }
+    let feeds = read_feeds(inputs)?;
     let result = aotgrad::run(&graph, &feeds).map_err(|e| format!("{}: {e}", file.display()))?;
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let mut report = String::new();
@@ -97,6 +208,19 @@ fn main() -> ExitCode {
         }
         Cmd::Fmt { file } => load(file).map(|g| text::print(&g)),
         Cmd::Run { file, inputs, out } => run_cmd(file, inputs, out),
+        Cmd::Grad {
+            file,
+            wrt,
+            of,
+            seeds,
+        } => grad_cmd(file, wrt, of, seeds),
+        Cmd::Gradcheck {
+            file,
+            inputs,
+            wrt,
+            eps,
+            tol,
+        } => gradcheck_cmd(file, inputs, wrt, *eps, *tol),
     };
     match res {
         Ok(s) => {

@@ -201,3 +201,82 @@ fn typed_errors() {
     );
     assert!(matches!(e, GradError::SeedType { .. }));
 }
+
+/// A Hessian-vector product of a small MLP's loss, by differentiating the gradient's
+/// inner product with `v` (reverse-over-reverse), against central differences of the
+/// gradient along `v`.
+#[test]
+fn hessian_vector_product_of_a_small_mlp() {
+    let g = GraphBuilder::new("mlp");
+    let x = g.input("x", DType::F64, shape![4, 3]);
+    let t = g.input("t", DType::F64, shape![4, 2]);
+    let w1 = g.param("w1", DType::F64, shape![5, 3]);
+    let w2 = g.param("w2", DType::F64, shape![2, 5]);
+    let h = x.linear(w1, None).tanh();
+    let loss = (h.linear(w2, None) - t).square().sum_all();
+    g.output("loss", loss);
+    let graph = g.finish().unwrap();
+    let joint = grad(&graph, &[("loss", Seed::Auto)], &["w1", "w2"]).unwrap();
+
+    // <grad(w1), v1> + <grad(w2), v2> as an output, differentiated again.
+    let b = GraphBuilder::from_graph(joint.clone());
+    let v1 = b.input("v1", DType::F64, shape![5, 3]);
+    let v2 = b.input("v2", DType::F64, shape![2, 5]);
+    let g1 = b.var(joint.output("w1.grad").unwrap()).unwrap();
+    let g2 = b.var(joint.output("w2.grad").unwrap()).unwrap();
+    b.output("gv", (g1 * v1).sum_all() + (g2 * v2).sum_all());
+    let with_gv = b.finish().unwrap();
+    let hvp = grad_named(
+        &with_gv,
+        &[("gv", Seed::Auto)],
+        &[("w1", "hv1"), ("w2", "hv2")],
+    )
+    .unwrap();
+
+    let lin =
+        |n: usize, k: f64| -> Vec<f64> { (0..n).map(|i| ((i as f64 + 1.0) * k).sin()).collect() };
+    let f = feeds(&[
+        ("x", Tensor::from_f64(&lin(12, 0.7), &[4, 3]).unwrap()),
+        ("t", Tensor::from_f64(&lin(8, 1.3), &[4, 2]).unwrap()),
+        ("w1", Tensor::from_f64(&lin(15, 0.31), &[5, 3]).unwrap()),
+        ("w2", Tensor::from_f64(&lin(10, 0.53), &[2, 5]).unwrap()),
+        ("v1", Tensor::from_f64(&lin(15, 2.1), &[5, 3]).unwrap()),
+        ("v2", Tensor::from_f64(&lin(10, 1.7), &[2, 5]).unwrap()),
+    ]);
+    let r = aotgrad::run(&hvp, &f).unwrap();
+
+    // Central differences of the gradient along v.
+    let eps = 1e-5;
+    let grads_at = |f: &HashMap<String, Tensor>, s: f64| -> (Vec<f64>, Vec<f64>) {
+        let mut f = f.clone();
+        for (w, v) in [("w1", "v1"), ("w2", "v2")] {
+            let moved: Vec<f64> = f[w]
+                .to_f64_vec()
+                .iter()
+                .zip(f[v].to_f64_vec())
+                .map(|(a, d)| a + s * d)
+                .collect();
+            let shape = f[w].shape().to_vec();
+            f.insert(w.into(), Tensor::from_f64(&moved, &shape).unwrap());
+        }
+        f.remove("v1");
+        f.remove("v2");
+        let r = aotgrad::run(&joint, &f).unwrap();
+        (
+            r.output("w1.grad").unwrap().to_f64_vec(),
+            r.output("w2.grad").unwrap().to_f64_vec(),
+        )
+    };
+    let (p1, p2) = grads_at(&f, eps);
+    let (m1, m2) = grads_at(&f, -eps);
+    for (name, plus, minus) in [("hv1", p1, m1), ("hv2", p2, m2)] {
+        let got = r.output(name).unwrap().to_f64_vec();
+        for ((g, p), m) in got.iter().zip(plus).zip(minus) {
+            let fd = (p - m) / (2.0 * eps);
+            assert!(
+                (g - fd).abs() <= 1e-6 * (1.0 + fd.abs()),
+                "{name}: {g} vs {fd}"
+            );
+        }
+    }
+}

@@ -3,6 +3,9 @@
 
 mod common_models;
 
+use aotgrad::compiler::{Seed, grad};
+use aotgrad::nn;
+use aotgrad::prelude::*;
 use aotgrad::text;
 
 #[test]
@@ -23,4 +26,35 @@ fn printed_ir_parses_back_identically() {
         assert_eq!(back, g);
         assert_eq!(text::print(&back), s);
     }
+}
+
+/// The joint (forward + gradient) graph of linear regression: what autodiff appends.
+#[test]
+fn linreg_joint_gradient_ir() {
+    let joint = grad(
+        &common_models::linreg(),
+        &[("loss", Seed::Auto)],
+        &["linear.weight", "linear.bias"],
+    )
+    .unwrap();
+    insta::assert_snapshot!(text::print(&joint));
+}
+
+/// The MNIST MLP with MSE on one-hot targets (the seed program's loss), differentiated
+/// with respect to all six parameters.
+#[test]
+fn mnist_mlp_mse_joint_gradient_ir() {
+    let fwd = common_models::mnist_mlp_forward();
+    let b = GraphBuilder::from_graph(fwd.clone());
+    let logits = b.var(fwd.output("logits").unwrap()).unwrap();
+    let labels = b.input("labels", DType::I64, shape!["N"]);
+    let target = labels.one_hot(10).cast(DType::F32);
+    b.output("loss", nn::mse_loss(logits, target, nn::Reduction::Mean));
+    let fwd = b.finish().unwrap();
+    let params: Vec<String> = fwd.params().map(|(n, _)| n.to_string()).collect();
+    let params: Vec<&str> = params.iter().map(String::as_str).collect();
+    let joint = grad(&fwd, &[("loss", Seed::Auto)], &params).unwrap();
+    let s = text::print(&joint);
+    assert_eq!(text::parse(&s).unwrap(), joint);
+    insta::assert_snapshot!(s);
 }

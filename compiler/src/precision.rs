@@ -14,7 +14,11 @@ fn widen_ty(t: &TensorType) -> TensorType {
 }
 
 fn widen_scalar(s: Scalar) -> Scalar {
-    if s.dtype() == DType::F32 { s.cast(DType::F64) } else { s }
+    if s.dtype() == DType::F32 {
+        s.cast(DType::F64)
+    } else {
+        s
+    }
 }
 
 /// Returns `g` with f32 widened to f64 in every leaf, constant, cast target, iota,
@@ -23,9 +27,18 @@ pub fn widen_f32_to_f64(g: &Graph) -> Result<Graph, GraphError> {
     let mut out = Graph::new(g.name.clone());
     for (_, node) in g.nodes() {
         let op = match &node.op {
-            Op::Input { name, ty } => Op::Input { name: name.clone(), ty: widen_ty(ty) },
-            Op::Param { name, ty } => Op::Param { name: name.clone(), ty: widen_ty(ty) },
-            Op::State { name, ty } => Op::State { name: name.clone(), ty: widen_ty(ty) },
+            Op::Input { name, ty } => Op::Input {
+                name: name.clone(),
+                ty: widen_ty(ty),
+            },
+            Op::Param { name, ty } => Op::Param {
+                name: name.clone(),
+                ty: widen_ty(ty),
+            },
+            Op::State { name, ty } => Op::State {
+                name: name.clone(),
+                ty: widen_ty(ty),
+            },
             Op::Const { value, ty } => Op::Const {
                 value: match value {
                     ConstValue::Splat(s) => ConstValue::Splat(widen_scalar(*s)),
@@ -34,15 +47,30 @@ pub fn widen_f32_to_f64(g: &Graph) -> Result<Graph, GraphError> {
                 ty: widen_ty(ty),
             },
             Op::Cast(d) => Op::Cast(widen(*d)),
-            Op::Iota { shape, axis, dtype } => Op::Iota { shape: shape.clone(), axis: *axis, dtype: widen(*dtype) },
-            Op::Random { dist, shape, dtype } => Op::Random { dist: *dist, shape: shape.clone(), dtype: widen(*dtype) },
-            Op::Pad { pads, value } => Op::Pad { pads: pads.clone(), value: widen_scalar(*value) },
+            Op::Iota { shape, axis, dtype } => Op::Iota {
+                shape: shape.clone(),
+                axis: *axis,
+                dtype: widen(*dtype),
+            },
+            Op::Random { dist, shape, dtype } => Op::Random {
+                dist: *dist,
+                shape: shape.clone(),
+                dtype: widen(*dtype),
+            },
+            Op::Pad { pads, value } => Op::Pad {
+                pads: pads.clone(),
+                value: widen_scalar(*value),
+            },
             other => other.clone(),
         };
         // Re-infer every type; the arena order and therefore the ids are preserved.
         let tys: Vec<&TensorType> = node.inputs.iter().map(|&i| out.ty(i)).collect();
         let ty = op.infer(&tys)?;
-        out.push_unchecked(Node { op, inputs: node.inputs.clone(), ty });
+        out.push_unchecked(Node {
+            op,
+            inputs: node.inputs.clone(),
+            ty,
+        });
     }
     for (name, id) in g.outputs() {
         out.set_output(name, *id)?;

@@ -277,4 +277,55 @@ impl Graph {
     pub fn roots_mut(&mut self) -> (&mut Vec<Output>, &mut Vec<Update>) {
         (&mut self.outputs, &mut self.updates)
     }
+
+    /// Removes nodes at index `first` or later that no output or update uses (leaves are
+    /// always kept: callers feed them), renumbering the survivors in order. Nodes before
+    /// `first` keep their ids. Transformations that append to a graph (autodiff) use it to
+    /// drop the partial results they did not need, so their output is what a reader
+    /// expects and the forward part is byte-identical to the input graph.
+    pub fn prune_unused_from(&self, first: usize) -> Graph {
+        let n = self.nodes.len();
+        let mut live = vec![false; n];
+        for (_, id) in &self.outputs {
+            live[id.index()] = true;
+        }
+        for (t, v) in &self.updates {
+            live[t.index()] = true;
+            live[v.index()] = true;
+        }
+        for (i, (l, node)) in live.iter_mut().zip(&self.nodes).enumerate() {
+            if i < first || node.op.leaf_name().is_some() {
+                *l = true;
+            }
+        }
+        for i in (0..n).rev() {
+            if live[i] {
+                for inp in &self.nodes[i].inputs {
+                    live[inp.index()] = true;
+                }
+            }
+        }
+        let mut remap = vec![NodeId(u32::MAX); n];
+        let mut out = Graph::new(self.name.clone());
+        for (i, node) in self.nodes.iter().enumerate() {
+            if live[i] {
+                let mut node = node.clone();
+                for inp in &mut node.inputs {
+                    *inp = remap[inp.index()];
+                }
+                remap[i] = out.push_unchecked(node);
+            }
+        }
+        out.outputs = self
+            .outputs
+            .iter()
+            .map(|(name, id)| (name.clone(), remap[id.index()]))
+            .collect();
+        out.updates = self
+            .updates
+            .iter()
+            .map(|(t, v)| (remap[t.index()], remap[v.index()]))
+            .collect();
+        out
+    }
 }

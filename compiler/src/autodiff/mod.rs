@@ -103,7 +103,11 @@ pub fn grad_named(
     for ((out, _), gv) in targets.iter().zip(grads) {
         b.output(out, gv);
     }
-    b.finish().map_err(|e| GradError::Build(e.to_string()))
+    let joint = b.finish().map_err(|e| GradError::Build(e.to_string()))?;
+    // Rules return cotangents for every differentiable operand; the ones that flow into
+    // nodes outside `wrt`'s cone (e.g. d/dx of a matmul when only the weight is wanted)
+    // are dropped here, so the joint graph holds only what its outputs need.
+    Ok(joint.prune_unused_from(graph.len()))
 }
 
 fn seed_var<'g>(

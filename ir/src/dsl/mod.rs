@@ -102,6 +102,13 @@ impl GraphBuilder {
         }
     }
 
+    /// Records an error found by code built on the DSL (layers, losses) as this builder's
+    /// build error, located at the user's call, and returns a poisoned value.
+    #[track_caller]
+    pub fn report(&self, op: &str, kind: impl Into<BuildErrorKind>) -> Var<'_> {
+        self.fail(Location::caller(), op, kind)
+    }
+
     /// Records `kind` as the build error unless one is already recorded.
     pub(crate) fn fail(
         &self,

@@ -1,0 +1,9 @@
+//! Neural-network building blocks on top of the DSL: losses (PyTorch's
+//! `torch.nn.functional` semantics), layers and modules.
+
+pub mod loss;
+
+pub use loss::{
+    ClassLossOptions, Reduction, binary_cross_entropy, binary_cross_entropy_with_logits,
+    cross_entropy, l1_loss, mse_loss, nll_loss,
+};

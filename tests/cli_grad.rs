@@ -1,0 +1,139 @@
+//! `aotgrad grad` and `aotgrad gradcheck` on IR files.
+
+use std::path::PathBuf;
+
+use aotgrad::compiler::{Seed, grad};
+use aotgrad::runtime::npy;
+use aotgrad::{Tensor, text};
+
+fn cli(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_aotgrad"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const SRC: &str = "graph f {
+  %0: f64[3] = input \"x\"
+  %1: i64[3] = input \"k\"
+  %2: f64[3] = mul %0, %0
+  %3: f64[3] = sin %2
+  %4: f64[] = sum %3 {axes=[0], keepdim=false}
+  output \"y\" = %4
+  output \"v\" = %3
+}
+";
+
+fn setup(tag: &str) -> (PathBuf, String) {
+    let dir = std::env::temp_dir().join(format!("aotgrad-cli-grad-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("f.ir");
+    std::fs::write(&f, SRC).unwrap();
+    (dir, f.display().to_string())
+}
+
+#[test]
+fn grad_prints_the_joint_graph() {
+    let (dir, f) = setup("print");
+    let (ok, out, err) = cli(&["grad", &f, "--wrt", "x"]);
+    assert!(ok, "{err}");
+    let want = grad(&text::parse(SRC).unwrap(), &[("y", Seed::Auto)], &["x"]).unwrap();
+    assert_eq!(out, text::print(&want));
+    assert_eq!(text::parse(&out).unwrap(), want);
+
+    // An explicit cotangent on the non-scalar output.
+    let seed = dir.join("seed.npy");
+    npy::write_npy(&seed, &Tensor::from_f64(&[1.0, -2.0, 0.5], &[3]).unwrap()).unwrap();
+    let (ok, out, err) = cli(&[
+        "grad",
+        &f,
+        "--wrt",
+        "x",
+        "--seed",
+        &format!("v={}", seed.display()),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("output \"x.grad\""), "{out}");
+    assert!(out.contains("const [1.0, -2.0, 0.5]"), "{out}");
+}
+
+#[test]
+fn grad_errors() {
+    let (dir, f) = setup("errors");
+    let (ok, _, err) = cli(&["grad", &f, "--wrt", "z"]);
+    assert!(!ok);
+    assert_eq!(
+        err,
+        format!(
+            "error: {f}: no input, param, state or output named \"z\" to differentiate with respect to\n"
+        )
+    );
+    let (ok, _, err) = cli(&["grad", &f, "--wrt", "k"]);
+    assert!(!ok);
+    assert!(
+        err.contains("cannot differentiate with respect to \"k\": it is i64[3]"),
+        "{err}"
+    );
+    let (ok, _, err) = cli(&["grad", &f, "--wrt", "x", "--of", "v"]);
+    assert!(!ok);
+    assert!(
+        err.contains("output \"v\" is f64[3], not a scalar"),
+        "{err}"
+    );
+    let seed = dir.join("bad_seed.npy");
+    npy::write_npy(&seed, &Tensor::from_f64(&[1.0, 2.0], &[2]).unwrap()).unwrap();
+    let (ok, _, err) = cli(&[
+        "grad",
+        &f,
+        "--wrt",
+        "x",
+        "--seed",
+        &format!("v={}", seed.display()),
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("seed for \"v\" is 2 f64 values, but the output is f64[3]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn gradcheck_command_reports_and_fails_on_wrong_gradients() {
+    let (dir, f) = setup("check");
+    let x = dir.join("x.npy");
+    npy::write_npy(&x, &Tensor::from_f64(&[0.3, -1.2, 2.0], &[3]).unwrap()).unwrap();
+    let k = dir.join("k.npy");
+    npy::write_npy(&k, &Tensor::from_i64(&[1, 2, 3], &[3]).unwrap()).unwrap();
+    let xs = format!("x={}", x.display());
+    let ks = format!("k={}", k.display());
+    let (ok, out, err) = cli(&["gradcheck", &f, "--input", &xs, "--input", &ks]);
+    assert!(ok, "{err}");
+    assert!(out.lines().next().unwrap().starts_with("input"), "{out}");
+    assert!(out.contains("passed: worst relative error"), "{out}");
+
+    // A graph whose gradient path is cut by stop_gradient: forward unchanged, AD wrong.
+    let cut = dir.join("cut.ir");
+    std::fs::write(
+        &cut,
+        SRC.replace("%3: f64[3] = sin %2", "%3: f64[3] = stop_gradient %2"),
+    )
+    .unwrap();
+    let cs = cut.display().to_string();
+    let (ok, _, err) = cli(&[
+        "gradcheck",
+        &cs,
+        "--input",
+        &xs,
+        "--input",
+        &ks,
+        "--wrt",
+        "x",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("gradcheck failed"), "{err}");
+}
