@@ -18,6 +18,9 @@
 
 mod gradcheck;
 pub mod nn;
+pub mod optim;
+pub mod tensor_file;
+pub mod train;
 
 pub use aotgrad_compiler as compiler;
 pub use aotgrad_ir as ir;
@@ -31,6 +34,9 @@ pub use aotgrad_runtime::{Evaluation, RunError, Tensor, run};
 
 /// Everything a training script usually needs.
 pub mod prelude {
+    pub use crate::nn::{self, Module, Reduction, Scope};
+    pub use crate::optim::{Optimizer, Scheduler};
+    pub use crate::train::{Backend, Batch, Loss, TrainError, TrainStep, Trainer};
     pub use aotgrad_ir::{Axes, DType, Dim, Graph, GraphBuilder, Shape, TensorType, Var, shape};
     pub use aotgrad_runtime::Tensor;
 }

@@ -2,8 +2,13 @@
 //! `torch.nn.functional` semantics), layers and modules.
 
 pub mod loss;
+pub mod module;
 
 pub use loss::{
     ClassLossOptions, Reduction, binary_cross_entropy, binary_cross_entropy_with_logits,
     cross_entropy, l1_loss, mse_loss, nll_loss,
+};
+pub use module::{
+    Dropout, Flatten, Init, LeakyReLU, Linear, Mode, Module, ParamSpec, ReLU, Scope, Sequential,
+    Sigmoid, Softmax, Tanh, dropout,
 };

@@ -427,18 +427,38 @@ fn matmul(a: &Tensor, b: &Tensor, ta: bool, tb: bool, out: &[usize]) -> Data {
             ta,
             tb,
         } = p;
+        // Operands are packed to row-major A[m][k] and B[k][n]; the i-q-j loop then adds
+        // into each out[i][j] in increasing q, the same order as a dot product, so results
+        // are those of the textbook definition, while the inner loop runs over contiguous
+        // memory (and vectorises across j).
         let mut out = vec![T::zero(); batch * m * n];
+        let mut pa = vec![T::zero(); m * k];
+        let mut pb = vec![T::zero(); k * n];
         for bi in 0..batch {
             let (xo, yo) = (bi * m * k, bi * k * n);
             for i in 0..m {
-                for j in 0..n {
-                    let mut acc = T::zero();
-                    for q in 0..k {
-                        let xv = x[xo + if ta { q * m + i } else { i * k + q }];
-                        let yv = y[yo + if tb { j * k + q } else { q * n + j }];
-                        acc = acc.add(xv.mul(yv));
+                for q in 0..k {
+                    pa[i * k + q] = x[xo + if ta { q * m + i } else { i * k + q }];
+                }
+            }
+            if tb {
+                for q in 0..k {
+                    for j in 0..n {
+                        pb[q * n + j] = y[yo + j * k + q];
                     }
-                    out[bi * m * n + i * n + j] = acc;
+                }
+            } else {
+                pb.copy_from_slice(&y[yo..yo + k * n]);
+            }
+            let o = &mut out[bi * m * n..(bi + 1) * m * n];
+            for i in 0..m {
+                let row = &mut o[i * n..(i + 1) * n];
+                for q in 0..k {
+                    let av = pa[i * k + q];
+                    let brow = &pb[q * n..(q + 1) * n];
+                    for (r, &bv) in row.iter_mut().zip(brow) {
+                        *r = r.add(av.mul(bv));
+                    }
                 }
             }
         }

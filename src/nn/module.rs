@@ -1,0 +1,341 @@
+//! Modules: PyTorch-style layers that declare their parameters while they build the
+//! forward pass.
+//!
+//! A [`Module`] is a description (sizes, options); [`Module::forward`] runs inside a
+//! [`Scope`], which knows the graph being built, the hierarchical name prefix (`fc1.`,
+//! `0.`), whether the program is for training or evaluation, and the in-graph RNG key.
+//! Parameters declared through [`Scope::param`] become graph params named exactly like
+//! PyTorch's `state_dict` keys, and their initialisers are recorded so that a trainer can
+//! create the initial values.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use aotgrad_ir::{BuildErrorKind, DType, GraphBuilder, Shape, Var};
+use aotgrad_runtime::Tensor;
+use aotgrad_runtime::interp::rng;
+
+/// How a parameter's initial value is drawn.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Init {
+    /// U(-bound, bound): PyTorch's default for `Linear` weight and bias is
+    /// `bound = 1/sqrt(fan_in)` (kaiming-uniform with a = sqrt(5) reduces to it).
+    Uniform { bound: f64 },
+    /// N(0, std^2).
+    Normal { std: f64 },
+    /// Every element equal.
+    Constant(f64),
+}
+
+impl Init {
+    /// Draws `n` values from the counter-based RNG with `key` (deterministic: the same
+    /// key always gives the same values, on every machine).
+    pub fn sample(&self, key: i64, shape: &[usize]) -> Tensor {
+        let n: usize = shape.iter().product();
+        let vals: Vec<f32> = match *self {
+            Init::Uniform { bound } => (0..n)
+                .map(|i| ((rng::uniform_f64(key, i) * 2.0 - 1.0) * bound) as f32)
+                .collect(),
+            Init::Normal { std } => (0..n)
+                .map(|i| (rng::normal_f64(key, i) * std) as f32)
+                .collect(),
+            Init::Constant(c) => vec![c as f32; n],
+        };
+        Tensor::from_f32(&vals, shape).expect("sized from shape")
+    }
+}
+
+/// A parameter declared while building: its full name, shape and initialiser.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamSpec {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub init: Init,
+}
+
+/// Whether a program is built for training (dropout active) or evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Train,
+    Eval,
+}
+
+#[derive(Default)]
+struct Registry {
+    params: Vec<ParamSpec>,
+    random_calls: i64,
+}
+
+/// The context a module builds in. Cheap to clone; children share the registry.
+#[derive(Clone)]
+pub struct Scope<'g> {
+    b: &'g GraphBuilder,
+    prefix: String,
+    mode: Mode,
+    key: Option<Var<'g>>,
+    reg: Rc<RefCell<Registry>>,
+}
+
+impl<'g> Scope<'g> {
+    /// A root scope. `key` is an `i64[]` value that changes every step (the trainer
+    /// feeds it from persistent state); it seeds dropout masks.
+    pub fn new(b: &'g GraphBuilder, mode: Mode, key: Option<Var<'g>>) -> Scope<'g> {
+        Scope {
+            b,
+            prefix: String::new(),
+            mode,
+            key,
+            reg: Rc::default(),
+        }
+    }
+
+    pub fn builder(&self) -> &'g GraphBuilder {
+        self.b
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    pub fn training(&self) -> bool {
+        self.mode == Mode::Train
+    }
+
+    /// The scope of a submodule: its parameters are named `<prefix><name>.<param>`.
+    pub fn child(&self, name: &str) -> Scope<'g> {
+        Scope {
+            prefix: format!("{}{name}.", self.prefix),
+            ..self.clone()
+        }
+    }
+
+    /// Declares (or, within one graph, reuses) the f32 parameter `<prefix><name>`.
+    #[track_caller]
+    pub fn param(&self, name: &str, shape: &[usize], init: Init) -> Var<'g> {
+        let full = format!("{}{name}", self.prefix);
+        if let Some(v) = self.b.get(&full) {
+            return v;
+        }
+        self.reg.borrow_mut().params.push(ParamSpec {
+            name: full.clone(),
+            shape: shape.to_vec(),
+            init,
+        });
+        self.b.param(&full, DType::F32, Shape::known(shape))
+    }
+
+    /// The parameters declared so far, in declaration order.
+    pub fn params(&self) -> Vec<ParamSpec> {
+        self.reg.borrow().params.clone()
+    }
+
+    /// A fresh `i64[]` key for one random op: distinct per call site within a step and
+    /// distinct across steps (the step key changes). `None` outside training programs.
+    pub fn next_key(&self) -> Option<Var<'g>> {
+        let key = self.key?;
+        let mut reg = self.reg.borrow_mut();
+        reg.random_calls += 1;
+        // Mix in the call index with an odd multiplier; in-graph i64 arithmetic wraps.
+        Some(key * 0x2545_F491 + (reg.random_calls as i32))
+    }
+}
+
+/// A layer or model: builds its forward pass in a scope.
+pub trait Module {
+    fn forward<'g>(&self, s: &Scope<'g>, x: Var<'g>) -> Var<'g>;
+}
+
+impl<M: Module + ?Sized> Module for Box<M> {
+    fn forward<'g>(&self, s: &Scope<'g>, x: Var<'g>) -> Var<'g> {
+        (**self).forward(s, x)
+    }
+}
+
+/// `y = x W^T + b` with PyTorch's layout (`weight: [out, in]`) and default init.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Linear {
+    pub in_features: usize,
+    pub out_features: usize,
+    pub bias: bool,
+}
+
+impl Linear {
+    pub fn new(in_features: usize, out_features: usize) -> Linear {
+        Linear {
+            in_features,
+            out_features,
+            bias: true,
+        }
+    }
+
+    pub fn no_bias(mut self) -> Linear {
+        self.bias = false;
+        self
+    }
+}
+
+impl Module for Linear {
+    #[track_caller]
+    fn forward<'g>(&self, s: &Scope<'g>, x: Var<'g>) -> Var<'g> {
+        let bound = 1.0 / (self.in_features as f64).sqrt();
+        let w = s.param(
+            "weight",
+            &[self.out_features, self.in_features],
+            Init::Uniform { bound },
+        );
+        let b = self
+            .bias
+            .then(|| s.param("bias", &[self.out_features], Init::Uniform { bound }));
+        x.linear(w, b)
+    }
+}
+
+/// Children run in order; each is named by its index (`0.weight`) unless named
+/// explicitly, as in PyTorch's `nn.Sequential`.
+#[derive(Default)]
+pub struct Sequential {
+    layers: Vec<(String, Box<dyn Module>)>,
+}
+
+impl Sequential {
+    pub fn new() -> Sequential {
+        Sequential::default()
+    }
+
+    /// Appends a layer named by its position.
+    pub fn push(mut self, layer: impl Module + 'static) -> Sequential {
+        let name = self.layers.len().to_string();
+        self.layers.push((name, Box::new(layer)));
+        self
+    }
+
+    /// Appends a layer with an explicit name (`OrderedDict` style).
+    pub fn push_named(mut self, name: &str, layer: impl Module + 'static) -> Sequential {
+        self.layers.push((name.to_string(), Box::new(layer)));
+        self
+    }
+
+    pub fn len(&self) -> usize {
+        self.layers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
+}
+
+impl Module for Sequential {
+    fn forward<'g>(&self, s: &Scope<'g>, x: Var<'g>) -> Var<'g> {
+        self.layers
+            .iter()
+            .fold(x, |h, (name, layer)| layer.forward(&s.child(name), h))
+    }
+}
+
+macro_rules! activation {
+    ($(#[$doc:meta])* $name:ident, |$x:ident| $body:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Default)]
+        pub struct $name;
+        impl Module for $name {
+            fn forward<'g>(&self, _s: &Scope<'g>, $x: Var<'g>) -> Var<'g> {
+                $body
+            }
+        }
+    };
+}
+
+activation!(
+    /// `max(x, 0)` (derivative 0 at 0, as PyTorch).
+    ReLU,
+    |x| x.relu()
+);
+activation!(
+    /// The logistic function.
+    Sigmoid,
+    |x| x.sigmoid()
+);
+activation!(Tanh, |x| x.tanh());
+
+/// `x` for `x >= 0`, `slope * x` otherwise.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LeakyReLU(pub f64);
+
+impl Default for LeakyReLU {
+    fn default() -> Self {
+        LeakyReLU(0.01)
+    }
+}
+
+impl Module for LeakyReLU {
+    fn forward<'g>(&self, _s: &Scope<'g>, x: Var<'g>) -> Var<'g> {
+        x.leaky_relu(self.0)
+    }
+}
+
+/// Softmax along an axis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Softmax(pub i64);
+
+impl Module for Softmax {
+    fn forward<'g>(&self, _s: &Scope<'g>, x: Var<'g>) -> Var<'g> {
+        x.softmax(self.0)
+    }
+}
+
+/// Flattens axes `start..=end` (PyTorch's `nn.Flatten()` is `start = 1, end = -1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flatten {
+    pub start: i64,
+    pub end: i64,
+}
+
+impl Default for Flatten {
+    fn default() -> Self {
+        Flatten { start: 1, end: -1 }
+    }
+}
+
+impl Module for Flatten {
+    fn forward<'g>(&self, _s: &Scope<'g>, x: Var<'g>) -> Var<'g> {
+        x.flatten(self.start, self.end)
+    }
+}
+
+/// Zeroes each element with probability `p` in training programs and scales the rest by
+/// `1/(1-p)`; the identity in evaluation programs. The mask comes from the in-graph
+/// counter-based RNG keyed by the step, so runs are reproducible.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Dropout(pub f64);
+
+impl Module for Dropout {
+    #[track_caller]
+    fn forward<'g>(&self, s: &Scope<'g>, x: Var<'g>) -> Var<'g> {
+        dropout(s, x, self.0)
+    }
+}
+
+/// Functional dropout (see [`Dropout`]).
+#[track_caller]
+pub fn dropout<'g>(s: &Scope<'g>, x: Var<'g>, p: f64) -> Var<'g> {
+    if !(0.0..=1.0).contains(&p) {
+        return s.builder().report(
+            "dropout",
+            BuildErrorKind::Usage(format!("probability must be in [0, 1], got {p}")),
+        );
+    }
+    if !s.training() || p == 0.0 {
+        return x;
+    }
+    if p == 1.0 {
+        return x.zeros_like();
+    }
+    let Some(key) = s.next_key() else {
+        return s.builder().report(
+            "dropout",
+            BuildErrorKind::Usage("a training program needs an RNG key for dropout".into()),
+        );
+    };
+    let u = s.builder().rand(key, x.dtype(), x.shape());
+    u.ge(p).where_(x * (1.0 / (1.0 - p)), 0.0)
+}

@@ -1,0 +1,837 @@
+//! Training: a model, a loss and an optimizer compiled into one training-step program.
+//!
+//! [`Trainer`] describes the job; [`Trainer::compile`] traces the model into graphs and
+//! returns a [`TrainStep`], which owns the parameters and optimizer state and runs:
+//!
+//! - the **step** program: forward, loss, backward (ahead-of-time autodiff) and the
+//!   optimizer update, as one graph whose updates write parameters and state;
+//! - the **grads** program: forward, loss and backward only, returning gradients;
+//! - the **eval** program (dropout off) and the **predict** program (no target);
+//! - with gradient accumulation, an **accumulate** and an **apply** program.
+//!
+//! All programs share the parameter storage. The batch dim is the symbolic `N`, so the
+//! last short batch of an epoch runs through the same programs. The learning rate is an
+//! input of the step, so schedulers change it between steps without recompiling.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use aotgrad_compiler::{GradError, vjp_in};
+use aotgrad_ir::{BuildError, DType, Dim, Graph, GraphBuilder, Shape, Var};
+use aotgrad_runtime::{RunError, Tensor};
+
+use crate::nn::module::{Mode, Module, ParamSpec, Scope};
+use crate::nn::{self, Reduction};
+use crate::optim::{LR_INPUT, Optimizer};
+
+/// Where compiled programs run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// The reference interpreter (the oracle every other backend is tested against).
+    #[default]
+    Interpreter,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "interp" | "interpreter" => Ok(Backend::Interpreter),
+            "cpu" | "gpu" => Err(format!(
+                "backend {s:?} is not available yet in this build (use interp)"
+            )),
+            _ => Err(format!("unknown backend {s:?} (interp)")),
+        }
+    }
+}
+
+type LossFn = Rc<dyn for<'g> Fn(Var<'g>, Var<'g>) -> Var<'g>>;
+
+/// A loss between the model's output and the target, as a graph builder.
+#[derive(Clone)]
+pub struct Loss {
+    name: String,
+    f: LossFn,
+    /// The output must be a probability (BCE): checked mode verifies it.
+    probabilities: bool,
+}
+
+impl std::fmt::Debug for Loss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Loss({})", self.name)
+    }
+}
+
+impl Loss {
+    /// Any loss built from DSL values.
+    pub fn custom(name: &str, f: impl for<'g> Fn(Var<'g>, Var<'g>) -> Var<'g> + 'static) -> Loss {
+        Loss {
+            name: name.to_string(),
+            f: Rc::new(f),
+            probabilities: false,
+        }
+    }
+
+    pub fn mse(r: Reduction) -> Loss {
+        Loss::custom("mse", move |o, t| nn::mse_loss(o, t, r))
+    }
+
+    /// MSE against the one-hot encoding of integer class targets (the MNIST seed).
+    pub fn mse_one_hot(classes: usize, r: Reduction) -> Loss {
+        Loss::custom("mse_one_hot", move |o, t| {
+            nn::mse_loss(o, t.one_hot(classes).cast(o.dtype()), r)
+        })
+    }
+
+    pub fn l1(r: Reduction) -> Loss {
+        Loss::custom("l1", move |o, t| nn::l1_loss(o, t, r))
+    }
+
+    /// BCE on probabilities; checked mode reports outputs outside [0, 1].
+    pub fn bce(r: Reduction) -> Loss {
+        Loss {
+            probabilities: true,
+            ..Loss::custom("bce", move |o, t| nn::binary_cross_entropy(o, t, None, r))
+        }
+    }
+
+    pub fn bce_with_logits(r: Reduction) -> Loss {
+        Loss::custom("bce_with_logits", move |o, t| {
+            nn::binary_cross_entropy_with_logits(o, t, None, None, r)
+        })
+    }
+
+    /// Cross entropy on logits with integer class targets (mean reduction).
+    pub fn cross_entropy() -> Loss {
+        Loss::cross_entropy_with(0.0, Reduction::Mean)
+    }
+
+    pub fn cross_entropy_with(label_smoothing: f64, reduction: Reduction) -> Loss {
+        Loss::custom("cross_entropy", move |o, t| {
+            let opts = nn::ClassLossOptions {
+                label_smoothing,
+                reduction,
+                ..Default::default()
+            };
+            nn::cross_entropy(o, t, opts)
+        })
+    }
+
+    pub fn nll(r: Reduction) -> Loss {
+        Loss::custom("nll", move |o, t| {
+            let opts = nn::ClassLossOptions {
+                reduction: r,
+                ..Default::default()
+            };
+            nn::nll_loss(o, t, opts)
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Why training could not be compiled or a step could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("building the {program} program: {error}")]
+    Build {
+        program: &'static str,
+        error: BuildError,
+    },
+    #[error("differentiating the {program} program: {error}")]
+    Grad {
+        program: &'static str,
+        error: GradError,
+    },
+    #[error("running the {program} program: {error}")]
+    Run {
+        program: &'static str,
+        error: RunError,
+    },
+    #[error("the trainer needs {0}")]
+    Config(String),
+    #[error(
+        "step {step}: the model's output is outside [0, 1], which {loss} requires (use a sigmoid, or a with-logits loss)"
+    )]
+    ProbabilityOutOfRange { step: u64, loss: String },
+    #[error("step {step}: the loss is {value}; parameters were left unchanged")]
+    NonFiniteLoss { step: u64, value: f64 },
+    #[error("state dict: {0}")]
+    StateDict(String),
+    #[error("batch: {0}")]
+    Batch(String),
+}
+
+/// One batch: inputs `x` and targets `y`, batch dim first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    pub x: Tensor,
+    pub y: Tensor,
+}
+
+enum Body {
+    Model(Rc<dyn Module>),
+    Objective(Rc<dyn for<'g> Fn(&Scope<'g>) -> Var<'g>>),
+}
+
+/// A training job: model, loss, optimizer and options. See the module docs.
+pub struct Trainer {
+    name: String,
+    body: Body,
+    loss: Option<Loss>,
+    optim: Optimizer,
+    input: Option<(DType, Vec<usize>)>,
+    target: Option<(DType, Vec<usize>)>,
+    seed: u64,
+    accumulate: usize,
+    checked: bool,
+    l1: f64,
+    l2: f64,
+}
+
+/// The name of the symbolic batch dim of every program.
+pub const BATCH_DIM: &str = "N";
+
+impl Trainer {
+    /// Trains `model` on batches `(x, y)` to minimise `loss(model(x), y)`. Declare the
+    /// per-sample shapes with [`Trainer::input`] and [`Trainer::target`].
+    pub fn new(model: impl Module + 'static, loss: Loss, optim: Optimizer) -> Trainer {
+        Trainer {
+            name: "train".into(),
+            body: Body::Model(Rc::new(model)),
+            loss: Some(loss),
+            optim,
+            input: None,
+            target: None,
+            seed: 0,
+            accumulate: 1,
+            checked: true,
+            l1: 0.0,
+            l2: 0.0,
+        }
+    }
+
+    /// Minimises a scalar objective of parameters only (no data), e.g. a test function.
+    pub fn minimize(
+        objective: impl for<'g> Fn(&Scope<'g>) -> Var<'g> + 'static,
+        optim: Optimizer,
+    ) -> Trainer {
+        Trainer {
+            body: Body::Objective(Rc::new(objective)),
+            loss: None,
+            ..Trainer::new(nn::ReLU, Loss::mse(Reduction::Mean), optim)
+        }
+    }
+
+    /// Names the programs (shown in the printed IR).
+    pub fn name(mut self, name: &str) -> Trainer {
+        self.name = name.to_string();
+        self
+    }
+
+    /// The per-sample input type: a batch is `[N, dims...]`.
+    pub fn input(mut self, dtype: DType, dims: &[usize]) -> Trainer {
+        self.input = Some((dtype, dims.to_vec()));
+        self
+    }
+
+    /// The per-sample target type: a batch is `[N, dims...]`.
+    pub fn target(mut self, dtype: DType, dims: &[usize]) -> Trainer {
+        self.target = Some((dtype, dims.to_vec()));
+        self
+    }
+
+    /// Seed of parameter initialisation and of in-graph randomness (dropout).
+    pub fn seed(mut self, seed: u64) -> Trainer {
+        self.seed = seed;
+        self
+    }
+
+    /// Accumulate gradients over `k` micro-batches and apply their mean every `k`-th
+    /// call of [`TrainStep::run`].
+    pub fn accumulate(mut self, k: usize) -> Trainer {
+        self.accumulate = k.max(1);
+        self
+    }
+
+    /// Checked mode (default on): a non-finite loss, or a BCE input outside [0, 1], is an
+    /// error and the step's updates are not applied.
+    pub fn checked(mut self, on: bool) -> Trainer {
+        self.checked = on;
+        self
+    }
+
+    /// Adds `lambda * sum |w|` over all parameters to the loss.
+    pub fn l1_penalty(mut self, lambda: f64) -> Trainer {
+        self.l1 = lambda;
+        self
+    }
+
+    /// Adds `lambda * sum w^2` over all parameters to the loss.
+    pub fn l2_penalty(mut self, lambda: f64) -> Trainer {
+        self.l2 = lambda;
+        self
+    }
+
+    fn batched<'g>(
+        b: &'g GraphBuilder,
+        name: &str,
+        spec: &Option<(DType, Vec<usize>)>,
+        what: &str,
+    ) -> Result<Var<'g>, TrainError> {
+        let (dt, dims) = spec
+            .as_ref()
+            .ok_or_else(|| TrainError::Config(format!("{what} (call .{what}(dtype, dims))")))?;
+        let mut shape = vec![Dim::sym(BATCH_DIM)];
+        shape.extend(dims.iter().map(|&d| Dim::Known(d)));
+        Ok(b.input(name, *dt, Shape(shape)))
+    }
+
+    /// Traces one program. Returns the graph and the parameters in declaration order.
+    fn trace(
+        &self,
+        kind: Kind,
+        specs: &[ParamSpec],
+    ) -> Result<(Graph, Vec<ParamSpec>), TrainError> {
+        let program = kind.name();
+        let b = GraphBuilder::new(format!("{}.{program}", self.name));
+        let trains = matches!(kind, Kind::Step | Kind::Accumulate | Kind::Grads);
+        if kind == Kind::Apply {
+            return self.trace_apply(b, specs);
+        }
+        let key = trains.then(|| b.state(RNG_STATE, DType::I64, Shape::scalar()));
+        let mode = if trains { Mode::Train } else { Mode::Eval };
+        let s = Scope::new(&b, mode, key);
+        let (out, loss) = match &self.body {
+            Body::Model(m) => {
+                let x = Self::batched(&b, "x", &self.input, "input")?;
+                let out = m.forward(&s, x);
+                b.output("output", out);
+                if kind == Kind::Predict {
+                    (Some(out), None)
+                } else {
+                    let y = Self::batched(&b, "y", &self.target, "target")?;
+                    let loss_def = self.loss.as_ref().expect("models have a loss");
+                    let loss = (loss_def.f)(out, y);
+                    if self.checked && loss_def.probabilities {
+                        b.output(PROB_CHECK, nn::loss::bce_input_in_range(out));
+                    }
+                    (Some(out), Some(loss))
+                }
+            }
+            Body::Objective(f) => (None, Some(f(&s))),
+        };
+        let _ = out;
+        let params = s.params();
+        let pvars: Vec<Var<'_>> = params
+            .iter()
+            .map(|p| b.get(&p.name).expect("declared"))
+            .collect();
+        if let Some(mut loss) = loss {
+            if self.l1 != 0.0
+                && let Some(pen) = nn::loss::l1_penalty(&pvars)
+            {
+                loss = loss + pen * self.l1;
+            }
+            if self.l2 != 0.0
+                && let Some(pen) = nn::loss::l2_penalty(&pvars)
+            {
+                loss = loss + pen * self.l2;
+            }
+            b.output("loss", loss);
+            if trains {
+                if let Some(e) = b.error() {
+                    return Err(TrainError::Build { program, error: e });
+                }
+                let one = loss.ones_like();
+                let grads = vjp_in(&b, &[(loss, one)], &pvars)
+                    .map_err(|error| TrainError::Grad { program, error })?;
+                let named: Vec<(String, Var<'_>, Var<'_>)> = params
+                    .iter()
+                    .zip(&pvars)
+                    .zip(grads)
+                    .map(|((p, v), g)| (p.name.clone(), *v, g))
+                    .collect();
+                match kind {
+                    Kind::Grads => {
+                        for (n, _, g) in &named {
+                            b.output(&format!("grad.{n}"), *g);
+                        }
+                    }
+                    Kind::Accumulate => {
+                        for (n, _, g) in &named {
+                            let acc = b.state(&format!("{n}.{ACC_SUFFIX}"), DType::F32, g.shape());
+                            b.update(acc, acc + *g);
+                        }
+                    }
+                    _ => {
+                        let lr = b.input(LR_INPUT, DType::F64, Shape::scalar());
+                        self.optim.build(&b, lr, &named);
+                    }
+                }
+                let key = key.expect("training programs have a key");
+                b.update(key, key + 1);
+            }
+        }
+        let graph = b
+            .finish()
+            .map_err(|error| TrainError::Build { program, error })?;
+        Ok((graph.prune_unused_from(0), params))
+    }
+
+    /// The optimizer applied to the mean of `k` accumulated gradients, which are reset.
+    fn trace_apply(
+        &self,
+        b: GraphBuilder,
+        specs: &[ParamSpec],
+    ) -> Result<(Graph, Vec<ParamSpec>), TrainError> {
+        let inv_k = 1.0 / self.accumulate as f64;
+        let mut named = Vec::new();
+        for p in specs {
+            let v = b.param(&p.name, DType::F32, Shape::known(&p.shape));
+            let acc = b.state(
+                &format!("{}.{ACC_SUFFIX}", p.name),
+                DType::F32,
+                Shape::known(&p.shape),
+            );
+            b.update(acc, acc.zeros_like());
+            named.push((p.name.clone(), v, acc * inv_k));
+        }
+        let lr = b.input(LR_INPUT, DType::F64, Shape::scalar());
+        self.optim.build(&b, lr, &named);
+        let g = b.finish().map_err(|error| TrainError::Build {
+            program: "apply",
+            error,
+        })?;
+        Ok((g, specs.to_vec()))
+    }
+
+    /// Traces every program and initialises parameters and state.
+    pub fn compile(&self, backend: &Backend) -> Result<TrainStep, TrainError> {
+        let (step, specs) = self.trace(Kind::Step, &[])?;
+        let (grads, _) = self.trace(Kind::Grads, &specs)?;
+        let has_data = matches!(self.body, Body::Model(_));
+        let eval = if has_data {
+            Some(self.trace(Kind::Eval, &specs)?.0)
+        } else {
+            None
+        };
+        let predict = if has_data {
+            Some(self.trace(Kind::Predict, &specs)?.0)
+        } else {
+            None
+        };
+        let accumulate = if self.accumulate > 1 {
+            Some((
+                self.trace(Kind::Accumulate, &specs)?.0,
+                self.trace(Kind::Apply, &specs)?.0,
+            ))
+        } else {
+            None
+        };
+        let params: Vec<(String, Tensor)> = specs
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let key = (self.seed as i64)
+                    .wrapping_mul(0x9E37_79B9_7F4A_7C15_u64 as i64)
+                    .wrapping_add(i as i64 + 1);
+                (p.name.clone(), p.init.sample(key, &p.shape))
+            })
+            .collect();
+        let mut state = HashMap::new();
+        for g in [
+            Some(&step),
+            accumulate.as_ref().map(|(a, _)| a),
+            accumulate.as_ref().map(|(_, a)| a),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            for (name, id) in g.states() {
+                let ty = g.ty(id);
+                let dims = ty.shape.as_known().expect("states have static shapes");
+                let init = if name == RNG_STATE {
+                    Tensor::from_i64(&[self.seed as i64], &[]).expect("scalar")
+                } else {
+                    Tensor::zeros(ty.dtype, &dims)
+                };
+                state.entry(name.to_string()).or_insert(init);
+            }
+        }
+        Ok(TrainStep {
+            backend: *backend,
+            step,
+            grads,
+            eval,
+            predict,
+            accumulate,
+            k: self.accumulate,
+            micro: 0,
+            params,
+            state,
+            lr: self.optim.lr(),
+            steps: 0,
+            checked: self.checked,
+            loss_name: self
+                .loss
+                .as_ref()
+                .map(|l| l.name.clone())
+                .unwrap_or_default(),
+        })
+    }
+}
+
+const RNG_STATE: &str = "rng.key";
+const ACC_SUFFIX: &str = "grad_acc";
+const PROB_CHECK: &str = "check.output_in_0_1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Step,
+    Grads,
+    Eval,
+    Predict,
+    Accumulate,
+    Apply,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Step => "step",
+            Kind::Grads => "grads",
+            Kind::Eval => "eval",
+            Kind::Predict => "predict",
+            Kind::Accumulate => "accumulate",
+            Kind::Apply => "apply",
+        }
+    }
+}
+
+/// What one training step returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepResult {
+    /// The loss before this step's update (as PyTorch's `loss.item()`).
+    pub loss: f64,
+    /// The model's output for the batch (before the update).
+    pub output: Option<Tensor>,
+}
+
+/// The compiled training programs with their parameter and optimizer-state storage.
+pub struct TrainStep {
+    backend: Backend,
+    step: Graph,
+    grads: Graph,
+    eval: Option<Graph>,
+    predict: Option<Graph>,
+    accumulate: Option<(Graph, Graph)>,
+    k: usize,
+    micro: usize,
+    params: Vec<(String, Tensor)>,
+    state: HashMap<String, Tensor>,
+    lr: f64,
+    steps: u64,
+    checked: bool,
+    loss_name: String,
+}
+
+impl TrainStep {
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The training-step graph (forward + backward + update), for printing and tests.
+    pub fn step_graph(&self) -> &Graph {
+        &self.step
+    }
+
+    /// The forward+backward graph whose outputs are `loss`, `output` and `grad.<param>`.
+    pub fn grads_graph(&self) -> &Graph {
+        &self.grads
+    }
+
+    pub fn eval_graph(&self) -> Option<&Graph> {
+        self.eval.as_ref()
+    }
+
+    pub fn predict_graph(&self) -> Option<&Graph> {
+        self.predict.as_ref()
+    }
+
+    pub fn lr(&self) -> f64 {
+        self.lr
+    }
+
+    /// Sets the learning rate of the following steps (no recompilation).
+    pub fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+
+    /// Updates applied so far.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    fn feeds(
+        &self,
+        g: &Graph,
+        extra: &[(&str, &Tensor)],
+    ) -> Result<HashMap<String, Tensor>, TrainError> {
+        let mut f = HashMap::new();
+        for (name, _) in g.params() {
+            let t = self
+                .params
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| t.clone())
+                .ok_or_else(|| TrainError::StateDict(format!("no value for parameter {name:?}")))?;
+            f.insert(name.to_string(), t);
+        }
+        for (name, _) in g.states() {
+            let t = self
+                .state
+                .get(name)
+                .cloned()
+                .ok_or_else(|| TrainError::StateDict(format!("no value for state {name:?}")))?;
+            f.insert(name.to_string(), t);
+        }
+        for (name, _) in g.inputs() {
+            if name == LR_INPUT {
+                f.insert(
+                    name.to_string(),
+                    Tensor::from_f64(&[self.lr], &[]).expect("scalar"),
+                );
+            } else if let Some((_, t)) = extra.iter().find(|(n, _)| *n == name) {
+                f.insert(name.to_string(), (*t).clone());
+            }
+        }
+        Ok(f)
+    }
+
+    fn exec(
+        &self,
+        program: &'static str,
+        g: &Graph,
+        extra: &[(&str, &Tensor)],
+    ) -> Result<aotgrad_runtime::Evaluation, TrainError> {
+        let feeds = self.feeds(g, extra)?;
+        match self.backend {
+            Backend::Interpreter => {
+                aotgrad_runtime::run(g, &feeds).map_err(|error| TrainError::Run { program, error })
+            }
+        }
+    }
+
+    fn check(&self, ev: &aotgrad_runtime::Evaluation) -> Result<f64, TrainError> {
+        let loss = ev.output("loss").and_then(Tensor::item).unwrap_or(f64::NAN);
+        if self.checked {
+            if let Some(ok) = ev.output(PROB_CHECK)
+                && ok.item() != Some(1.0)
+            {
+                return Err(TrainError::ProbabilityOutOfRange {
+                    step: self.steps,
+                    loss: self.loss_name.clone(),
+                });
+            }
+            if !loss.is_finite() {
+                return Err(TrainError::NonFiniteLoss {
+                    step: self.steps,
+                    value: loss,
+                });
+            }
+        }
+        Ok(loss)
+    }
+
+    fn commit(&mut self, ev: aotgrad_runtime::Evaluation) {
+        for (name, t) in ev.updates {
+            if let Some((_, slot)) = self.params.iter_mut().find(|(n, _)| *n == name) {
+                *slot = t;
+            } else {
+                self.state.insert(name, t);
+            }
+        }
+    }
+
+    fn batch_feeds<'a>(&self, batch: &'a Batch) -> [(&'static str, &'a Tensor); 2] {
+        [("x", &batch.x), ("y", &batch.y)]
+    }
+
+    /// One training step on `batch`: forward, loss, backward, update. Returns the loss
+    /// computed before the update.
+    pub fn run(&mut self, batch: &Batch) -> Result<f64, TrainError> {
+        Ok(self.run_full(batch)?.loss)
+    }
+
+    /// [`TrainStep::run`], also returning the model's output.
+    pub fn run_full(&mut self, batch: &Batch) -> Result<StepResult, TrainError> {
+        let extra = self.batch_feeds(batch);
+        if let Some((acc, _)) = &self.accumulate {
+            let ev = self.exec("accumulate", acc, &extra)?;
+            let loss = self.check(&ev)?;
+            let output = ev.output("output").cloned();
+            self.commit(ev);
+            self.micro += 1;
+            if self.micro == self.k {
+                let apply = &self.accumulate.as_ref().expect("checked").1;
+                let ev = self.exec("apply", apply, &[])?;
+                self.commit(ev);
+                self.micro = 0;
+                self.steps += 1;
+            }
+            return Ok(StepResult { loss, output });
+        }
+        let ev = self.exec("step", &self.step, &extra)?;
+        let loss = self.check(&ev)?;
+        let output = ev.output("output").cloned();
+        self.commit(ev);
+        self.steps += 1;
+        Ok(StepResult { loss, output })
+    }
+
+    /// One step of a data-free objective ([`Trainer::minimize`]); returns its value.
+    pub fn step(&mut self) -> Result<f64, TrainError> {
+        let ev = self.exec("step", &self.step, &[])?;
+        let loss = self.check(&ev)?;
+        self.commit(ev);
+        self.steps += 1;
+        Ok(loss)
+    }
+
+    /// Forward and backward only (no update): the loss and `(param, gradient)` pairs, as
+    /// after PyTorch's `loss.backward()`.
+    pub fn gradients(
+        &self,
+        batch: Option<&Batch>,
+    ) -> Result<(f64, Vec<(String, Tensor)>), TrainError> {
+        let extra = batch.map(|b| self.batch_feeds(b));
+        let ev = self.exec(
+            "grads",
+            &self.grads,
+            extra.as_ref().map_or(&[][..], |e| &e[..]),
+        )?;
+        let loss = ev.output("loss").and_then(Tensor::item).unwrap_or(f64::NAN);
+        let grads = self
+            .params
+            .iter()
+            .map(|(n, _)| {
+                let g = ev
+                    .output(&format!("grad.{n}"))
+                    .cloned()
+                    .expect("every param has a gradient");
+                (n.clone(), g)
+            })
+            .collect();
+        Ok((loss, grads))
+    }
+
+    /// Loss and output on `batch` in evaluation mode (dropout off), without updating.
+    pub fn evaluate(&self, batch: &Batch) -> Result<StepResult, TrainError> {
+        let g = self.eval.as_ref().ok_or_else(|| {
+            TrainError::Config("a model (this trainer minimises an objective)".into())
+        })?;
+        let ev = self.exec("eval", g, &self.batch_feeds(batch))?;
+        Ok(StepResult {
+            loss: ev.output("loss").and_then(Tensor::item).unwrap_or(f64::NAN),
+            output: ev.output("output").cloned(),
+        })
+    }
+
+    /// The model's output for inputs `x` (evaluation mode).
+    pub fn predict(&self, x: &Tensor) -> Result<Tensor, TrainError> {
+        let g = self.predict.as_ref().ok_or_else(|| {
+            TrainError::Config("a model (this trainer minimises an objective)".into())
+        })?;
+        let ev = self.exec("predict", g, &[("x", x)])?;
+        Ok(ev.output("output").cloned().expect("predict has an output"))
+    }
+
+    /// Parameters in declaration order, with PyTorch `state_dict` names.
+    pub fn parameters(&self) -> &[(String, Tensor)] {
+        &self.params
+    }
+
+    pub fn parameter(&self, name: &str) -> Option<&Tensor> {
+        self.params.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
+
+    /// The model's state dict (parameters by name), as PyTorch's `model.state_dict()`.
+    pub fn state_dict(&self) -> Vec<(String, Tensor)> {
+        self.params.clone()
+    }
+
+    /// Optimizer state and the RNG key, sorted by name.
+    pub fn optimizer_state(&self) -> Vec<(String, Tensor)> {
+        let mut v: Vec<_> = self
+            .state
+            .iter()
+            .map(|(k, t)| (k.clone(), t.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Replaces optimizer state by name (checkpoint resume); every name must exist with
+    /// the same type.
+    pub fn load_optimizer_state(&mut self, state: &[(String, Tensor)]) -> Result<(), TrainError> {
+        for (name, t) in state {
+            let cur = self
+                .state
+                .get(name)
+                .ok_or_else(|| TrainError::StateDict(format!("unexpected state {name:?}")))?;
+            if cur.ty() != t.ty() {
+                return Err(TrainError::StateDict(format!(
+                    "state {name:?}: expected {}, got {}",
+                    cur.ty(),
+                    t.ty()
+                )));
+            }
+        }
+        for (name, t) in state {
+            self.state.insert(name.clone(), t.clone());
+        }
+        Ok(())
+    }
+
+    /// Sets the count of applied updates (checkpoint resume).
+    pub fn set_steps(&mut self, steps: u64) {
+        self.steps = steps;
+    }
+
+    /// Loads parameters by name (as PyTorch's `load_state_dict(strict=True)`): every
+    /// parameter must be present with its exact dtype and shape, and no extra names; the
+    /// error lists every mismatch. Nothing changes unless everything matches.
+    pub fn load_state_dict(&mut self, dict: &[(String, Tensor)]) -> Result<(), TrainError> {
+        let mut problems = Vec::new();
+        for (name, cur) in &self.params {
+            match dict.iter().find(|(n, _)| n == name) {
+                None => problems.push(format!("missing {name:?} ({})", cur.ty())),
+                Some((_, t)) if t.ty() != cur.ty() => problems.push(format!(
+                    "{name:?}: the model has {}, the state dict {}",
+                    cur.ty(),
+                    t.ty()
+                )),
+                Some(_) => {}
+            }
+        }
+        for (name, t) in dict {
+            if !self.params.iter().any(|(n, _)| n == name) {
+                problems.push(format!("unexpected {name:?} ({})", t.ty()));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(TrainError::StateDict(problems.join("; ")));
+        }
+        for (name, slot) in &mut self.params {
+            *slot = dict
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| t.clone())
+                .expect("checked above");
+        }
+        Ok(())
+    }
+}
