@@ -16,7 +16,10 @@
 //! assert_eq!(out.output("col_sums").unwrap().as_f32().unwrap(), &[5.0, 7.0, 9.0]);
 //! ```
 
+pub mod data;
+pub mod example_args;
 mod gradcheck;
+pub mod metrics;
 pub mod nn;
 pub mod optim;
 pub mod tensor_file;

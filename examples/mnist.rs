@@ -1,0 +1,143 @@
+//! The MNIST MLP of the PyTorch course, compiled into one training step:
+//! 784-256-64-10 with ReLU, batch 512, SGD lr 0.01 momentum 0.9, MSE on one-hot targets
+//! (as the seed program); `--loss ce --optim adam --lr 1e-3` gives the usual setup.
+//! Evaluates test accuracy after every epoch and ends with one `final:` line.
+//!
+//! `cargo run --release --example mnist -- --help`
+
+use std::time::Instant;
+
+use aotgrad::data::mnist::{self, Split};
+use aotgrad::data::{Compose, DataLoader, Dataset, Normalize, ToFloat};
+use aotgrad::example_args::{TrainArgs, check};
+use aotgrad::metrics::correct_argmax;
+use aotgrad::nn::{Flatten, Linear, ReLU, Sequential};
+use aotgrad::prelude::*;
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(about = "Train the course's MNIST MLP (784-256-64-10) on the bundled MNIST")]
+struct Cli {
+    #[command(flatten)]
+    train: TrainArgs,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f64,
+    /// Print the compiled training-step graph and exit.
+    #[arg(long)]
+    print_ir: bool,
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let cli = Cli::parse();
+    let a = &cli.train;
+    let epochs = a.epochs.unwrap_or(3);
+    let batch = a.batch.unwrap_or(512);
+    let optim_name = a.optim.clone().unwrap_or_else(|| "sgd".into());
+    let lr =
+        a.lr.unwrap_or(if optim_name == "sgd" { 0.01 } else { 1e-3 });
+    let loss_name = a.loss.clone().unwrap_or_else(|| "mse".into());
+
+    let to_input = Compose::new()
+        .then(ToFloat)
+        .then(Normalize::new(&[0.1307], &[0.3081]));
+    let mut train = mnist::load(&mnist::bundled_dir(), Split::Train)?.map_x(&to_input, 0)?;
+    if let Some(n) = a.limit {
+        train = train.take(n);
+    }
+    let test = mnist::load(&mnist::bundled_dir(), Split::Test)?.map_x(&to_input, 0)?;
+
+    let model = Sequential::new()
+        .push_named("flatten", Flatten::default())
+        .push_named("fc1", Linear::new(784, 256))
+        .push_named("relu1", ReLU)
+        .push_named("fc2", Linear::new(256, 64))
+        .push_named("relu2", ReLU)
+        .push_named("fc3", Linear::new(64, 10));
+    let loss = match loss_name.as_str() {
+        "mse" => Loss::mse_one_hot(10, Reduction::Mean),
+        "ce" => Loss::cross_entropy(),
+        other => return Err(format!("unknown --loss {other:?} (mse, ce)").into()),
+    };
+    let optim = Optimizer::from_name(&optim_name, lr, cli.momentum)?;
+    let t0 = Instant::now();
+    let mut step = Trainer::new(model, loss, optim)
+        .name("mnist_mlp")
+        .input(DType::F32, &[1, 28, 28])
+        .target(DType::I64, &[])
+        .seed(a.seed)
+        .compile(&a.backend)?;
+    if cli.print_ir {
+        print!("{}", aotgrad::text::print(step.step_graph()));
+        return Ok(());
+    }
+    println!(
+        "compiled {} step ({} nodes, {} optimizer) in {:.1} ms; training on {} samples, batch {batch}",
+        loss_name,
+        step.step_graph().len(),
+        optim.name(),
+        t0.elapsed().as_secs_f64() * 1e3,
+        train.len()
+    );
+
+    let loader = DataLoader::new(&train, batch).shuffle(a.seed);
+    let nb = loader.num_batches();
+    let mut last_train_loss = f64::NAN;
+    let mut first_loss = None;
+    let mut test_acc = 0.0;
+    for epoch in 0..epochs {
+        let t = Instant::now();
+        let (mut sum, mut seen) = (0.0, 0usize);
+        for (i, b) in loader.epoch(epoch).enumerate() {
+            let b = b?;
+            let n = b.y.len();
+            let loss = step.run(&b)?;
+            first_loss.get_or_insert(loss);
+            sum += loss * n as f64;
+            seen += n;
+            if i % 20 == 0 || i + 1 == nb {
+                println!(
+                    "Train Epoch: {} [{}/{} ({:.0}%)]\tLoss: {:.6}",
+                    epoch + 1,
+                    seen,
+                    train.len(),
+                    100.0 * (i + 1) as f64 / nb as f64,
+                    loss
+                );
+            }
+        }
+        last_train_loss = sum / seen as f64;
+        let secs = t.elapsed().as_secs_f64();
+        let (mut correct, mut test_loss) = (0, 0.0);
+        let eval = DataLoader::new(&test, 1000);
+        for b in eval.epoch(0) {
+            let b = b?;
+            let r = step.evaluate(&b)?;
+            correct += correct_argmax(r.output.as_ref().expect("eval has an output"), &b.y);
+            test_loss += r.loss * b.y.len() as f64;
+        }
+        test_acc = correct as f64 / test.len() as f64;
+        println!(
+            "Epoch {}: train loss {:.6}, {:.0} samples/s; test loss {:.6}, accuracy {}/{} ({:.2}%)",
+            epoch + 1,
+            last_train_loss,
+            seen as f64 / secs,
+            test_loss / test.len() as f64,
+            correct,
+            test.len(),
+            100.0 * test_acc
+        );
+    }
+    println!("final: test_accuracy={test_acc:.4} train_loss={last_train_loss:.6}");
+    check(
+        a,
+        last_train_loss < first_loss.unwrap_or(0.0),
+        "the training loss did not decrease",
+    )?;
+    check(
+        a,
+        test_acc > 0.5,
+        "test accuracy should exceed 0.5 even in short mode",
+    )?;
+    Ok(())
+}

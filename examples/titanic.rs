@@ -1,0 +1,140 @@
+//! Titanic survival by logistic regression on a few engineered features: sex, passenger
+//! class (one-hot), age (missing ages filled with the *training* median), fare, siblings
+//! and parents aboard; z-scored with training statistics; 80/20 train/validation split;
+//! `Linear(7, 1)` with BCE-with-logits and Adam.
+
+use aotgrad::data::csv::read_table;
+use aotgrad::data::{DataLoader, Dataset, Rng, TensorDataset, Transform, ZScore, random_split};
+use aotgrad::example_args::{TrainArgs, check};
+use aotgrad::metrics::correct_binary;
+use aotgrad::nn::Linear;
+use aotgrad::prelude::*;
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(about = "Titanic survival by logistic regression")]
+struct Cli {
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+const FEATURES: usize = 7;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let a = Cli::parse().train;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/titanic.csv");
+    let t = read_table(&path, true)?;
+    let col = |n: &str| t.column(n);
+    let (surv, class, sex, age, sib, par, fare) = (
+        col("Survived")?,
+        col("Pclass")?,
+        col("Sex")?,
+        col("Age")?,
+        col("SibSp")?,
+        col("Parch")?,
+        col("Fare")?,
+    );
+    let num = |s: &str| s.trim().parse::<f32>().ok();
+    // Age stays NaN here and is filled after the split, from the training median.
+    let mut xs = Vec::new();
+    let mut ys = Vec::new();
+    for r in &t.rows {
+        let c = num(&r[class]).ok_or("bad Pclass")?;
+        xs.extend([
+            (r[sex] == "male") as u8 as f32,
+            (c == 1.0) as u8 as f32,
+            (c == 2.0) as u8 as f32,
+            num(&r[age]).unwrap_or(f32::NAN),
+            num(&r[sib]).unwrap_or(0.0),
+            num(&r[par]).unwrap_or(0.0),
+            num(&r[fare]).unwrap_or(0.0),
+        ]);
+        ys.push(num(&r[surv]).ok_or("bad Survived")?);
+    }
+    let n = ys.len();
+    let ds = TensorDataset::new(
+        Tensor::from_f32(&xs, &[n, FEATURES])?,
+        Tensor::from_f32(&ys, &[n, 1])?,
+    )?;
+    let n_train = n * 4 / 5;
+    let parts = random_split(&ds, &[n_train, n - n_train], a.seed)?;
+    let (mut train, mut val) = (parts[0].clone(), parts[1].clone());
+
+    let fill = |d: &mut TensorDataset, median: f32| -> Result<(), Box<dyn std::error::Error>> {
+        let mut v = d.x.as_f32()?.to_vec();
+        for row in v.chunks_mut(FEATURES) {
+            if row[3].is_nan() {
+                row[3] = median;
+            }
+        }
+        d.x = Tensor::from_f32(&v, d.x.shape())?;
+        Ok(())
+    };
+    let mut ages: Vec<f32> = train
+        .x
+        .as_f32()?
+        .chunks(FEATURES)
+        .map(|r| r[3])
+        .filter(|a| !a.is_nan())
+        .collect();
+    ages.sort_by(f32::total_cmp);
+    let median = ages[ages.len() / 2];
+    fill(&mut train, median)?;
+    fill(&mut val, median)?;
+    let z = ZScore::fit(&train.x)?;
+    let train = TensorDataset {
+        x: z.apply(train.x, &mut Rng::new(0))?,
+        y: train.y,
+    };
+    let val = TensorDataset {
+        x: z.apply(val.x, &mut Rng::new(0))?,
+        y: val.y,
+    };
+    println!(
+        "{} training and {} validation passengers; median training age {median}",
+        train.len(),
+        val.len()
+    );
+
+    let epochs = a.epochs.unwrap_or(100);
+    let optim = Optimizer::from_name(
+        a.optim.as_deref().unwrap_or("adam"),
+        a.lr.unwrap_or(0.01),
+        0.0,
+    )?;
+    let mut step = Trainer::new(
+        Linear::new(FEATURES, 1),
+        Loss::bce_with_logits(Reduction::Mean),
+        optim,
+    )
+    .name("titanic")
+    .input(DType::F32, &[FEATURES])
+    .target(DType::F32, &[1])
+    .seed(a.seed)
+    .compile(&a.backend)?;
+    let loader = DataLoader::new(&train, a.batch.unwrap_or(64)).shuffle(a.seed);
+    let (mut first, mut epoch_loss) = (None, 0.0);
+    for epoch in 0..epochs {
+        let (mut sum, mut seen) = (0.0, 0);
+        for b in loader.epoch(epoch) {
+            let b = b?;
+            sum += step.run(&b)? * b.y.len() as f64;
+            seen += b.y.len();
+        }
+        epoch_loss = sum / seen as f64;
+        first.get_or_insert(epoch_loss);
+        if epoch % 10 == 0 || epoch + 1 == epochs {
+            println!("Epoch {}/{epochs}: loss {epoch_loss:.4}", epoch + 1);
+        }
+    }
+    let logits = step.predict(&val.x)?;
+    let acc = correct_binary(&logits, &val.y, 0.0) as f64 / val.len() as f64;
+    println!("final: val_accuracy={acc:.4} train_loss={epoch_loss:.6}");
+    check(
+        &a,
+        epoch_loss < first.unwrap_or(0.0),
+        "the loss did not decrease",
+    )?;
+    check(&a, acc > 0.7, "validation accuracy should exceed 0.7")?;
+    Ok(())
+}

@@ -1,0 +1,298 @@
+//! Data loading as in PyTorch's `torch.utils.data`: datasets, a seeded shuffling
+//! `DataLoader`, `random_split`, readers for MNIST IDX and CSV files, and transforms.
+//!
+//! Batches are gathered from whole-dataset tensors (first axis = samples), so a batch is
+//! one contiguous copy, not a per-sample loop.
+
+pub mod csv;
+pub mod mnist;
+pub mod transforms;
+
+use std::path::Path;
+
+use aotgrad_ir::Data;
+use aotgrad_runtime::Tensor;
+
+use crate::train::Batch;
+pub use transforms::{
+    Compose, MinMax, Normalize, RandomCrop, RandomHorizontalFlip, ToFloat, Transform, ZScore,
+};
+
+/// Why data could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
+    #[error("{path}: {reason}")]
+    Corrupt { path: String, reason: String },
+    #[error("{path}:{line}: {reason}")]
+    Csv {
+        path: String,
+        line: u64,
+        reason: String,
+    },
+    #[error("dataset: {0}")]
+    Invalid(String),
+}
+
+impl DataError {
+    pub(crate) fn io(path: &Path, error: std::io::Error) -> DataError {
+        DataError::Io {
+            path: path.display().to_string(),
+            error,
+        }
+    }
+}
+
+/// A small deterministic generator (SplitMix64) for shuffling and random transforms:
+/// the same seed gives the same order on every machine.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x6A09_E667_F3BC_C909)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0), without modulo bias.
+    pub fn below(&mut self, n: usize) -> usize {
+        let n = n as u64;
+        let zone = u64::MAX - u64::MAX % n;
+        loop {
+            let v = self.next_u64();
+            if v < zone {
+                return (v % n) as usize;
+            }
+        }
+    }
+
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// A uniformly random permutation of `0..n` (Fisher-Yates).
+    pub fn permutation(&mut self, n: usize) -> Vec<usize> {
+        let mut p: Vec<usize> = (0..n).collect();
+        for i in (1..n).rev() {
+            let j = self.below(i + 1);
+            p.swap(i, j);
+        }
+        p
+    }
+}
+
+/// Rows `idx` of `t` along its first axis.
+pub fn take_rows(t: &Tensor, idx: &[usize]) -> Tensor {
+    let row: usize = t.shape()[1..].iter().product();
+    macro_rules! gather {
+        ($v:expr, $variant:ident) => {{
+            let mut out = Vec::with_capacity(idx.len() * row);
+            for &i in idx {
+                out.extend_from_slice(&$v[i * row..(i + 1) * row]);
+            }
+            Data::$variant(out)
+        }};
+    }
+    let data = match t.data() {
+        Data::Bool(v) => gather!(v, Bool),
+        Data::U8(v) => gather!(v, U8),
+        Data::I32(v) => gather!(v, I32),
+        Data::I64(v) => gather!(v, I64),
+        Data::F32(v) => gather!(v, F32),
+        Data::F64(v) => gather!(v, F64),
+    };
+    let mut shape = t.shape().to_vec();
+    shape[0] = idx.len();
+    Tensor::new(&shape, data).expect("rows of a valid tensor")
+}
+
+/// Something a [`DataLoader`] can batch: `len` samples, gathered by index.
+pub trait Dataset {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The samples at `indices`, stacked along a new first axis.
+    fn batch(&self, indices: &[usize]) -> Batch;
+}
+
+/// Inputs and targets held as two tensors whose first axis is the sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorDataset {
+    pub x: Tensor,
+    pub y: Tensor,
+}
+
+impl TensorDataset {
+    pub fn new(x: Tensor, y: Tensor) -> Result<TensorDataset, DataError> {
+        if x.shape().is_empty() || y.shape().is_empty() || x.shape()[0] != y.shape()[0] {
+            return Err(DataError::Invalid(format!(
+                "inputs {:?} and targets {:?} need the same first (sample) dimension",
+                x.shape(),
+                y.shape()
+            )));
+        }
+        Ok(TensorDataset { x, y })
+    }
+
+    /// The samples at `indices`, as a new dataset.
+    pub fn subset(&self, indices: &[usize]) -> TensorDataset {
+        TensorDataset {
+            x: take_rows(&self.x, indices),
+            y: take_rows(&self.y, indices),
+        }
+    }
+
+    /// The first `n` samples (or all, if fewer).
+    pub fn take(&self, n: usize) -> TensorDataset {
+        let idx: Vec<usize> = (0..n.min(self.len())).collect();
+        self.subset(&idx)
+    }
+
+    /// Applies a transform to all inputs at once (for deterministic preprocessing).
+    pub fn map_x(self, t: &dyn Transform, seed: u64) -> Result<TensorDataset, DataError> {
+        let x = t.apply(self.x, &mut Rng::new(seed))?;
+        Ok(TensorDataset { x, y: self.y })
+    }
+}
+
+impl Dataset for TensorDataset {
+    fn len(&self) -> usize {
+        self.x.shape()[0]
+    }
+
+    fn batch(&self, indices: &[usize]) -> Batch {
+        Batch {
+            x: take_rows(&self.x, indices),
+            y: take_rows(&self.y, indices),
+        }
+    }
+}
+
+/// Splits a dataset into parts of the given sizes, after a seeded shuffle
+/// (`torch.utils.data.random_split`).
+pub fn random_split(
+    ds: &TensorDataset,
+    lengths: &[usize],
+    seed: u64,
+) -> Result<Vec<TensorDataset>, DataError> {
+    if lengths.iter().sum::<usize>() != ds.len() {
+        return Err(DataError::Invalid(format!(
+            "random_split lengths {lengths:?} do not sum to the dataset's {} samples",
+            ds.len()
+        )));
+    }
+    let perm = Rng::new(seed).permutation(ds.len());
+    let mut start = 0;
+    Ok(lengths
+        .iter()
+        .map(|&n| {
+            let part = ds.subset(&perm[start..start + n]);
+            start += n;
+            part
+        })
+        .collect())
+}
+
+/// Batches of a dataset, optionally shuffled with a seed (a new order every epoch) and
+/// transformed (random transforms draw from a per-epoch, per-batch seed).
+pub struct DataLoader<'a> {
+    ds: &'a dyn Dataset,
+    batch_size: usize,
+    shuffle: Option<u64>,
+    drop_last: bool,
+    transform: Option<&'a dyn Transform>,
+}
+
+impl<'a> DataLoader<'a> {
+    pub fn new(ds: &'a dyn Dataset, batch_size: usize) -> DataLoader<'a> {
+        DataLoader {
+            ds,
+            batch_size: batch_size.max(1),
+            shuffle: None,
+            drop_last: false,
+            transform: None,
+        }
+    }
+
+    /// Reshuffle every epoch from `seed` (epoch `e` uses a seed derived from both).
+    pub fn shuffle(mut self, seed: u64) -> DataLoader<'a> {
+        self.shuffle = Some(seed);
+        self
+    }
+
+    /// Drop the last batch when it is short (by default it is kept).
+    pub fn drop_last(mut self, on: bool) -> DataLoader<'a> {
+        self.drop_last = on;
+        self
+    }
+
+    /// A transform applied to each batch's inputs.
+    pub fn transform(mut self, t: &'a dyn Transform) -> DataLoader<'a> {
+        self.transform = Some(t);
+        self
+    }
+
+    pub fn num_batches(&self) -> usize {
+        let n = self.ds.len();
+        if self.drop_last {
+            n / self.batch_size
+        } else {
+            n.div_ceil(self.batch_size)
+        }
+    }
+
+    /// The sample order of epoch `epoch`.
+    pub fn order(&self, epoch: usize) -> Vec<usize> {
+        match self.shuffle {
+            Some(seed) => {
+                Rng::new(seed.wrapping_add((epoch as u64).wrapping_mul(0x1000_0000_01B3)))
+                    .permutation(self.ds.len())
+            }
+            None => (0..self.ds.len()).collect(),
+        }
+    }
+
+    /// The batches of epoch `epoch`.
+    pub fn epoch(&self, epoch: usize) -> impl Iterator<Item = Result<Batch, DataError>> + '_ {
+        let order = self.order(epoch);
+        let n = self.num_batches();
+        let bs = self.batch_size;
+        (0..n).map(move |i| {
+            let idx = &order[i * bs..((i + 1) * bs).min(order.len())];
+            let mut b = self.ds.batch(idx);
+            if let Some(t) = self.transform {
+                let seed = self.shuffle.unwrap_or(0) ^ ((epoch as u64) << 32) ^ i as u64;
+                b.x = t.apply(b.x, &mut Rng::new(seed))?;
+            }
+            Ok(b)
+        })
+    }
+}
+
+/// Reads a file, gunzipping it when its name ends in `.gz`.
+pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
+    let raw = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    if path.extension().is_some_and(|e| e == "gz") {
+        use std::io::Read;
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(|e| DataError::Corrupt {
+                path: path.display().to_string(),
+                reason: format!("bad gzip data: {e}"),
+            })?;
+        Ok(out)
+    } else {
+        Ok(raw)
+    }
+}

@@ -1,0 +1,47 @@
+//! The command-line flags every example accepts, with the same names everywhere.
+
+use crate::train::Backend;
+
+/// Flags shared by the training examples (`--help` lists them).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainArgs {
+    /// Passes over the training data.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Mini-batch size.
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Optimizer: sgd, adam, adamw, rmsprop.
+    #[arg(long)]
+    pub optim: Option<String>,
+    /// Loss function (example-specific names, e.g. mse, ce, bce).
+    #[arg(long)]
+    pub loss: Option<String>,
+    /// Where the compiled step runs: interp (cpu and gpu are added by later backends).
+    #[arg(long, default_value = "interp")]
+    pub backend: Backend,
+    /// Worker threads of the backend (the interpreter is single-threaded).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Seed of initialisation, shuffling and dropout.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Use at most this many training samples (CI's short mode).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Exit with an error unless the result clears the example's floor (used by tests).
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// `Err` with `what` when `--check` is on and `ok` is false.
+pub fn check(args: &TrainArgs, ok: bool, what: &str) -> Result<(), String> {
+    if args.check && !ok {
+        Err(format!("check failed: {what}"))
+    } else {
+        Ok(())
+    }
+}

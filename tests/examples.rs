@@ -1,0 +1,115 @@
+//! Every example runs in a short mode and asserts its own result (`--check`: the loss
+//! decreased, the accuracy or prediction clears the example's floor).
+//!
+//! `cargo test` builds the examples next to the test binaries; this test runs them.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn example(name: &str) -> PathBuf {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_aotgrad"));
+    let dir = bin.parent().expect("target dir").join("examples");
+    let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} is missing: run the examples through `cargo test --workspace` (which builds them)",
+        path.display()
+    );
+    path
+}
+
+fn run(name: &str, args: &[&str]) -> String {
+    let out = Command::new(example(name))
+        .args(args)
+        .arg("--check")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{name} {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout.lines().last().unwrap_or_default().to_string();
+    assert!(last.starts_with("final: "), "{name}: last line {last:?}");
+    last
+}
+
+/// `key=value` from a `final:` line.
+fn value(line: &str, key: &str) -> f64 {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("{key} not in {line}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn small_examples_train_to_their_known_answers() {
+    // Full-length runs: these are tiny.
+    let l = run("linear_regression", &[]);
+    assert!((value(&l, "pred") - 8.0).abs() < 0.5, "{l}");
+    let l = run("logistic_regression", &[]);
+    assert!(value(&l, "pred") > 0.5 && value(&l, "pred_x1") < 0.5, "{l}");
+    let l = run("zscore_regression", &[]);
+    assert!((value(&l, "pred") - 36.0).abs() < 1.0, "{l}");
+    let l = run("quadratic", &[]);
+    assert!(value(&l, "loss") < 0.1, "{l}");
+    let l = run("autograd_basics", &[]);
+    assert!(l.contains("all_correct=true"), "{l}");
+    let l = run("himmelblau", &["--epochs", "20000"]);
+    assert!(
+        (value(&l, "x") - 3.0).abs() < 1e-2 && (value(&l, "y") - 2.0).abs() < 1e-2,
+        "{l}"
+    );
+}
+
+#[test]
+fn data_examples_in_short_mode() {
+    let l = run("diabetes", &["--epochs", "30"]);
+    assert!(value(&l, "accuracy") > 0.65, "{l}");
+    let l = run("titanic", &["--epochs", "20"]);
+    assert!(value(&l, "val_accuracy") > 0.7, "{l}");
+    let l = run(
+        "mnist",
+        &[
+            "--epochs", "1", "--limit", "6000", "--batch", "128", "--loss", "ce", "--optim", "adam",
+        ],
+    );
+    assert!(value(&l, "test_accuracy") > 0.8, "{l}");
+    let l = run(
+        "mnist",
+        &["--epochs", "1", "--limit", "10000", "--batch", "128"],
+    );
+    assert!(value(&l, "test_accuracy") > 0.5, "{l}");
+}
+
+#[test]
+fn every_example_answers_help_with_the_shared_flags() {
+    for name in [
+        "linear_regression",
+        "logistic_regression",
+        "diabetes",
+        "mnist",
+        "himmelblau",
+        "zscore_regression",
+        "quadratic",
+        "autograd_basics",
+        "titanic",
+    ] {
+        let out = Command::new(example(name)).arg("--help").output().unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        for flag in [
+            "--epochs",
+            "--batch",
+            "--lr",
+            "--optim",
+            "--loss",
+            "--backend",
+            "--threads",
+            "--seed",
+        ] {
+            assert!(help.contains(flag), "{name} --help lacks {flag}:\n{help}");
+        }
+    }
+}
