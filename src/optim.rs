@@ -171,7 +171,12 @@ impl Optimizer {
                         let buf = state(name, "momentum_buffer", p);
                         // PyTorch: the buffer starts as a copy of the first gradient.
                         let first = first.expect("built when momentum != 0");
-                        let next = first.where_(d, buf * o.momentum + d * (1.0 - o.dampening));
+                        let damped = if o.dampening == 0.0 {
+                            d
+                        } else {
+                            d * (1.0 - o.dampening)
+                        };
+                        let next = first.where_(d, buf * o.momentum + damped);
                         b.update(buf, next);
                         d = if o.nesterov {
                             d + next * o.momentum

@@ -20,7 +20,7 @@ use aotgrad_compiler::{GradError, vjp_in};
 use aotgrad_ir::{BuildError, DType, Dim, Graph, GraphBuilder, Shape, Var};
 use aotgrad_runtime::{RunError, Tensor};
 
-use crate::nn::module::{Mode, Module, ParamSpec, Scope};
+use crate::nn::module::{Mode, Module, ParamSpec, RNG_STATE, Scope};
 use crate::nn::{self, Reduction};
 use crate::optim::{LR_INPUT, Optimizer};
 
@@ -301,9 +301,8 @@ impl Trainer {
         if kind == Kind::Apply {
             return self.trace_apply(b, specs);
         }
-        let key = trains.then(|| b.state(RNG_STATE, DType::I64, Shape::scalar()));
         let mode = if trains { Mode::Train } else { Mode::Eval };
-        let s = Scope::new(&b, mode, key);
+        let s = Scope::new(&b, mode, trains);
         let (out, loss) = match &self.body {
             Body::Model(m) => {
                 let x = Self::batched(&b, "x", &self.input, "input")?;
@@ -371,8 +370,9 @@ impl Trainer {
                         self.optim.build(&b, lr, &named);
                     }
                 }
-                let key = key.expect("training programs have a key");
-                b.update(key, key + 1);
+                if let Some(key) = s.rng_key() {
+                    b.update(key, key + 1);
+                }
             }
         }
         let graph = b
@@ -484,7 +484,6 @@ impl Trainer {
     }
 }
 
-const RNG_STATE: &str = "rng.key";
 const ACC_SUFFIX: &str = "grad_acc";
 const PROB_CHECK: &str = "check.output_in_0_1";
 

@@ -58,3 +58,23 @@ fn mnist_mlp_mse_joint_gradient_ir() {
     assert_eq!(text::parse(&s).unwrap(), joint);
     insta::assert_snapshot!(s);
 }
+
+/// The whole compiled training step of linear regression (forward, MSE, backward, SGD
+/// with momentum): one graph whose updates write the parameters and the momentum state.
+#[test]
+fn linreg_sgd_momentum_training_step_ir() {
+    let model = nn::Sequential::new().push_named("linear", nn::Linear::new(1, 1));
+    let step = Trainer::new(
+        model,
+        Loss::mse(Reduction::Sum),
+        Optimizer::sgd_momentum(0.01, 0.9),
+    )
+    .name("linreg")
+    .input(DType::F32, &[1])
+    .target(DType::F32, &[1])
+    .compile(&Backend::Interpreter)
+    .unwrap();
+    let s = text::print(step.step_graph());
+    assert_eq!(text::parse(&s).unwrap(), *step.step_graph());
+    insta::assert_snapshot!(s);
+}

@@ -15,6 +15,9 @@ use aotgrad_ir::{BuildErrorKind, DType, GraphBuilder, Shape, Var};
 use aotgrad_runtime::Tensor;
 use aotgrad_runtime::interp::rng;
 
+/// Name of the per-step RNG key state (`i64[]`).
+pub const RNG_STATE: &str = "rng.key";
+
 /// How a parameter's initial value is drawn.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Init {
@@ -66,27 +69,43 @@ struct Registry {
     random_calls: i64,
 }
 
+/// The per-step RNG key, created on first use so that programs without randomness carry
+/// no RNG state.
+struct KeySlot<'g> {
+    enabled: bool,
+    key: Option<Var<'g>>,
+}
+
 /// The context a module builds in. Cheap to clone; children share the registry.
 #[derive(Clone)]
 pub struct Scope<'g> {
     b: &'g GraphBuilder,
     prefix: String,
     mode: Mode,
-    key: Option<Var<'g>>,
+    key: Rc<RefCell<KeySlot<'g>>>,
     reg: Rc<RefCell<Registry>>,
 }
 
 impl<'g> Scope<'g> {
-    /// A root scope. `key` is an `i64[]` value that changes every step (the trainer
-    /// feeds it from persistent state); it seeds dropout masks.
-    pub fn new(b: &'g GraphBuilder, mode: Mode, key: Option<Var<'g>>) -> Scope<'g> {
+    /// A root scope. With `rng`, the first random op declares the `i64[]` state
+    /// [`RNG_STATE`], which the program must advance every step (see
+    /// [`Scope::rng_key`]); it seeds dropout masks.
+    pub fn new(b: &'g GraphBuilder, mode: Mode, rng: bool) -> Scope<'g> {
         Scope {
             b,
             prefix: String::new(),
             mode,
-            key,
+            key: Rc::new(RefCell::new(KeySlot {
+                enabled: rng,
+                key: None,
+            })),
             reg: Rc::default(),
         }
+    }
+
+    /// The RNG key state, if a random op declared it.
+    pub fn rng_key(&self) -> Option<Var<'g>> {
+        self.key.borrow().key
     }
 
     pub fn builder(&self) -> &'g GraphBuilder {
@@ -132,7 +151,15 @@ impl<'g> Scope<'g> {
     /// A fresh `i64[]` key for one random op: distinct per call site within a step and
     /// distinct across steps (the step key changes). `None` outside training programs.
     pub fn next_key(&self) -> Option<Var<'g>> {
-        let key = self.key?;
+        let key = {
+            let mut slot = self.key.borrow_mut();
+            if !slot.enabled {
+                return None;
+            }
+            *slot
+                .key
+                .get_or_insert_with(|| self.b.state(RNG_STATE, DType::I64, Shape::scalar()))
+        };
         let mut reg = self.reg.borrow_mut();
         reg.random_calls += 1;
         // Mix in the call index with an odd multiplier; in-graph i64 arithmetic wraps.

@@ -341,10 +341,11 @@ impl<'g> Var<'g> {
         self.unary(Location::caller(), "stop_gradient", UnaryOp::StopGradient)
     }
 
-    /// `max(x, 0)` as compare+select, so the derivative at 0 is 0 like PyTorch's.
+    /// `max(x, 0)` as compare+select, so the derivative at 0 is 0 like PyTorch's, and a
+    /// NaN propagates (the select is on `x <= 0`, which is false for NaN) as in PyTorch.
     #[track_caller]
     pub fn relu(self) -> Var<'g> {
-        self.gt(0.0).where_(self, 0.0)
+        self.le(0.0).where_(0.0, self)
     }
 
     #[track_caller]

@@ -1,0 +1,238 @@
+//! Training-step behaviour: short batches, gradient accumulation, runtime learning rate,
+//! checked mode, dropout, schedulers and configuration errors.
+
+use aotgrad::nn::{Dropout, Linear, ReLU, Sequential, Sigmoid};
+use aotgrad::prelude::*;
+use aotgrad::train::TrainError;
+
+fn mlp() -> Sequential {
+    Sequential::new()
+        .push(Linear::new(3, 4))
+        .push(ReLU)
+        .push(Linear::new(4, 1))
+}
+
+fn batch(rows: &[[f32; 3]], ys: &[f32]) -> Batch {
+    let x: Vec<f32> = rows.iter().flatten().copied().collect();
+    Batch {
+        x: Tensor::from_f32(&x, &[rows.len(), 3]).unwrap(),
+        y: Tensor::from_f32(ys, &[ys.len(), 1]).unwrap(),
+    }
+}
+
+fn trainer(optim: Optimizer) -> Trainer {
+    Trainer::new(mlp(), Loss::mse(Reduction::Mean), optim)
+        .input(DType::F32, &[3])
+        .target(DType::F32, &[1])
+        .seed(5)
+}
+
+const ROWS: [[f32; 3]; 4] = [
+    [0.1, 0.2, -0.3],
+    [1.0, -0.5, 0.25],
+    [-0.7, 0.4, 0.9],
+    [0.3, 0.3, 0.3],
+];
+const YS: [f32; 4] = [0.5, -1.0, 2.0, 0.0];
+
+#[test]
+fn a_short_last_batch_runs_through_the_same_program() {
+    let mut step = trainer(Optimizer::sgd(0.1))
+        .compile(&Backend::Interpreter)
+        .unwrap();
+    let n_nodes = step.step_graph().len();
+    step.run(&batch(&ROWS[..3], &YS[..3])).unwrap();
+    let short = batch(&ROWS[3..], &YS[3..]);
+    let before = step.evaluate(&short).unwrap().loss;
+    let loss = step.run(&short).unwrap();
+    assert_eq!(loss, before, "the step reports the loss before its update");
+    assert_eq!(step.steps(), 2);
+    assert_eq!(step.step_graph().len(), n_nodes, "no recompilation");
+}
+
+#[test]
+fn accumulating_two_half_batches_equals_one_full_batch() {
+    let mut full = trainer(Optimizer::sgd_momentum(0.1, 0.9))
+        .compile(&Backend::Interpreter)
+        .unwrap();
+    let mut acc = trainer(Optimizer::sgd_momentum(0.1, 0.9))
+        .accumulate(2)
+        .compile(&Backend::Interpreter)
+        .unwrap();
+    assert_eq!(full.parameters(), acc.parameters(), "same seed, same init");
+    for _ in 0..3 {
+        full.run(&batch(&ROWS, &YS)).unwrap();
+        acc.run(&batch(&ROWS[..2], &YS[..2])).unwrap();
+        assert_eq!(
+            acc.steps(),
+            full.steps() - 1,
+            "no update after the first micro-batch"
+        );
+        acc.run(&batch(&ROWS[2..], &YS[2..])).unwrap();
+    }
+    assert_eq!(acc.steps(), 3);
+    for ((n, a), (_, b)) in acc.parameters().iter().zip(full.parameters()) {
+        assert!(a.allclose(b, 1e-5, 1e-6), "{n}: {a} vs {b}");
+    }
+}
+
+#[test]
+fn learning_rate_is_a_runtime_input() {
+    let mut step = trainer(Optimizer::adam(0.01))
+        .compile(&Backend::Interpreter)
+        .unwrap();
+    let p0 = step.parameters().to_vec();
+    step.set_lr(0.0);
+    step.run(&batch(&ROWS, &YS)).unwrap();
+    assert_eq!(
+        step.parameters(),
+        &p0[..],
+        "lr 0 leaves parameters unchanged"
+    );
+    step.set_lr(0.01);
+    step.run(&batch(&ROWS, &YS)).unwrap();
+    assert_ne!(step.parameters(), &p0[..]);
+    assert!(aotgrad::text::print(step.step_graph()).contains("input \"lr\""));
+}
+
+#[test]
+fn checked_mode_refuses_bad_probabilities_and_non_finite_losses() {
+    // BCE on a raw linear output: values outside [0, 1].
+    let mut step = Trainer::new(
+        Linear::new(3, 1),
+        Loss::bce(Reduction::Mean),
+        Optimizer::sgd(0.1),
+    )
+    .input(DType::F32, &[3])
+    .target(DType::F32, &[1])
+    .compile(&Backend::Interpreter)
+    .unwrap();
+    let p0 = step.parameters().to_vec();
+    let big = batch(&[[50.0, 50.0, 50.0], [-50.0, -50.0, -50.0]], &[1.0, 0.0]);
+    let e = step.run(&big).unwrap_err();
+    assert!(
+        matches!(e, TrainError::ProbabilityOutOfRange { step: 0, .. }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("outside [0, 1]"), "{e}");
+    assert_eq!(step.parameters(), &p0[..], "nothing was applied");
+    assert_eq!(step.steps(), 0);
+
+    // With a sigmoid the same batch is fine.
+    let mut ok = Trainer::new(
+        Sequential::new().push(Linear::new(3, 1)).push(Sigmoid),
+        Loss::bce(Reduction::Mean),
+        Optimizer::sgd(0.1),
+    )
+    .input(DType::F32, &[3])
+    .target(DType::F32, &[1])
+    .compile(&Backend::Interpreter)
+    .unwrap();
+    ok.run(&big).unwrap();
+
+    // A NaN input makes the loss NaN: an error, parameters untouched.
+    let mut step = trainer(Optimizer::sgd(0.1))
+        .compile(&Backend::Interpreter)
+        .unwrap();
+    let p0 = step.parameters().to_vec();
+    let e = step
+        .run(&batch(&[[f32::NAN, 0.0, 0.0]], &[1.0]))
+        .unwrap_err();
+    assert!(matches!(e, TrainError::NonFiniteLoss { .. }), "{e}");
+    assert_eq!(step.parameters(), &p0[..]);
+    // Unchecked, the NaN goes through (as in PyTorch).
+    let mut raw = trainer(Optimizer::sgd(0.1))
+        .checked(false)
+        .compile(&Backend::Interpreter)
+        .unwrap();
+    assert!(
+        raw.run(&batch(&[[f32::NAN, 0.0, 0.0]], &[1.0]))
+            .unwrap()
+            .is_nan()
+    );
+}
+
+#[test]
+fn dropout_is_seeded_active_in_training_and_off_in_evaluation() {
+    let model = || Sequential::new().push(Dropout(0.5));
+    let build = |seed| {
+        Trainer::new(model(), Loss::mse(Reduction::Mean), Optimizer::sgd(0.1))
+            .input(DType::F32, &[1000])
+            .target(DType::F32, &[1000])
+            .seed(seed)
+            .compile(&Backend::Interpreter)
+            .unwrap()
+    };
+    let ones = Batch {
+        x: Tensor::from_f32(&[1.0; 1000], &[1, 1000]).unwrap(),
+        y: Tensor::from_f32(&[0.0; 1000], &[1, 1000]).unwrap(),
+    };
+    let mut a = build(1);
+    let mut b = build(1);
+    let ra = a.run_full(&ones).unwrap().output.unwrap();
+    let rb = b.run_full(&ones).unwrap().output.unwrap();
+    assert_eq!(ra, rb, "same seed, same mask");
+    let kept = ra.as_f32().unwrap().iter().filter(|&&v| v != 0.0).count();
+    assert!((400..600).contains(&kept), "{kept} of 1000 kept at p = 0.5");
+    assert!(
+        ra.as_f32().unwrap().iter().all(|&v| v == 0.0 || v == 2.0),
+        "survivors scaled by 2"
+    );
+    let next = a.run_full(&ones).unwrap().output.unwrap();
+    assert_ne!(next, ra, "a new mask every step");
+    let eval = a.evaluate(&ones).unwrap().output.unwrap();
+    assert_eq!(eval, ones.x, "identity in evaluation");
+    let other = build(2).run_full(&ones).unwrap().output.unwrap();
+    assert_ne!(other, ra, "another seed, another mask");
+}
+
+#[test]
+fn schedulers_follow_pytorch_formulas() {
+    let mut s = Scheduler::StepLr {
+        step_size: 2,
+        gamma: 0.1,
+    };
+    let lrs: Vec<f64> = (0..4).map(|e| s.next_lr(1.0, 1.0, e, None)).collect();
+    assert_eq!(lrs, [1.0, 0.1, 0.1, 0.010000000000000002]);
+    let mut s = Scheduler::ExponentialLr { gamma: 0.5 };
+    assert_eq!(s.next_lr(1.0, 1.0, 2, None), 0.125);
+    let mut s = Scheduler::CosineAnnealingLr {
+        t_max: 4,
+        eta_min: 0.0,
+    };
+    assert!((s.next_lr(1.0, 1.0, 1, None) - 0.5).abs() < 1e-12);
+    assert!(s.next_lr(1.0, 1.0, 3, None).abs() < 1e-12);
+    let mut s = Scheduler::reduce_on_plateau(0.5, 1);
+    let mut lr = 1.0;
+    for (e, m) in [1.0, 0.9, 0.95, 0.95, 0.95].into_iter().enumerate() {
+        lr = s.next_lr(1.0, lr, e, Some(m));
+    }
+    assert_eq!(lr, 0.5);
+}
+
+#[test]
+fn configuration_errors_are_typed() {
+    let e = Trainer::new(mlp(), Loss::mse(Reduction::Mean), Optimizer::sgd(0.1))
+        .compile(&Backend::Interpreter)
+        .err()
+        .unwrap();
+    assert!(
+        e.to_string().contains("input (call .input(dtype, dims))"),
+        "{e}"
+    );
+    // A model whose layer sizes do not fit its input: the DSL error names the op.
+    let e = Trainer::new(
+        Linear::new(5, 1),
+        Loss::mse(Reduction::Mean),
+        Optimizer::sgd(0.1),
+    )
+    .input(DType::F32, &[3])
+    .target(DType::F32, &[1])
+    .compile(&Backend::Interpreter)
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("building the step program"), "{e}");
+    assert!(e.to_string().contains("matmul"), "{e}");
+    let e = "gpu".parse::<Backend>().unwrap_err();
+    assert!(e.contains("not available yet"), "{e}");
+}
