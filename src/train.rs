@@ -378,7 +378,13 @@ impl Trainer {
         let graph = b
             .finish()
             .map_err(|error| TrainError::Build { program, error })?;
-        Ok((graph.prune_unused_from(0), params))
+        let graph = graph.prune_unused_from(0);
+        aotgrad_ir::verify(&graph).map_err(|e| {
+            TrainError::Config(format!(
+                "internal: the {program} program does not verify: {e}"
+            ))
+        })?;
+        Ok((graph, params))
     }
 
     /// The optimizer applied to the mean of `k` accumulated gradients, which are reset.

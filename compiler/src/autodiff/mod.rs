@@ -107,7 +107,9 @@ pub fn grad_named(
     // Rules return cotangents for every differentiable operand; the ones that flow into
     // nodes outside `wrt`'s cone (e.g. d/dx of a matmul when only the weight is wanted)
     // are dropped here, so the joint graph holds only what its outputs need.
-    Ok(joint.prune_unused_from(graph.len()))
+    let joint = joint.prune_unused_from(graph.len());
+    aotgrad_ir::verify(&joint).map_err(|e| GradError::Build(e.to_string()))?;
+    Ok(joint)
 }
 
 fn seed_var<'g>(
