@@ -80,12 +80,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         train.len()
     );
 
+    let mut start = 0;
+    if let Some(path) = &a.resume {
+        let p = aotgrad::checkpoint::load(&mut step, path)?;
+        println!(
+            "resumed from {} at epoch {}, step {}",
+            path.display(),
+            p.epoch,
+            p.steps
+        );
+        start = p.epoch as usize;
+    }
     let loader = DataLoader::new(&train, batch).shuffle(a.seed);
     let nb = loader.num_batches();
     let mut last_train_loss = f64::NAN;
     let mut first_loss = None;
     let mut test_acc = 0.0;
-    for epoch in 0..epochs {
+    for epoch in start..epochs {
         let t = Instant::now();
         let (mut sum, mut seen) = (0.0, 0usize);
         for (i, b) in loader.epoch(epoch).enumerate() {
@@ -127,6 +138,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             test.len(),
             100.0 * test_acc
         );
+        if let Some(path) = &a.checkpoint {
+            let progress = aotgrad::checkpoint::Progress {
+                epoch: epoch as u64 + 1,
+                steps: step.steps(),
+            };
+            aotgrad::checkpoint::save(&step, path, &progress)?;
+            println!("checkpoint: {}", path.display());
+        }
     }
     println!("final: test_accuracy={test_acc:.4} train_loss={last_train_loss:.6}");
     check(

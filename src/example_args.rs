@@ -32,6 +32,12 @@ pub struct TrainArgs {
     /// Use at most this many training samples (CI's short mode).
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Save a checkpoint here after every epoch (atomically).
+    #[arg(long, value_name = "PATH")]
+    pub checkpoint: Option<std::path::PathBuf>,
+    /// Resume from this checkpoint (parameters, optimizer state, epoch, step).
+    #[arg(long, value_name = "PATH")]
+    pub resume: Option<std::path::PathBuf>,
     /// Exit with an error unless the result clears the example's floor (used by tests).
     #[arg(long)]
     pub check: bool,

@@ -37,3 +37,118 @@ pub fn correct_binary(output: &Tensor, labels: &Tensor, threshold: f64) -> usize
         .filter(|(p, l)| ((**p >= threshold) as u8 as f64) == *l)
         .count()
 }
+
+/// A confusion matrix: `counts[true][predicted]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Confusion {
+    pub counts: Vec<Vec<u64>>,
+}
+
+/// Precision, recall and F1 of one class.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClassScores {
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    pub support: u64,
+}
+
+impl Confusion {
+    /// Builds the matrix from predicted and true class indices in `0..classes`; indices
+    /// out of range are an error naming the first one.
+    pub fn new(classes: usize, predicted: &[usize], truth: &[usize]) -> Result<Confusion, String> {
+        if predicted.len() != truth.len() {
+            return Err(format!(
+                "{} predictions for {} labels",
+                predicted.len(),
+                truth.len()
+            ));
+        }
+        let mut counts = vec![vec![0u64; classes]; classes];
+        for (i, (&p, &t)) in predicted.iter().zip(truth).enumerate() {
+            if p >= classes || t >= classes {
+                return Err(format!(
+                    "sample {i}: class {} is not below {classes}",
+                    p.max(t)
+                ));
+            }
+            counts[t][p] += 1;
+        }
+        Ok(Confusion { counts })
+    }
+
+    pub fn total(&self) -> u64 {
+        self.counts.iter().flatten().sum()
+    }
+
+    pub fn accuracy(&self) -> f64 {
+        let right: u64 = (0..self.counts.len()).map(|i| self.counts[i][i]).sum();
+        right as f64 / self.total().max(1) as f64
+    }
+
+    /// Scores of class `c` (0 where undefined, as scikit-learn's `zero_division=0`).
+    pub fn class(&self, c: usize) -> ClassScores {
+        let tp = self.counts[c][c] as f64;
+        let predicted: u64 = self.counts.iter().map(|row| row[c]).sum();
+        let support: u64 = self.counts[c].iter().sum();
+        let div = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+        let precision = div(tp, predicted as f64);
+        let recall = div(tp, support as f64);
+        ClassScores {
+            precision,
+            recall,
+            f1: div(2.0 * precision * recall, precision + recall),
+            support,
+        }
+    }
+
+    /// Unweighted mean of per-class precision, recall and F1 (macro average).
+    pub fn macro_avg(&self) -> ClassScores {
+        let k = self.counts.len() as f64;
+        let all: Vec<ClassScores> = (0..self.counts.len()).map(|c| self.class(c)).collect();
+        ClassScores {
+            precision: all.iter().map(|s| s.precision).sum::<f64>() / k,
+            recall: all.iter().map(|s| s.recall).sum::<f64>() / k,
+            f1: all.iter().map(|s| s.f1).sum::<f64>() / k,
+            support: self.total(),
+        }
+    }
+}
+
+impl std::fmt::Display for Confusion {
+    /// The matrix and a per-class table, as printed by the examples.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let k = self.counts.len();
+        write!(f, "true\\pred")?;
+        for c in 0..k {
+            write!(f, " {c:>6}")?;
+        }
+        writeln!(f)?;
+        for (t, row) in self.counts.iter().enumerate() {
+            write!(f, "{t:>9}")?;
+            for v in row {
+                write!(f, " {v:>6}")?;
+            }
+            writeln!(f)?;
+        }
+        writeln!(
+            f,
+            "{:>9} {:>9} {:>9} {:>9} {:>9}",
+            "class", "precision", "recall", "f1", "support"
+        )?;
+        for c in 0..k {
+            let s = self.class(c);
+            writeln!(
+                f,
+                "{c:>9} {:>9.4} {:>9.4} {:>9.4} {:>9}",
+                s.precision, s.recall, s.f1, s.support
+            )?;
+        }
+        let m = self.macro_avg();
+        writeln!(
+            f,
+            "{:>9} {:>9.4} {:>9.4} {:>9.4} {:>9}",
+            "macro", m.precision, m.recall, m.f1, m.support
+        )
+    }
+}

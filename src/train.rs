@@ -801,6 +801,11 @@ impl TrainStep {
         Ok(())
     }
 
+    /// Micro-batches accumulated since the last update (gradient accumulation).
+    pub fn pending_micro_batches(&self) -> usize {
+        self.micro
+    }
+
     /// Sets the count of applied updates (checkpoint resume).
     pub fn set_steps(&mut self, steps: u64) {
         self.steps = steps;

@@ -1,0 +1,165 @@
+//! Checkpoints: parameters, optimizer state, RNG state, step/epoch counters and a hash of
+//! the compiled step graph, in one safetensors file written atomically (temporary file,
+//! fsync, rename), so a crash never leaves a corrupt checkpoint under the final name.
+//!
+//! Tensor names: parameters under their `state_dict` names (so PyTorch can read them
+//! with `safetensors.torch.load_file`), optimizer and RNG state under `optim/<name>`.
+//! Resuming restores everything the step programs read, so the continuation is bitwise
+//! the same as not stopping (tested in `tests/checkpoint.rs`).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use aotgrad_runtime::Tensor;
+
+use crate::tensor_file::{NamedTensors, TensorFileError, read_safetensors, write_safetensors};
+use crate::train::{TrainError, TrainStep};
+
+const FORMAT: &str = "aotgrad-checkpoint-1";
+const STATE_PREFIX: &str = "optim/";
+
+/// Why a checkpoint could not be written or restored.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error(transparent)]
+    File(#[from] TensorFileError),
+    #[error(
+        "{pending} micro-batches are accumulated but not applied: save after the optimizer step"
+    )]
+    MidAccumulation { pending: usize },
+    #[error("{path}: not an aotgrad checkpoint ({reason})")]
+    NotACheckpoint { path: String, reason: String },
+    #[error("{path}: the checkpoint's tensors do not fit this model: {reason}")]
+    Mismatch { path: String, reason: String },
+    #[error(
+        "{path}: made by a different training program (step graph hash {found}, this one {expected}); same parameters, but the loss, optimizer or model differ"
+    )]
+    GraphChanged {
+        path: String,
+        found: String,
+        expected: String,
+    },
+}
+
+/// Counters stored with a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Progress {
+    /// Completed epochs.
+    pub epoch: u64,
+    /// Applied updates.
+    pub steps: u64,
+}
+
+/// FNV-1a over the printed step graph: stable across runs and machines because the text
+/// is.
+pub fn graph_hash(step: &TrainStep) -> String {
+    let text = aotgrad_ir::text::print(step.step_graph());
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// Writes `step`'s parameters, optimizer state and counters to `path` atomically.
+pub fn save(step: &TrainStep, path: &Path, progress: &Progress) -> Result<(), CheckpointError> {
+    if step.pending_micro_batches() != 0 {
+        return Err(CheckpointError::MidAccumulation {
+            pending: step.pending_micro_batches(),
+        });
+    }
+    let mut tensors = step.state_dict();
+    for (name, t) in step.optimizer_state() {
+        tensors.push((format!("{STATE_PREFIX}{name}"), t));
+    }
+    let meta: HashMap<String, String> = [
+        ("format", FORMAT.to_string()),
+        ("epoch", progress.epoch.to_string()),
+        ("steps", progress.steps.to_string()),
+        ("lr", format!("{:e}", step.lr())),
+        ("graph_hash", graph_hash(step)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    write_safetensors(path, &tensors, &meta)?;
+    Ok(())
+}
+
+/// Restores a checkpoint written by [`save`] into `step` (compiled from the same
+/// trainer). Nothing changes unless the whole checkpoint fits.
+pub fn load(step: &mut TrainStep, path: &Path) -> Result<Progress, CheckpointError> {
+    let p = path.display().to_string();
+    let (tensors, meta) = read_safetensors(path)?;
+    let not = |reason: String| CheckpointError::NotACheckpoint {
+        path: p.clone(),
+        reason,
+    };
+    if meta.get("format").map(String::as_str) != Some(FORMAT) {
+        return Err(not(format!(
+            "format is {:?}, expected {FORMAT:?}",
+            meta.get("format")
+        )));
+    }
+    let num = |k: &str| -> Result<u64, CheckpointError> {
+        meta.get(k)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| not(format!("missing or bad {k:?}")))
+    };
+    let progress = Progress {
+        epoch: num("epoch")?,
+        steps: num("steps")?,
+    };
+    let lr: f64 = meta
+        .get("lr")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| not("missing or bad \"lr\"".into()))?;
+    let (state, params): (NamedTensors, NamedTensors) = tensors
+        .into_iter()
+        .partition(|(n, _)| n.starts_with(STATE_PREFIX));
+    let state: Vec<(String, Tensor)> = state
+        .into_iter()
+        .map(|(n, t)| (n[STATE_PREFIX.len()..].to_string(), t))
+        .collect();
+    // Check both halves before changing anything.
+    let mismatch = |e: TrainError| CheckpointError::Mismatch {
+        path: p.clone(),
+        reason: e.to_string(),
+    };
+    let expected = graph_hash(step);
+    let found = meta.get("graph_hash").cloned().unwrap_or_default();
+    let saved_params = step.state_dict();
+    let saved_state = step.optimizer_state();
+    step.load_state_dict(&params).map_err(mismatch)?;
+    if let Err(e) = step.load_optimizer_state(&state) {
+        step.load_state_dict(&saved_params)
+            .expect("restoring what was there");
+        return Err(mismatch(e));
+    }
+    let missing: Vec<&str> = saved_state
+        .iter()
+        .filter(|(n, _)| !state.iter().any(|(m, _)| m == n))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if !missing.is_empty() || found != expected {
+        step.load_state_dict(&saved_params)
+            .expect("restoring what was there");
+        step.load_optimizer_state(&saved_state)
+            .expect("restoring what was there");
+        if !missing.is_empty() {
+            return Err(CheckpointError::Mismatch {
+                path: p,
+                reason: format!("missing optimizer state {missing:?}"),
+            });
+        }
+        return Err(CheckpointError::GraphChanged {
+            path: p,
+            found,
+            expected,
+        });
+    }
+    step.set_steps(progress.steps);
+    step.set_lr(lr);
+    Ok(progress)
+}
