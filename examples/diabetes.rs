@@ -60,13 +60,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let loader = DataLoader::new(&ds, a.batch.unwrap_or(32)).shuffle(a.seed);
     let (mut first, mut epoch_loss) = (None, 0.0);
     for epoch in 0..epochs {
-        let (mut sum, mut seen) = (0.0, 0);
-        for b in loader.epoch(epoch) {
-            let b = b?;
-            sum += step.run(&b)? * b.y.len() as f64;
-            seen += b.y.len();
-        }
-        epoch_loss = sum / seen as f64;
+        epoch_loss = step.run_epoch(&loader, epoch)?;
         first.get_or_insert(epoch_loss);
         if epoch % 10 == 0 || epoch + 1 == epochs {
             println!("Epoch: {}/{epochs} | Loss: {epoch_loss:.4}", epoch + 1);

@@ -697,6 +697,23 @@ impl TrainStep {
         Ok(StepResult { loss, output })
     }
 
+    /// One epoch over `loader`'s batches for epoch number `epoch` (which fixes the
+    /// shuffle order); returns the sample-weighted mean of the step losses.
+    pub fn run_epoch(
+        &mut self,
+        loader: &crate::data::DataLoader<'_>,
+        epoch: usize,
+    ) -> Result<f64, TrainError> {
+        let (mut sum, mut seen) = (0.0, 0usize);
+        for b in loader.epoch(epoch) {
+            let b = b.map_err(|e| TrainError::Batch(e.to_string()))?;
+            let n = b.y.shape().first().copied().unwrap_or(1);
+            sum += self.run(&b)? * n as f64;
+            seen += n;
+        }
+        Ok(sum / seen.max(1) as f64)
+    }
+
     /// One step of a data-free objective ([`Trainer::minimize`]); returns its value.
     pub fn step(&mut self) -> Result<f64, TrainError> {
         let ev = self.exec("step", &self.step, &[])?;
