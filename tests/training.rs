@@ -236,3 +236,32 @@ fn configuration_errors_are_typed() {
     let e = "gpu".parse::<Backend>().unwrap_err();
     assert!(e.contains("not available yet"), "{e}");
 }
+
+#[test]
+fn early_stopping_and_k_fold() {
+    use aotgrad::train::EarlyStopping;
+    let mut es = EarlyStopping::new(2, 0.01, false);
+    let stops: Vec<bool> = [1.0, 0.8, 0.795, 0.81, 0.7, 0.71, 0.705]
+        .iter()
+        .enumerate()
+        .map(|(e, &m)| es.update(e, m))
+        .collect();
+    assert_eq!(stops, [false, false, false, true, false, false, true]);
+    assert_eq!(es.best(), Some((0.7, 4)));
+    let mut acc = EarlyStopping::new(1, 0.0, true);
+    assert!(!acc.update(0, 0.5) && !acc.update(1, 0.6) && acc.update(2, 0.6));
+
+    let folds = aotgrad::data::k_fold(10, 3, 4).unwrap();
+    assert_eq!(
+        folds.iter().map(|(_, v)| v.len()).collect::<Vec<_>>(),
+        [4, 3, 3]
+    );
+    let mut all: Vec<usize> = folds.iter().flat_map(|(_, v)| v.clone()).collect();
+    all.sort();
+    assert_eq!(all, (0..10).collect::<Vec<_>>());
+    for (t, v) in &folds {
+        assert_eq!(t.len() + v.len(), 10);
+        assert!(t.iter().all(|i| !v.contains(i)));
+    }
+    assert!(aotgrad::data::k_fold(3, 4, 0).is_err());
+}

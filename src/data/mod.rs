@@ -296,3 +296,32 @@ pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
         Ok(raw)
     }
 }
+
+/// One cross-validation fold: `(training indices, validation indices)`.
+pub type Fold = (Vec<usize>, Vec<usize>);
+
+/// `k` (train, validation) index splits for k-fold cross-validation over `n` samples,
+/// after a seeded shuffle; fold sizes differ by at most one and every sample is in
+/// exactly one validation fold.
+pub fn k_fold(n: usize, k: usize, seed: u64) -> Result<Vec<Fold>, DataError> {
+    if k < 2 || k > n {
+        return Err(DataError::Invalid(format!(
+            "k-fold needs 2 <= k <= {n} samples, got k = {k}"
+        )));
+    }
+    let perm = Rng::new(seed).permutation(n);
+    let mut folds = Vec::with_capacity(k);
+    let mut start = 0;
+    for f in 0..k {
+        let size = n / k + usize::from(f < n % k);
+        let val = perm[start..start + size].to_vec();
+        let train = perm[..start]
+            .iter()
+            .chain(&perm[start + size..])
+            .copied()
+            .collect();
+        folds.push((train, val));
+        start += size;
+    }
+    Ok(folds)
+}
