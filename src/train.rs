@@ -303,13 +303,13 @@ impl Trainer {
         }
         let mode = if trains { Mode::Train } else { Mode::Eval };
         let s = Scope::new(&b, mode, trains);
-        let (out, loss) = match &self.body {
+        let loss = match &self.body {
             Body::Model(m) => {
                 let x = Self::batched(&b, "x", &self.input, "input")?;
                 let out = m.forward(&s, x);
                 b.output("output", out);
                 if kind == Kind::Predict {
-                    (Some(out), None)
+                    None
                 } else {
                     let y = Self::batched(&b, "y", &self.target, "target")?;
                     let loss_def = self.loss.as_ref().expect("models have a loss");
@@ -317,12 +317,11 @@ impl Trainer {
                     if self.checked && loss_def.probabilities {
                         b.output(PROB_CHECK, nn::loss::bce_input_in_range(out));
                     }
-                    (Some(out), Some(loss))
+                    Some(loss)
                 }
             }
-            Body::Objective(f) => (None, Some(f(&s))),
+            Body::Objective(f) => Some(f(&s)),
         };
-        let _ = out;
         let params = s.params();
         let pvars: Vec<Var<'_>> = params
             .iter()
@@ -516,6 +515,11 @@ impl Kind {
     }
 }
 
+/// The scalar `loss` output of an evaluation (NaN if absent, which checked mode reports).
+fn loss_of(ev: &aotgrad_runtime::Evaluation) -> f64 {
+    ev.output("loss").and_then(Tensor::item).unwrap_or(f64::NAN)
+}
+
 /// What one training step returns.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepResult {
@@ -631,7 +635,7 @@ impl TrainStep {
     }
 
     fn check(&self, ev: &aotgrad_runtime::Evaluation) -> Result<f64, TrainError> {
-        let loss = ev.output("loss").and_then(Tensor::item).unwrap_or(f64::NAN);
+        let loss = loss_of(ev);
         if self.checked {
             if let Some(ok) = ev.output(PROB_CHECK)
                 && ok.item() != Some(1.0)
@@ -735,7 +739,7 @@ impl TrainStep {
             &self.grads,
             extra.as_ref().map_or(&[][..], |e| &e[..]),
         )?;
-        let loss = ev.output("loss").and_then(Tensor::item).unwrap_or(f64::NAN);
+        let loss = loss_of(&ev);
         let grads = self
             .params
             .iter()
@@ -757,7 +761,7 @@ impl TrainStep {
         })?;
         let ev = self.exec("eval", g, &self.batch_feeds(batch))?;
         Ok(StepResult {
-            loss: ev.output("loss").and_then(Tensor::item).unwrap_or(f64::NAN),
+            loss: loss_of(&ev),
             output: ev.output("output").cloned(),
         })
     }

@@ -90,6 +90,16 @@ fn arith<'g>(op: &str, x: Var<'g>, y: Operand<'g>) -> Var<'g> {
     }
 }
 
+/// The case's `(rtol, atol)`, or the file's default.
+fn tolerance(case: &Value, default: &Value) -> (f64, f64) {
+    let tol = if case["tolerance"].is_null() {
+        default
+    } else {
+        &case["tolerance"]
+    };
+    (tol["rtol"].as_f64().unwrap(), tol["atol"].as_f64().unwrap())
+}
+
 fn reduction(kw: &Value) -> nn::Reduction {
     kw["reduction"].as_str().unwrap_or("mean").parse().unwrap()
 }
@@ -267,12 +277,7 @@ fn forward_values_match_pytorch() {
                 continue;
             }
         };
-        let tol = if case["tolerance"].is_null() {
-            default_tol
-        } else {
-            &case["tolerance"]
-        };
-        let (rtol, atol) = (tol["rtol"].as_f64().unwrap(), tol["atol"].as_f64().unwrap());
+        let (rtol, atol) = tolerance(case, default_tol);
         let mut expected = vec![("output".to_string(), &case["output"])];
         if let Some(extra) = case["extra_outputs"].as_object() {
             expected.extend(extra.iter().map(|(k, v)| (k.clone(), v)));
@@ -363,12 +368,7 @@ fn gradients_match_pytorch_in_f32_and_f64() {
         if NOT_YET.contains(&case["op"].as_str().unwrap()) {
             continue;
         }
-        let tol = if case["tolerance"].is_null() {
-            default_tol
-        } else {
-            &case["tolerance"]
-        };
-        let (rtol, atol) = (tol["rtol"].as_f64().unwrap(), tol["atol"].as_f64().unwrap());
+        let (rtol, atol) = tolerance(case, default_tol);
         for wide in [false, true] {
             let (graph, feeds) = case_graph(case, wide).unwrap();
             let (dt, grads_key) = if wide {
