@@ -237,6 +237,20 @@ fn build<'g>(g: &'g GraphBuilder, case: &Value) -> Vec<(String, Var<'g>)> {
     }
 }
 
+/// Every case runs on the reference interpreter and on the CPU backend.
+const BACKENDS: [&str; 2] = ["interp", "cpu"];
+
+fn run_on(
+    backend: &str,
+    graph: &Graph,
+    feeds: &HashMap<String, Tensor>,
+) -> Result<aotgrad::Evaluation, aotgrad::RunError> {
+    match backend {
+        "interp" => aotgrad::run(graph, feeds),
+        _ => aotgrad::runtime::cpu::run_once(graph, feeds, Default::default()),
+    }
+}
+
 #[test]
 fn forward_values_match_pytorch() {
     let fx = fixtures();
@@ -270,28 +284,32 @@ fn forward_values_match_pytorch() {
                 )
             })
             .collect();
-        let res = match aotgrad::run(&graph, &feeds) {
-            Ok(r) => r,
-            Err(e) => {
-                failures.push(format!("{name}: run error {e}"));
-                continue;
-            }
-        };
-        let (rtol, atol) = tolerance(case, default_tol);
-        let mut expected = vec![("output".to_string(), &case["output"])];
-        if let Some(extra) = case["extra_outputs"].as_object() {
-            expected.extend(extra.iter().map(|(k, v)| (k.clone(), v)));
-        }
-        for (out_name, rec) in expected {
-            let want = tensor(rec, dtype(rec["dtype"].as_str().unwrap()));
-            let got = res.output(&out_name).unwrap();
-            let ok = if want.dtype().is_float() {
-                got.allclose(&want, rtol, atol)
-            } else {
-                got == &want
+        for backend in BACKENDS {
+            let res = match run_on(backend, &graph, &feeds) {
+                Ok(r) => r,
+                Err(e) => {
+                    failures.push(format!("{name} [{backend}]: run error {e}"));
+                    continue;
+                }
             };
-            if !ok {
-                failures.push(format!("{name}/{out_name}: got {got}, want {want}"));
+            let (rtol, atol) = tolerance(case, default_tol);
+            let mut expected = vec![("output".to_string(), &case["output"])];
+            if let Some(extra) = case["extra_outputs"].as_object() {
+                expected.extend(extra.iter().map(|(k, v)| (k.clone(), v)));
+            }
+            for (out_name, rec) in expected {
+                let want = tensor(rec, dtype(rec["dtype"].as_str().unwrap()));
+                let got = res.output(&out_name).unwrap();
+                let ok = if want.dtype().is_float() {
+                    got.allclose(&want, rtol, atol)
+                } else {
+                    got == &want
+                };
+                if !ok {
+                    failures.push(format!(
+                        "{name}/{out_name} [{backend}]: got {got}, want {want}"
+                    ));
+                }
             }
         }
         checked += 1;
@@ -384,27 +402,33 @@ fn gradients_match_pytorch_in_f32_and_f64() {
                     continue;
                 }
             };
-            let res = match aotgrad::run(&joint, &feeds) {
-                Ok(r) => r,
-                Err(e) => {
-                    failures.push(format!("{name} ({dt}): run error {e}"));
-                    continue;
+            for backend in BACKENDS {
+                let res = match run_on(backend, &joint, &feeds) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        failures.push(format!("{name} ({dt}) [{backend}]: run error {e}"));
+                        continue;
+                    }
+                };
+                // f64 gradients agree with PyTorch's f64 to near round-off.
+                let (rtol, atol) = if wide { (1e-9, 1e-12) } else { (rtol, atol) };
+                if wide {
+                    let want = tensor(&case["output_f64"], dt);
+                    let got = res.output("output").unwrap();
+                    if !got.allclose(&want, 1e-12, 1e-14) {
+                        failures.push(format!(
+                            "{name} output (f64) [{backend}]: got {got}, want {want}"
+                        ));
+                    }
                 }
-            };
-            // f64 gradients agree with PyTorch's f64 to near round-off.
-            let (rtol, atol) = if wide { (1e-9, 1e-12) } else { (rtol, atol) };
-            if wide {
-                let want = tensor(&case["output_f64"], dt);
-                let got = res.output("output").unwrap();
-                if !got.allclose(&want, 1e-12, 1e-14) {
-                    failures.push(format!("{name} output (f64): got {got}, want {want}"));
-                }
-            }
-            for w in &wrt {
-                let want = tensor(&case[grads_key][*w], dt);
-                let got = res.output(&format!("{w}.grad")).unwrap();
-                if !got.allclose(&want, rtol, atol) {
-                    failures.push(format!("{name} d/d{w} ({dt}): got {got}, want {want}"));
+                for w in &wrt {
+                    let want = tensor(&case[grads_key][*w], dt);
+                    let got = res.output(&format!("{w}.grad")).unwrap();
+                    if !got.allclose(&want, rtol, atol) {
+                        failures.push(format!(
+                            "{name} d/d{w} ({dt}) [{backend}]: got {got}, want {want}"
+                        ));
+                    }
                 }
             }
         }

@@ -1,9 +1,13 @@
 //! aotgrad-compiler: transformations of the graph IR.
 //!
 //! - [`autodiff`]: ahead-of-time reverse-mode differentiation ([`autodiff::grad`]);
-//! - [`precision`]: the same program in f64 (for gradient checks and reference runs).
+//! - [`precision`]: the same program in f64 (for gradient checks and reference runs);
+//! - [`lower`]: a graph with bound symbols becomes kernels over buffers with a memory plan;
+//! - [`codegen`]: the lowered program as Cranelift IR.
 
 pub mod autodiff;
 pub mod precision;
 
 pub use autodiff::{GradError, Seed, grad, grad_named, vjp_in};
+pub mod codegen;
+pub mod lower;

@@ -1,6 +1,7 @@
-//! aotgrad-runtime: host tensors, `.npy` I/O and the reference interpreter (the oracle
-//! every compiled backend is differentially tested against).
+//! aotgrad-runtime: host tensors, `.npy` I/O, the reference interpreter (the oracle
+//! every compiled backend is differentially tested against) and the CPU backend.
 
+pub mod cpu;
 pub mod interp;
 pub mod npy;
 mod tensor;

@@ -89,6 +89,31 @@ impl Tensor {
         &self.data
     }
 
+    /// Address of the first element (bool as one byte per element), for executors
+    /// that hand tensors to generated code.
+    pub fn data_ptr(&self) -> *const u8 {
+        match &self.data {
+            Data::Bool(v) => v.as_ptr() as *const u8,
+            Data::U8(v) => v.as_ptr(),
+            Data::I32(v) => v.as_ptr() as *const u8,
+            Data::I64(v) => v.as_ptr() as *const u8,
+            Data::F32(v) => v.as_ptr() as *const u8,
+            Data::F64(v) => v.as_ptr() as *const u8,
+        }
+    }
+
+    /// Mutable [`Tensor::data_ptr`]. Writers must keep bool elements 0 or 1.
+    pub fn data_ptr_mut(&mut self) -> *mut u8 {
+        match &mut self.data {
+            Data::Bool(v) => v.as_mut_ptr() as *mut u8,
+            Data::U8(v) => v.as_mut_ptr(),
+            Data::I32(v) => v.as_mut_ptr() as *mut u8,
+            Data::I64(v) => v.as_mut_ptr() as *mut u8,
+            Data::F32(v) => v.as_mut_ptr() as *mut u8,
+            Data::F64(v) => v.as_mut_ptr() as *mut u8,
+        }
+    }
+
     pub fn into_data(self) -> Data {
         self.data
     }

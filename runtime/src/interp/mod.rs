@@ -51,6 +51,14 @@ pub enum RunError {
     Unknown { name: String },
     #[error("the graph does not verify: {0}")]
     Invalid(String),
+    #[error("could not compile the program: {0}")]
+    Compile(String),
+    #[error("{node} (`{op}`) produced a non-finite value ({value}) (check-numerics mode)")]
+    NonFinite {
+        node: NodeId,
+        op: &'static str,
+        value: f64,
+    },
 }
 
 /// What one evaluation produced: each output and each update's new value, by name.
@@ -147,6 +155,17 @@ pub fn run(graph: &Graph, feeds: &HashMap<String, Tensor>) -> Result<Evaluation,
             })
             .collect(),
     })
+}
+
+/// Evaluates one node on its operands' values (the library kernels of compiled
+/// backends run the reference implementation through this).
+pub fn eval_node(
+    graph: &Graph,
+    id: NodeId,
+    args: &[&Tensor],
+    env: &SymbolEnv,
+) -> Result<Tensor, RunError> {
+    eval::eval(graph, id, args, env)
 }
 
 /// Checks every leaf's tensor against its declared type and binds the symbols.

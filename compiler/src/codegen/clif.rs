@@ -1,0 +1,1047 @@
+//! Cranelift IR for loop kernels and the step's entry function.
+//!
+//! Cranelift does not vectorise, unroll or hoist on its own, so this emitter does what
+//! matters for these kernels itself:
+//! - axes that every access walks contiguously are merged, so most kernels are one or
+//!   two loops;
+//! - values that do not change along the innermost axis (broadcast operands, scalars
+//!   such as the learning rate) are computed once per row, outside the inner loop;
+//! - the inner loop runs 128-bit vectors (f32x4 / f64x2) when every access is
+//!   contiguous or broadcast along it, with a scalar tail;
+//! - ReLU-style `where(x <= 0, 0, x)` is a compare and a bit-select; maximum/minimum
+//!   are written out with PyTorch's NaN rule rather than Cranelift's `fmax`;
+//! - reductions over the innermost axis keep the accumulator in a register.
+//!
+//! Transcendentals (exp, log, sin, cos, tanh, pow) call the Rust standard library
+//! through [`HELPERS`], so they are bitwise identical to the interpreter's.
+
+use std::collections::HashMap;
+
+use aotgrad_ir::{BinaryOp, DType, ReduceOp, Scalar, UnaryOp};
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::immediates::{Ieee32, Ieee64};
+use cranelift_codegen::ir::types::{self, Type};
+use cranelift_codegen::ir::{
+    AbiParam, Endianness, FuncRef, Function, InstBuilder, MemFlagsData, UserFuncName, Value,
+};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_module::{FuncId, Linkage, Module};
+
+use crate::lower::{Affine, FlatOp, KernelBody, LoopKernel, Program, reduce_identity};
+
+/// Runtime functions the generated code calls, with their parameter and return types
+/// (`p` = pointer-sized integer, `i` = i32, `f`/`d` = f32/f64, `-` = no return).
+pub const HELPERS: &[(&str, &str, &str)] = &[
+    ("aotgrad_kernel", "ppp", "i"),
+    ("aotgrad_check", "ppp", "i"),
+    ("aotgrad_exp_f32", "f", "f"),
+    ("aotgrad_log_f32", "f", "f"),
+    ("aotgrad_sin_f32", "f", "f"),
+    ("aotgrad_cos_f32", "f", "f"),
+    ("aotgrad_tanh_f32", "f", "f"),
+    ("aotgrad_pow_f32", "ff", "f"),
+    ("aotgrad_exp_f64", "d", "d"),
+    ("aotgrad_log_f64", "d", "d"),
+    ("aotgrad_sin_f64", "d", "d"),
+    ("aotgrad_cos_f64", "d", "d"),
+    ("aotgrad_tanh_f64", "d", "d"),
+    ("aotgrad_pow_f64", "dd", "d"),
+];
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CodegenError {
+    #[error("cranelift rejected {function}: {message}")]
+    Module { function: String, message: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CodegenOptions {
+    /// Emit 128-bit vector inner loops where possible.
+    pub simd: bool,
+    /// After every kernel with a float output, call `aotgrad_check` (NaN/Inf scan).
+    pub check_numerics: bool,
+}
+
+impl Default for CodegenOptions {
+    fn default() -> Self {
+        CodegenOptions {
+            simd: true,
+            check_numerics: false,
+        }
+    }
+}
+
+/// What [`emit`] defined in the module.
+#[derive(Debug, Clone)]
+pub struct Emitted {
+    pub entry: FuncId,
+    /// The Cranelift IR of every function, as handed to Cranelift (before its own
+    /// optimisation), in definition order.
+    pub clif: String,
+}
+
+fn merr(function: &str, e: impl std::fmt::Display) -> CodegenError {
+    CodegenError::Module {
+        function: function.to_string(),
+        message: e.to_string(),
+    }
+}
+
+fn sig_type(c: char, ptr: Type) -> Type {
+    match c {
+        'p' => ptr,
+        'i' => types::I32,
+        'f' => types::F32,
+        _ => types::F64,
+    }
+}
+
+/// Defines the kernels and the entry function of `p` in `module`.
+pub fn emit<M: Module>(
+    p: &Program,
+    module: &mut M,
+    opts: CodegenOptions,
+) -> Result<Emitted, CodegenError> {
+    let ptr = module.target_config().pointer_type();
+    let mut helpers = HashMap::new();
+    for (name, params, ret) in HELPERS {
+        let mut sig = module.make_signature();
+        for c in params.chars() {
+            sig.params.push(AbiParam::new(sig_type(c, ptr)));
+        }
+        for c in ret.chars() {
+            sig.returns.push(AbiParam::new(sig_type(c, ptr)));
+        }
+        let id = module
+            .declare_function(name, Linkage::Import, &sig)
+            .map_err(|e| merr(name, e))?;
+        helpers.insert(*name, id);
+    }
+    let mut clif = String::new();
+    let mut fctx = FunctionBuilderContext::new();
+    let mut ctx = module.make_context();
+    let mut kernel_ids = HashMap::new();
+    for (t, k) in p.kernels.iter().enumerate() {
+        let KernelBody::Loop(lk) = &k.body else {
+            continue;
+        };
+        let name = format!("k{t}");
+        let mut sig = module.make_signature();
+        sig.params.push(AbiParam::new(ptr));
+        let id = module
+            .declare_function(&name, Linkage::Local, &sig)
+            .map_err(|e| merr(&name, e))?;
+        ctx.func = Function::with_name_signature(UserFuncName::user(0, id.as_u32()), sig);
+        {
+            let mut fb = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+            let mut g = KernelGen {
+                fb: &mut fb,
+                module,
+                helpers: &helpers,
+                imported: HashMap::new(),
+                ptr,
+                p,
+            };
+            g.kernel(lk, opts.simd);
+            fb.seal_all_blocks();
+            fb.finalize(module.target_config());
+        }
+        clif.push_str(&format!(
+            "; kernel k{t}: {}\n{}\n",
+            k.node,
+            ctx.func.display()
+        ));
+        module
+            .define_function(id, &mut ctx)
+            .map_err(|e| merr(&name, format!("{e:?}")))?;
+        module.clear_context(&mut ctx);
+        kernel_ids.insert(t, id);
+    }
+    // The entry function: kernels in order, stopping at the first non-zero status.
+    let mut sig = module.make_signature();
+    sig.params.push(AbiParam::new(ptr));
+    sig.params.push(AbiParam::new(ptr));
+    sig.returns.push(AbiParam::new(types::I32));
+    let entry = module
+        .declare_function("step", Linkage::Local, &sig)
+        .map_err(|e| merr("step", e))?;
+    ctx.func = Function::with_name_signature(UserFuncName::user(0, entry.as_u32()), sig);
+    {
+        let mut fb = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        let start = fb.create_block();
+        fb.append_block_params_for_function_params(start);
+        fb.switch_to_block(start);
+        let (bufs, hctx) = (fb.block_params(start)[0], fb.block_params(start)[1]);
+        let fail = fb.create_block();
+        let status = fb.append_block_param(fail, types::I32);
+        let kernel_fn = module.declare_func_in_func(helpers["aotgrad_kernel"], fb.func);
+        let check_fn = module.declare_func_in_func(helpers["aotgrad_check"], fb.func);
+        let call_status = |fb: &mut FunctionBuilder, f: FuncRef, t: usize| {
+            let ti = fb.ins().iconst(ptr, t as i64);
+            let call = fb.ins().call(f, &[hctx, ti, bufs]);
+            let s = fb.inst_results(call)[0];
+            let next = fb.create_block();
+            fb.ins().brif(s, fail, &[s.into()], next, &[]);
+            fb.switch_to_block(next);
+        };
+        for (t, k) in p.kernels.iter().enumerate() {
+            match kernel_ids.get(&t) {
+                Some(id) => {
+                    let f = module.declare_func_in_func(*id, fb.func);
+                    fb.ins().call(f, &[bufs]);
+                }
+                None => call_status(&mut fb, kernel_fn, t),
+            }
+            if opts.check_numerics && p.buffer(k.output()).dtype.is_float() {
+                call_status(&mut fb, check_fn, t);
+            }
+        }
+        let zero = fb.ins().iconst(types::I32, 0);
+        fb.ins().return_(&[zero]);
+        fb.switch_to_block(fail);
+        fb.ins().return_(&[status]);
+        fb.seal_all_blocks();
+        fb.finalize(module.target_config());
+    }
+    clif.push_str(&format!("; entry\n{}\n", ctx.func.display()));
+    module
+        .define_function(entry, &mut ctx)
+        .map_err(|e| merr("step", format!("{e:?}")))?;
+    module.clear_context(&mut ctx);
+    Ok(Emitted { entry, clif })
+}
+
+/// The Cranelift type holding one element (bool is a 0/1 byte).
+pub fn clif_type(d: DType) -> Type {
+    match d {
+        DType::Bool | DType::U8 => types::I8,
+        DType::I32 => types::I32,
+        DType::I64 => types::I64,
+        DType::F32 => types::F32,
+        DType::F64 => types::F64,
+    }
+}
+
+/// A loop kernel with size-1 axes dropped and mergeable neighbouring axes merged.
+struct Collapsed {
+    shape: Vec<usize>,
+    loads: Vec<Affine>,
+    out: Affine,
+    /// Per flat node: its `Index` affine, collapsed.
+    index: Vec<Option<Affine>>,
+}
+
+fn collapse(k: &LoopKernel) -> Collapsed {
+    let mut all: Vec<&Affine> = k.loads.iter().map(|(_, a)| a).collect();
+    all.push(&k.out_at);
+    let index_nodes: Vec<(usize, &Affine)> = k
+        .expr
+        .nodes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| match &n.op {
+            FlatOp::Index(a) => Some((i, a)),
+            _ => None,
+        })
+        .collect();
+    all.extend(index_nodes.iter().map(|(_, a)| *a));
+    let mut shape: Vec<usize> = Vec::new();
+    let mut strides: Vec<Vec<i64>> = vec![Vec::new(); all.len()];
+    for d in 0..k.shape.len() {
+        let n = k.shape[d];
+        if n == 1 {
+            continue;
+        }
+        let merge = !shape.is_empty()
+            && all
+                .iter()
+                .zip(&strides)
+                .all(|(a, s)| *s.last().expect("same rank") == a.strides[d] * n as i64);
+        if merge {
+            *shape.last_mut().expect("non-empty") *= n;
+            for (a, s) in all.iter().zip(strides.iter_mut()) {
+                *s.last_mut().expect("same rank") = a.strides[d];
+            }
+        } else {
+            shape.push(n);
+            for (a, s) in all.iter().zip(strides.iter_mut()) {
+                s.push(a.strides[d]);
+            }
+        }
+    }
+    if shape.is_empty() {
+        shape.push(1);
+        strides.iter_mut().for_each(|s| s.push(0));
+    }
+    let mut it = all.iter().zip(strides).map(|(a, strides)| Affine {
+        offset: a.offset,
+        strides,
+    });
+    let loads = (0..k.loads.len())
+        .map(|_| it.next().expect("load"))
+        .collect();
+    let out = it.next().expect("out");
+    let mut index = vec![None; k.expr.nodes.len()];
+    for (i, _) in index_nodes {
+        index[i] = it.next();
+    }
+    Collapsed {
+        shape,
+        loads,
+        out,
+        index,
+    }
+}
+
+struct KernelGen<'a, 'b, M: Module> {
+    fb: &'a mut FunctionBuilder<'b>,
+    module: &'a mut M,
+    helpers: &'a HashMap<&'static str, FuncId>,
+    imported: HashMap<&'static str, FuncRef>,
+    ptr: Type,
+    p: &'a Program,
+}
+
+/// How many lanes the inner loop evaluates at once.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lanes {
+    Scalar,
+    /// A 128-bit vector of `ty`'s lane type.
+    Vector(Type),
+}
+
+impl<M: Module> KernelGen<'_, '_, M> {
+    fn helper(&mut self, name: &'static str) -> FuncRef {
+        if let Some(f) = self.imported.get(name) {
+            return *f;
+        }
+        let f = self
+            .module
+            .declare_func_in_func(self.helpers[name], self.fb.func);
+        self.imported.insert(name, f);
+        f
+    }
+
+    fn iconst(&mut self, v: i64) -> Value {
+        self.fb.ins().iconst(types::I64, v)
+    }
+
+    fn scalar_const(&mut self, s: Scalar) -> Value {
+        let ins = self.fb.ins();
+        match s {
+            Scalar::Bool(b) => ins.iconst(types::I8, b as i64),
+            Scalar::U8(v) => ins.iconst(types::I8, v as i64),
+            Scalar::I32(v) => ins.iconst(types::I32, v as i64),
+            Scalar::I64(v) => ins.iconst(types::I64, v),
+            Scalar::F32(v) => ins.f32const(Ieee32::with_bits(v.to_bits())),
+            Scalar::F64(v) => ins.f64const(Ieee64::with_bits(v.to_bits())),
+        }
+    }
+
+    fn kernel(&mut self, k: &LoopKernel, simd: bool) {
+        let start = self.fb.create_block();
+        self.fb.append_block_params_for_function_params(start);
+        self.fb.switch_to_block(start);
+        let bufs = self.fb.block_params(start)[0];
+        let c = collapse(k);
+        // Base addresses, loaded once.
+        let mut base = HashMap::new();
+        for (b, _) in k
+            .loads
+            .iter()
+            .chain(std::iter::once(&(k.out, Affine::contiguous(&[]))))
+        {
+            if let std::collections::hash_map::Entry::Vacant(e) = base.entry(*b) {
+                let v = self.fb.ins().load(
+                    self.ptr,
+                    MemFlagsData::trusted().with_readonly(),
+                    bufs,
+                    (b.index() * 8) as i32,
+                );
+                e.insert(v);
+            }
+        }
+        let out_dtype = self.p.buffer(k.out).dtype;
+        if let Some(op) = k.reduce {
+            // Fill the whole output with the identity first.
+            let n = self.p.buffer(k.out).elems;
+            let id = reduce_identity(op, out_dtype);
+            let idv = self.scalar_const(id);
+            let esz = out_dtype.size_bytes() as i64;
+            let ob = base[&k.out];
+            self.counted_loop(n as i64, &mut |g, i| {
+                let off = g.fb.ins().imul_imm_s(i, esz);
+                let addr = g.fb.ins().iadd(ob, off);
+                g.fb.ins().store(data_mem(), idv, addr, 0);
+            });
+        }
+        if c.shape.contains(&0) {
+            self.fb.ins().return_(&[]);
+            return;
+        }
+        let rank = c.shape.len();
+        let outer = c.shape[..rank - 1].to_vec();
+        let inner = c.shape[rank - 1];
+        // Outer loops; the inner loop is emitted for each outer index.
+        let mut idx_vars = Vec::new();
+        self.nest(&outer, &mut idx_vars, &mut |g, idx| {
+            g.inner(k, &c, &base, idx, inner as i64, simd);
+        });
+        self.fb.ins().return_(&[]);
+    }
+
+    /// `for i in 0..n { body(i) }` with an i64 counter.
+    fn counted_loop(&mut self, n: i64, body: &mut dyn FnMut(&mut Self, Value)) {
+        self.range_loop(None, n, 1, body);
+    }
+
+    /// `for (i = from; i + step <= n; i += step) { body(i) }`; returns the final `i`.
+    fn range_loop(
+        &mut self,
+        from: Option<Value>,
+        n: i64,
+        step: i64,
+        body: &mut dyn FnMut(&mut Self, Value),
+    ) -> Value {
+        let var = self.fb.declare_var(types::I64);
+        let init = match from {
+            Some(v) => v,
+            None => self.iconst(0),
+        };
+        self.fb.def_var(var, init);
+        let header = self.fb.create_block();
+        let body_block = self.fb.create_block();
+        let exit = self.fb.create_block();
+        self.fb.ins().jump(header, &[]);
+        self.fb.switch_to_block(header);
+        let i = self.fb.use_var(var);
+        let next = self.fb.ins().iadd_imm_s(i, step);
+        let ok = self
+            .fb
+            .ins()
+            .icmp_imm_s(IntCC::SignedLessThanOrEqual, next, n);
+        self.fb.ins().brif(ok, body_block, &[], exit, &[]);
+        self.fb.switch_to_block(body_block);
+        let i = self.fb.use_var(var);
+        body(self, i);
+        let i = self.fb.use_var(var);
+        let next = self.fb.ins().iadd_imm_s(i, step);
+        self.fb.def_var(var, next);
+        self.fb.ins().jump(header, &[]);
+        self.fb.switch_to_block(exit);
+        self.fb.use_var(var)
+    }
+
+    fn nest(
+        &mut self,
+        dims: &[usize],
+        idx: &mut Vec<Value>,
+        body: &mut dyn FnMut(&mut Self, &[Value]),
+    ) {
+        if idx.len() == dims.len() {
+            body(self, idx);
+            return;
+        }
+        let n = dims[idx.len()] as i64;
+        let mut taken = std::mem::take(idx);
+        self.counted_loop(n, &mut |g, i| {
+            taken.push(i);
+            g.nest(dims, &mut taken, body);
+            taken.pop();
+        });
+        *idx = taken;
+    }
+
+    /// `offset + sum(idx[d] * strides[d])` over the outer axes, in elements.
+    fn row_offset(&mut self, a: &Affine, idx: &[Value]) -> Value {
+        let mut off = self.iconst(a.offset);
+        for (d, &i) in idx.iter().enumerate() {
+            if a.strides[d] != 0 {
+                let t = self.fb.ins().imul_imm_s(i, a.strides[d]);
+                off = self.fb.ins().iadd(off, t);
+            }
+        }
+        off
+    }
+
+    fn inner(
+        &mut self,
+        k: &LoopKernel,
+        c: &Collapsed,
+        base: &HashMap<crate::lower::BufferId, Value>,
+        idx: &[Value],
+        len: i64,
+        simd: bool,
+    ) {
+        let last = c.shape.len() - 1;
+        // Row pointers of every load and of the output; row values of index nodes.
+        let mut load_rows = Vec::new();
+        for (li, (b, _)) in k.loads.iter().enumerate() {
+            let off = self.row_offset(&c.loads[li], idx);
+            let esz = self.p.buffer(*b).dtype.size_bytes() as i64;
+            let bytes = self.fb.ins().imul_imm_s(off, esz);
+            load_rows.push(self.fb.ins().iadd(base[b], bytes));
+        }
+        let out_dtype = self.p.buffer(k.out).dtype;
+        let out_esz = out_dtype.size_bytes() as i64;
+        let off = self.row_offset(&c.out, idx);
+        let bytes = self.fb.ins().imul_imm_s(off, out_esz);
+        let out_row = self.fb.ins().iadd(base[&k.out], bytes);
+        let mut index_rows = vec![None; k.expr.nodes.len()];
+        for (i, a) in c.index.iter().enumerate() {
+            if let Some(a) = a {
+                index_rows[i] = Some(self.row_offset(a, idx));
+            }
+        }
+        let inner_stride = |a: &Affine| a.strides[last];
+        // Which nodes are the same all along the inner axis.
+        let nodes = &k.expr.nodes;
+        let mut invariant = vec![false; nodes.len()];
+        for (i, n) in nodes.iter().enumerate() {
+            invariant[i] = match &n.op {
+                FlatOp::Load(l) => inner_stride(&c.loads[*l]) == 0,
+                FlatOp::Index(_) => inner_stride(c.index[i].as_ref().expect("index")) == 0,
+                FlatOp::Const(_) => true,
+                FlatOp::Unary(_, a) | FlatOp::Cast(a) => invariant[*a],
+                FlatOp::Binary(_, x, y) => invariant[*x] && invariant[*y],
+                FlatOp::Where(c, x, y) => invariant[*c] && invariant[*x] && invariant[*y],
+            };
+        }
+        let mut rows = Rows {
+            loads: load_rows,
+            index: index_rows,
+            load_strides: c.loads.iter().map(inner_stride).collect(),
+            index_strides: c
+                .index
+                .iter()
+                .map(|a| a.as_ref().map(inner_stride))
+                .collect(),
+        };
+        // Hoisted scalar values of the invariant nodes.
+        let zero = self.iconst(0);
+        let hoisted = self.eval(k, &mut rows, zero, Lanes::Scalar, &invariant, &[]);
+        let out_stride = inner_stride(&c.out);
+        let vec_ty = simd
+            .then(|| vector_plan(k, c, &invariant, out_dtype, out_stride, len))
+            .flatten();
+        let reduce = k.reduce;
+        let scalar_ty = clif_type(out_dtype);
+        // Register accumulator when the output does not move along the inner axis.
+        let acc_var = (reduce.is_some() && out_stride == 0).then(|| {
+            let v = self.fb.declare_var(scalar_ty);
+            let id = self.scalar_const(reduce_identity(reduce.expect("reduce"), out_dtype));
+            self.fb.def_var(v, id);
+            v
+        });
+        let mut from = None;
+        if let Some(vt) = vec_ty {
+            let lanes = vt.lane_count() as i64;
+            // Splat the hoisted values the vector body uses.
+            let mut vhoist: Vec<Option<Value>> = vec![None; nodes.len()];
+            // Only values of the vector's element type (or bool masks) can feed a
+            // vector node; `vector_plan` guarantees no other invariant is used.
+            for (i, h) in hoisted.iter().enumerate() {
+                let d = nodes[i].dtype;
+                if let Some(h) = h
+                    && (d == out_dtype || d == DType::Bool)
+                {
+                    vhoist[i] = Some(self.splat(*h, d, vt));
+                }
+            }
+            let vacc = acc_var.map(|_| {
+                let v = self.fb.declare_var(vt);
+                let id = self.scalar_const(reduce_identity(reduce.expect("reduce"), out_dtype));
+                let s = self.fb.ins().splat(vt, id);
+                self.fb.def_var(v, s);
+                v
+            });
+            let end = self.range_loop(None, len, lanes, &mut |g, j| {
+                let vals = g.eval(k, &mut rows, j, Lanes::Vector(vt), &invariant, &vhoist);
+                let v = vals[k.expr.root()].expect("root evaluated");
+                match (reduce, vacc) {
+                    (None, _) => {
+                        let addr = g.elem_addr(out_row, j, out_stride, out_esz);
+                        g.fb.ins().store(data_mem(), v, addr, 0);
+                    }
+                    (Some(op), Some(acc)) => {
+                        let a = g.fb.use_var(acc);
+                        let r = g.combine(op, out_dtype, a, v, Lanes::Vector(vt));
+                        g.fb.def_var(acc, r);
+                    }
+                    (Some(op), None) => {
+                        let addr = g.elem_addr(out_row, j, out_stride, out_esz);
+                        let a = g.fb.ins().load(vt, data_mem(), addr, 0);
+                        let r = g.combine(op, out_dtype, a, v, Lanes::Vector(vt));
+                        g.fb.ins().store(data_mem(), r, addr, 0);
+                    }
+                }
+            });
+            if let (Some(op), Some(vacc), Some(acc)) = (reduce, vacc, acc_var) {
+                // Lanes fold left to right into the scalar accumulator: fixed order.
+                let v = self.fb.use_var(vacc);
+                let mut a = self.fb.use_var(acc);
+                for lane in 0..lanes {
+                    let x = self.fb.ins().extractlane(v, lane as u8);
+                    a = self.combine(op, out_dtype, a, x, Lanes::Scalar);
+                }
+                self.fb.def_var(acc, a);
+            }
+            from = Some(end);
+        }
+        // Scalar loop (all of it, or the vector loop's tail).
+        self.range_loop(from, len, 1, &mut |g, j| {
+            let vals = g.eval(k, &mut rows, j, Lanes::Scalar, &invariant, &hoisted);
+            let v = vals[k.expr.root()].expect("root evaluated");
+            match (reduce, acc_var) {
+                (None, _) => {
+                    let addr = g.elem_addr(out_row, j, out_stride, out_esz);
+                    g.fb.ins().store(data_mem(), v, addr, 0);
+                }
+                (Some(op), Some(acc)) => {
+                    let a = g.fb.use_var(acc);
+                    let r = g.combine(op, out_dtype, a, v, Lanes::Scalar);
+                    g.fb.def_var(acc, r);
+                }
+                (Some(op), None) => {
+                    let addr = g.elem_addr(out_row, j, out_stride, out_esz);
+                    let a = g.fb.ins().load(scalar_ty, data_mem(), addr, 0);
+                    let r = g.combine(op, out_dtype, a, v, Lanes::Scalar);
+                    g.fb.ins().store(data_mem(), r, addr, 0);
+                }
+            }
+        });
+        if let (Some(op), Some(acc)) = (reduce, acc_var) {
+            let a = self.fb.ins().load(scalar_ty, data_mem(), out_row, 0);
+            let v = self.fb.use_var(acc);
+            let r = self.combine(op, out_dtype, a, v, Lanes::Scalar);
+            self.fb.ins().store(data_mem(), r, out_row, 0);
+        }
+    }
+
+    fn elem_addr(&mut self, row: Value, j: Value, stride: i64, esz: i64) -> Value {
+        if stride == 0 {
+            return row;
+        }
+        let off = self.fb.ins().imul_imm_s(j, stride * esz);
+        self.fb.ins().iadd(row, off)
+    }
+
+    /// A scalar broadcast to every lane; bools become all-ones/all-zeros lane masks.
+    fn splat(&mut self, v: Value, dtype: DType, vt: Type) -> Value {
+        if dtype == DType::Bool {
+            let it = vt.lane_type().as_int();
+            let ones = self.fb.ins().iconst(it, -1);
+            let zero = self.fb.ins().iconst(it, 0);
+            let m = self.fb.ins().select(v, ones, zero);
+            let mt = it.by(vt.lane_count()).expect("128-bit mask");
+            return self.fb.ins().splat(mt, m);
+        }
+        self.fb.ins().splat(vt, v)
+    }
+
+    /// Evaluates the expression at inner index `j`. With `only`, evaluates just the
+    /// nodes flagged there (the hoisting pass); otherwise takes flagged nodes from
+    /// `pre` and evaluates the rest.
+    fn eval(
+        &mut self,
+        k: &LoopKernel,
+        rows: &mut Rows,
+        j: Value,
+        lanes: Lanes,
+        invariant: &[bool],
+        pre: &[Option<Value>],
+    ) -> Vec<Option<Value>> {
+        let nodes = &k.expr.nodes;
+        let hoisting = pre.is_empty();
+        let mut vals: Vec<Option<Value>> = vec![None; nodes.len()];
+        for (i, n) in nodes.iter().enumerate() {
+            if hoisting && !invariant[i] {
+                continue;
+            }
+            if !hoisting && invariant[i] {
+                vals[i] = pre[i];
+                continue;
+            }
+            let v = |x: usize| vals[x].expect("operands first");
+            let val = match &n.op {
+                FlatOp::Load(l) => {
+                    let (b, _) = k.loads[*l];
+                    let dt = self.p.buffer(b).dtype;
+                    let esz = dt.size_bytes() as i64;
+                    let addr = self.elem_addr(rows.loads[*l], j, rows.load_strides[*l], esz);
+                    let ty = match lanes {
+                        Lanes::Vector(vt) if rows.load_strides[*l] != 0 => vt,
+                        _ => clif_type(dt),
+                    };
+                    self.fb.ins().load(ty, data_mem(), addr, 0)
+                }
+                FlatOp::Index(_) => {
+                    let row = rows.index[i].expect("index row");
+                    let s = rows.index_strides[i].expect("index stride");
+                    if s == 0 {
+                        row
+                    } else {
+                        let t = self.fb.ins().imul_imm_s(j, s);
+                        self.fb.ins().iadd(row, t)
+                    }
+                }
+                FlatOp::Const(s) => self.scalar_const(*s),
+                FlatOp::Unary(u, a) => {
+                    let ad = nodes[*a].dtype;
+                    self.unary(*u, ad, v(*a), lanes)
+                }
+                FlatOp::Binary(b, x, y) => {
+                    let xd = nodes[*x].dtype;
+                    self.binary(*b, xd, v(*x), v(*y), lanes)
+                }
+                FlatOp::Where(c, x, y) => match lanes {
+                    Lanes::Scalar => self.fb.ins().select(v(*c), v(*x), v(*y)),
+                    Lanes::Vector(vt) => self.bitselect(vt, v(*c), v(*x), v(*y)),
+                },
+                FlatOp::Cast(a) => self.cast(nodes[*a].dtype, n.dtype, v(*a)),
+            };
+            vals[i] = Some(val);
+        }
+        vals
+    }
+
+    fn bitselect(&mut self, vt: Type, mask: Value, x: Value, y: Value) -> Value {
+        let m = self.fb.ins().bitcast(
+            vt,
+            MemFlagsData::new().with_endianness(Endianness::Little),
+            mask,
+        );
+        self.fb.ins().bitselect(m, x, y)
+    }
+
+    fn math(&mut self, name: &'static str, args: &[Value]) -> Value {
+        let f = self.helper(name);
+        let call = self.fb.ins().call(f, args);
+        self.fb.inst_results(call)[0]
+    }
+
+    fn unary(&mut self, u: UnaryOp, d: DType, a: Value, lanes: Lanes) -> Value {
+        let f64 = d == DType::F64;
+        let float = d.is_float();
+        let ins = self.fb.ins();
+        match u {
+            UnaryOp::Neg if float => ins.fneg(a),
+            UnaryOp::Neg => ins.ineg(a),
+            UnaryOp::Abs if float => ins.fabs(a),
+            UnaryOp::Abs if d == DType::U8 => a,
+            UnaryOp::Abs => ins.iabs(a),
+            UnaryOp::Sign => self.sign(d, a),
+            UnaryOp::Sqrt => ins.sqrt(a),
+            UnaryOp::Floor => ins.floor(a),
+            UnaryOp::Ceil => ins.ceil(a),
+            UnaryOp::Recip => {
+                let one = match lanes {
+                    Lanes::Scalar => self.scalar_const(Scalar::one(d)),
+                    Lanes::Vector(vt) => {
+                        let s = self.scalar_const(Scalar::one(d));
+                        self.fb.ins().splat(vt, s)
+                    }
+                };
+                self.fb.ins().fdiv(one, a)
+            }
+            UnaryOp::Not => match lanes {
+                Lanes::Scalar => ins.bxor_imm_s(a, 1),
+                Lanes::Vector(_) => ins.bnot(a),
+            },
+            UnaryOp::StopGradient => a,
+            UnaryOp::Exp => self.math(
+                if f64 {
+                    "aotgrad_exp_f64"
+                } else {
+                    "aotgrad_exp_f32"
+                },
+                &[a],
+            ),
+            UnaryOp::Log => self.math(
+                if f64 {
+                    "aotgrad_log_f64"
+                } else {
+                    "aotgrad_log_f32"
+                },
+                &[a],
+            ),
+            UnaryOp::Sin => self.math(
+                if f64 {
+                    "aotgrad_sin_f64"
+                } else {
+                    "aotgrad_sin_f32"
+                },
+                &[a],
+            ),
+            UnaryOp::Cos => self.math(
+                if f64 {
+                    "aotgrad_cos_f64"
+                } else {
+                    "aotgrad_cos_f32"
+                },
+                &[a],
+            ),
+            UnaryOp::Tanh => self.math(
+                if f64 {
+                    "aotgrad_tanh_f64"
+                } else {
+                    "aotgrad_tanh_f32"
+                },
+                &[a],
+            ),
+        }
+    }
+
+    /// The interpreter's sign: 1, -1, or `x * 0` (keeps NaN and the sign of zero).
+    fn sign(&mut self, d: DType, a: Value) -> Value {
+        let ty = clif_type(d);
+        if d.is_float() {
+            let zero = self.scalar_const(Scalar::zero(d));
+            let one = self.scalar_const(Scalar::one(d));
+            let neg = self.scalar_const(Scalar::from_f64(d, -1.0));
+            let gt = self.fb.ins().fcmp(FloatCC::GreaterThan, a, zero);
+            let lt = self.fb.ins().fcmp(FloatCC::LessThan, a, zero);
+            let z = self.fb.ins().fmul(a, zero);
+            let r = self.fb.ins().select(lt, neg, z);
+            self.fb.ins().select(gt, one, r)
+        } else {
+            let one = self.fb.ins().iconst(ty, 1);
+            let zero = self.fb.ins().iconst(ty, 0);
+            let neg = self.fb.ins().iconst(ty, -1);
+            let gt = if d == DType::U8 {
+                self.fb.ins().icmp_imm_s(IntCC::UnsignedGreaterThan, a, 0)
+            } else {
+                self.fb.ins().icmp_imm_s(IntCC::SignedGreaterThan, a, 0)
+            };
+            let lt = if d == DType::U8 {
+                self.fb.ins().iconst(types::I8, 0)
+            } else {
+                self.fb.ins().icmp_imm_s(IntCC::SignedLessThan, a, 0)
+            };
+            let r = self.fb.ins().select(lt, neg, zero);
+            self.fb.ins().select(gt, one, r)
+        }
+    }
+
+    fn select_any(&mut self, lanes: Lanes, c: Value, x: Value, y: Value) -> Value {
+        match lanes {
+            Lanes::Scalar => self.fb.ins().select(c, x, y),
+            Lanes::Vector(vt) => self.bitselect(vt, c, x, y),
+        }
+    }
+
+    /// PyTorch's NaN-propagating maximum/minimum, exactly as the interpreter computes
+    /// it: a NaN `x` wins, then a NaN `y`, else the larger (smaller) with ties to `x`.
+    fn float_extremum(&mut self, max: bool, x: Value, y: Value, lanes: Lanes) -> Value {
+        let cc = if max {
+            FloatCC::GreaterThan
+        } else {
+            FloatCC::LessThan
+        };
+        let better = self.fb.ins().fcmp(cc, y, x);
+        let r = self.select_any(lanes, better, y, x);
+        let y_nan = self.fb.ins().fcmp(FloatCC::Unordered, y, y);
+        let r = self.select_any(lanes, y_nan, y, r);
+        let x_nan = self.fb.ins().fcmp(FloatCC::Unordered, x, x);
+        self.select_any(lanes, x_nan, x, r)
+    }
+
+    fn binary(&mut self, b: BinaryOp, d: DType, x: Value, y: Value, lanes: Lanes) -> Value {
+        let float = d.is_float();
+        let unsigned = matches!(d, DType::U8 | DType::Bool);
+        let cmp = |f: FloatCC, s: IntCC, u: IntCC| (f, if unsigned { u } else { s });
+        let cc = match b {
+            BinaryOp::Lt => Some(cmp(
+                FloatCC::LessThan,
+                IntCC::SignedLessThan,
+                IntCC::UnsignedLessThan,
+            )),
+            BinaryOp::Le => Some(cmp(
+                FloatCC::LessThanOrEqual,
+                IntCC::SignedLessThanOrEqual,
+                IntCC::UnsignedLessThanOrEqual,
+            )),
+            BinaryOp::Gt => Some(cmp(
+                FloatCC::GreaterThan,
+                IntCC::SignedGreaterThan,
+                IntCC::UnsignedGreaterThan,
+            )),
+            BinaryOp::Ge => Some(cmp(
+                FloatCC::GreaterThanOrEqual,
+                IntCC::SignedGreaterThanOrEqual,
+                IntCC::UnsignedGreaterThanOrEqual,
+            )),
+            BinaryOp::Eq => Some((FloatCC::Equal, IntCC::Equal)),
+            BinaryOp::Ne => Some((FloatCC::NotEqual, IntCC::NotEqual)),
+            _ => None,
+        };
+        if let Some((fcc, icc)) = cc {
+            return if float {
+                self.fb.ins().fcmp(fcc, x, y)
+            } else {
+                self.fb.ins().icmp(icc, x, y)
+            };
+        }
+        let ins = self.fb.ins();
+        match b {
+            BinaryOp::Add if float => ins.fadd(x, y),
+            BinaryOp::Add => ins.iadd(x, y),
+            BinaryOp::Sub if float => ins.fsub(x, y),
+            BinaryOp::Sub => ins.isub(x, y),
+            BinaryOp::Mul if float => ins.fmul(x, y),
+            BinaryOp::Mul => ins.imul(x, y),
+            BinaryOp::Div => ins.fdiv(x, y),
+            BinaryOp::Maximum if float => self.float_extremum(true, x, y, lanes),
+            BinaryOp::Minimum if float => self.float_extremum(false, x, y, lanes),
+            BinaryOp::Maximum if unsigned => ins.umax(x, y),
+            BinaryOp::Minimum if unsigned => ins.umin(x, y),
+            BinaryOp::Maximum => ins.smax(x, y),
+            BinaryOp::Minimum => ins.smin(x, y),
+            BinaryOp::And => ins.band(x, y),
+            BinaryOp::Or => ins.bor(x, y),
+            BinaryOp::Pow => self.math(
+                if d == DType::F64 {
+                    "aotgrad_pow_f64"
+                } else {
+                    "aotgrad_pow_f32"
+                },
+                &[x, y],
+            ),
+            _ => unreachable!("comparisons are handled above"),
+        }
+    }
+
+    fn combine(&mut self, op: ReduceOp, d: DType, acc: Value, x: Value, lanes: Lanes) -> Value {
+        match op {
+            ReduceOp::Sum => self.binary(BinaryOp::Add, d, acc, x, lanes),
+            ReduceOp::Prod => self.binary(BinaryOp::Mul, d, acc, x, lanes),
+            ReduceOp::Max => self.binary(BinaryOp::Maximum, d, acc, x, lanes),
+            ReduceOp::Min => self.binary(BinaryOp::Minimum, d, acc, x, lanes),
+        }
+    }
+
+    /// Casts with the interpreter's rules: floats to ints truncate and saturate (NaN is
+    /// 0), ints to u8 saturate, anything to bool is `!= 0`.
+    fn cast(&mut self, from: DType, to: DType, a: Value) -> Value {
+        use DType::*;
+        let tt = clif_type(to);
+        if from == to {
+            return a;
+        }
+        if to == Bool {
+            return if from.is_float() {
+                let z = self.scalar_const(Scalar::zero(from));
+                self.fb.ins().fcmp(FloatCC::NotEqual, a, z)
+            } else {
+                self.fb.ins().icmp_imm_s(IntCC::NotEqual, a, 0)
+            };
+        }
+        let ins = self.fb.ins();
+        match (from, to) {
+            (Bool | U8, I32 | I64) => ins.uextend(tt, a),
+            (Bool, U8) => a,
+            (Bool | U8, F32 | F64) => ins.fcvt_from_uint(tt, a),
+            (I32, I64) => ins.sextend(tt, a),
+            (I64, I32) => ins.ireduce(tt, a),
+            (I32 | I64, U8) => {
+                let it = clif_type(from);
+                let lo = ins.iconst(it, 0);
+                let a = self.fb.ins().smax(a, lo);
+                let hi = self.fb.ins().iconst(it, 255);
+                let a = self.fb.ins().smin(a, hi);
+                self.fb.ins().ireduce(types::I8, a)
+            }
+            (I32, F32 | F64) => ins.fcvt_from_sint(tt, a),
+            (I64, F64) => ins.fcvt_from_sint(tt, a),
+            // Through f64, as `Scalar::cast` does (double rounding included).
+            (I64, F32) => {
+                let w = ins.fcvt_from_sint(types::F64, a);
+                self.fb.ins().fdemote(types::F32, w)
+            }
+            (F32, F64) => ins.fpromote(tt, a),
+            (F64, F32) => ins.fdemote(tt, a),
+            (F32 | F64, I32 | I64) => ins.fcvt_to_sint_sat(tt, a),
+            (F32 | F64, U8) => {
+                let w = ins.fcvt_to_sint_sat(types::I32, a);
+                let lo = self.fb.ins().iconst(types::I32, 0);
+                let w = self.fb.ins().smax(w, lo);
+                let hi = self.fb.ins().iconst(types::I32, 255);
+                let w = self.fb.ins().smin(w, hi);
+                self.fb.ins().ireduce(types::I8, w)
+            }
+            _ => unreachable!("every cast pair is listed: {from:?} -> {to:?}"),
+        }
+    }
+}
+
+/// Per-row addressing state of the inner loop.
+struct Rows {
+    loads: Vec<Value>,
+    index: Vec<Option<Value>>,
+    load_strides: Vec<i64>,
+    index_strides: Vec<Option<i64>>,
+}
+
+/// The vector type for the inner loop, if every varying node is vectorisable.
+fn vector_plan(
+    k: &LoopKernel,
+    c: &Collapsed,
+    invariant: &[bool],
+    out_dtype: DType,
+    out_stride: i64,
+    len: i64,
+) -> Option<Type> {
+    let vt = match out_dtype {
+        DType::F32 => types::F32X4,
+        DType::F64 => types::F64X2,
+        _ => return None,
+    };
+    if len < vt.lane_count() as i64 || !(out_stride == 1 || (out_stride == 0 && k.reduce.is_some()))
+    {
+        return None;
+    }
+    let last = c.shape.len() - 1;
+    for (i, n) in k.expr.nodes.iter().enumerate() {
+        if invariant[i] {
+            continue;
+        }
+        let ok_type = n.dtype == out_dtype || n.dtype == DType::Bool;
+        let operands_ok = |xs: &[usize]| {
+            xs.iter().all(|&x| {
+                k.expr.nodes[x].dtype == out_dtype || k.expr.nodes[x].dtype == DType::Bool
+            })
+        };
+        let ok = ok_type
+            && match &n.op {
+                FlatOp::Load(l) => c.loads[*l].strides[last] == 1 && n.dtype == out_dtype,
+                FlatOp::Index(_) | FlatOp::Const(_) | FlatOp::Cast(_) => false,
+                FlatOp::Unary(u, a) => {
+                    matches!(
+                        u,
+                        UnaryOp::Neg
+                            | UnaryOp::Abs
+                            | UnaryOp::Sqrt
+                            | UnaryOp::Recip
+                            | UnaryOp::Floor
+                            | UnaryOp::Ceil
+                            | UnaryOp::Not
+                    ) && operands_ok(&[*a])
+                }
+                FlatOp::Binary(b, x, y) => !matches!(b, BinaryOp::Pow) && operands_ok(&[*x, *y]),
+                FlatOp::Where(cn, x, y) => {
+                    k.expr.nodes[*cn].dtype == DType::Bool && operands_ok(&[*x, *y])
+                }
+            };
+        if !ok {
+            return None;
+        }
+    }
+    Some(vt)
+}
+
+/// Flags of a data access: cannot trap (the lowering keeps every access in bounds of
+/// its buffer), but not `aligned`: vector accesses start at any element, and an
+/// aligned flag would let Cranelift fold them into SSE operands that require 16 bytes.
+fn data_mem() -> MemFlagsData {
+    MemFlagsData::new().with_notrap()
+}

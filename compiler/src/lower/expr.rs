@@ -1,0 +1,375 @@
+//! Elementwise expressions over affine accesses: the body of a fused loop kernel.
+//!
+//! While lowering, every elementwise value is a *tree* whose leaves read buffers through
+//! affine accesses (offset + stride per axis of the value's shape). View ops (expand,
+//! permute, slice, most reshapes) only rewrite the leaves' strides, so they never cost a
+//! pass over memory, and chains of elementwise ops with broadcasts become one tree.
+
+use std::fmt;
+use std::rc::Rc;
+
+use aotgrad_ir::{BinaryOp, DType, Scalar, SliceAxis, UnaryOp};
+
+/// Index of a buffer in a lowered program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BufferId(pub u32);
+
+impl BufferId {
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl fmt::Display for BufferId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "b{}", self.0)
+    }
+}
+
+/// An affine map from an iteration index to an element offset:
+/// `offset + sum(index[d] * strides[d])`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Affine {
+    pub offset: i64,
+    pub strides: Vec<i64>,
+}
+
+impl Affine {
+    /// Row-major contiguous strides of `shape`.
+    pub fn contiguous(shape: &[usize]) -> Affine {
+        let mut strides = vec![0i64; shape.len()];
+        let mut acc = 1i64;
+        for d in (0..shape.len()).rev() {
+            strides[d] = if shape[d] == 1 { 0 } else { acc };
+            acc *= shape[d] as i64;
+        }
+        Affine { offset: 0, strides }
+    }
+
+    /// Whether this reads `shape` as a dense row-major block from offset 0.
+    pub fn is_contiguous(&self, shape: &[usize]) -> bool {
+        self.offset == 0 && self.same_as(&Affine::contiguous(shape), shape)
+    }
+
+    /// Equal as maps over `shape` (strides of size-1 axes do not matter).
+    pub fn same_as(&self, other: &Affine, shape: &[usize]) -> bool {
+        self.offset == other.offset
+            && shape
+                .iter()
+                .zip(self.strides.iter().zip(&other.strides))
+                .all(|(&n, (a, b))| n == 1 || a == b)
+    }
+
+    /// Broadcast size-1 axes of `from` to `to` (same rank).
+    pub fn expand(&self, from: &[usize], to: &[usize]) -> Affine {
+        Affine {
+            offset: self.offset,
+            strides: self
+                .strides
+                .iter()
+                .zip(from.iter().zip(to))
+                .map(|(&s, (&f, &t))| if f == 1 && t != 1 { 0 } else { s })
+                .collect(),
+        }
+    }
+
+    pub fn permute(&self, perm: &[usize]) -> Affine {
+        Affine {
+            offset: self.offset,
+            strides: perm.iter().map(|&p| self.strides[p]).collect(),
+        }
+    }
+
+    pub fn slice(&self, ranges: &[SliceAxis]) -> Affine {
+        let mut offset = self.offset;
+        let strides = self
+            .strides
+            .iter()
+            .zip(ranges)
+            .map(|(&s, r)| match r {
+                SliceAxis::Full => s,
+                SliceAxis::Range { start, step, .. } => {
+                    offset += *start as i64 * s;
+                    s * *step as i64
+                }
+            })
+            .collect();
+        Affine { offset, strides }
+    }
+
+    /// The same elements viewed with shape `to` (row-major order preserved), if that is
+    /// still affine (PyTorch's `view` rule: each group of merged axes must be
+    /// stride-compatible).
+    pub fn reshape(&self, from: &[usize], to: &[usize]) -> Option<Affine> {
+        if from.contains(&0) || to.contains(&0) {
+            return Some(Affine::contiguous(to));
+        }
+        // Drop size-1 axes: their stride is irrelevant.
+        let src: Vec<(usize, i64)> = from
+            .iter()
+            .zip(&self.strides)
+            .filter(|(n, _)| **n != 1)
+            .map(|(&n, &s)| (n, s))
+            .collect();
+        let mut strides = vec![0i64; to.len()];
+        let mut si = 0usize; // next source axis
+        let mut ti = 0usize; // next target axis
+        while ti < to.len() {
+            if to[ti] == 1 {
+                ti += 1;
+                continue;
+            }
+            // A group of source axes and of target axes with the same element count.
+            let (s0, t0) = (si, ti);
+            let mut sp = src.get(si)?.0;
+            si += 1;
+            let mut tp = to[ti];
+            ti += 1;
+            while sp != tp {
+                if sp < tp {
+                    sp *= src.get(si)?.0;
+                    si += 1;
+                } else {
+                    while *to.get(ti)? == 1 {
+                        ti += 1;
+                    }
+                    tp *= to[ti];
+                    ti += 1;
+                }
+            }
+            // The source group must be one dense block: stride[k] = stride[k+1] * n[k+1].
+            for k in s0..si - 1 {
+                if src[k].1 != src[k + 1].1 * src[k + 1].0 as i64 {
+                    return None;
+                }
+            }
+            let mut acc = src[si - 1].1;
+            for t in (t0..ti).rev() {
+                if to[t] != 1 {
+                    strides[t] = acc;
+                    acc *= to[t] as i64;
+                }
+            }
+        }
+        (si == src.len()).then_some(Affine {
+            offset: self.offset,
+            strides,
+        })
+    }
+}
+
+/// One node of an elementwise expression.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Tree {
+    /// An element of a buffer.
+    Load {
+        buf: BufferId,
+        at: Affine,
+    },
+    /// The affine value itself as an i64 (iota).
+    Index(Affine),
+    Const(Scalar),
+    Unary(UnaryOp, Rc<Node>),
+    Binary(BinaryOp, Rc<Node>, Rc<Node>),
+    Where(Rc<Node>, Rc<Node>, Rc<Node>),
+    Cast(Rc<Node>),
+}
+
+/// A tree node with its element type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub tree: Tree,
+    pub dtype: DType,
+}
+
+impl Node {
+    pub fn new(tree: Tree, dtype: DType) -> Rc<Node> {
+        Rc::new(Node { tree, dtype })
+    }
+
+    /// Rewrites every leaf's affine map.
+    pub fn map_leaves(
+        self: &Rc<Node>,
+        f: &mut dyn FnMut(&Affine) -> Option<Affine>,
+    ) -> Option<Rc<Node>> {
+        let tree = match &self.tree {
+            Tree::Load { buf, at } => Tree::Load {
+                buf: *buf,
+                at: f(at)?,
+            },
+            Tree::Index(at) => Tree::Index(f(at)?),
+            Tree::Const(_) => return Some(self.clone()),
+            Tree::Unary(u, a) => Tree::Unary(*u, a.map_leaves(f)?),
+            Tree::Binary(b, x, y) => Tree::Binary(*b, x.map_leaves(f)?, y.map_leaves(f)?),
+            Tree::Where(c, x, y) => {
+                Tree::Where(c.map_leaves(f)?, x.map_leaves(f)?, y.map_leaves(f)?)
+            }
+            Tree::Cast(a) => Tree::Cast(a.map_leaves(f)?),
+        };
+        Some(Node::new(tree, self.dtype))
+    }
+
+    /// Work of evaluating the tree once per element; transcendental calls count more,
+    /// so they are stored rather than recomputed.
+    pub fn cost(&self) -> usize {
+        match &self.tree {
+            Tree::Load { .. } | Tree::Index(_) | Tree::Const(_) => 0,
+            Tree::Unary(u, a) => {
+                let own = match u {
+                    UnaryOp::Exp | UnaryOp::Log | UnaryOp::Sin | UnaryOp::Cos | UnaryOp::Tanh => 16,
+                    UnaryOp::StopGradient => 0,
+                    UnaryOp::Sqrt | UnaryOp::Recip => 4,
+                    _ => 1,
+                };
+                own + a.cost()
+            }
+            Tree::Binary(b, x, y) => {
+                let own = match b {
+                    BinaryOp::Pow => 16,
+                    BinaryOp::Div => 4,
+                    _ => 1,
+                };
+                own + x.cost() + y.cost()
+            }
+            Tree::Where(c, x, y) => 1 + c.cost() + x.cost() + y.cost(),
+            Tree::Cast(a) => 1 + a.cost(),
+        }
+    }
+
+    /// Number of nodes (bounds code size of a fused kernel).
+    pub fn size(&self) -> usize {
+        match &self.tree {
+            Tree::Load { .. } | Tree::Index(_) | Tree::Const(_) => 1,
+            Tree::Unary(_, a) | Tree::Cast(a) => 1 + a.size(),
+            Tree::Binary(_, x, y) => 1 + x.size() + y.size(),
+            Tree::Where(c, x, y) => 1 + c.size() + x.size() + y.size(),
+        }
+    }
+
+    /// The leaf access if this tree is a bare load.
+    pub fn as_load(&self) -> Option<(BufferId, &Affine)> {
+        match &self.tree {
+            Tree::Load { buf, at } => Some((*buf, at)),
+            _ => None,
+        }
+    }
+
+    pub fn visit_loads(&self, f: &mut dyn FnMut(BufferId, &Affine)) {
+        match &self.tree {
+            Tree::Load { buf, at } => f(*buf, at),
+            Tree::Index(_) | Tree::Const(_) => {}
+            Tree::Unary(_, a) | Tree::Cast(a) => a.visit_loads(f),
+            Tree::Binary(_, x, y) => {
+                x.visit_loads(f);
+                y.visit_loads(f);
+            }
+            Tree::Where(c, x, y) => {
+                c.visit_loads(f);
+                x.visit_loads(f);
+                y.visit_loads(f);
+            }
+        }
+    }
+}
+
+/// A flattened, hash-consed expression: identical subtrees appear once, operands
+/// before their users; the last entry is the root.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Flat {
+    pub nodes: Vec<FlatNode>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlatNode {
+    pub op: FlatOp,
+    pub dtype: DType,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum FlatOp {
+    /// `loads[i]` of the kernel.
+    Load(usize),
+    Index(Affine),
+    Const(Scalar),
+    Unary(UnaryOp, usize),
+    Binary(BinaryOp, usize, usize),
+    Where(usize, usize, usize),
+    Cast(usize),
+}
+
+impl Flat {
+    /// Flattens `root`, collecting its distinct loads into `loads`.
+    pub fn build(root: &Node, loads: &mut Vec<(BufferId, Affine)>) -> Flat {
+        let mut flat = Flat { nodes: Vec::new() };
+        flat.push(root, loads);
+        flat
+    }
+
+    fn intern(&mut self, op: FlatOp, dtype: DType) -> usize {
+        let node = FlatNode { op, dtype };
+        if let Some(i) = self.nodes.iter().position(|n| *n == node) {
+            return i;
+        }
+        self.nodes.push(node);
+        self.nodes.len() - 1
+    }
+
+    fn push(&mut self, n: &Node, loads: &mut Vec<(BufferId, Affine)>) -> usize {
+        let op = match &n.tree {
+            Tree::Load { buf, at } => {
+                let key = (*buf, at.clone());
+                let i = loads.iter().position(|l| *l == key).unwrap_or_else(|| {
+                    loads.push(key);
+                    loads.len() - 1
+                });
+                FlatOp::Load(i)
+            }
+            Tree::Index(a) => FlatOp::Index(a.clone()),
+            Tree::Const(s) => FlatOp::Const(*s),
+            Tree::Unary(UnaryOp::StopGradient, a) => return self.push(a, loads),
+            Tree::Unary(u, a) => FlatOp::Unary(*u, self.push(a, loads)),
+            Tree::Binary(b, x, y) => {
+                let x = self.push(x, loads);
+                let y = self.push(y, loads);
+                FlatOp::Binary(*b, x, y)
+            }
+            Tree::Where(c, x, y) => {
+                let c = self.push(c, loads);
+                let x = self.push(x, loads);
+                let y = self.push(y, loads);
+                FlatOp::Where(c, x, y)
+            }
+            Tree::Cast(a) => {
+                let a = self.push(a, loads);
+                if self.nodes[a].dtype == n.dtype {
+                    return a;
+                }
+                FlatOp::Cast(a)
+            }
+        };
+        self.intern(op, n.dtype)
+    }
+
+    pub fn root(&self) -> usize {
+        self.nodes.len() - 1
+    }
+}
+
+impl fmt::Display for Flat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, n) in self.nodes.iter().enumerate() {
+            write!(f, "      e{i}: {} = ", n.dtype.name())?;
+            match &n.op {
+                FlatOp::Load(l) => write!(f, "load l{l}")?,
+                FlatOp::Index(a) => write!(f, "index {} {:?}", a.offset, a.strides)?,
+                FlatOp::Const(s) => write!(f, "const {s}")?,
+                FlatOp::Unary(u, a) => write!(f, "{} e{a}", u.name())?,
+                FlatOp::Binary(b, x, y) => write!(f, "{} e{x}, e{y}", b.name())?,
+                FlatOp::Where(c, x, y) => write!(f, "where e{c}, e{x}, e{y}")?,
+                FlatOp::Cast(a) => write!(f, "cast e{a}")?,
+            }
+            writeln!(f)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,750 @@
+//! Lowering: a verified graph with its symbols bound becomes a *lowered program*, a
+//! schedule of kernels over buffers with a memory plan. Backends (Cranelift, WGSL)
+//! emit code for this program; nothing about the graph is interpreted at run time.
+//!
+//! The decisions made here, in one place:
+//! - **Views are free.** Expand, permute, slice and (stride-compatible) reshape rewrite
+//!   the affine accesses of the value's leaves; they never become kernels.
+//! - **Elementwise fusion.** Elementwise ops build a tree; a tree becomes a loop kernel
+//!   only when its value must exist in memory: it is a root, an operand of a matmul or a
+//!   library op, or it is used more than once and too costly to recompute
+//!   ([`RECOMPUTE_LIMIT`]). Cheap shared values (a bias add, a ReLU mask) are recomputed
+//!   in each consumer instead of being stored: that is the "recompute vs save" choice.
+//! - **Reductions absorb their producers**: the reduce kernel evaluates the input tree.
+//! - **Matmuls read any affine operand**, so transposes fold into the GEMM's strides and
+//!   never materialise.
+//! - **Updates in place**: a parameter's or state's new value is written straight into
+//!   its persistent buffer when the kernel reads the old value only at the same element
+//!   and nothing later reads the old value.
+//! - **Memory plan**: intermediate buffers get offsets in one arena, reused across
+//!   non-overlapping live ranges.
+
+pub mod expr;
+mod plan;
+mod print;
+
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use aotgrad_ir::{ConstValue, DType, Data, Graph, NodeId, Op, ReduceOp, Scalar, verify};
+
+pub use expr::{Affine, BufferId, Flat, FlatNode, FlatOp, Node, Tree};
+
+/// A tree whose per-element cost is at most this is recomputed in every consumer
+/// rather than stored (see the module doc).
+pub const RECOMPUTE_LIMIT: usize = 4;
+/// Trees larger than this are stored, which bounds the code size of one kernel.
+pub const MAX_TREE: usize = 96;
+
+/// Sizes bound to a graph's symbols.
+pub type SymbolEnv = BTreeMap<Arc<str>, usize>;
+
+/// Why a graph could not be lowered.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LowerError {
+    #[error("the graph does not verify: {0}")]
+    Invalid(String),
+    #[error("{node} has symbolic shape {shape} and its symbols are not all bound")]
+    Unbound { node: NodeId, shape: String },
+}
+
+/// Where a buffer's storage comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BufferKind {
+    /// A tensor passed in by the caller on every call.
+    Input(String),
+    /// A parameter or state tensor that lives across calls.
+    Persistent(String),
+    /// Dense constant data embedded in the program.
+    Const(Data),
+    /// An intermediate in the activation arena; `offset` is set by the memory plan.
+    Arena { offset: usize },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Buffer {
+    pub kind: BufferKind,
+    pub dtype: DType,
+    pub elems: usize,
+    /// The graph node whose value this buffer holds.
+    pub node: Option<NodeId>,
+}
+
+impl Buffer {
+    pub fn bytes(&self) -> usize {
+        self.elems * self.dtype.size_bytes()
+    }
+}
+
+/// A fused loop nest over `shape`: evaluates `expr` at every index and stores it at
+/// `out_at` (or, for a reduction, combines it into `out_at`, whose strides are zero on
+/// the reduced axes; the output is first filled with the reduction's identity).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoopKernel {
+    pub shape: Vec<usize>,
+    pub loads: Vec<(BufferId, Affine)>,
+    pub expr: Flat,
+    pub out: BufferId,
+    pub out_at: Affine,
+    pub reduce: Option<ReduceOp>,
+}
+
+/// A batched matrix product `c[b] = a[b] @ b[b]`, each operand read through an affine
+/// access over `[batch..., rows, cols]`; `c` is dense row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MatMulKernel {
+    pub dtype: DType,
+    pub batch: Vec<usize>,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub a: (BufferId, Affine),
+    pub b: (BufferId, Affine),
+    pub c: BufferId,
+}
+
+/// An op without a generated kernel yet (gather, scatter-add, pad, concat, argmax,
+/// random, integer matmul, ...): the backend runs its reference implementation on dense
+/// operands. Listed by name in the printed program so it is visible.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LibraryKernel {
+    pub inputs: Vec<(BufferId, Vec<usize>)>,
+    pub out: BufferId,
+    pub shape: Vec<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum KernelBody {
+    Loop(LoopKernel),
+    MatMul(MatMulKernel),
+    Library(LibraryKernel),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Kernel {
+    /// The graph node whose value this kernel produces.
+    pub node: NodeId,
+    pub body: KernelBody,
+}
+
+impl Kernel {
+    /// The buffer this kernel writes.
+    pub fn output(&self) -> BufferId {
+        match &self.body {
+            KernelBody::Loop(k) => k.out,
+            KernelBody::MatMul(k) => k.c,
+            KernelBody::Library(k) => k.out,
+        }
+    }
+
+    /// Every buffer this kernel reads.
+    pub fn reads(&self) -> Vec<BufferId> {
+        match &self.body {
+            KernelBody::Loop(k) => k.loads.iter().map(|(b, _)| *b).collect(),
+            KernelBody::MatMul(k) => vec![k.a.0, k.b.0],
+            KernelBody::Library(k) => k.inputs.iter().map(|(b, _)| *b).collect(),
+        }
+    }
+
+    fn rename(&mut self, from: BufferId, to: BufferId) {
+        let r = |b: &mut BufferId| {
+            if *b == from {
+                *b = to;
+            }
+        };
+        match &mut self.body {
+            KernelBody::Loop(k) => {
+                k.loads.iter_mut().for_each(|(b, _)| r(b));
+                r(&mut k.out);
+            }
+            KernelBody::MatMul(k) => {
+                r(&mut k.a.0);
+                r(&mut k.b.0);
+                r(&mut k.c);
+            }
+            KernelBody::Library(k) => {
+                k.inputs.iter_mut().for_each(|(b, _)| r(b));
+                r(&mut k.out);
+            }
+        }
+    }
+}
+
+/// A graph output: read from `buf` through `at` over `shape` after the call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputSpec {
+    pub name: String,
+    pub buf: BufferId,
+    pub at: Affine,
+    pub shape: Vec<usize>,
+    pub dtype: DType,
+}
+
+/// A persistent tensor's new value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpdateSpec {
+    pub name: String,
+    pub target: BufferId,
+    /// `None` when a kernel already wrote the value in place; otherwise copy from here
+    /// (through the affine access over the target's shape) after the call.
+    pub source: Option<(BufferId, Affine)>,
+    pub shape: Vec<usize>,
+}
+
+/// Options of the lowering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LowerOptions {
+    /// Write updates into persistent buffers inside the step. Off when the caller must
+    /// be able to discard a step (checked mode), so updates are staged in the arena.
+    pub in_place_updates: bool,
+    /// Fuse elementwise trees across ops (`-O2`); off, every op is its own kernel
+    /// (`-O0`, to bisect a miscompile).
+    pub fuse: bool,
+}
+
+impl Default for LowerOptions {
+    fn default() -> Self {
+        LowerOptions {
+            in_place_updates: true,
+            fuse: true,
+        }
+    }
+}
+
+/// The lowered program: what a backend compiles.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Program {
+    pub name: String,
+    /// The symbol sizes this program is specialised to.
+    pub env: SymbolEnv,
+    pub buffers: Vec<Buffer>,
+    pub kernels: Vec<Kernel>,
+    pub outputs: Vec<OutputSpec>,
+    pub updates: Vec<UpdateSpec>,
+    /// Bytes of the activation arena after reuse.
+    pub arena_bytes: usize,
+    /// `(first kernel, last kernel)` each arena buffer is live over.
+    pub live: Vec<Option<(usize, usize)>>,
+}
+
+impl Program {
+    pub fn buffer(&self, id: BufferId) -> &Buffer {
+        &self.buffers[id.index()]
+    }
+
+    /// Sum of the sizes of all arena buffers (what the arena would be without reuse).
+    pub fn intermediate_bytes(&self) -> usize {
+        self.buffers
+            .iter()
+            .filter(|b| matches!(b.kind, BufferKind::Arena { .. }))
+            .map(Buffer::bytes)
+            .sum()
+    }
+}
+
+/// Lowers `graph` with its symbols bound by `env`.
+pub fn lower(graph: &Graph, env: &SymbolEnv, opts: LowerOptions) -> Result<Program, LowerError> {
+    verify(graph).map_err(|e| LowerError::Invalid(e.to_string()))?;
+    let mut l = Lowerer::new(graph, env, opts)?;
+    for (id, _) in graph.nodes() {
+        if l.live[id.index()] {
+            l.node(id);
+        }
+    }
+    let mut p = l.finish();
+    if opts.in_place_updates {
+        plan::updates_in_place(&mut p);
+    }
+    plan::assign_offsets(&mut p);
+    Ok(p)
+}
+
+struct Lowerer<'g> {
+    g: &'g Graph,
+    opts: LowerOptions,
+    shapes: Vec<Vec<usize>>,
+    uses: Vec<usize>,
+    live: Vec<bool>,
+    vals: Vec<Option<Rc<Node>>>,
+    buffers: Vec<Buffer>,
+    kernels: Vec<Kernel>,
+    persistent: HashMap<String, BufferId>,
+    env: SymbolEnv,
+}
+
+impl<'g> Lowerer<'g> {
+    fn new(g: &'g Graph, env: &SymbolEnv, opts: LowerOptions) -> Result<Self, LowerError> {
+        let mut shapes = Vec::with_capacity(g.len());
+        let mut uses = vec![0usize; g.len()];
+        for (id, n) in g.nodes() {
+            let s = n.ty.shape.bind(env).ok_or_else(|| LowerError::Unbound {
+                node: id,
+                shape: n.ty.shape.to_string(),
+            })?;
+            shapes.push(s);
+            for i in &n.inputs {
+                uses[i.index()] += 1;
+            }
+        }
+        let mut live = vec![false; g.len()];
+        for (_, id) in g.outputs() {
+            uses[id.index()] += 1;
+            live[id.index()] = true;
+        }
+        for (t, v) in g.updates() {
+            uses[v.index()] += 1;
+            live[v.index()] = true;
+            live[t.index()] = true;
+        }
+        for i in (0..g.len()).rev() {
+            if live[i] {
+                for x in &g.node(NodeId(i as u32)).inputs {
+                    live[x.index()] = true;
+                }
+            }
+        }
+        Ok(Lowerer {
+            g,
+            opts,
+            shapes,
+            uses,
+            live,
+            vals: vec![None; g.len()],
+            buffers: Vec::new(),
+            kernels: Vec::new(),
+            persistent: HashMap::new(),
+            env: env.clone(),
+        })
+    }
+
+    fn buffer(&mut self, kind: BufferKind, dtype: DType, elems: usize, node: NodeId) -> BufferId {
+        self.buffers.push(Buffer {
+            kind,
+            dtype,
+            elems,
+            node: Some(node),
+        });
+        BufferId(self.buffers.len() as u32 - 1)
+    }
+
+    fn val(&self, id: NodeId) -> Rc<Node> {
+        self.vals[id.index()]
+            .clone()
+            .expect("operands are lowered before their users")
+    }
+
+    fn leaf(&mut self, id: NodeId, kind: BufferKind) -> Rc<Node> {
+        let shape = self.shapes[id.index()].clone();
+        let dtype = self.g.ty(id).dtype;
+        let buf = self.buffer(kind, dtype, shape.iter().product(), id);
+        Node::new(
+            Tree::Load {
+                buf,
+                at: Affine::contiguous(&shape),
+            },
+            dtype,
+        )
+    }
+
+    /// Stores `tree` (the value of `id`) in a fresh arena buffer with a loop kernel.
+    fn store(&mut self, id: NodeId, tree: &Rc<Node>) -> Rc<Node> {
+        let shape = self.shapes[id.index()].clone();
+        let buf = self.buffer(
+            BufferKind::Arena { offset: 0 },
+            tree.dtype,
+            shape.iter().product(),
+            id,
+        );
+        let mut loads = Vec::new();
+        let expr = Flat::build(tree, &mut loads);
+        let at = Affine::contiguous(&shape);
+        self.kernels.push(Kernel {
+            node: id,
+            body: KernelBody::Loop(LoopKernel {
+                shape: shape.clone(),
+                loads,
+                expr,
+                out: buf,
+                out_at: at.clone(),
+                reduce: None,
+            }),
+        });
+        Node::new(Tree::Load { buf, at }, tree.dtype)
+    }
+
+    /// The value of `id` as a load (storing it first unless it already is one).
+    fn as_load(&mut self, id: NodeId) -> (BufferId, Affine) {
+        let v = self.val(id);
+        if let Some((b, at)) = v.as_load() {
+            return (b, at.clone());
+        }
+        let v = self.store(id, &v);
+        self.vals[id.index()] = Some(v.clone());
+        let (b, at) = v.as_load().expect("stored");
+        (b, at.clone())
+    }
+
+    /// The value of `id` as a dense row-major buffer of exactly its shape.
+    fn as_dense(&mut self, id: NodeId) -> BufferId {
+        let shape = self.shapes[id.index()].clone();
+        let v = self.val(id);
+        if let Some((b, at)) = v.as_load()
+            && at.is_contiguous(&shape)
+            && self.buffers[b.index()].elems == shape.iter().product::<usize>()
+        {
+            return b;
+        }
+        let v = self.store(id, &v);
+        self.vals[id.index()] = Some(v.clone());
+        v.as_load().expect("stored").0
+    }
+
+    fn is_root(&self, id: NodeId) -> bool {
+        self.g.outputs().iter().any(|(_, o)| *o == id)
+            || self.g.updates().iter().any(|(_, v)| *v == id)
+    }
+
+    fn node(&mut self, id: NodeId) {
+        let node = self.g.node(id);
+        let dtype = node.ty.dtype;
+        let shape = self.shapes[id.index()].clone();
+        let arg = |l: &Self, k: usize| l.val(node.inputs[k]);
+        let ashape = |l: &Self, k: usize| l.shapes[node.inputs[k].index()].clone();
+        let v: Rc<Node> = match &node.op {
+            Op::Input { name, .. } => self.leaf(id, BufferKind::Input(name.clone())),
+            Op::Param { name, .. } | Op::State { name, .. } => {
+                let v = self.leaf(id, BufferKind::Persistent(name.clone()));
+                let (b, _) = v.as_load().expect("leaf");
+                self.persistent.insert(name.clone(), b);
+                v
+            }
+            Op::Const {
+                value: ConstValue::Splat(s),
+                ..
+            } => Node::new(Tree::Const(*s), dtype),
+            Op::Const {
+                value: ConstValue::Dense(d),
+                ..
+            } => self.leaf(id, BufferKind::Const(d.clone())),
+            Op::Unary(u) => Node::new(Tree::Unary(*u, arg(self, 0)), dtype),
+            Op::Binary(b) => Node::new(Tree::Binary(*b, arg(self, 0), arg(self, 1)), dtype),
+            Op::Where => Node::new(Tree::Where(arg(self, 0), arg(self, 1), arg(self, 2)), dtype),
+            Op::Cast(_) => Node::new(Tree::Cast(arg(self, 0)), dtype),
+            Op::Iota { axis, .. } => {
+                let mut strides = vec![0i64; shape.len()];
+                strides[*axis] = 1;
+                let idx = Node::new(Tree::Index(Affine { offset: 0, strides }), DType::I64);
+                Node::new(Tree::Cast(idx), dtype)
+            }
+            Op::Expand(_) => {
+                let from = ashape(self, 0);
+                arg(self, 0)
+                    .map_leaves(&mut |a| Some(a.expand(&from, &shape)))
+                    .expect("expand is affine")
+            }
+            Op::Permute(perm) => arg(self, 0)
+                .map_leaves(&mut |a| Some(a.permute(perm)))
+                .expect("permute is affine"),
+            Op::Slice(ranges) => arg(self, 0)
+                .map_leaves(&mut |a| Some(a.slice(ranges)))
+                .expect("slice is affine"),
+            Op::Reshape(_) => {
+                let from = ashape(self, 0);
+                match arg(self, 0).map_leaves(&mut |a| a.reshape(&from, &shape)) {
+                    Some(v) => v,
+                    None => {
+                        let b = self.as_dense(node.inputs[0]);
+                        Node::new(
+                            Tree::Load {
+                                buf: b,
+                                at: Affine::contiguous(&shape),
+                            },
+                            dtype,
+                        )
+                    }
+                }
+            }
+            Op::Reduce { op, axes, .. } => self.reduce(id, *op, axes),
+            Op::MatMul { trans_a, trans_b } if dtype.is_float() => {
+                self.matmul(id, *trans_a, *trans_b)
+            }
+            Op::MatMul { .. }
+            | Op::ArgReduce { .. }
+            | Op::Pad { .. }
+            | Op::Concat { .. }
+            | Op::Gather { .. }
+            | Op::ScatterAdd { .. }
+            | Op::Random { .. } => self.library(id),
+        };
+        let is_tree = !matches!(v.tree, Tree::Load { .. } | Tree::Const(_) | Tree::Index(_));
+        let must_store = is_tree
+            && (self.is_root(id)
+                || !self.opts.fuse
+                || v.size() > MAX_TREE
+                || (self.uses[id.index()] > 1 && v.cost() > RECOMPUTE_LIMIT));
+        let v = if must_store { self.store(id, &v) } else { v };
+        self.vals[id.index()] = Some(v);
+    }
+
+    fn reduce(&mut self, id: NodeId, op: ReduceOp, axes: &[usize]) -> Rc<Node> {
+        let node = self.g.node(id);
+        let input = node.inputs[0];
+        let in_shape = self.shapes[input.index()].clone();
+        let dtype = node.ty.dtype;
+        let empty = axes.iter().any(|&a| in_shape[a] == 0);
+        if dtype == DType::Bool || (empty && matches!(op, ReduceOp::Max | ReduceOp::Min)) {
+            return self.library(id);
+        }
+        let tree = self.val(input);
+        let shape = self.shapes[id.index()].clone();
+        let kept: Vec<usize> = (0..in_shape.len()).filter(|d| !axes.contains(d)).collect();
+        let kept_shape: Vec<usize> = kept.iter().map(|&d| in_shape[d]).collect();
+        let kst = Affine::contiguous(&kept_shape).strides;
+        let mut out_strides = vec![0i64; in_shape.len()];
+        for (k, &d) in kept.iter().enumerate() {
+            out_strides[d] = kst[k];
+        }
+        let elems = shape.iter().product();
+        let buf = self.buffer(BufferKind::Arena { offset: 0 }, dtype, elems, id);
+        let mut loads = Vec::new();
+        let expr = Flat::build(&tree, &mut loads);
+        self.kernels.push(Kernel {
+            node: id,
+            body: KernelBody::Loop(LoopKernel {
+                shape: in_shape,
+                loads,
+                expr,
+                out: buf,
+                out_at: Affine {
+                    offset: 0,
+                    strides: out_strides,
+                },
+                reduce: Some(op),
+            }),
+        });
+        Node::new(
+            Tree::Load {
+                buf,
+                at: Affine::contiguous(&shape),
+            },
+            dtype,
+        )
+    }
+
+    fn matmul(&mut self, id: NodeId, ta: bool, tb: bool) -> Rc<Node> {
+        let node = self.g.node(id);
+        let (ai, bi) = (node.inputs[0], node.inputs[1]);
+        let shape = self.shapes[id.index()].clone();
+        let r = shape.len();
+        let (mut a, mut b) = (self.as_load(ai), self.as_load(bi));
+        // Fold the transpose flags into the strides: afterwards `a` is [.., m, k] and
+        // `b` is [.., k, n] as affine maps.
+        if ta {
+            a.1.strides.swap(r - 2, r - 1);
+        }
+        if tb {
+            b.1.strides.swap(r - 2, r - 1);
+        }
+        let a_shape = &self.shapes[ai.index()];
+        let k = if ta { a_shape[r - 2] } else { a_shape[r - 1] };
+        let (m, n) = (shape[r - 2], shape[r - 1]);
+        let dtype = node.ty.dtype;
+        let c = self.buffer(
+            BufferKind::Arena { offset: 0 },
+            dtype,
+            shape.iter().product(),
+            id,
+        );
+        self.kernels.push(Kernel {
+            node: id,
+            body: KernelBody::MatMul(MatMulKernel {
+                dtype,
+                batch: shape[..r - 2].to_vec(),
+                m,
+                n,
+                k,
+                a,
+                b,
+                c,
+            }),
+        });
+        Node::new(
+            Tree::Load {
+                buf: c,
+                at: Affine::contiguous(&shape),
+            },
+            dtype,
+        )
+    }
+
+    fn library(&mut self, id: NodeId) -> Rc<Node> {
+        let node = self.g.node(id);
+        let inputs: Vec<(BufferId, Vec<usize>)> = node
+            .inputs
+            .clone()
+            .into_iter()
+            .map(|i| (self.as_dense(i), self.shapes[i.index()].clone()))
+            .collect();
+        let shape = self.shapes[id.index()].clone();
+        let dtype = node.ty.dtype;
+        let out = self.buffer(
+            BufferKind::Arena { offset: 0 },
+            dtype,
+            shape.iter().product(),
+            id,
+        );
+        self.kernels.push(Kernel {
+            node: id,
+            body: KernelBody::Library(LibraryKernel {
+                inputs,
+                out,
+                shape: shape.clone(),
+            }),
+        });
+        Node::new(
+            Tree::Load {
+                buf: out,
+                at: Affine::contiguous(&shape),
+            },
+            dtype,
+        )
+    }
+
+    fn finish(mut self) -> Program {
+        let g = self.g;
+        let mut outputs = Vec::new();
+        for (name, id) in g.outputs() {
+            let (buf, at) = self.root_load(*id);
+            outputs.push(OutputSpec {
+                name: name.clone(),
+                buf,
+                at,
+                shape: self.shapes[id.index()].clone(),
+                dtype: g.ty(*id).dtype,
+            });
+        }
+        let mut updates = Vec::new();
+        for (t, v) in g.updates() {
+            let name = g.node(*t).op.leaf_name().unwrap_or_default().to_string();
+            let target = self.persistent[&name];
+            let shape = self.shapes[t.index()].clone();
+            let (buf, at) = self.root_load(*v);
+            let unchanged = buf == target && at.is_contiguous(&shape);
+            updates.push(UpdateSpec {
+                name,
+                target,
+                source: (!unchanged).then_some((buf, at)),
+                shape,
+            });
+        }
+        let n = self.buffers.len();
+        Program {
+            name: g.name.clone(),
+            env: self.env,
+            buffers: self.buffers,
+            kernels: self.kernels,
+            outputs,
+            updates,
+            arena_bytes: 0,
+            live: vec![None; n],
+        }
+    }
+
+    /// A root's value as a load; constants and index trees are stored first.
+    fn root_load(&mut self, id: NodeId) -> (BufferId, Affine) {
+        self.as_load(id)
+    }
+}
+
+/// The reduction's identity element (what the output is filled with before combining).
+pub fn reduce_identity(op: ReduceOp, dtype: DType) -> Scalar {
+    match (op, dtype) {
+        (ReduceOp::Sum, d) => Scalar::zero(d),
+        (ReduceOp::Prod, d) => Scalar::one(d),
+        (ReduceOp::Max, DType::F32) => Scalar::F32(f32::NEG_INFINITY),
+        (ReduceOp::Max, DType::F64) => Scalar::F64(f64::NEG_INFINITY),
+        (ReduceOp::Min, DType::F32) => Scalar::F32(f32::INFINITY),
+        (ReduceOp::Min, DType::F64) => Scalar::F64(f64::INFINITY),
+        (ReduceOp::Max, DType::U8) => Scalar::U8(0),
+        (ReduceOp::Min, DType::U8) => Scalar::U8(u8::MAX),
+        (ReduceOp::Max, DType::I32) => Scalar::I32(i32::MIN),
+        (ReduceOp::Min, DType::I32) => Scalar::I32(i32::MAX),
+        (ReduceOp::Max, DType::I64) => Scalar::I64(i64::MIN),
+        (ReduceOp::Min, DType::I64) => Scalar::I64(i64::MAX),
+        (_, DType::Bool) => Scalar::Bool(op == ReduceOp::Min),
+    }
+}
+
+/// The smallest and largest element offset `at` reaches over `shape`.
+fn extent(at: &Affine, shape: &[usize]) -> (i64, i64) {
+    let (mut lo, mut hi) = (at.offset, at.offset);
+    for (&n, &s) in shape.iter().zip(&at.strides) {
+        if n == 0 {
+            return (0, -1);
+        }
+        let span = (n as i64 - 1) * s;
+        if span < 0 {
+            lo += span;
+        } else {
+            hi += span;
+        }
+    }
+    (lo, hi)
+}
+
+impl Program {
+    /// Checks that every access of every kernel, output and update stays inside its
+    /// buffer. Backends call this before running generated code, so a lowering bug
+    /// becomes an error instead of an out-of-bounds access.
+    pub fn check_bounds(&self) -> Result<(), String> {
+        let check = |what: &str, b: BufferId, at: &Affine, shape: &[usize]| {
+            let (lo, hi) = extent(at, shape);
+            let n = self.buffer(b).elems as i64;
+            if hi >= lo && (lo < 0 || hi >= n) {
+                return Err(format!(
+                    "{what}: access {at:?} over {shape:?} reaches [{lo}, {hi}] of b{} ({n} elements)",
+                    b.0
+                ));
+            }
+            Ok(())
+        };
+        for (t, k) in self.kernels.iter().enumerate() {
+            let what = format!("k{t} ({})", k.node);
+            match &k.body {
+                KernelBody::Loop(l) => {
+                    for (b, a) in &l.loads {
+                        check(&what, *b, a, &l.shape)?;
+                    }
+                    check(&what, l.out, &l.out_at, &l.shape)?;
+                }
+                KernelBody::MatMul(m) => {
+                    let mut sa = m.batch.clone();
+                    sa.extend([m.m, m.k]);
+                    let mut sb = m.batch.clone();
+                    sb.extend([m.k, m.n]);
+                    let mut sc = m.batch.clone();
+                    sc.extend([m.m, m.n]);
+                    check(&what, m.a.0, &m.a.1, &sa)?;
+                    check(&what, m.b.0, &m.b.1, &sb)?;
+                    check(&what, m.c, &Affine::contiguous(&sc), &sc)?;
+                }
+                KernelBody::Library(l) => {
+                    for (b, s) in &l.inputs {
+                        check(&what, *b, &Affine::contiguous(s), s)?;
+                    }
+                    check(&what, l.out, &Affine::contiguous(&l.shape), &l.shape)?;
+                }
+            }
+        }
+        for o in &self.outputs {
+            check(&o.name, o.buf, &o.at, &o.shape)?;
+        }
+        for u in &self.updates {
+            if let Some((b, a)) = &u.source {
+                check(&u.name, *b, a, &u.shape)?;
+            }
+        }
+        Ok(())
+    }
+}

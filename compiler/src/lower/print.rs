@@ -1,0 +1,140 @@
+//! Text form of a lowered program: buffers with the memory plan, kernels, roots.
+//! Deterministic (no hash-map order), so it can be snapshot-tested.
+
+use std::fmt;
+
+use super::{Affine, BufferKind, KernelBody, Program};
+
+fn dims(v: &[usize]) -> String {
+    let parts: Vec<String> = v.iter().map(|d| d.to_string()).collect();
+    format!("[{}]", parts.join(","))
+}
+
+fn access(a: &Affine) -> String {
+    let parts: Vec<String> = a.strides.iter().map(|d| d.to_string()).collect();
+    format!("{{{} [{}]}}", a.offset, parts.join(","))
+}
+
+impl fmt::Display for Program {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "program {}", self.name)?;
+        for (k, v) in &self.env {
+            write!(f, " {k}={v}")?;
+        }
+        writeln!(f)?;
+        writeln!(f, "buffers:")?;
+        for (i, b) in self.buffers.iter().enumerate() {
+            if b.elems == 0 && matches!(b.kind, BufferKind::Arena { .. }) {
+                continue; // folded into an in-place update
+            }
+            let node = b.node.map(|n| format!(" ({n})")).unwrap_or_default();
+            let what = match &b.kind {
+                BufferKind::Input(n) => format!("input {n:?}"),
+                BufferKind::Persistent(n) => format!("persistent {n:?}"),
+                BufferKind::Const(_) => "const".to_string(),
+                BufferKind::Arena { offset } => {
+                    let live = self.live[i]
+                        .map(|(a, z)| format!("k{a}..k{z}"))
+                        .unwrap_or_else(|| "unused".into());
+                    format!("arena @{offset} live {live}")
+                }
+            };
+            writeln!(
+                f,
+                "  b{i}: {}[{}] {} B {what}{node}",
+                b.dtype.name(),
+                b.elems,
+                b.bytes()
+            )?;
+        }
+        writeln!(f, "kernels:")?;
+        for (t, k) in self.kernels.iter().enumerate() {
+            match &k.body {
+                KernelBody::Loop(l) => {
+                    let kind = match l.reduce {
+                        Some(r) => format!("reduce.{}", r.name()),
+                        None => "loop".into(),
+                    };
+                    writeln!(
+                        f,
+                        "  k{t}: {kind} {} over {} -> b{} {}",
+                        k.node,
+                        dims(&l.shape),
+                        l.out.0,
+                        access(&l.out_at)
+                    )?;
+                    for (j, (b, a)) in l.loads.iter().enumerate() {
+                        writeln!(f, "      l{j} = b{} {}", b.0, access(a))?;
+                    }
+                    write!(f, "{}", l.expr)?;
+                }
+                KernelBody::MatMul(m) => {
+                    writeln!(
+                        f,
+                        "  k{t}: matmul {} {} batch {} m={} n={} k={} a=b{} {} b=b{} {} -> b{}",
+                        k.node,
+                        m.dtype.name(),
+                        dims(&m.batch),
+                        m.m,
+                        m.n,
+                        m.k,
+                        m.a.0.0,
+                        access(&m.a.1),
+                        m.b.0.0,
+                        access(&m.b.1),
+                        m.c.0
+                    )?;
+                }
+                KernelBody::Library(l) => {
+                    let ins: Vec<String> =
+                        l.inputs.iter().map(|(b, _)| format!("b{}", b.0)).collect();
+                    writeln!(
+                        f,
+                        "  k{t}: library {} over {} ({}) -> b{}",
+                        k.node,
+                        dims(&l.shape),
+                        ins.join(", "),
+                        l.out.0
+                    )?;
+                }
+            }
+        }
+        writeln!(f, "outputs:")?;
+        for o in &self.outputs {
+            writeln!(f, "  {} = b{} {}", o.name, o.buf.0, access(&o.at))?;
+        }
+        writeln!(f, "updates:")?;
+        for u in &self.updates {
+            match &u.source {
+                None => writeln!(f, "  {} (b{}) in place", u.name, u.target.0)?,
+                Some((b, a)) => writeln!(
+                    f,
+                    "  {} (b{}) <- b{} {}",
+                    u.name,
+                    u.target.0,
+                    b.0,
+                    access(a)
+                )?,
+            }
+        }
+        writeln!(
+            f,
+            "arena: {} B for {} B of intermediates; {} kernels ({} loops, {} matmuls, {} library)",
+            self.arena_bytes,
+            self.intermediate_bytes(),
+            self.kernels.len(),
+            self.kernels
+                .iter()
+                .filter(|k| matches!(k.body, KernelBody::Loop(_)))
+                .count(),
+            self.kernels
+                .iter()
+                .filter(|k| matches!(k.body, KernelBody::MatMul(_)))
+                .count(),
+            self.kernels
+                .iter()
+                .filter(|k| matches!(k.body, KernelBody::Library(_)))
+                .count(),
+        )
+    }
+}

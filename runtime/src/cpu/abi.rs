@@ -1,0 +1,304 @@
+//! The boundary between generated code and Rust: the functions JITed code calls
+//! (listed in `aotgrad_compiler::codegen::HELPERS`), and the context they receive.
+//! Every `unsafe` of the CPU backend that touches buffer memory lives in this module.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use aotgrad_compiler::lower::{Affine, BufferId, KernelBody, Program};
+use aotgrad_ir::{DType, Data, Graph};
+
+use super::matmul::{self, Operand, Real};
+use crate::Tensor;
+use crate::interp::{self, RunError};
+
+/// What the entry function's `ctx` argument points to during one call.
+pub(crate) struct Ctx<'a> {
+    pub program: &'a Program,
+    pub graph: &'a Graph,
+    pub env: &'a BTreeMap<Arc<str>, usize>,
+    pub pool: Option<&'a rayon::ThreadPool>,
+    /// The error a helper reports with a non-zero status.
+    pub error: RefCell<Option<RunError>>,
+    /// `bufs` of this call, for helpers that read buffers by id.
+    pub bufs: &'a [*mut u8],
+}
+
+/// The buffer `id` of this call as a typed slice.
+///
+/// # Safety
+/// `bufs[id]` must point to `elems` valid, initialised elements of `T`'s dtype, and no
+/// mutable reference to them may exist while the slice lives.
+unsafe fn slice<'a, T>(ctx: &Ctx<'a>, id: BufferId) -> &'a [T] {
+    let n = ctx.program.buffer(id).elems;
+    // SAFETY: the caller's contract.
+    unsafe { std::slice::from_raw_parts(ctx.bufs[id.index()] as *const T, n) }
+}
+
+/// Reads a buffer through an affine access into a dense tensor of `shape`.
+///
+/// # Safety
+/// As [`slice`]; `at` must stay within the buffer (checked by `Program::check_bounds`
+/// before the program first runs).
+pub(crate) unsafe fn read_view(
+    program: &Program,
+    bufs: &[*mut u8],
+    id: BufferId,
+    at: &Affine,
+    shape: &[usize],
+    dtype: DType,
+) -> Tensor {
+    let n = program.buffer(id).elems;
+    let ptr = bufs[id.index()];
+    let offsets = offsets(at, shape);
+    macro_rules! gather {
+        ($t:ty, $variant:ident) => {{
+            // SAFETY: the caller's contract; indexing below is bounds-checked too.
+            let v: &[$t] = unsafe { std::slice::from_raw_parts(ptr as *const $t, n) };
+            Data::$variant(offsets.iter().map(|&o| v[o]).collect())
+        }};
+    }
+    let data = match dtype {
+        DType::Bool => {
+            // SAFETY: as above; bool buffers hold bytes 0/1.
+            let v: &[u8] = unsafe { std::slice::from_raw_parts(ptr as *const u8, n) };
+            Data::Bool(offsets.iter().map(|&o| v[o] != 0).collect())
+        }
+        DType::U8 => gather!(u8, U8),
+        DType::I32 => gather!(i32, I32),
+        DType::I64 => gather!(i64, I64),
+        DType::F32 => gather!(f32, F32),
+        DType::F64 => gather!(f64, F64),
+    };
+    Tensor::new(shape, data).expect("one element per index")
+}
+
+/// Writes a dense tensor into buffer memory.
+///
+/// # Safety
+/// `ptr` must be valid for writes of `t.len()` elements of `t`'s dtype.
+pub(crate) unsafe fn write_dense(ptr: *mut u8, t: &Tensor) {
+    let bytes = t.to_le_bytes();
+    // SAFETY: the caller's contract; `to_le_bytes` is the native layout on the
+    // little-endian targets Cranelift's native backend supports here.
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), ptr, bytes.len()) };
+}
+
+/// Element offsets of `at` over `shape`, in row-major order of `shape`.
+pub(crate) fn offsets(at: &Affine, shape: &[usize]) -> Vec<usize> {
+    let n: usize = shape.iter().product();
+    let mut out = Vec::with_capacity(n);
+    if n == 0 {
+        return out;
+    }
+    let mut idx = vec![0usize; shape.len()];
+    for _ in 0..n {
+        let o: i64 = at.offset
+            + idx
+                .iter()
+                .zip(&at.strides)
+                .map(|(&i, &s)| i as i64 * s)
+                .sum::<i64>();
+        out.push(o as usize);
+        for d in (0..shape.len()).rev() {
+            idx[d] += 1;
+            if idx[d] < shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    out
+}
+
+/// Runs kernel `k` (a matmul or a library kernel) of the current call.
+///
+/// # Safety
+/// `ctx` must point to the live [`Ctx`] of the running call and `bufs` to its table.
+pub(crate) unsafe extern "C" fn aotgrad_kernel(
+    ctx: *const Ctx<'_>,
+    k: usize,
+    _bufs: *const *mut u8,
+) -> i32 {
+    // SAFETY: the entry function passes the `ctx` the executor created for this call.
+    let ctx = unsafe { &*ctx };
+    let kernel = &ctx.program.kernels[k];
+    match &kernel.body {
+        KernelBody::MatMul(mm) => {
+            // SAFETY: the memory plan keeps `c` apart from `a`/`b`, bounds were checked.
+            unsafe {
+                match mm.dtype {
+                    DType::F32 => run_matmul::<f32>(ctx, mm),
+                    _ => run_matmul::<f64>(ctx, mm),
+                }
+            }
+            0
+        }
+        KernelBody::Library(lib) => {
+            let args: Vec<Tensor> = lib
+                .inputs
+                .iter()
+                .map(|(b, shape)| {
+                    let dtype = ctx.program.buffer(*b).dtype;
+                    // SAFETY: inputs are dense buffers of exactly `shape`.
+                    unsafe {
+                        read_view(
+                            ctx.program,
+                            ctx.bufs,
+                            *b,
+                            &Affine::contiguous(shape),
+                            shape,
+                            dtype,
+                        )
+                    }
+                })
+                .collect();
+            let refs: Vec<&Tensor> = args.iter().collect();
+            match interp::eval_node(ctx.graph, kernel.node, &refs, ctx.env) {
+                Ok(t) => {
+                    // SAFETY: the output buffer holds exactly `t.len()` elements.
+                    unsafe { write_dense(ctx.bufs[lib.out.index()], &t) };
+                    0
+                }
+                Err(e) => {
+                    *ctx.error.borrow_mut() = Some(e);
+                    1
+                }
+            }
+        }
+        KernelBody::Loop(_) => unreachable!("loop kernels are generated code"),
+    }
+}
+
+/// # Safety
+/// As [`matmul::matmul`], with the buffers of `ctx`.
+unsafe fn run_matmul<T: Real>(ctx: &Ctx<'_>, mm: &aotgrad_compiler::lower::MatMulKernel) {
+    let r = mm.batch.len();
+    let (a, b) = (&mm.a.1, &mm.b.1);
+    let (pa, pb) = (
+        ctx.bufs[mm.a.0.index()] as *const T,
+        ctx.bufs[mm.b.0.index()] as *const T,
+    );
+    let pc = ctx.bufs[mm.c.index()] as *mut T;
+    let batch: usize = mm.batch.iter().product();
+    let mut idx = vec![0usize; r];
+    for bi in 0..batch {
+        let (mut oa, mut ob) = (a.offset, b.offset);
+        for d in 0..r {
+            oa += idx[d] as i64 * a.strides[d];
+            ob += idx[d] as i64 * b.strides[d];
+        }
+        // SAFETY: offsets come from bounds-checked affine accesses.
+        unsafe {
+            matmul::matmul(
+                mm.m,
+                mm.n,
+                mm.k,
+                Operand {
+                    ptr: pa.offset(oa as isize),
+                    rs: a.strides[r] as isize,
+                    cs: a.strides[r + 1] as isize,
+                },
+                Operand {
+                    ptr: pb.offset(ob as isize),
+                    rs: b.strides[r] as isize,
+                    cs: b.strides[r + 1] as isize,
+                },
+                pc.add(bi * mm.m * mm.n),
+                ctx.pool,
+            );
+        }
+        for d in (0..r).rev() {
+            idx[d] += 1;
+            if idx[d] < mm.batch[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+}
+
+/// Check-numerics mode: reports the first NaN/Inf in kernel `k`'s output.
+///
+/// # Safety
+/// As [`aotgrad_kernel`].
+pub(crate) unsafe extern "C" fn aotgrad_check(
+    ctx: *const Ctx<'_>,
+    k: usize,
+    _bufs: *const *mut u8,
+) -> i32 {
+    // SAFETY: as in `aotgrad_kernel`.
+    let ctx = unsafe { &*ctx };
+    let kernel = &ctx.program.kernels[k];
+    let out = kernel.output();
+    let bad = match ctx.program.buffer(out).dtype {
+        // SAFETY: the kernel just wrote this buffer; nothing writes it concurrently.
+        DType::F32 => unsafe { slice::<f32>(ctx, out) }
+            .iter()
+            .map(|&x| x as f64)
+            .find(|x| !x.is_finite()),
+        DType::F64 => unsafe { slice::<f64>(ctx, out) }
+            .iter()
+            .copied()
+            .find(|x| !x.is_finite()),
+        _ => None,
+    };
+    match bad {
+        Some(value) => {
+            *ctx.error.borrow_mut() = Some(RunError::NonFinite {
+                node: kernel.node,
+                op: ctx.graph.node(kernel.node).op.name(),
+                value,
+            });
+            1
+        }
+        None => 0,
+    }
+}
+
+macro_rules! math1 {
+    ($($name:ident: $t:ty => $f:ident),* $(,)?) => {$(
+        pub(crate) extern "C" fn $name(x: $t) -> $t { x.$f() }
+    )*};
+}
+math1!(
+    aotgrad_exp_f32: f32 => exp,
+    aotgrad_log_f32: f32 => ln,
+    aotgrad_sin_f32: f32 => sin,
+    aotgrad_cos_f32: f32 => cos,
+    aotgrad_tanh_f32: f32 => tanh,
+    aotgrad_exp_f64: f64 => exp,
+    aotgrad_log_f64: f64 => ln,
+    aotgrad_sin_f64: f64 => sin,
+    aotgrad_cos_f64: f64 => cos,
+    aotgrad_tanh_f64: f64 => tanh,
+);
+
+pub(crate) extern "C" fn aotgrad_pow_f32(x: f32, y: f32) -> f32 {
+    x.powf(y)
+}
+
+pub(crate) extern "C" fn aotgrad_pow_f64(x: f64, y: f64) -> f64 {
+    x.powf(y)
+}
+
+/// The helper symbols, by the names in `aotgrad_compiler::codegen::HELPERS`.
+pub(crate) fn symbols() -> Vec<(&'static str, *const u8)> {
+    vec![
+        ("aotgrad_kernel", aotgrad_kernel as *const u8),
+        ("aotgrad_check", aotgrad_check as *const u8),
+        ("aotgrad_exp_f32", aotgrad_exp_f32 as *const u8),
+        ("aotgrad_log_f32", aotgrad_log_f32 as *const u8),
+        ("aotgrad_sin_f32", aotgrad_sin_f32 as *const u8),
+        ("aotgrad_cos_f32", aotgrad_cos_f32 as *const u8),
+        ("aotgrad_tanh_f32", aotgrad_tanh_f32 as *const u8),
+        ("aotgrad_pow_f32", aotgrad_pow_f32 as *const u8),
+        ("aotgrad_exp_f64", aotgrad_exp_f64 as *const u8),
+        ("aotgrad_log_f64", aotgrad_log_f64 as *const u8),
+        ("aotgrad_sin_f64", aotgrad_sin_f64 as *const u8),
+        ("aotgrad_cos_f64", aotgrad_cos_f64 as *const u8),
+        ("aotgrad_tanh_f64", aotgrad_tanh_f64 as *const u8),
+        ("aotgrad_pow_f64", aotgrad_pow_f64 as *const u8),
+    ]
+}

@@ -1,0 +1,510 @@
+//! The CPU backend: a graph is lowered (`aotgrad_compiler::lower`), emitted as
+//! Cranelift IR (`aotgrad_compiler::codegen`) and JIT-compiled into one entry function
+//! per concrete binding of its symbols (a new batch size compiles a new variant, once).
+//!
+//! Parameters and optimizer state live in the caller's tensors ([`Persistent`]) and
+//! are updated in place by the generated code; inputs are read straight from the
+//! caller's tensors; intermediates live in one arena per variant.
+
+mod abi;
+mod matmul;
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use aotgrad_compiler::codegen::{self, CodegenOptions};
+use aotgrad_compiler::lower::{self, BufferKind, LowerOptions, Program};
+use aotgrad_ir::{Dim, Graph, Op, TensorType, verify};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_jit::{JITBuilder, JITModule};
+
+use crate::Tensor;
+use crate::interp::{Evaluation, RunError, SymbolEnv};
+
+/// Options of a CPU program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuOptions {
+    /// Threads for matrix multiplies (results do not depend on it).
+    pub threads: usize,
+    /// Scan every float kernel output for NaN/Inf and report the producing node.
+    pub check_numerics: bool,
+    /// Write parameter/state updates in place during the call. Off, updates are
+    /// returned in [`Evaluation::updates`] and the caller decides whether to apply them.
+    pub in_place_updates: bool,
+    /// 128-bit vector inner loops.
+    pub simd: bool,
+    /// Elementwise fusion (`-O2`); off is `-O0`, one kernel per op.
+    pub fuse: bool,
+}
+
+impl Default for CpuOptions {
+    fn default() -> Self {
+        CpuOptions {
+            threads: 1,
+            check_numerics: false,
+            in_place_updates: true,
+            simd: true,
+            fuse: true,
+        }
+    }
+}
+
+/// Where a program's parameters and state live between calls.
+pub trait Persistent {
+    fn tensor_mut(&mut self, name: &str) -> Option<&mut Tensor>;
+}
+
+impl Persistent for HashMap<String, Tensor> {
+    fn tensor_mut(&mut self, name: &str) -> Option<&mut Tensor> {
+        self.get_mut(name)
+    }
+}
+
+/// A persistent store made of `(name, tensor)` pairs.
+impl Persistent for Vec<(String, Tensor)> {
+    fn tensor_mut(&mut self, name: &str) -> Option<&mut Tensor> {
+        self.iter_mut().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
+}
+
+/// Two stores searched in order (e.g. parameters, then optimizer state).
+pub struct Chain<'a>(pub &'a mut dyn Persistent, pub &'a mut dyn Persistent);
+
+impl Persistent for Chain<'_> {
+    fn tensor_mut(&mut self, name: &str) -> Option<&mut Tensor> {
+        match self.0.tensor_mut(name) {
+            Some(t) => Some(t),
+            None => self.1.tensor_mut(name),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum LeafKind {
+    Input,
+    Persistent,
+}
+
+#[derive(Debug, Clone)]
+struct Leaf {
+    name: String,
+    kind: LeafKind,
+    ty: TensorType,
+}
+
+/// 64-byte aligned storage.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
+
+fn lines(bytes: usize) -> Vec<Line> {
+    vec![Line([0; 64]); bytes.div_ceil(64).max(1)]
+}
+
+/// One compiled specialisation.
+pub struct Variant {
+    program: Program,
+    clif: String,
+    module: Option<JITModule>,
+    entry: unsafe extern "C" fn(*const *mut u8, *const abi::Ctx<'_>) -> i32,
+    /// Owned storage the buffer table points into (never read through these fields).
+    _arena: Vec<Line>,
+    _consts: Vec<Vec<Line>>,
+    /// Buffer table template: arena and constant addresses filled in.
+    table: Vec<*mut u8>,
+    compile_ms: f64,
+}
+
+impl Variant {
+    /// The lowered program (kernels, buffers, memory plan) this variant runs.
+    pub fn program(&self) -> &Program {
+        &self.program
+    }
+
+    /// The Cranelift IR handed to Cranelift for this variant.
+    pub fn clif(&self) -> &str {
+        &self.clif
+    }
+
+    /// Wall time of lowering + code generation + JIT compilation.
+    pub fn compile_ms(&self) -> f64 {
+        self.compile_ms
+    }
+}
+
+impl Drop for Variant {
+    fn drop(&mut self) {
+        if let Some(m) = self.module.take() {
+            // SAFETY: `entry` is the only pointer into this module's code and it dies
+            // with `self`; no call is running (calls borrow `self`).
+            unsafe { m.free_memory() };
+        }
+    }
+}
+
+/// A graph compiled for the CPU.
+pub struct CpuProgram {
+    graph: Graph,
+    opts: CpuOptions,
+    leaves: Vec<Leaf>,
+    variants: HashMap<Vec<usize>, Box<Variant>>,
+    last: Option<Vec<usize>>,
+    pool: Option<Arc<rayon::ThreadPool>>,
+}
+
+/// Thread pools shared by every program with the same thread count.
+fn pool(threads: usize) -> Result<Option<Arc<rayon::ThreadPool>>, RunError> {
+    if threads <= 1 {
+        return Ok(None);
+    }
+    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
+    let mut pools = POOLS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = pools.get(&threads) {
+        return Ok(Some(p.clone()));
+    }
+    let p = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("aotgrad-{i}"))
+            .build()
+            .map_err(|e| RunError::Compile(format!("thread pool: {e}")))?,
+    );
+    pools.insert(threads, p.clone());
+    Ok(Some(p))
+}
+
+impl CpuProgram {
+    pub fn new(graph: &Graph, opts: CpuOptions) -> Result<CpuProgram, RunError> {
+        verify(graph).map_err(|e| RunError::Invalid(e.to_string()))?;
+        let leaves = graph
+            .nodes()
+            .filter_map(|(_, n)| match &n.op {
+                Op::Input { name, ty } => Some(Leaf {
+                    name: name.clone(),
+                    kind: LeafKind::Input,
+                    ty: ty.clone(),
+                }),
+                Op::Param { name, ty } | Op::State { name, ty } => Some(Leaf {
+                    name: name.clone(),
+                    kind: LeafKind::Persistent,
+                    ty: ty.clone(),
+                }),
+                _ => None,
+            })
+            .collect();
+        Ok(CpuProgram {
+            graph: graph.clone(),
+            opts,
+            leaves,
+            variants: HashMap::new(),
+            last: None,
+            pool: pool(opts.threads)?,
+        })
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    pub fn options(&self) -> CpuOptions {
+        self.opts
+    }
+
+    /// The variant the last call ran (for printing its program and Cranelift IR).
+    pub fn last_variant(&self) -> Option<&Variant> {
+        self.last
+            .as_ref()
+            .and_then(|k| self.variants.get(k))
+            .map(|b| &**b)
+    }
+
+    /// Compiles (or finds) the variant for `env` without running it.
+    pub fn variant(&mut self, env: &SymbolEnv) -> Result<&Variant, RunError> {
+        let key: Vec<usize> = env.values().copied().collect();
+        if !self.variants.contains_key(&key) {
+            let v = self.compile(env)?;
+            self.variants.insert(key.clone(), Box::new(v));
+        }
+        Ok(&self.variants[&key])
+    }
+
+    fn compile(&self, env: &SymbolEnv) -> Result<Variant, RunError> {
+        let t0 = Instant::now();
+        let program = lower::lower(
+            &self.graph,
+            env,
+            LowerOptions {
+                in_place_updates: self.opts.in_place_updates,
+                fuse: self.opts.fuse,
+            },
+        )
+        .map_err(|e| RunError::Compile(e.to_string()))?;
+        program.check_bounds().map_err(|e| {
+            RunError::Compile(format!("lowering produced an out-of-bounds access: {e}"))
+        })?;
+        let mut flags = settings::builder();
+        let set = |f: &mut settings::Builder, k: &str, v: &str| {
+            f.set(k, v)
+                .map_err(|e| RunError::Compile(format!("cranelift flag {k}={v}: {e}")))
+        };
+        set(&mut flags, "opt_level", "speed")?;
+        set(&mut flags, "use_colocated_libcalls", "false")?;
+        set(&mut flags, "is_pic", "false")?;
+        let isa = cranelift_native::builder()
+            .map_err(|e| RunError::Compile(format!("unsupported host: {e}")))?
+            .finish(settings::Flags::new(flags))
+            .map_err(|e| RunError::Compile(format!("cranelift ISA: {e}")))?;
+        let mut jb = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
+        for (name, ptr) in abi::symbols() {
+            jb.symbol(name, ptr);
+        }
+        let mut module = JITModule::new(jb);
+        let emitted = codegen::emit(
+            &program,
+            &mut module,
+            CodegenOptions {
+                simd: self.opts.simd,
+                check_numerics: self.opts.check_numerics,
+            },
+        )
+        .map_err(|e| RunError::Compile(e.to_string()))?;
+        module
+            .finalize_definitions()
+            .map_err(|e| RunError::Compile(format!("cranelift: {e}")))?;
+        let code = module.get_finalized_function(emitted.entry);
+        // SAFETY: `code` is the finalized `step(bufs, ctx) -> i32` function emitted with
+        // exactly this signature (two pointers, i32 return, the host's C convention).
+        let entry = unsafe {
+            std::mem::transmute::<
+                *const u8,
+                unsafe extern "C" fn(*const *mut u8, *const abi::Ctx<'_>) -> i32,
+            >(code)
+        };
+        let mut arena = lines(program.arena_bytes);
+        let mut consts = Vec::new();
+        let mut table = vec![std::ptr::null_mut::<u8>(); program.buffers.len()];
+        let base = arena.as_mut_ptr() as *mut u8;
+        for (i, b) in program.buffers.iter().enumerate() {
+            match &b.kind {
+                BufferKind::Arena { offset } => {
+                    // `wrapping_add` keeps this a plain address computation; the offset is
+                    // inside the arena by construction of the plan.
+                    table[i] = base.wrapping_add(*offset);
+                }
+                BufferKind::Const(data) => {
+                    let t = Tensor::new(&[data.len()], data.clone()).expect("dense");
+                    let mut store = lines(b.bytes());
+                    let ptr = store.as_mut_ptr() as *mut u8;
+                    // SAFETY: `store` has room for `b.bytes()` bytes.
+                    unsafe { abi::write_dense(ptr, &t) };
+                    table[i] = ptr;
+                    consts.push(store);
+                }
+                BufferKind::Input(_) | BufferKind::Persistent(_) => {}
+            }
+        }
+        Ok(Variant {
+            clif: emitted.clif,
+            program,
+            module: Some(module),
+            entry,
+            _arena: arena,
+            _consts: consts,
+            table,
+            compile_ms: t0.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+
+    /// Checks every leaf's tensor and binds the symbols.
+    fn bind(
+        &self,
+        persistent: &mut dyn Persistent,
+        inputs: &[(&str, &Tensor)],
+    ) -> Result<SymbolEnv, RunError> {
+        for (name, _) in inputs {
+            if !self
+                .leaves
+                .iter()
+                .any(|l| l.kind == LeafKind::Input && l.name == *name)
+            {
+                return Err(RunError::Unknown {
+                    name: name.to_string(),
+                });
+            }
+        }
+        let mut env = SymbolEnv::new();
+        let mut origin: BTreeMap<Arc<str>, String> = BTreeMap::new();
+        for leaf in &self.leaves {
+            let (kind, t): (&'static str, Option<(aotgrad_ir::DType, Vec<usize>)>) = match leaf.kind
+            {
+                LeafKind::Input => (
+                    "input",
+                    inputs
+                        .iter()
+                        .find(|(n, _)| *n == leaf.name)
+                        .map(|(_, t)| (t.dtype(), t.shape().to_vec())),
+                ),
+                LeafKind::Persistent => (
+                    "persistent tensor",
+                    persistent
+                        .tensor_mut(&leaf.name)
+                        .map(|t| (t.dtype(), t.shape().to_vec())),
+                ),
+            };
+            let (dtype, shape) = t.ok_or_else(|| RunError::Missing {
+                kind,
+                name: leaf.name.clone(),
+                ty: leaf.ty.clone(),
+            })?;
+            let mismatch = || RunError::Mismatch {
+                name: leaf.name.clone(),
+                expected: leaf.ty.clone(),
+                got: dtype,
+                shape: shape.clone(),
+            };
+            if dtype != leaf.ty.dtype || shape.len() != leaf.ty.rank() {
+                return Err(mismatch());
+            }
+            for (d, &n) in leaf.ty.shape.dims().iter().zip(&shape) {
+                match d {
+                    Dim::Known(k) if *k != n => return Err(mismatch()),
+                    Dim::Known(_) => {}
+                    Dim::Sym(s) => match env.get(s) {
+                        Some(&prev) if prev != n => {
+                            return Err(RunError::SymbolConflict {
+                                sym: s.to_string(),
+                                first: prev,
+                                first_from: origin[s].clone(),
+                                second: n,
+                                second_from: leaf.name.clone(),
+                            });
+                        }
+                        Some(_) => {}
+                        None => {
+                            env.insert(s.clone(), n);
+                            origin.insert(s.clone(), leaf.name.clone());
+                        }
+                    },
+                }
+            }
+        }
+        Ok(env)
+    }
+
+    /// Runs the program: inputs by name, parameters and state from `persistent`
+    /// (updated in place unless the options say otherwise). Every tensor's dtype and
+    /// shape is checked before generated code runs.
+    pub fn run(
+        &mut self,
+        persistent: &mut dyn Persistent,
+        inputs: &[(&str, &Tensor)],
+    ) -> Result<Evaluation, RunError> {
+        let env = self.bind(persistent, inputs)?;
+        let key: Vec<usize> = env.values().copied().collect();
+        if !self.variants.contains_key(&key) {
+            let v = self.compile(&env)?;
+            self.variants.insert(key.clone(), Box::new(v));
+        }
+        self.last = Some(key.clone());
+        let v = self.variants.get_mut(&key).expect("inserted");
+        let mut table = v.table.clone();
+        for (i, b) in v.program.buffers.iter().enumerate() {
+            match &b.kind {
+                BufferKind::Input(name) => {
+                    let t = inputs
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map(|(_, t)| *t)
+                        .expect("bound above");
+                    table[i] = t.data_ptr() as *mut u8;
+                }
+                BufferKind::Persistent(name) => {
+                    let t = persistent.tensor_mut(name).expect("bound above");
+                    table[i] = t.data_ptr_mut();
+                }
+                _ => {}
+            }
+        }
+        let ctx = abi::Ctx {
+            program: &v.program,
+            graph: &self.graph,
+            env: &env,
+            pool: self.pool.as_deref(),
+            error: RefCell::new(None),
+            bufs: &table,
+        };
+        // SAFETY: `table` holds a valid pointer for every buffer the program uses:
+        // arena and constants owned by the variant, inputs borrowed for this call, and
+        // persistent tensors of the checked dtype and shape (the caller cannot touch them
+        // during the call: `persistent` is borrowed mutably). Every access of the
+        // generated code was bounds-checked against these sizes when the variant was
+        // compiled; inputs are only read (the program never writes an input buffer).
+        let status = unsafe { (v.entry)(table.as_ptr(), &ctx) };
+        if status != 0 {
+            return Err(ctx
+                .error
+                .into_inner()
+                .unwrap_or_else(|| RunError::Compile(format!("kernel status {status}"))));
+        }
+        let p = &v.program;
+        let outputs = p
+            .outputs
+            .iter()
+            .map(|o| {
+                // SAFETY: the call has finished; the output's access was bounds-checked.
+                let t = unsafe { abi::read_view(p, &table, o.buf, &o.at, &o.shape, o.dtype) };
+                (o.name.clone(), t)
+            })
+            .collect();
+        // Read every staged update before writing any (one may read another's target).
+        let mut updates = Vec::new();
+        for u in &p.updates {
+            let Some((src, at)) = &u.source else {
+                continue;
+            };
+            let dtype = p.buffer(u.target).dtype;
+            // SAFETY: as for outputs.
+            let t = unsafe { abi::read_view(p, &table, *src, at, &u.shape, dtype) };
+            updates.push((u.name.clone(), t));
+        }
+        if self.opts.in_place_updates {
+            for (name, t) in updates.drain(..) {
+                *persistent.tensor_mut(&name).expect("bound above") = t;
+            }
+        }
+        Ok(Evaluation { outputs, updates })
+    }
+}
+
+/// Runs `graph` once on the CPU backend with the interpreter's interface: every input,
+/// parameter and state in `feeds`; updates come back in [`Evaluation::updates`].
+pub fn run_once(
+    graph: &Graph,
+    feeds: &HashMap<String, Tensor>,
+    opts: CpuOptions,
+) -> Result<Evaluation, RunError> {
+    let mut prog = CpuProgram::new(
+        graph,
+        CpuOptions {
+            in_place_updates: false,
+            ..opts
+        },
+    )?;
+    let mut persistent: HashMap<String, Tensor> = HashMap::new();
+    let mut inputs = Vec::new();
+    for (name, t) in feeds {
+        match graph.find(name).map(|id| &graph.node(id).op) {
+            Some(Op::Input { .. }) => inputs.push((name.as_str(), t)),
+            Some(Op::Param { .. } | Op::State { .. }) => {
+                persistent.insert(name.clone(), t.clone());
+            }
+            _ => return Err(RunError::Unknown { name: name.clone() }),
+        }
+    }
+    prog.run(&mut persistent, &inputs)
+}
