@@ -31,7 +31,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         optim,
     )
     .name("himmelblau")
-    .compile(&a.backend)?;
+    .compile(&a.backend())?;
     let mut f = f64::NAN;
     for i in 0..steps {
         f = step.step()?;

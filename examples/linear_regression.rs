@@ -27,7 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     .input(DType::F32, &[1])
     .target(DType::F32, &[1])
     .seed(a.seed)
-    .compile(&a.backend)?;
+    .compile(&a.backend())?;
     let batch = Batch {
         x: Tensor::from_f32(&[1.0, 2.0, 3.0], &[3, 1])?,
         y: Tensor::from_f32(&[2.0, 4.0, 6.0], &[3, 1])?,

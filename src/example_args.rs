@@ -20,10 +20,11 @@ pub struct TrainArgs {
     /// Loss function (example-specific names, e.g. mse, ce, bce).
     #[arg(long)]
     pub loss: Option<String>,
-    /// Where the compiled step runs: interp (cpu and gpu are added by later backends).
-    #[arg(long, default_value = "interp")]
+    /// Where the compiled step runs: cpu (native code) or interp (reference interpreter).
+    #[arg(long, default_value = "cpu")]
     pub backend: Backend,
-    /// Worker threads of the backend (the interpreter is single-threaded).
+    /// Worker threads of the backend (results do not depend on it; the interpreter is
+    /// single-threaded).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
     /// Seed of initialisation, shuffling and dropout.
@@ -41,6 +42,13 @@ pub struct TrainArgs {
     /// Exit with an error unless the result clears the example's floor (used by tests).
     #[arg(long)]
     pub check: bool,
+}
+
+impl TrainArgs {
+    /// `--backend` with `--threads` applied.
+    pub fn backend(&self) -> Backend {
+        self.backend.with_threads(self.threads)
+    }
 }
 
 /// `Err` with `what` when `--check` is on and `ok` is false.

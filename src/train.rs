@@ -13,11 +13,13 @@
 //! last short batch of an epoch runs through the same programs. The learning rate is an
 //! input of the step, so schedulers change it between steps without recompiling.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
 use aotgrad_compiler::{GradError, vjp_in};
 use aotgrad_ir::{BuildError, DType, Dim, Graph, GraphBuilder, Shape, Var};
+use aotgrad_runtime::cpu::{CpuOptions, CpuProgram};
 use aotgrad_runtime::{RunError, Tensor};
 
 use crate::nn::module::{Mode, Module, ParamSpec, RNG_STATE, Scope};
@@ -25,11 +27,31 @@ use crate::nn::{self, Reduction};
 use crate::optim::{LR_INPUT, Optimizer};
 
 /// Where compiled programs run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     /// The reference interpreter (the oracle every other backend is tested against).
-    #[default]
     Interpreter,
+    /// Native code: the step JIT-compiled with Cranelift, matmuls on `threads` threads
+    /// (results are bitwise the same for any thread count).
+    Cpu { threads: usize },
+}
+
+impl Default for Backend {
+    fn default() -> Self {
+        Backend::Cpu { threads: 1 }
+    }
+}
+
+impl Backend {
+    /// The same backend with `threads` worker threads (no effect on the interpreter).
+    pub fn with_threads(self, threads: usize) -> Backend {
+        match self {
+            Backend::Cpu { .. } => Backend::Cpu {
+                threads: threads.max(1),
+            },
+            b => b,
+        }
+    }
 }
 
 impl std::str::FromStr for Backend {
@@ -37,10 +59,11 @@ impl std::str::FromStr for Backend {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "interp" | "interpreter" => Ok(Backend::Interpreter),
-            "cpu" | "gpu" => Err(format!(
-                "backend {s:?} is not available yet in this build (use interp)"
-            )),
-            _ => Err(format!("unknown backend {s:?} (interp)")),
+            "cpu" => Ok(Backend::Cpu { threads: 1 }),
+            "gpu" => {
+                Err("backend \"gpu\" is not available yet in this build (use cpu or interp)".into())
+            }
+            _ => Err(format!("unknown backend {s:?} (cpu, interp)")),
         }
     }
 }
@@ -187,6 +210,7 @@ pub struct Trainer {
     seed: u64,
     accumulate: usize,
     checked: bool,
+    check_numerics: bool,
     l1: f64,
     l2: f64,
 }
@@ -208,6 +232,7 @@ impl Trainer {
             seed: 0,
             accumulate: 1,
             checked: true,
+            check_numerics: false,
             l1: 0.0,
             l2: 0.0,
         }
@@ -258,6 +283,13 @@ impl Trainer {
 
     /// Checked mode (default on): a non-finite loss, or a BCE input outside [0, 1], is an
     /// error and the step's updates are not applied.
+    /// On the CPU backend, scan every kernel's float output for NaN/Inf and fail the
+    /// step naming the graph node that produced it (slower; for debugging).
+    pub fn check_numerics(mut self, on: bool) -> Trainer {
+        self.check_numerics = on;
+        self
+    }
+
     pub fn checked(mut self, on: bool) -> Trainer {
         self.checked = on;
         self
@@ -374,9 +406,14 @@ impl Trainer {
                 }
             }
         }
-        let graph = b
+        let mut graph = b
             .finish()
             .map_err(|error| TrainError::Build { program, error })?;
+        if self.checked && matches!(kind, Kind::Step | Kind::Accumulate) {
+            gate_updates(&mut graph).map_err(|e| {
+                TrainError::Config(format!("internal: gating the {program} updates: {e}"))
+            })?;
+        }
         let graph = graph.prune_unused_from(0);
         aotgrad_ir::verify(&graph).map_err(|e| {
             TrainError::Config(format!(
@@ -480,6 +517,8 @@ impl Trainer {
             lr: self.optim.lr(),
             steps: 0,
             checked: self.checked,
+            check_numerics: self.check_numerics,
+            cpu: RefCell::new(HashMap::new()),
             loss_name: self
                 .loss
                 .as_ref()
@@ -544,7 +583,10 @@ pub struct TrainStep {
     lr: f64,
     steps: u64,
     checked: bool,
+    check_numerics: bool,
     loss_name: String,
+    /// Compiled CPU programs by program name, created on first use.
+    cpu: RefCell<HashMap<&'static str, CpuProgram>>,
 }
 
 impl TrainStep {
@@ -626,12 +668,67 @@ impl TrainStep {
         g: &Graph,
         extra: &[(&str, &Tensor)],
     ) -> Result<aotgrad_runtime::Evaluation, TrainError> {
-        let feeds = self.feeds(g, extra)?;
         match self.backend {
             Backend::Interpreter => {
+                let feeds = self.feeds(g, extra)?;
                 aotgrad_runtime::run(g, &feeds).map_err(|error| TrainError::Run { program, error })
             }
+            Backend::Cpu { threads } => {
+                // Read-only programs (grads, eval, predict) get copies of the parameters
+                // they read, so they can run through `&self`.
+                let mut store: HashMap<String, Tensor> = HashMap::new();
+                for (name, _) in g.params().chain(g.states()) {
+                    let t = self
+                        .params
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map(|(_, t)| t)
+                        .or_else(|| self.state.get(name))
+                        .ok_or_else(|| TrainError::StateDict(format!("no value for {name:?}")))?;
+                    store.insert(name.to_string(), t.clone());
+                }
+                let mut cpu = self.cpu.borrow_mut();
+                let prog = cpu_program(&mut cpu, program, g, threads, self.check_numerics)?;
+                let lr = Tensor::from_f64(&[self.lr], &[]).expect("scalar");
+                let inputs = inputs_of(g, extra, &lr);
+                prog.run(&mut store, &inputs)
+                    .map_err(|error| TrainError::Run { program, error })
+            }
         }
+    }
+
+    /// Runs a program that updates parameters/state: in place on the CPU backend
+    /// (checked mode gates the updates inside the graph, see [`gate_updates`]), through
+    /// feeds on the interpreter.
+    fn exec_update(
+        &mut self,
+        program: &'static str,
+        extra: &[(&str, &Tensor)],
+    ) -> Result<aotgrad_runtime::Evaluation, TrainError> {
+        let g = match program {
+            "accumulate" => &self.accumulate.as_ref().expect("accumulating").0,
+            "apply" => &self.accumulate.as_ref().expect("accumulating").1,
+            _ => &self.step,
+        };
+        let Backend::Cpu { threads } = self.backend else {
+            return self.exec(program, g, extra);
+        };
+        let mut cpu = self.cpu.borrow_mut();
+        let prog = cpu_program(&mut cpu, program, g, threads, self.check_numerics)?;
+        let lr = Tensor::from_f64(&[self.lr], &[]).expect("scalar");
+        let inputs = inputs_of(g, extra, &lr);
+        let mut store = aotgrad_runtime::cpu::Chain(&mut self.params, &mut self.state);
+        prog.run(&mut store, &inputs)
+            .map_err(|error| TrainError::Run { program, error })
+    }
+
+    /// The lowered program (kernels, buffers, memory plan) of the training step as the
+    /// CPU backend last ran it, and its Cranelift IR; `None` before the first step or on
+    /// another backend.
+    pub fn cpu_artifacts(&self, program: &str) -> Option<(String, String)> {
+        let cpu = self.cpu.borrow();
+        let v = cpu.get(program)?.last_variant()?;
+        Some((v.program().to_string(), v.clif().to_string()))
     }
 
     fn check(&self, ev: &aotgrad_runtime::Evaluation) -> Result<f64, TrainError> {
@@ -679,21 +776,21 @@ impl TrainStep {
     pub fn run_full(&mut self, batch: &Batch) -> Result<StepResult, TrainError> {
         let extra = self.batch_feeds(batch);
         if let Some((acc, _)) = &self.accumulate {
-            let ev = self.exec("accumulate", acc, &extra)?;
+            let _ = acc;
+            let ev = self.exec_update("accumulate", &extra)?;
             let loss = self.check(&ev)?;
             let output = ev.output("output").cloned();
             self.commit(ev);
             self.micro += 1;
             if self.micro == self.k {
-                let apply = &self.accumulate.as_ref().expect("checked").1;
-                let ev = self.exec("apply", apply, &[])?;
+                let ev = self.exec_update("apply", &[])?;
                 self.commit(ev);
                 self.micro = 0;
                 self.steps += 1;
             }
             return Ok(StepResult { loss, output });
         }
-        let ev = self.exec("step", &self.step, &extra)?;
+        let ev = self.exec_update("step", &extra)?;
         let loss = self.check(&ev)?;
         let output = ev.output("output").cloned();
         self.commit(ev);
@@ -720,7 +817,7 @@ impl TrainStep {
 
     /// One step of a data-free objective ([`Trainer::minimize`]); returns its value.
     pub fn step(&mut self) -> Result<f64, TrainError> {
-        let ev = self.exec("step", &self.step, &[])?;
+        let ev = self.exec_update("step", &[])?;
         let loss = self.check(&ev)?;
         self.commit(ev);
         self.steps += 1;
@@ -913,4 +1010,78 @@ impl EarlyStopping {
     pub fn best(&self) -> Option<(f64, usize)> {
         self.best.map(|b| (b, self.best_epoch))
     }
+}
+
+/// Checked mode inside the program: every update becomes `where(ok, new, old)` with
+/// `ok = |loss| < inf` (and the probability-range check when the loss has one), so a
+/// step with a non-finite loss leaves parameters and state exactly as they were even
+/// when the backend writes updates in place. The trainer then reports the error.
+fn gate_updates(g: &mut Graph) -> Result<(), aotgrad_ir::GraphError> {
+    use aotgrad_ir::{BinaryOp, Op, Scalar, UnaryOp};
+    let Some(loss) = g.output("loss") else {
+        return Ok(());
+    };
+    let dtype = g.ty(loss).dtype;
+    let abs = g.add(Op::Unary(UnaryOp::Abs), &[loss])?;
+    let inf = g.splat(Scalar::from_f64(dtype, f64::INFINITY), Shape::scalar());
+    let mut ok = g.add(Op::Binary(BinaryOp::Lt), &[abs, inf])?;
+    if let Some(p) = g.output(PROB_CHECK) {
+        ok = g.add(Op::Binary(BinaryOp::And), &[ok, p])?;
+    }
+    let updates = g.updates().to_vec();
+    let mut gated = Vec::with_capacity(updates.len());
+    for (target, value) in updates {
+        let shape = g.ty(target).shape.clone();
+        let rank = shape.rank();
+        let ok_t = if rank == 0 {
+            ok
+        } else {
+            let ones = g.add(Op::Reshape(Shape::known(&vec![1; rank])), &[ok])?;
+            g.add(Op::Expand(shape), &[ones])?
+        };
+        gated.push((target, g.add(Op::Where, &[ok_t, value, target])?));
+    }
+    let (_, roots) = g.roots_mut();
+    *roots = gated;
+    Ok(())
+}
+
+/// The CPU program for `name`, compiled on first use.
+fn cpu_program<'a>(
+    cache: &'a mut HashMap<&'static str, CpuProgram>,
+    name: &'static str,
+    g: &Graph,
+    threads: usize,
+    check_numerics: bool,
+) -> Result<&'a mut CpuProgram, TrainError> {
+    if !cache.contains_key(name) {
+        let opts = CpuOptions {
+            threads,
+            check_numerics,
+            ..CpuOptions::default()
+        };
+        let p = CpuProgram::new(g, opts).map_err(|error| TrainError::Run {
+            program: name,
+            error,
+        })?;
+        cache.insert(name, p);
+    }
+    Ok(cache.get_mut(name).expect("inserted"))
+}
+
+/// The graph's inputs from the batch feeds, plus the learning rate.
+fn inputs_of<'a>(
+    g: &Graph,
+    extra: &[(&'a str, &'a Tensor)],
+    lr: &'a Tensor,
+) -> Vec<(&'a str, &'a Tensor)> {
+    let mut inputs: Vec<(&str, &Tensor)> = extra
+        .iter()
+        .filter(|(n, _)| g.inputs().any(|(i, _)| i == *n))
+        .copied()
+        .collect();
+    if g.inputs().any(|(i, _)| i == LR_INPUT) {
+        inputs.push((LR_INPUT, lr));
+    }
+    inputs
 }
