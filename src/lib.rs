@@ -16,6 +16,7 @@
 //! assert_eq!(out.output("col_sums").unwrap().as_f32().unwrap(), &[5.0, 7.0, 9.0]);
 //! ```
 
+pub mod bench;
 pub mod checkpoint;
 pub mod data;
 pub mod example_args;

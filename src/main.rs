@@ -24,6 +24,34 @@ struct Cli {
 enum Cmd {
     /// Parse and verify an IR file; errors point at line:column.
     Check { file: PathBuf },
+    /// Time the compiled training step of a reference model (the names and shapes of
+    /// ../shared/bench/torch_ref.py): median/min/max ms per step, samples/s, compile
+    /// time, peak RSS.
+    Bench {
+        /// linreg, logreg, mlp_mse_sgdm, mlp_ce_adam64, mlp_ce_adam512, wide_adam.
+        #[arg(required = true, num_args = 1..)]
+        models: Vec<String>,
+        /// Threads of the CPU backend.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// cpu or interp.
+        #[arg(long, default_value = "cpu")]
+        backend: aotgrad::train::Backend,
+        /// Seconds of timed steps per model (after at least 20 steps).
+        #[arg(long, default_value_t = 3.0)]
+        max_time: f64,
+        /// One JSON object per model instead of a table row.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the lowered program (kernels, buffers, memory plan) and the Cranelift IR of
+    /// a reference model's training step, as the CPU backend compiles it.
+    Lower {
+        model: String,
+        /// Also print the Cranelift IR.
+        #[arg(long)]
+        clif: bool,
+    },
     /// Print an IR file in canonical form.
     Fmt { file: PathBuf },
     /// Evaluate an IR file on the reference interpreter, writing one .npy per output.
@@ -200,6 +228,52 @@ fn run_cmd(file: &Path, inputs: &[String], out: &Path) -> Result<String, String>
     Ok(report)
 }
 
+fn bench_cmd(
+    models: &[String],
+    backend: aotgrad::train::Backend,
+    max_time: f64,
+    json: bool,
+) -> Result<String, String> {
+    let opts = aotgrad::bench::BenchOptions {
+        max_time_s: max_time,
+        ..Default::default()
+    };
+    let mut out = String::new();
+    if !json {
+        out.push_str("| model          | backend | thr | batch | median ms | min ms  | max ms  | steps | samples/s  | compile ms | peak RSS MB |\n");
+    }
+    for m in models {
+        let r = aotgrad::bench::run(m, backend, opts)?;
+        if json {
+            out.push_str(&r.to_json());
+            out.push('\n');
+        } else {
+            out.push_str(&format!(
+                "| {:15}| {:8}| {:3} | {:5} | {:9.4} | {:7.4} | {:7.4} | {:5} | {:10.0} | {:10.1} | {:11.1} |\n",
+                r.model, r.backend, r.threads, r.batch, r.median_ms, r.min_ms, r.max_ms, r.steps,
+                r.samples_per_s, r.compile_ms, r.peak_rss_mb
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn lower_cmd(model: &str, clif: bool) -> Result<String, String> {
+    let (trainer, batch) = aotgrad::bench::setup(model)?;
+    let mut step = trainer
+        .compile(&aotgrad::train::Backend::Cpu { threads: 1 })
+        .map_err(|e| e.to_string())?;
+    step.run(&batch).map_err(|e| e.to_string())?;
+    let (program, ir) = step
+        .cpu_artifacts("step")
+        .ok_or("no CPU program was compiled")?;
+    Ok(if clif {
+        format!("{program}\n{ir}")
+    } else {
+        program
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match &cli.cmd {
@@ -207,6 +281,14 @@ fn main() -> ExitCode {
             load(file).map(|g| format!("{}: ok ({} nodes)\n", file.display(), g.len()))
         }
         Cmd::Fmt { file } => load(file).map(|g| text::print(&g)),
+        Cmd::Bench {
+            models,
+            threads,
+            backend,
+            max_time,
+            json,
+        } => bench_cmd(models, backend.with_threads(*threads), *max_time, *json),
+        Cmd::Lower { model, clif } => lower_cmd(model, *clif),
         Cmd::Run { file, inputs, out } => run_cmd(file, inputs, out),
         Cmd::Grad {
             file,

@@ -152,7 +152,12 @@ fn training_steps_match_pytorch() {
         serde_json::from_str(&std::fs::read_to_string(dir().join("models.json")).unwrap()).unwrap();
     let mut failures = Vec::new();
     let mut ran = 0;
-    for m in spec["models"].as_array().unwrap() {
+    for (m, backend) in spec["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|m| [(m, Backend::Interpreter), (m, Backend::Cpu { threads: 2 })])
+    {
         let name = m["name"].as_str().unwrap();
         if name == "lenet_sgdm" {
             continue; // conv2d and pooling: the CNN issue
@@ -164,7 +169,7 @@ fn training_steps_match_pytorch() {
             .name(name)
             .input(DType::F32, &in_dims)
             .target(tgt_dt, &tgt_dims);
-        let mut step = trainer.compile(&Backend::Interpreter).unwrap();
+        let mut step = trainer.compile(&backend).unwrap();
         let init: Vec<(String, Tensor)> = m["state_dict_keys"]
             .as_array()
             .unwrap()
@@ -192,7 +197,7 @@ fn training_steps_match_pytorch() {
                 for (p, g) in &grads {
                     let want = &t[&format!("step{k}.grad.{p}")];
                     check(
-                        &format!("{name} step{k} grad {p}"),
+                        &format!("{name} [{backend:?}] step{k} grad {p}"),
                         g,
                         want,
                         &tol(m, "grad"),
@@ -203,14 +208,14 @@ fn training_steps_match_pytorch() {
             let r = step.run_full(&batch).unwrap();
             let want_loss = &t[&format!("step{k}.loss")];
             check(
-                &format!("{name} step{k} loss"),
+                &format!("{name} [{backend:?}] step{k} loss"),
                 &Tensor::from_f64(&[r.loss], &[]).unwrap(),
                 &want_loss.cast(DType::F64),
                 &tol(m, "loss"),
                 &mut failures,
             );
             check(
-                &format!("{name} step{k} output"),
+                &format!("{name} [{backend:?}] step{k} output"),
                 r.output.as_ref().unwrap(),
                 &t[&format!("step{k}.output")],
                 &tol(m, "output"),
@@ -219,7 +224,7 @@ fn training_steps_match_pytorch() {
             for (p, v) in step.parameters() {
                 let want = &t[&format!("step{k}.param.{p}")];
                 check(
-                    &format!("{name} step{k} param {p}"),
+                    &format!("{name} [{backend:?}] step{k} param {p}"),
                     v,
                     want,
                     &tol(m, "param"),
@@ -241,7 +246,7 @@ fn training_steps_match_pytorch() {
                         .clone()
                 };
                 check(
-                    &format!("{name} step{k} state {rest}"),
+                    &format!("{name} [{backend:?}] step{k} state {rest}"),
                     &got,
                     want,
                     &tol(m, "state"),
@@ -257,7 +262,10 @@ fn training_steps_match_pytorch() {
         failures.len(),
         failures.join("\n")
     );
-    assert_eq!(ran, 8);
+    assert_eq!(
+        ran, 16,
+        "8 models on the interpreter and on the CPU backend"
+    );
 }
 
 /// A state dict saved by PyTorch (`safetensors.torch.save_file(model.state_dict())`)

@@ -254,6 +254,7 @@ pub fn lower(graph: &Graph, env: &SymbolEnv, opts: LowerOptions) -> Result<Progr
     }
     let mut p = l.finish();
     if opts.in_place_updates {
+        plan::sink_update_kernels(&mut p);
         plan::updates_in_place(&mut p);
     }
     plan::assign_offsets(&mut p);

@@ -6,6 +6,62 @@ use super::{BufferId, BufferKind, KernelBody, Program};
 /// Arena offsets are multiples of this (a cache line; also enough for any vector load).
 pub const ALIGN: usize = 64;
 
+/// Moves the kernels that compute update values and whose results no later kernel
+/// reads to the end of the schedule, ordered so that a kernel overwriting a persistent
+/// buffer runs after every kernel that still reads it (the parameter's update before
+/// the optimizer moments it reads, for Adam). That is what lets
+/// [`updates_in_place`] write all of them in place.
+pub(super) fn sink_update_kernels(p: &mut Program) {
+    let sources: Vec<BufferId> = p
+        .updates
+        .iter()
+        .filter_map(|u| u.source.as_ref().map(|(b, _)| *b))
+        .filter(|b| matches!(p.buffer(*b).kind, BufferKind::Arena { .. }))
+        .collect();
+    let n = p.kernels.len();
+    let sink: Vec<bool> = (0..n)
+        .map(|t| {
+            let out = p.kernels[t].output();
+            sources.contains(&out)
+                && !p.kernels[t + 1..].iter().any(|k| k.reads().contains(&out))
+                && !p.outputs.iter().any(|o| o.buf == out)
+        })
+        .collect();
+    let sunk: Vec<usize> = (0..n).filter(|&t| sink[t]).collect();
+    // The persistent buffer each sunk kernel's value is destined for.
+    let target_of = |t: usize| {
+        let out = p.kernels[t].output();
+        p.updates
+            .iter()
+            .find(|u| u.source.as_ref().is_some_and(|(b, _)| *b == out))
+            .map(|u| u.target)
+    };
+    // Kahn's algorithm, stable by original position: `a` before `b` when `a` reads
+    // the buffer `b` will overwrite.
+    let mut order = Vec::with_capacity(sunk.len());
+    let mut placed = vec![false; sunk.len()];
+    while order.len() < sunk.len() {
+        let ready = (0..sunk.len()).find(|&i| {
+            !placed[i]
+                && target_of(sunk[i]).is_none_or(|tgt| {
+                    (0..sunk.len())
+                        .all(|j| j == i || placed[j] || !p.kernels[sunk[j]].reads().contains(&tgt))
+                })
+        });
+        // A cycle (two kernels each reading the other's target): keep the original
+        // order for the rest; the in-place check then leaves some of them staged.
+        let i = ready.unwrap_or_else(|| (0..sunk.len()).find(|&i| !placed[i]).expect("left"));
+        placed[i] = true;
+        order.push(sunk[i]);
+    }
+    let mut kernels: Vec<_> = (0..n)
+        .filter(|&t| !sink[t])
+        .map(|t| p.kernels[t].clone())
+        .collect();
+    kernels.extend(order.into_iter().map(|t| p.kernels[t].clone()));
+    p.kernels = kernels;
+}
+
 /// Redirects an update's producing kernel to write the persistent buffer itself when
 /// that is safe: the kernel is a plain (non-reducing) loop over the target's elements in
 /// order, reads the old value only at the element it writes, and no later kernel and no

@@ -51,6 +51,11 @@ pub(crate) unsafe fn read_view(
 ) -> Tensor {
     let n = program.buffer(id).elems;
     let ptr = bufs[id.index()];
+    let count: usize = shape.iter().product();
+    if at.is_contiguous(shape) && count <= n {
+        // SAFETY: the caller's contract; `count <= n` elements from the start.
+        return unsafe { read_dense(ptr, dtype, shape, count) };
+    }
     let offsets = offsets(at, shape);
     macro_rules! gather {
         ($t:ty, $variant:ident) => {{
@@ -70,6 +75,34 @@ pub(crate) unsafe fn read_view(
         DType::I64 => gather!(i64, I64),
         DType::F32 => gather!(f32, F32),
         DType::F64 => gather!(f64, F64),
+    };
+    Tensor::new(shape, data).expect("one element per index")
+}
+
+/// `count` elements from `ptr` as a tensor of `shape`.
+///
+/// # Safety
+/// `ptr` must be valid for reads of `count` elements of `dtype`.
+unsafe fn read_dense(ptr: *const u8, dtype: DType, shape: &[usize], count: usize) -> Tensor {
+    macro_rules! copy {
+        ($t:ty, $variant:ident) => {{
+            // SAFETY: the caller's contract.
+            Data::$variant(unsafe { std::slice::from_raw_parts(ptr as *const $t, count) }.to_vec())
+        }};
+    }
+    let data = match dtype {
+        // SAFETY: the caller's contract; bool buffers hold bytes 0/1.
+        DType::Bool => Data::Bool(
+            unsafe { std::slice::from_raw_parts(ptr, count) }
+                .iter()
+                .map(|&b| b != 0)
+                .collect(),
+        ),
+        DType::U8 => copy!(u8, U8),
+        DType::I32 => copy!(i32, I32),
+        DType::I64 => copy!(i64, I64),
+        DType::F32 => copy!(f32, F32),
+        DType::F64 => copy!(f64, F64),
     };
     Tensor::new(shape, data).expect("one element per index")
 }
@@ -185,9 +218,9 @@ unsafe fn run_matmul<T: Real>(ctx: &Ctx<'_>, mm: &aotgrad_compiler::lower::MatMu
     let mut idx = vec![0usize; r];
     for bi in 0..batch {
         let (mut oa, mut ob) = (a.offset, b.offset);
-        for d in 0..r {
-            oa += idx[d] as i64 * a.strides[d];
-            ob += idx[d] as i64 * b.strides[d];
+        for (d, &i) in idx.iter().enumerate() {
+            oa += i as i64 * a.strides[d];
+            ob += i as i64 * b.strides[d];
         }
         // SAFETY: offsets come from bounds-checked affine accesses.
         unsafe {

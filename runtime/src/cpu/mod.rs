@@ -28,7 +28,8 @@ use crate::interp::{Evaluation, RunError, SymbolEnv};
 pub struct CpuOptions {
     /// Threads for matrix multiplies (results do not depend on it).
     pub threads: usize,
-    /// Scan every float kernel output for NaN/Inf and report the producing node.
+    /// Scan every float kernel output for NaN/Inf and report the producing node
+    /// (compiles without fusion, so the node is exact).
     pub check_numerics: bool,
     /// Write parameter/state updates in place during the call. Off, updates are
     /// returned in [`Evaluation::updates`] and the caller decides whether to apply them.
@@ -240,7 +241,9 @@ impl CpuProgram {
             env,
             LowerOptions {
                 in_place_updates: self.opts.in_place_updates,
-                fuse: self.opts.fuse,
+                // Check-numerics names the node that made the first NaN, so every op is
+                // its own kernel there.
+                fuse: self.opts.fuse && !self.opts.check_numerics,
             },
         )
         .map_err(|e| RunError::Compile(e.to_string()))?;

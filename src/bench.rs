@@ -1,0 +1,233 @@
+//! Training-step benchmarks with the same model names, shapes and optimizers as
+//! `../shared/bench/torch_ref.py`, so the two can run side by side (`aotgrad bench`,
+//! `cargo bench`).
+
+use std::time::Instant;
+
+use crate::data::Rng;
+use crate::nn::Reduction;
+use crate::nn::module::{Linear, ReLU, Sequential, Sigmoid};
+use crate::optim::Optimizer;
+use crate::train::{Backend, Batch, Loss, Trainer};
+use aotgrad_ir::DType;
+use aotgrad_runtime::Tensor;
+
+/// Model names `torch_ref.py` knows; `lenet` needs the convolution ops.
+pub const MODELS: &[&str] = &[
+    "linreg",
+    "logreg",
+    "mlp_mse_sgdm",
+    "mlp_ce_adam64",
+    "mlp_ce_adam512",
+    "wide_adam",
+];
+
+/// One benchmark's result (the JSON keys of `aotgrad bench --json`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BenchResult {
+    pub model: String,
+    pub backend: String,
+    pub batch: usize,
+    pub threads: usize,
+    pub params: usize,
+    pub median_ms: f64,
+    pub min_ms: f64,
+    pub max_ms: f64,
+    pub steps: usize,
+    pub samples_per_s: f64,
+    /// Tracing, autodiff, lowering, code generation and JIT: from nothing to the end of
+    /// the first step, minus one median step.
+    pub compile_ms: f64,
+    pub peak_rss_mb: f64,
+}
+
+impl BenchResult {
+    pub fn to_json(&self) -> String {
+        format!(
+            "{{\"model\": \"{}\", \"backend\": \"{}\", \"batch\": {}, \"threads\": {}, \"params\": {}, \
+             \"median_ms\": {:.4}, \"min_ms\": {:.4}, \"max_ms\": {:.4}, \"steps\": {}, \
+             \"samples_per_s\": {:.1}, \"compile_ms\": {:.2}, \"peak_rss_mb\": {:.1}}}",
+            self.model,
+            self.backend,
+            self.batch,
+            self.threads,
+            self.params,
+            self.median_ms,
+            self.min_ms,
+            self.max_ms,
+            self.steps,
+            self.samples_per_s,
+            self.compile_ms,
+            self.peak_rss_mb
+        )
+    }
+}
+
+/// How long to measure.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchOptions {
+    pub warmup: usize,
+    pub min_steps: usize,
+    pub max_steps: usize,
+    pub max_time_s: f64,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        BenchOptions {
+            warmup: 5,
+            min_steps: 20,
+            max_steps: 2000,
+            max_time_s: 3.0,
+        }
+    }
+}
+
+fn mlp(dims: [usize; 4]) -> Sequential {
+    Sequential::new()
+        .push(Linear::new(dims[0], dims[1]))
+        .push(ReLU)
+        .push(Linear::new(dims[1], dims[2]))
+        .push(ReLU)
+        .push(Linear::new(dims[2], dims[3]))
+}
+
+/// The trainer and a fixed synthetic batch of `model`.
+pub fn setup(model: &str) -> Result<(Trainer, Batch), String> {
+    let mut rng = Rng::new(0);
+    let mut normal = |n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                // Irwin-Hall approximation of a standard normal: enough for timing.
+                (0..12)
+                    .map(|_| (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
+                    .sum::<f64>() as f32
+                    - 6.0
+            })
+            .collect()
+    };
+    let f32s = |v: Vec<f32>, shape: &[usize]| Tensor::from_f32(&v, shape).expect("sized");
+    let (trainer, batch) = match model {
+        "linreg" => {
+            let x = f32s(normal(100), &[100, 1]);
+            let y = f32s(normal(100), &[100, 1]);
+            let t = Trainer::new(
+                Linear::new(1, 1),
+                Loss::mse(Reduction::Mean),
+                Optimizer::sgd(0.01),
+            )
+            .input(DType::F32, &[1])
+            .target(DType::F32, &[1]);
+            (t, Batch { x, y })
+        }
+        "logreg" => {
+            let x = f32s(normal(32 * 8), &[32, 8]);
+            let y: Vec<f32> = (0..32).map(|i| (i % 2) as f32).collect();
+            let net = Sequential::new()
+                .push(Linear::new(8, 6))
+                .push(Sigmoid)
+                .push(Linear::new(6, 4))
+                .push(Sigmoid)
+                .push(Linear::new(4, 1))
+                .push(Sigmoid);
+            let t = Trainer::new(net, Loss::bce(Reduction::Mean), Optimizer::sgd(0.1))
+                .input(DType::F32, &[8])
+                .target(DType::F32, &[1]);
+            (
+                t,
+                Batch {
+                    x,
+                    y: f32s(y, &[32, 1]),
+                },
+            )
+        }
+        "mlp_mse_sgdm" | "mlp_ce_adam64" | "mlp_ce_adam512" | "wide_adam" => {
+            let (dims, b) = match model {
+                "wide_adam" => ([784, 1024, 1024, 10], 256),
+                "mlp_mse_sgdm" | "mlp_ce_adam512" => ([784, 256, 64, 10], 512),
+                _ => ([784, 256, 64, 10], 64),
+            };
+            let x = f32s(normal(b * 784), &[b, 784]);
+            let labels: Vec<i64> = (0..b as i64).map(|i| (i * 7) % 10).collect();
+            let y = Tensor::from_i64(&labels, &[b]).expect("sized");
+            let (loss, optim) = if model == "mlp_mse_sgdm" {
+                (
+                    Loss::mse_one_hot(10, Reduction::Mean),
+                    Optimizer::sgd_momentum(0.01, 0.9),
+                )
+            } else {
+                (Loss::cross_entropy(), Optimizer::adam(1e-3))
+            };
+            let t = Trainer::new(mlp(dims), loss, optim)
+                .input(DType::F32, &[784])
+                .target(DType::I64, &[]);
+            (t, Batch { x, y })
+        }
+        "lenet" => {
+            return Err("lenet needs conv2d and max_pool2d, which are not implemented yet".into());
+        }
+        other => {
+            return Err(format!(
+                "unknown model {other:?} (one of {})",
+                MODELS.join(", ")
+            ));
+        }
+    };
+    Ok((trainer.name(model), batch))
+}
+
+/// Peak resident set size of this process in MiB (Linux; 0 elsewhere).
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Times the compiled training step of `model` on `backend`.
+pub fn run(model: &str, backend: Backend, opts: BenchOptions) -> Result<BenchResult, String> {
+    let t0 = Instant::now();
+    let (trainer, batch) = setup(model)?;
+    let mut step = trainer.compile(&backend).map_err(|e| e.to_string())?;
+    step.run(&batch).map_err(|e| e.to_string())?;
+    let first = t0.elapsed().as_secs_f64() * 1e3;
+    for _ in 0..opts.warmup {
+        step.run(&batch).map_err(|e| e.to_string())?;
+    }
+    let mut times = Vec::new();
+    let start = Instant::now();
+    while times.len() < opts.max_steps
+        && (times.len() < opts.min_steps || start.elapsed().as_secs_f64() < opts.max_time_s)
+    {
+        let t = Instant::now();
+        step.run(&batch).map_err(|e| e.to_string())?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let b = batch.x.shape()[0];
+    let (name, threads) = match backend {
+        Backend::Interpreter => ("interp", 1),
+        Backend::Cpu { threads } => ("cpu", threads),
+    };
+    Ok(BenchResult {
+        model: model.to_string(),
+        backend: name.to_string(),
+        batch: b,
+        threads,
+        params: step.parameters().iter().map(|(_, t)| t.len()).sum(),
+        median_ms: median,
+        min_ms: sorted[0],
+        max_ms: sorted[sorted.len() - 1],
+        steps: times.len(),
+        samples_per_s: b as f64 / (median / 1e3),
+        compile_ms: (first - median).max(0.0),
+        peak_rss_mb: peak_rss_mb(),
+    })
+}

@@ -1,0 +1,185 @@
+//! The CPU backend against the reference interpreter, plus what only it has:
+//! determinism across thread counts, input checks before generated code runs,
+//! check-numerics, and snapshots of its lowered program and Cranelift IR.
+
+use std::collections::HashMap;
+
+use aotgrad::RunError;
+use aotgrad::prelude::*;
+use aotgrad::runtime::cpu::{self, CpuOptions, CpuProgram};
+
+fn weights_bits(step: &TrainStep) -> Vec<u64> {
+    step.parameters()
+        .iter()
+        .flat_map(|(_, t)| t.to_f64_vec())
+        .map(f64::to_bits)
+        .collect()
+}
+
+/// The same seed gives bitwise-identical parameters after N steps with 1 or 2 threads
+/// (the matmuls of this model are large enough to be split into parallel tiles).
+#[test]
+fn one_and_two_threads_give_bitwise_identical_weights() {
+    let mut finals = Vec::new();
+    for threads in [1, 2, 1] {
+        let (trainer, batch) = aotgrad::bench::setup("mlp_ce_adam64").unwrap();
+        let mut step = trainer.compile(&Backend::Cpu { threads }).unwrap();
+        for _ in 0..5 {
+            step.run(&batch).unwrap();
+        }
+        finals.push(weights_bits(&step));
+    }
+    assert_eq!(finals[0], finals[1], "1 vs 2 threads");
+    assert_eq!(finals[0], finals[2], "run to run");
+}
+
+/// Every reference model trains the same on both backends (f32 round-off apart), with a
+/// full batch and then a short last batch (a second specialisation of the program).
+#[test]
+fn training_matches_the_interpreter() {
+    for model in ["linreg", "logreg", "mlp_mse_sgdm", "mlp_ce_adam64"] {
+        let mut runs = Vec::new();
+        for backend in [Backend::Interpreter, Backend::Cpu { threads: 2 }] {
+            let (trainer, batch) = aotgrad::bench::setup(model).unwrap();
+            let mut step = trainer.compile(&backend).unwrap();
+            let n = batch.x.shape()[0];
+            let short = Batch {
+                x: take_rows(&batch.x, n / 3),
+                y: take_rows(&batch.y, n / 3),
+            };
+            let mut losses = Vec::new();
+            for b in [&batch, &short, &batch] {
+                losses.push(step.run(b).unwrap());
+            }
+            runs.push((losses, step.parameters().to_vec()));
+        }
+        let (interp, cpu) = (&runs[0], &runs[1]);
+        for (a, b) in interp.0.iter().zip(&cpu.0) {
+            assert!(
+                (a - b).abs() <= 1e-5 * a.abs().max(1e-3),
+                "{model}: loss {a} vs {b}"
+            );
+        }
+        // Adam divides by sqrt(v): a last-bit difference in a tiny gradient can move a
+        // weight by a visible fraction of lr, so its absolute tolerance is wider.
+        let atol = if model.contains("adam") { 1e-4 } else { 1e-6 };
+        for ((name, a), (_, b)) in interp.1.iter().zip(&cpu.1) {
+            assert!(b.allclose(a, 1e-4, atol), "{model}: {name}\n{a}\n{b}");
+        }
+    }
+}
+
+fn take_rows(t: &Tensor, n: usize) -> Tensor {
+    let row: usize = t.shape()[1..].iter().product();
+    let mut shape = t.shape().to_vec();
+    shape[0] = n;
+    let data = match t.data() {
+        aotgrad::ir::Data::F32(v) => aotgrad::ir::Data::F32(v[..n * row].to_vec()),
+        aotgrad::ir::Data::I64(v) => aotgrad::ir::Data::I64(v[..n * row].to_vec()),
+        d => panic!("unexpected {:?}", d.dtype()),
+    };
+    Tensor::new(&shape, data).unwrap()
+}
+
+fn relu_graph() -> Graph {
+    let g = GraphBuilder::new("fused");
+    let x = g.input("x", DType::F32, shape!["N", 8]);
+    let b = g.param("b", DType::F32, shape![8]);
+    g.output("y", (x * 2.0 + b).relu());
+    g.finish().unwrap()
+}
+
+#[test]
+fn wrong_inputs_are_refused_before_generated_code_runs() {
+    let mut p = CpuProgram::new(&relu_graph(), CpuOptions::default()).unwrap();
+    let mut store: HashMap<String, Tensor> =
+        [("b".to_string(), Tensor::zeros(DType::F32, &[8]))].into();
+    let bad_shape = Tensor::zeros(DType::F32, &[4, 7]);
+    let e = p.run(&mut store, &[("x", &bad_shape)]).unwrap_err();
+    assert!(
+        matches!(e, RunError::Mismatch { ref name, .. } if name == "x"),
+        "{e}"
+    );
+    let bad_dtype = Tensor::zeros(DType::F64, &[4, 8]);
+    let e = p.run(&mut store, &[("x", &bad_dtype)]).unwrap_err();
+    assert!(e.to_string().contains("f64"), "{e}");
+    let ok = Tensor::zeros(DType::F32, &[4, 8]);
+    let e = p.run(&mut store, &[("x", &ok), ("z", &ok)]).unwrap_err();
+    assert!(matches!(e, RunError::Unknown { .. }), "{e}");
+    let e = p.run(&mut HashMap::new(), &[("x", &ok)]).unwrap_err();
+    assert!(
+        matches!(e, RunError::Missing { ref name, .. } if name == "b"),
+        "{e}"
+    );
+    // And a good call still works after the refusals.
+    let out = p.run(&mut store, &[("x", &ok)]).unwrap();
+    assert_eq!(out.output("y").unwrap().shape(), &[4, 8]);
+}
+
+#[test]
+fn check_numerics_names_the_node_that_made_a_nan() {
+    let g = GraphBuilder::new("nan");
+    let x = g.input("x", DType::F32, shape![3]);
+    let y = (x * 2.0).log();
+    g.output("y", y.sum(0, false));
+    let graph = g.finish().unwrap();
+    let feeds: HashMap<String, Tensor> = [(
+        "x".to_string(),
+        Tensor::from_f32(&[1.0, -1.0, 2.0], &[3]).unwrap(),
+    )]
+    .into();
+    let opts = CpuOptions {
+        check_numerics: true,
+        ..Default::default()
+    };
+    match cpu::run_once(&graph, &feeds, opts).unwrap_err() {
+        RunError::NonFinite { op, value, .. } => {
+            assert_eq!(op, "log");
+            assert!(value.is_nan());
+        }
+        e => panic!("{e}"),
+    }
+    // Without the option the NaN flows through, as on the interpreter.
+    let out = cpu::run_once(&graph, &feeds, CpuOptions::default()).unwrap();
+    assert!(out.output("y").unwrap().item().unwrap().is_nan());
+}
+
+/// One small fused kernel (scale, bias, ReLU in one loop), as users would snapshot it.
+#[test]
+fn fused_kernel_snapshots() {
+    let mut p = CpuProgram::new(&relu_graph(), CpuOptions::default()).unwrap();
+    let env = [("N".into(), 4usize)].into();
+    let v = p.variant(&env).unwrap();
+    insta::assert_snapshot!("relu_kernel_lowered", v.program().to_string());
+    if cfg!(all(target_arch = "x86_64", target_os = "linux")) {
+        insta::assert_snapshot!("relu_kernel_clif", v.clif());
+    }
+}
+
+/// The linear-regression training step as the CPU backend runs it: every update is
+/// written in place.
+#[test]
+fn linreg_step_lowered_snapshot() {
+    let (trainer, batch) = aotgrad::bench::setup("linreg").unwrap();
+    let mut step = trainer.compile(&Backend::Cpu { threads: 1 }).unwrap();
+    step.run(&batch).unwrap();
+    let (program, _) = step.cpu_artifacts("step").unwrap();
+    assert!(
+        !program.contains(" <- "),
+        "every update in place:\n{program}"
+    );
+    insta::assert_snapshot!("linreg_step_lowered", program);
+}
+
+/// The MNIST MLP step (CE + Adam): the kernel count and the arena are part of the
+/// contract (see docs/ARCHITECTURE.md); a change shows up here.
+#[test]
+fn mnist_mlp_adam_step_shape_of_the_program() {
+    let (trainer, batch) = aotgrad::bench::setup("mlp_ce_adam64").unwrap();
+    let mut step = trainer.compile(&Backend::Cpu { threads: 1 }).unwrap();
+    step.run(&batch).unwrap();
+    let (program, _) = step.cpu_artifacts("step").unwrap();
+    let summary = program.lines().last().unwrap().to_string();
+    assert!(!program.contains(" <- "), "every update in place");
+    insta::assert_snapshot!("mnist_mlp_adam64_summary", summary);
+}
