@@ -690,7 +690,7 @@ impl TrainStep {
                 let mut cpu = self.cpu.borrow_mut();
                 let prog = cpu_program(&mut cpu, program, g, threads, self.check_numerics)?;
                 let lr = Tensor::from_f64(&[self.lr], &[]).expect("scalar");
-                let inputs = inputs_of(g, extra, &lr);
+                let inputs = inputs_of(prog, extra, &lr);
                 prog.run(&mut store, &inputs)
                     .map_err(|error| TrainError::Run { program, error })
             }
@@ -716,7 +716,7 @@ impl TrainStep {
         let mut cpu = self.cpu.borrow_mut();
         let prog = cpu_program(&mut cpu, program, g, threads, self.check_numerics)?;
         let lr = Tensor::from_f64(&[self.lr], &[]).expect("scalar");
-        let inputs = inputs_of(g, extra, &lr);
+        let inputs = inputs_of(prog, extra, &lr);
         let mut store = aotgrad_runtime::cpu::Chain(&mut self.params, &mut self.state);
         prog.run(&mut store, &inputs)
             .map_err(|error| TrainError::Run { program, error })
@@ -1069,18 +1069,19 @@ fn cpu_program<'a>(
     Ok(cache.get_mut(name).expect("inserted"))
 }
 
-/// The graph's inputs from the batch feeds, plus the learning rate.
+/// The program's inputs from the batch feeds, plus the learning rate. Asks the
+/// compiled program (a short list of leaves), not the graph: this runs every step.
 fn inputs_of<'a>(
-    g: &Graph,
+    prog: &CpuProgram,
     extra: &[(&'a str, &'a Tensor)],
     lr: &'a Tensor,
 ) -> Vec<(&'a str, &'a Tensor)> {
     let mut inputs: Vec<(&str, &Tensor)> = extra
         .iter()
-        .filter(|(n, _)| g.inputs().any(|(i, _)| i == *n))
+        .filter(|(n, _)| prog.has_input(n))
         .copied()
         .collect();
-    if g.inputs().any(|(i, _)| i == LR_INPUT) {
+    if prog.has_input(LR_INPUT) {
         inputs.push((LR_INPUT, lr));
     }
     inputs

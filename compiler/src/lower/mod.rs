@@ -348,30 +348,33 @@ impl<'g> Lowerer<'g> {
         )
     }
 
+    /// A fresh arena buffer for the value of `id` (dense, row-major over its shape) and
+    /// the load that reads the value back.
+    fn arena_value(&mut self, id: NodeId, dtype: DType) -> (BufferId, Rc<Node>) {
+        let shape = &self.shapes[id.index()];
+        let (elems, at) = (shape.iter().product(), Affine::contiguous(shape));
+        let buf = self.buffer(BufferKind::Arena { offset: 0 }, dtype, elems, id);
+        (buf, Node::new(Tree::Load { buf, at }, dtype))
+    }
+
     /// Stores `tree` (the value of `id`) in a fresh arena buffer with a loop kernel.
     fn store(&mut self, id: NodeId, tree: &Rc<Node>) -> Rc<Node> {
         let shape = self.shapes[id.index()].clone();
-        let buf = self.buffer(
-            BufferKind::Arena { offset: 0 },
-            tree.dtype,
-            shape.iter().product(),
-            id,
-        );
+        let (buf, value) = self.arena_value(id, tree.dtype);
         let mut loads = Vec::new();
         let expr = Flat::build(tree, &mut loads);
-        let at = Affine::contiguous(&shape);
         self.kernels.push(Kernel {
             node: id,
             body: KernelBody::Loop(LoopKernel {
-                shape: shape.clone(),
+                out_at: Affine::contiguous(&shape),
+                shape,
                 loads,
                 expr,
                 out: buf,
-                out_at: at.clone(),
                 reduce: None,
             }),
         });
-        Node::new(Tree::Load { buf, at }, tree.dtype)
+        value
     }
 
     /// The value of `id` as a load (storing it first unless it already is one).
@@ -498,7 +501,6 @@ impl<'g> Lowerer<'g> {
             return self.library(id);
         }
         let tree = self.val(input);
-        let shape = self.shapes[id.index()].clone();
         let kept: Vec<usize> = (0..in_shape.len()).filter(|d| !axes.contains(d)).collect();
         let kept_shape: Vec<usize> = kept.iter().map(|&d| in_shape[d]).collect();
         let kst = Affine::contiguous(&kept_shape).strides;
@@ -506,8 +508,7 @@ impl<'g> Lowerer<'g> {
         for (k, &d) in kept.iter().enumerate() {
             out_strides[d] = kst[k];
         }
-        let elems = shape.iter().product();
-        let buf = self.buffer(BufferKind::Arena { offset: 0 }, dtype, elems, id);
+        let (buf, value) = self.arena_value(id, dtype);
         let mut loads = Vec::new();
         let expr = Flat::build(&tree, &mut loads);
         self.kernels.push(Kernel {
@@ -524,13 +525,7 @@ impl<'g> Lowerer<'g> {
                 reduce: Some(op),
             }),
         });
-        Node::new(
-            Tree::Load {
-                buf,
-                at: Affine::contiguous(&shape),
-            },
-            dtype,
-        )
+        value
     }
 
     fn matmul(&mut self, id: NodeId, ta: bool, tb: bool) -> Rc<Node> {
@@ -551,12 +546,7 @@ impl<'g> Lowerer<'g> {
         let k = if ta { a_shape[r - 2] } else { a_shape[r - 1] };
         let (m, n) = (shape[r - 2], shape[r - 1]);
         let dtype = node.ty.dtype;
-        let c = self.buffer(
-            BufferKind::Arena { offset: 0 },
-            dtype,
-            shape.iter().product(),
-            id,
-        );
+        let (c, value) = self.arena_value(id, dtype);
         self.kernels.push(Kernel {
             node: id,
             body: KernelBody::MatMul(MatMulKernel {
@@ -570,13 +560,7 @@ impl<'g> Lowerer<'g> {
                 c,
             }),
         });
-        Node::new(
-            Tree::Load {
-                buf: c,
-                at: Affine::contiguous(&shape),
-            },
-            dtype,
-        )
+        value
     }
 
     fn library(&mut self, id: NodeId) -> Rc<Node> {
@@ -588,28 +572,12 @@ impl<'g> Lowerer<'g> {
             .map(|i| (self.as_dense(i), self.shapes[i.index()].clone()))
             .collect();
         let shape = self.shapes[id.index()].clone();
-        let dtype = node.ty.dtype;
-        let out = self.buffer(
-            BufferKind::Arena { offset: 0 },
-            dtype,
-            shape.iter().product(),
-            id,
-        );
+        let (out, value) = self.arena_value(id, node.ty.dtype);
         self.kernels.push(Kernel {
             node: id,
-            body: KernelBody::Library(LibraryKernel {
-                inputs,
-                out,
-                shape: shape.clone(),
-            }),
+            body: KernelBody::Library(LibraryKernel { inputs, out, shape }),
         });
-        Node::new(
-            Tree::Load {
-                buf: out,
-                at: Affine::contiguous(&shape),
-            },
-            dtype,
-        )
+        value
     }
 
     fn finish(mut self) -> Program {

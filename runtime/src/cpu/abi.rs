@@ -11,6 +11,7 @@ use aotgrad_ir::{DType, Data, Graph};
 
 use super::matmul::{self, Operand, Real};
 use crate::Tensor;
+use crate::interp::layout::for_each_index;
 use crate::interp::{self, RunError};
 
 /// What the entry function's `ctx` argument points to during one call.
@@ -120,29 +121,19 @@ pub(crate) unsafe fn write_dense(ptr: *mut u8, t: &Tensor) {
 
 /// Element offsets of `at` over `shape`, in row-major order of `shape`.
 pub(crate) fn offsets(at: &Affine, shape: &[usize]) -> Vec<usize> {
-    let n: usize = shape.iter().product();
-    let mut out = Vec::with_capacity(n);
-    if n == 0 {
-        return out;
-    }
-    let mut idx = vec![0usize; shape.len()];
-    for _ in 0..n {
-        let o: i64 = at.offset
-            + idx
-                .iter()
-                .zip(&at.strides)
-                .map(|(&i, &s)| i as i64 * s)
-                .sum::<i64>();
-        out.push(o as usize);
-        for d in (0..shape.len()).rev() {
-            idx[d] += 1;
-            if idx[d] < shape[d] {
-                break;
-            }
-            idx[d] = 0;
-        }
-    }
+    let mut out = Vec::with_capacity(shape.iter().product());
+    for_each_index(shape, |idx, _| out.push(affine_offset(at, idx) as usize));
     out
+}
+
+/// `at.offset + sum(idx[d] * at.strides[d])` over the leading `idx.len()` axes.
+fn affine_offset(at: &Affine, idx: &[usize]) -> i64 {
+    at.offset
+        + idx
+            .iter()
+            .zip(&at.strides)
+            .map(|(&i, &s)| i as i64 * s)
+            .sum::<i64>()
 }
 
 /// Runs kernel `k` (a matmul or a library kernel) of the current call.
@@ -214,14 +205,8 @@ unsafe fn run_matmul<T: Real>(ctx: &Ctx<'_>, mm: &aotgrad_compiler::lower::MatMu
         ctx.bufs[mm.b.0.index()] as *const T,
     );
     let pc = ctx.bufs[mm.c.index()] as *mut T;
-    let batch: usize = mm.batch.iter().product();
-    let mut idx = vec![0usize; r];
-    for bi in 0..batch {
-        let (mut oa, mut ob) = (a.offset, b.offset);
-        for (d, &i) in idx.iter().enumerate() {
-            oa += i as i64 * a.strides[d];
-            ob += i as i64 * b.strides[d];
-        }
+    for_each_index(&mm.batch, |idx, bi| {
+        let (oa, ob) = (affine_offset(a, idx), affine_offset(b, idx));
         // SAFETY: offsets come from bounds-checked affine accesses.
         unsafe {
             matmul::matmul(
@@ -242,14 +227,7 @@ unsafe fn run_matmul<T: Real>(ctx: &Ctx<'_>, mm: &aotgrad_compiler::lower::MatMu
                 ctx.pool,
             );
         }
-        for d in (0..r).rev() {
-            idx[d] += 1;
-            if idx[d] < mm.batch[d] {
-                break;
-            }
-            idx[d] = 0;
-        }
-    }
+    });
 }
 
 /// Check-numerics mode: reports the first NaN/Inf in kernel `k`'s output.

@@ -16,12 +16,12 @@ use std::time::Instant;
 
 use aotgrad_compiler::codegen::{self, CodegenOptions};
 use aotgrad_compiler::lower::{self, BufferKind, LowerOptions, Program};
-use aotgrad_ir::{Dim, Graph, Op, TensorType, verify};
+use aotgrad_ir::{Graph, Op, TensorType, verify};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
 
 use crate::Tensor;
-use crate::interp::{Evaluation, RunError, SymbolEnv};
+use crate::interp::{self, Evaluation, RunError, SymbolEnv};
 
 /// Options of a CPU program.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,6 +212,13 @@ impl CpuProgram {
         &self.graph
     }
 
+    /// Whether the program has an input leaf called `name`.
+    pub fn has_input(&self, name: &str) -> bool {
+        self.leaves
+            .iter()
+            .any(|l| l.kind == LeafKind::Input && l.name == name)
+    }
+
     pub fn options(&self) -> CpuOptions {
         self.opts
     }
@@ -330,11 +337,7 @@ impl CpuProgram {
         inputs: &[(&str, &Tensor)],
     ) -> Result<SymbolEnv, RunError> {
         for (name, _) in inputs {
-            if !self
-                .leaves
-                .iter()
-                .any(|l| l.kind == LeafKind::Input && l.name == *name)
-            {
+            if !self.has_input(name) {
                 return Err(RunError::Unknown {
                     name: name.to_string(),
                 });
@@ -364,37 +367,7 @@ impl CpuProgram {
                 name: leaf.name.clone(),
                 ty: leaf.ty.clone(),
             })?;
-            let mismatch = || RunError::Mismatch {
-                name: leaf.name.clone(),
-                expected: leaf.ty.clone(),
-                got: dtype,
-                shape: shape.clone(),
-            };
-            if dtype != leaf.ty.dtype || shape.len() != leaf.ty.rank() {
-                return Err(mismatch());
-            }
-            for (d, &n) in leaf.ty.shape.dims().iter().zip(&shape) {
-                match d {
-                    Dim::Known(k) if *k != n => return Err(mismatch()),
-                    Dim::Known(_) => {}
-                    Dim::Sym(s) => match env.get(s) {
-                        Some(&prev) if prev != n => {
-                            return Err(RunError::SymbolConflict {
-                                sym: s.to_string(),
-                                first: prev,
-                                first_from: origin[s].clone(),
-                                second: n,
-                                second_from: leaf.name.clone(),
-                            });
-                        }
-                        Some(_) => {}
-                        None => {
-                            env.insert(s.clone(), n);
-                            origin.insert(s.clone(), leaf.name.clone());
-                        }
-                    },
-                }
-            }
+            interp::bind_leaf(&mut env, &mut origin, &leaf.name, &leaf.ty, dtype, &shape)?;
         }
         Ok(env)
     }

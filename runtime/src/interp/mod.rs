@@ -3,7 +3,7 @@
 //! correct: no fusion, no vectorisation, sequential accumulation in the tensor's dtype.
 
 mod eval;
-mod layout;
+pub(crate) mod layout;
 mod num;
 pub mod rng;
 
@@ -184,37 +184,52 @@ pub fn bind(graph: &Graph, feeds: &HashMap<String, Tensor>) -> Result<SymbolEnv,
             name: name.clone(),
             ty: ty.clone(),
         })?;
-        let mismatch = || RunError::Mismatch {
-            name: name.clone(),
-            expected: ty.clone(),
-            got: t.dtype(),
-            shape: t.shape().to_vec(),
-        };
-        if t.dtype() != ty.dtype || t.shape().len() != ty.rank() {
-            return Err(mismatch());
-        }
-        for (d, &n) in ty.shape.dims().iter().zip(t.shape()) {
-            match d {
-                Dim::Known(k) if *k != n => return Err(mismatch()),
-                Dim::Known(_) => {}
-                Dim::Sym(s) => match env.get(s) {
-                    Some(&prev) if prev != n => {
-                        return Err(RunError::SymbolConflict {
-                            sym: s.to_string(),
-                            first: prev,
-                            first_from: origin[s].clone(),
-                            second: n,
-                            second_from: name.clone(),
-                        });
-                    }
-                    Some(_) => {}
-                    None => {
-                        env.insert(s.clone(), n);
-                        origin.insert(s.clone(), name.clone());
-                    }
-                },
-            }
-        }
+        bind_leaf(&mut env, &mut origin, name, ty, t.dtype(), t.shape())?;
     }
     Ok(env)
+}
+
+/// Checks one leaf's tensor (dtype, rank, known sizes) against its declared type and
+/// binds its symbols in `env`; `origin` remembers which leaf bound each symbol, for the
+/// conflict message. Shared by the interpreter and the compiled executors.
+pub(crate) fn bind_leaf(
+    env: &mut SymbolEnv,
+    origin: &mut BTreeMap<Arc<str>, String>,
+    name: &str,
+    ty: &TensorType,
+    dtype: aotgrad_ir::DType,
+    shape: &[usize],
+) -> Result<(), RunError> {
+    let mismatch = || RunError::Mismatch {
+        name: name.to_string(),
+        expected: ty.clone(),
+        got: dtype,
+        shape: shape.to_vec(),
+    };
+    if dtype != ty.dtype || shape.len() != ty.rank() {
+        return Err(mismatch());
+    }
+    for (d, &n) in ty.shape.dims().iter().zip(shape) {
+        match d {
+            Dim::Known(k) if *k != n => return Err(mismatch()),
+            Dim::Known(_) => {}
+            Dim::Sym(s) => match env.get(s) {
+                Some(&prev) if prev != n => {
+                    return Err(RunError::SymbolConflict {
+                        sym: s.to_string(),
+                        first: prev,
+                        first_from: origin[s].clone(),
+                        second: n,
+                        second_from: name.to_string(),
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    env.insert(s.clone(), n);
+                    origin.insert(s.clone(), name.to_string());
+                }
+            },
+        }
+    }
+    Ok(())
 }
