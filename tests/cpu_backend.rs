@@ -183,3 +183,53 @@ fn mnist_mlp_adam_step_shape_of_the_program() {
     assert!(!program.contains(" <- "), "every update in place");
     insta::assert_snapshot!("mnist_mlp_adam64_summary", summary);
 }
+
+/// Neighbouring update loops are merged into one pass (`plan::merge_loops`); merged,
+/// each must still see the values it would have seen alone: `q` and `r` read the old
+/// `p` while `p` is overwritten in place, and `s` reads the *new* `p`, so its loop must
+/// not be merged with the one that writes it.
+#[test]
+fn merged_update_loops_see_the_values_they_would_see_alone() {
+    let g = GraphBuilder::new("crossed");
+    let p = g.param("p", DType::F32, shape![4, 9]);
+    let q = g.param("q", DType::F32, shape![4, 9]);
+    let r = g.param("r", DType::F32, shape![4, 9]);
+    let s = g.param("s", DType::F32, shape![4, 9]);
+    let p_new = p + q * 0.5;
+    g.update(p, p_new);
+    g.update(q, q * p + 1.0);
+    g.update(r, r - p.exp());
+    g.update(s, p_new * 2.0 + s);
+    g.output("loss", p_new.sum_all());
+    let graph = g.finish().unwrap();
+    let init = |k: f32| {
+        Tensor::from_f32(
+            &(0..36).map(|i| k + i as f32 * 0.1).collect::<Vec<_>>(),
+            &[4, 9],
+        )
+        .unwrap()
+    };
+    let mut store: HashMap<String, Tensor> = [
+        ("p".to_string(), init(0.5)),
+        ("q".to_string(), init(-1.0)),
+        ("r".to_string(), init(2.0)),
+        ("s".to_string(), init(0.25)),
+    ]
+    .into();
+    let mut prog = CpuProgram::new(&graph, CpuOptions::default()).unwrap();
+    for _ in 0..3 {
+        let want = aotgrad::runtime::interp::run(&graph, &store).unwrap();
+        prog.run(&mut store, &[]).unwrap();
+        for name in ["p", "q", "r", "s"] {
+            let w = want.update(name).unwrap();
+            assert!(
+                store[name].allclose(w, 1e-6, 1e-6),
+                "{name}\n{w}\n{}",
+                store[name]
+            );
+        }
+    }
+    let env = Default::default();
+    let lowered = prog.variant(&env).unwrap().program().to_string();
+    assert!(lowered.contains(" = e"), "some loops merged:\n{lowered}");
+}

@@ -226,14 +226,14 @@ pub fn clif_type(d: DType) -> Type {
 struct Collapsed {
     shape: Vec<usize>,
     loads: Vec<Affine>,
-    out: Affine,
+    outs: Vec<Affine>,
     /// Per flat node: its `Index` affine, collapsed.
     index: Vec<Option<Affine>>,
 }
 
 fn collapse(k: &LoopKernel) -> Collapsed {
     let mut all: Vec<&Affine> = k.loads.iter().map(|(_, a)| a).collect();
-    all.push(&k.out_at);
+    all.extend(k.outs.iter().map(|o| &o.at));
     let index_nodes: Vec<(usize, &Affine)> = k
         .expr
         .nodes
@@ -280,7 +280,7 @@ fn collapse(k: &LoopKernel) -> Collapsed {
     let loads = (0..k.loads.len())
         .map(|_| it.next().expect("load"))
         .collect();
-    let out = it.next().expect("out");
+    let outs = (0..k.outs.len()).map(|_| it.next().expect("out")).collect();
     let mut index = vec![None; k.expr.nodes.len()];
     for (i, _) in index_nodes {
         index[i] = it.next();
@@ -288,7 +288,7 @@ fn collapse(k: &LoopKernel) -> Collapsed {
     Collapsed {
         shape,
         loads,
-        out,
+        outs,
         index,
     }
 }
@@ -346,12 +346,13 @@ impl<M: Module> KernelGen<'_, '_, M> {
         let c = collapse(k);
         // Base addresses, loaded once.
         let mut base = HashMap::new();
-        for (b, _) in k
+        for b in k
             .loads
             .iter()
-            .chain(std::iter::once(&(k.out, Affine::contiguous(&[]))))
+            .map(|(b, _)| *b)
+            .chain(k.outs.iter().map(|o| o.buf))
         {
-            if let std::collections::hash_map::Entry::Vacant(e) = base.entry(*b) {
+            if let std::collections::hash_map::Entry::Vacant(e) = base.entry(b) {
                 let v = self.fb.ins().load(
                     self.ptr,
                     MemFlagsData::trusted().with_readonly(),
@@ -361,14 +362,16 @@ impl<M: Module> KernelGen<'_, '_, M> {
                 e.insert(v);
             }
         }
-        let out_dtype = self.p.buffer(k.out).dtype;
+        // Merged kernels share one element type (see `plan::merge_loops`); a reduction
+        // has exactly one output.
+        let out_dtype = self.p.buffer(k.outs[0].buf).dtype;
         if let Some(op) = k.reduce {
             // Fill the whole output with the identity first.
-            let n = self.p.buffer(k.out).elems;
+            let n = self.p.buffer(k.outs[0].buf).elems;
             let id = reduce_identity(op, out_dtype);
             let idv = self.scalar_const(id);
             let esz = out_dtype.size_bytes() as i64;
-            let ob = base[&k.out];
+            let ob = base[&k.outs[0].buf];
             self.counted_loop(n as i64, &mut |g, i| {
                 let off = g.fb.ins().imul_imm_s(i, esz);
                 let addr = g.fb.ins().iadd(ob, off);
@@ -482,11 +485,15 @@ impl<M: Module> KernelGen<'_, '_, M> {
             let bytes = self.fb.ins().imul_imm_s(off, esz);
             load_rows.push(self.fb.ins().iadd(base[b], bytes));
         }
-        let out_dtype = self.p.buffer(k.out).dtype;
+        let out_dtype = self.p.buffer(k.outs[0].buf).dtype;
         let out_esz = out_dtype.size_bytes() as i64;
-        let off = self.row_offset(&c.out, idx);
-        let bytes = self.fb.ins().imul_imm_s(off, out_esz);
-        let out_row = self.fb.ins().iadd(base[&k.out], bytes);
+        let mut out_rows = Vec::new();
+        for (o, at) in k.outs.iter().zip(&c.outs) {
+            let off = self.row_offset(at, idx);
+            let bytes = self.fb.ins().imul_imm_s(off, out_esz);
+            out_rows.push(self.fb.ins().iadd(base[&o.buf], bytes));
+        }
+        let out_row = out_rows[0];
         let mut index_rows = vec![None; k.expr.nodes.len()];
         for (i, a) in c.index.iter().enumerate() {
             if let Some(a) = a {
@@ -520,9 +527,10 @@ impl<M: Module> KernelGen<'_, '_, M> {
         // Hoisted scalar values of the invariant nodes.
         let zero = self.iconst(0);
         let hoisted = self.eval(k, &mut rows, zero, Lanes::Scalar, &invariant, &[]);
-        let out_stride = inner_stride(&c.out);
+        let out_strides: Vec<i64> = c.outs.iter().map(inner_stride).collect();
+        let out_stride = out_strides[0];
         let vec_ty = simd
-            .then(|| vector_plan(k, c, &invariant, out_dtype, out_stride, len))
+            .then(|| vector_plan(k, c, &invariant, out_dtype, &out_strides, len))
             .flatten();
         let reduce = k.reduce;
         let scalar_ty = clif_type(out_dtype);
@@ -557,11 +565,17 @@ impl<M: Module> KernelGen<'_, '_, M> {
             });
             let end = self.range_loop(None, len, lanes, &mut |g, j| {
                 let vals = g.eval(k, &mut rows, j, Lanes::Vector(vt), &invariant, &vhoist);
-                let v = vals[k.expr.root()].expect("root evaluated");
+                let v = vals[k.outs[0].value].expect("output evaluated");
                 match (reduce, vacc) {
                     (None, _) => {
-                        let addr = g.elem_addr(out_row, j, out_stride, out_esz);
-                        g.fb.ins().store(data_mem(), v, addr, 0);
+                        // Every load of this index is above; now the stores.
+                        for (o, (&row, &stride)) in
+                            k.outs.iter().zip(out_rows.iter().zip(&out_strides))
+                        {
+                            let v = vals[o.value].expect("output evaluated");
+                            let addr = g.elem_addr(row, j, stride, out_esz);
+                            g.fb.ins().store(data_mem(), v, addr, 0);
+                        }
                     }
                     (Some(op), Some(acc)) => {
                         let a = g.fb.use_var(acc);
@@ -591,11 +605,15 @@ impl<M: Module> KernelGen<'_, '_, M> {
         // Scalar loop (all of it, or the vector loop's tail).
         self.range_loop(from, len, 1, &mut |g, j| {
             let vals = g.eval(k, &mut rows, j, Lanes::Scalar, &invariant, &hoisted);
-            let v = vals[k.expr.root()].expect("root evaluated");
+            let v = vals[k.outs[0].value].expect("output evaluated");
             match (reduce, acc_var) {
                 (None, _) => {
-                    let addr = g.elem_addr(out_row, j, out_stride, out_esz);
-                    g.fb.ins().store(data_mem(), v, addr, 0);
+                    for (o, (&row, &stride)) in k.outs.iter().zip(out_rows.iter().zip(&out_strides))
+                    {
+                        let v = vals[o.value].expect("output evaluated");
+                        let addr = g.elem_addr(row, j, stride, out_esz);
+                        g.fb.ins().store(data_mem(), v, addr, 0);
+                    }
                 }
                 (Some(op), Some(acc)) => {
                     let a = g.fb.use_var(acc);
@@ -988,7 +1006,7 @@ fn vector_plan(
     c: &Collapsed,
     invariant: &[bool],
     out_dtype: DType,
-    out_stride: i64,
+    out_strides: &[i64],
     len: i64,
 ) -> Option<Type> {
     let vt = match out_dtype {
@@ -996,8 +1014,11 @@ fn vector_plan(
         DType::F64 => types::F64X2,
         _ => return None,
     };
-    if len < vt.lane_count() as i64 || !(out_stride == 1 || (out_stride == 0 && k.reduce.is_some()))
-    {
+    let stores_ok = match k.reduce {
+        Some(_) => out_strides == [0] || out_strides == [1],
+        None => out_strides.iter().all(|&s| s == 1),
+    };
+    if len < vt.lane_count() as i64 || !stores_ok {
         return None;
     }
     let last = c.shape.len() - 1;

@@ -353,6 +353,27 @@ impl Flat {
     pub fn root(&self) -> usize {
         self.nodes.len() - 1
     }
+
+    /// Appends `other`'s nodes (hash-consed against the ones already here), its load
+    /// `l` becoming `load_map[l]`; returns where each of `other`'s nodes ended up.
+    pub fn absorb(&mut self, other: &Flat, load_map: &[usize]) -> Vec<usize> {
+        let mut at = Vec::with_capacity(other.nodes.len());
+        for n in &other.nodes {
+            let m = |x: &usize| at[*x];
+            let op = match &n.op {
+                FlatOp::Load(l) => FlatOp::Load(load_map[*l]),
+                FlatOp::Index(a) => FlatOp::Index(a.clone()),
+                FlatOp::Const(s) => FlatOp::Const(*s),
+                FlatOp::Unary(u, a) => FlatOp::Unary(*u, m(a)),
+                FlatOp::Binary(b, x, y) => FlatOp::Binary(*b, m(x), m(y)),
+                FlatOp::Where(c, x, y) => FlatOp::Where(m(c), m(x), m(y)),
+                FlatOp::Cast(a) => FlatOp::Cast(m(a)),
+            };
+            let i = self.intern(op, n.dtype);
+            at.push(i);
+        }
+        at
+    }
 }
 
 impl fmt::Display for Flat {

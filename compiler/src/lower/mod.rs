@@ -77,17 +77,31 @@ impl Buffer {
     }
 }
 
-/// A fused loop nest over `shape`: evaluates `expr` at every index and stores it at
-/// `out_at` (or, for a reduction, combines it into `out_at`, whose strides are zero on
-/// the reduced axes; the output is first filled with the reduction's identity).
+/// A fused loop nest over `shape`: evaluates `expr` at every index and stores each
+/// output's value at its access (or, for a reduction, combines it into the single
+/// output, whose strides are zero on the reduced axes; the output is first filled with
+/// the reduction's identity).
+///
+/// A plain loop can have several outputs: neighbouring loops over the same domain are
+/// merged (see `plan::merge_loops`) so that, for Adam, a parameter and both moments are
+/// updated in one pass over memory. Per index, every load happens before any store.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoopKernel {
     pub shape: Vec<usize>,
     pub loads: Vec<(BufferId, Affine)>,
     pub expr: Flat,
-    pub out: BufferId,
-    pub out_at: Affine,
+    pub outs: Vec<Store>,
     pub reduce: Option<ReduceOp>,
+}
+
+/// One output of a loop kernel: `expr.nodes[value]` stored into `buf` through `at`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Store {
+    pub buf: BufferId,
+    pub at: Affine,
+    pub value: usize,
+    /// The graph node whose value this is (named by check-numerics).
+    pub node: NodeId,
 }
 
 /// A batched matrix product `c[b] = a[b] @ b[b]`, each operand read through an affine
@@ -129,12 +143,20 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    /// The buffer this kernel writes.
+    /// The buffer this kernel writes (the first one, for a merged loop).
     pub fn output(&self) -> BufferId {
         match &self.body {
-            KernelBody::Loop(k) => k.out,
+            KernelBody::Loop(k) => k.outs[0].buf,
             KernelBody::MatMul(k) => k.c,
             KernelBody::Library(k) => k.out,
+        }
+    }
+
+    /// Every buffer this kernel writes.
+    pub fn outputs(&self) -> Vec<BufferId> {
+        match &self.body {
+            KernelBody::Loop(k) => k.outs.iter().map(|s| s.buf).collect(),
+            _ => vec![self.output()],
         }
     }
 
@@ -156,7 +178,7 @@ impl Kernel {
         match &mut self.body {
             KernelBody::Loop(k) => {
                 k.loads.iter_mut().for_each(|(b, _)| r(b));
-                r(&mut k.out);
+                k.outs.iter_mut().for_each(|s| r(&mut s.buf));
             }
             KernelBody::MatMul(k) => {
                 r(&mut k.a.0);
@@ -256,6 +278,9 @@ pub fn lower(graph: &Graph, env: &SymbolEnv, opts: LowerOptions) -> Result<Progr
     if opts.in_place_updates {
         plan::sink_update_kernels(&mut p);
         plan::updates_in_place(&mut p);
+    }
+    if opts.fuse {
+        plan::merge_loops(&mut p);
     }
     plan::assign_offsets(&mut p);
     Ok(p)
@@ -366,11 +391,15 @@ impl<'g> Lowerer<'g> {
         self.kernels.push(Kernel {
             node: id,
             body: KernelBody::Loop(LoopKernel {
-                out_at: Affine::contiguous(&shape),
+                outs: vec![Store {
+                    buf,
+                    at: Affine::contiguous(&shape),
+                    value: expr.root(),
+                    node: id,
+                }],
                 shape,
                 loads,
                 expr,
-                out: buf,
                 reduce: None,
             }),
         });
@@ -516,12 +545,16 @@ impl<'g> Lowerer<'g> {
             body: KernelBody::Loop(LoopKernel {
                 shape: in_shape,
                 loads,
+                outs: vec![Store {
+                    buf,
+                    at: Affine {
+                        offset: 0,
+                        strides: out_strides,
+                    },
+                    value: expr.root(),
+                    node: id,
+                }],
                 expr,
-                out: buf,
-                out_at: Affine {
-                    offset: 0,
-                    strides: out_strides,
-                },
                 reduce: Some(op),
             }),
         });
@@ -685,7 +718,9 @@ impl Program {
                     for (b, a) in &l.loads {
                         check(&what, *b, a, &l.shape)?;
                     }
-                    check(&what, l.out, &l.out_at, &l.shape)?;
+                    for o in &l.outs {
+                        check(&what, o.buf, &o.at, &l.shape)?;
+                    }
                 }
                 KernelBody::MatMul(m) => {
                     let mut sa = m.batch.clone();

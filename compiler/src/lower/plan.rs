@@ -1,7 +1,7 @@
 //! The memory plan: in-place updates of persistent buffers, then arena offsets for the
 //! intermediates by liveness over the kernel schedule.
 
-use super::{BufferId, BufferKind, KernelBody, Program};
+use super::{BufferId, BufferKind, Kernel, KernelBody, LoopKernel, Program};
 
 /// Arena offsets are multiples of this (a cache line; also enough for any vector load).
 pub const ALIGN: usize = 64;
@@ -82,13 +82,15 @@ pub(super) fn updates_in_place(p: &mut Program) {
         let KernelBody::Loop(lk) = &p.kernels[k].body else {
             continue;
         };
+        let out_at = &lk.outs[0].at;
         let elementwise = lk.reduce.is_none()
+            && lk.outs.len() == 1
             && lk.shape == shape
-            && lk.out_at.is_contiguous(&shape)
+            && out_at.is_contiguous(&shape)
             && lk
                 .loads
                 .iter()
-                .all(|(b, a)| *b != target || a.same_as(&lk.out_at, &shape));
+                .all(|(b, a)| *b != target || a.same_as(out_at, &shape));
         let read_later = p.kernels[k + 1..]
             .iter()
             .any(|later| later.reads().contains(&target));
@@ -122,6 +124,91 @@ pub(super) fn updates_in_place(p: &mut Program) {
     }
 }
 
+/// Merges each plain loop kernel into the loop kernel just before it when both run over
+/// the same domain and merging cannot change a value, so that one pass over memory
+/// computes all their outputs and shares their common subexpressions (Adam's parameter
+/// update and its two moment updates read the same gradient and moments). Never merges
+/// reductions, matmuls or library kernels.
+///
+/// Merged, every load of an index happens before any store of it, so the second kernel
+/// must not read what the first writes (it would see the old value), and where the
+/// first reads what the second overwrites, it must read exactly the element being
+/// written (an in-place update), through an access that visits each element once.
+pub(super) fn merge_loops(p: &mut Program) {
+    let mut merged: Vec<Kernel> = Vec::with_capacity(p.kernels.len());
+    for k in std::mem::take(&mut p.kernels) {
+        if let Some(prev) = merged.last_mut()
+            && let (KernelBody::Loop(a), KernelBody::Loop(b)) = (&mut prev.body, &k.body)
+            && can_merge(p, a, b)
+        {
+            merge_into(a, b);
+            continue;
+        }
+        merged.push(k);
+    }
+    p.kernels = merged;
+}
+
+fn can_merge(p: &Program, a: &LoopKernel, b: &LoopKernel) -> bool {
+    if a.reduce.is_some() || b.reduce.is_some() || a.shape != b.shape {
+        return false;
+    }
+    // One element type for all outputs, so the loop vectorises as one.
+    let dtype = p.buffer(a.outs[0].buf).dtype;
+    if b.outs.iter().any(|o| p.buffer(o.buf).dtype != dtype) {
+        return false;
+    }
+    let a_writes = |buf: BufferId| a.outs.iter().any(|o| o.buf == buf);
+    if b.loads.iter().any(|(buf, _)| a_writes(*buf)) || b.outs.iter().any(|o| a_writes(o.buf)) {
+        return false;
+    }
+    b.outs.iter().all(|o| {
+        let visits_once = injective(&o.at, &a.shape);
+        a.loads
+            .iter()
+            .all(|(buf, at)| *buf != o.buf || (visits_once && at.same_as(&o.at, &a.shape)))
+    })
+}
+
+/// Whether `at` maps distinct indices of `shape` to distinct elements (no zero stride
+/// on a non-trivial axis, strides that nest without overlap).
+fn injective(at: &super::Affine, shape: &[usize]) -> bool {
+    let mut axes: Vec<(i64, usize)> = at
+        .strides
+        .iter()
+        .zip(shape)
+        .filter(|&(_, &n)| n > 1)
+        .map(|(&s, &n)| (s.abs(), n))
+        .collect();
+    axes.sort();
+    let mut span = 1i64;
+    for (s, n) in axes {
+        if s < span {
+            return false;
+        }
+        span = s * n as i64;
+    }
+    true
+}
+
+fn merge_into(a: &mut LoopKernel, b: &LoopKernel) {
+    let load_map: Vec<usize> = b
+        .loads
+        .iter()
+        .map(|l| {
+            a.loads.iter().position(|x| x == l).unwrap_or_else(|| {
+                a.loads.push(l.clone());
+                a.loads.len() - 1
+            })
+        })
+        .collect();
+    let at = a.expr.absorb(&b.expr, &load_map);
+    a.outs.extend(b.outs.iter().map(|o| super::Store {
+        value: at[o.value],
+        ..o.clone()
+    }));
+}
+
 /// Live ranges over the schedule, then a greedy first-fit placement of the arena
 /// buffers (largest first) so that buffers whose ranges overlap never share bytes.
 pub(super) fn assign_offsets(p: &mut Program) {
@@ -135,7 +222,9 @@ pub(super) fn assign_offsets(p: &mut Program) {
         });
     };
     for (t, k) in p.kernels.iter().enumerate() {
-        touch(k.output(), t);
+        for b in k.outputs() {
+            touch(b, t);
+        }
         for b in k.reads() {
             touch(b, t);
         }

@@ -55,13 +55,26 @@ impl fmt::Display for Program {
                         Some(r) => format!("reduce.{}", r.name()),
                         None => "loop".into(),
                     };
+                    // One output that is the expression's root prints as `-> b3 {..}`;
+                    // a merged kernel names each output's value.
+                    let single = l.outs.len() == 1 && l.outs[0].value == l.expr.root();
+                    let outs: Vec<String> = l
+                        .outs
+                        .iter()
+                        .map(|o| {
+                            if single {
+                                format!("b{} {}", o.buf.0, access(&o.at))
+                            } else {
+                                format!("b{} {} = e{}", o.buf.0, access(&o.at), o.value)
+                            }
+                        })
+                        .collect();
                     writeln!(
                         f,
-                        "  k{t}: {kind} {} over {} -> b{} {}",
+                        "  k{t}: {kind} {} over {} -> {}",
                         k.node,
                         dims(&l.shape),
-                        l.out.0,
-                        access(&l.out_at)
+                        outs.join(", ")
                     )?;
                     for (j, (b, a)) in l.loads.iter().enumerate() {
                         writeln!(f, "      l{j} = b{} {}", b.0, access(a))?;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use aotgrad_compiler::lower::{Affine, BufferId, KernelBody, Program};
-use aotgrad_ir::{DType, Data, Graph};
+use aotgrad_ir::{DType, Data, Graph, NodeId};
 
 use super::matmul::{self, Operand, Real};
 use crate::Tensor;
@@ -242,30 +242,34 @@ pub(crate) unsafe extern "C" fn aotgrad_check(
     // SAFETY: as in `aotgrad_kernel`.
     let ctx = unsafe { &*ctx };
     let kernel = &ctx.program.kernels[k];
-    let out = kernel.output();
-    let bad = match ctx.program.buffer(out).dtype {
-        // SAFETY: the kernel just wrote this buffer; nothing writes it concurrently.
-        DType::F32 => unsafe { slice::<f32>(ctx, out) }
-            .iter()
-            .map(|&x| x as f64)
-            .find(|x| !x.is_finite()),
-        DType::F64 => unsafe { slice::<f64>(ctx, out) }
-            .iter()
-            .copied()
-            .find(|x| !x.is_finite()),
-        _ => None,
+    // A merged loop names the node of the output that went bad.
+    let outs: Vec<(BufferId, NodeId)> = match &kernel.body {
+        KernelBody::Loop(l) => l.outs.iter().map(|o| (o.buf, o.node)).collect(),
+        _ => vec![(kernel.output(), kernel.node)],
     };
-    match bad {
-        Some(value) => {
+    for (out, node) in outs {
+        let bad = match ctx.program.buffer(out).dtype {
+            // SAFETY: the kernel just wrote this buffer; nothing writes it concurrently.
+            DType::F32 => unsafe { slice::<f32>(ctx, out) }
+                .iter()
+                .map(|&x| x as f64)
+                .find(|x| !x.is_finite()),
+            DType::F64 => unsafe { slice::<f64>(ctx, out) }
+                .iter()
+                .copied()
+                .find(|x| !x.is_finite()),
+            _ => None,
+        };
+        if let Some(value) = bad {
             *ctx.error.borrow_mut() = Some(RunError::NonFinite {
-                node: kernel.node,
-                op: ctx.graph.node(kernel.node).op.name(),
+                node,
+                op: ctx.graph.node(node).op.name(),
                 value,
             });
-            1
+            return 1;
         }
-        None => 0,
     }
+    0
 }
 
 macro_rules! math1 {
