@@ -22,6 +22,30 @@ pub const MODELS: &[&str] = &[
     "wide_adam",
 ];
 
+/// Data-free steps of 0-d graphs (not in `torch_ref.py`): what the per-call overhead
+/// of a compiled step is measured on. `himmelblau` is two scalar parameters, the
+/// Himmelblau function and SGD, as in `examples/himmelblau.rs`.
+pub const SCALAR_MODELS: &[&str] = &["himmelblau"];
+
+/// The data-free trainer of a [`SCALAR_MODELS`] entry.
+pub fn setup_scalar(model: &str) -> Result<Trainer, String> {
+    match model {
+        "himmelblau" => Ok(Trainer::minimize(
+            |s| {
+                let x = s.param("x", &[], crate::nn::Init::Constant(0.0));
+                let y = s.param("y", &[], crate::nn::Init::Constant(0.0));
+                (x * x + y - 11.0).square() + (x + y * y - 7.0).square()
+            },
+            Optimizer::sgd(0.001),
+        )
+        .name("himmelblau")),
+        _ => Err(format!(
+            "unknown scalar model {model:?} (known: {})",
+            SCALAR_MODELS.join(", ")
+        )),
+    }
+}
+
 /// One benchmark's result (the JSON keys of `aotgrad bench --json`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BenchResult {
@@ -45,7 +69,7 @@ impl BenchResult {
     pub fn to_json(&self) -> String {
         format!(
             "{{\"model\": \"{}\", \"backend\": \"{}\", \"batch\": {}, \"threads\": {}, \"params\": {}, \
-             \"median_ms\": {:.4}, \"min_ms\": {:.4}, \"max_ms\": {:.4}, \"steps\": {}, \
+             \"median_ms\": {:.6}, \"min_ms\": {:.6}, \"max_ms\": {:.6}, \"steps\": {}, \
              \"samples_per_s\": {:.1}, \"compile_ms\": {:.2}, \"peak_rss_mb\": {:.1}}}",
             self.model,
             self.backend,
@@ -168,8 +192,9 @@ pub fn setup(model: &str) -> Result<(Trainer, Batch), String> {
         }
         other => {
             return Err(format!(
-                "unknown model {other:?} (one of {})",
-                MODELS.join(", ")
+                "unknown model {other:?} (one of {}, {})",
+                MODELS.join(", "),
+                SCALAR_MODELS.join(", ")
             ));
         }
     };
@@ -192,12 +217,21 @@ pub fn peak_rss_mb() -> f64 {
 /// Times the compiled training step of `model` on `backend`.
 pub fn run(model: &str, backend: Backend, opts: BenchOptions) -> Result<BenchResult, String> {
     let t0 = Instant::now();
-    let (trainer, batch) = setup(model)?;
+    let (trainer, batch) = if SCALAR_MODELS.contains(&model) {
+        (setup_scalar(model)?, None)
+    } else {
+        let (t, b) = setup(model)?;
+        (t, Some(b))
+    };
     let mut step = trainer.compile(&backend).map_err(|e| e.to_string())?;
-    step.run(&batch).map_err(|e| e.to_string())?;
+    let one = |step: &mut crate::train::TrainStep| match &batch {
+        Some(b) => step.run(b).map_err(|e| e.to_string()),
+        None => step.step().map_err(|e| e.to_string()),
+    };
+    one(&mut step)?;
     let first = t0.elapsed().as_secs_f64() * 1e3;
     for _ in 0..opts.warmup {
-        step.run(&batch).map_err(|e| e.to_string())?;
+        one(&mut step)?;
     }
     let mut times = Vec::new();
     let start = Instant::now();
@@ -205,13 +239,13 @@ pub fn run(model: &str, backend: Backend, opts: BenchOptions) -> Result<BenchRes
         && (times.len() < opts.min_steps || start.elapsed().as_secs_f64() < opts.max_time_s)
     {
         let t = Instant::now();
-        step.run(&batch).map_err(|e| e.to_string())?;
+        one(&mut step)?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
     let mut sorted = times.clone();
     sorted.sort_by(f64::total_cmp);
     let median = sorted[sorted.len() / 2];
-    let b = batch.x.shape()[0];
+    let b = batch.as_ref().map_or(1, |b| b.x.shape()[0]);
     let (name, threads) = match backend {
         Backend::Interpreter => ("interp", 1),
         Backend::Cpu { threads } => ("cpu", threads),

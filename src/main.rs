@@ -28,7 +28,8 @@ enum Cmd {
     /// ../shared/bench/torch_ref.py): median/min/max ms per step, samples/s, compile
     /// time, peak RSS.
     Bench {
-        /// linreg, logreg, mlp_mse_sgdm, mlp_ce_adam64, mlp_ce_adam512, wide_adam.
+        /// linreg, logreg, mlp_mse_sgdm, mlp_ce_adam64, mlp_ce_adam512, wide_adam, and
+        /// himmelblau (a data-free step of 0-d parameters: the per-call overhead).
         #[arg(required = true, num_args = 1..)]
         models: Vec<String>,
         /// Threads of the CPU backend.
@@ -40,6 +41,9 @@ enum Cmd {
         /// Seconds of timed steps per model (after at least 20 steps).
         #[arg(long, default_value_t = 3.0)]
         max_time: f64,
+        /// At most this many timed steps per model.
+        #[arg(long, default_value_t = 2000)]
+        steps: usize,
         /// One JSON object per model instead of a table row.
         #[arg(long)]
         json: bool,
@@ -232,10 +236,12 @@ fn bench_cmd(
     models: &[String],
     backend: aotgrad::train::Backend,
     max_time: f64,
+    steps: usize,
     json: bool,
 ) -> Result<String, String> {
     let opts = aotgrad::bench::BenchOptions {
         max_time_s: max_time,
+        max_steps: steps.max(1),
         ..Default::default()
     };
     let mut out = String::new();
@@ -249,7 +255,7 @@ fn bench_cmd(
             out.push('\n');
         } else {
             out.push_str(&format!(
-                "| {:15}| {:8}| {:3} | {:5} | {:9.4} | {:7.4} | {:7.4} | {:5} | {:10.0} | {:10.1} | {:11.1} |\n",
+                "| {:15}| {:8}| {:3} | {:5} | {:9.5} | {:7.5} | {:7.5} | {:5} | {:10.0} | {:10.1} | {:11.1} |\n",
                 r.model, r.backend, r.threads, r.batch, r.median_ms, r.min_ms, r.max_ms, r.steps,
                 r.samples_per_s, r.compile_ms, r.peak_rss_mb
             ));
@@ -286,8 +292,15 @@ fn main() -> ExitCode {
             threads,
             backend,
             max_time,
+            steps,
             json,
-        } => bench_cmd(models, backend.with_threads(*threads), *max_time, *json),
+        } => bench_cmd(
+            models,
+            backend.with_threads(*threads),
+            *max_time,
+            *steps,
+            *json,
+        ),
         Cmd::Lower { model, clif } => lower_cmd(model, *clif),
         Cmd::Run { file, inputs, out } => run_cmd(file, inputs, out),
         Cmd::Grad {

@@ -27,13 +27,19 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use aotgrad_ir::{ConstValue, DType, Data, Graph, NodeId, Op, ReduceOp, Scalar, verify};
+use aotgrad_ir::{BinaryOp, ConstValue, DType, Data, Graph, NodeId, Op, ReduceOp, Scalar, verify};
 
 pub use expr::{Affine, BufferId, Flat, FlatNode, FlatOp, Node, Tree};
 
 /// A tree whose per-element cost is at most this is recomputed in every consumer
 /// rather than stored (see the module doc).
 pub const RECOMPUTE_LIMIT: usize = 4;
+
+/// Float matrix products of at most this many multiply-adds become a generated loop
+/// nest (a sum over `k`) instead of a call into the GEMM: for the 1-feature and
+/// few-feature models (linear and logistic regression) the call, packing and tiling
+/// would cost more than the arithmetic.
+pub const SMALL_MATMUL: usize = 4096;
 /// Trees larger than this are stored, which bounds the code size of one kernel.
 pub const MAX_TREE: usize = 96;
 
@@ -580,6 +586,58 @@ impl<'g> Lowerer<'g> {
         let (m, n) = (shape[r - 2], shape[r - 1]);
         let dtype = node.ty.dtype;
         let (c, value) = self.arena_value(id, dtype);
+        if dtype.is_float() && m * n * k <= SMALL_MATMUL {
+            // c[.., i, j] = sum over l of a[.., i, l] * b[.., l, j], as a reduction over
+            // the loop space [.., m, n, k]: each operand is a view with a zero stride on
+            // the axis it does not have.
+            let nb = r - 2;
+            let widen = |s: &[i64], (im, jn, lk): (i64, i64, i64)| {
+                let mut v = s[..nb].to_vec();
+                v.extend([im, jn, lk]);
+                v
+            };
+            let at_a = Affine {
+                offset: a.1.offset,
+                strides: widen(&a.1.strides, (a.1.strides[r - 2], 0, a.1.strides[r - 1])),
+            };
+            let at_b = Affine {
+                offset: b.1.offset,
+                strides: widen(&b.1.strides, (0, b.1.strides[r - 1], b.1.strides[r - 2])),
+            };
+            let mut out_strides = Affine::contiguous(&shape).strides;
+            out_strides.push(0);
+            let product = Node::new(
+                Tree::Binary(
+                    BinaryOp::Mul,
+                    Node::new(Tree::Load { buf: a.0, at: at_a }, dtype),
+                    Node::new(Tree::Load { buf: b.0, at: at_b }, dtype),
+                ),
+                dtype,
+            );
+            let mut loads = Vec::new();
+            let expr = Flat::build(&product, &mut loads);
+            let mut loop_shape = shape.clone();
+            loop_shape.push(k);
+            self.kernels.push(Kernel {
+                node: id,
+                body: KernelBody::Loop(LoopKernel {
+                    shape: loop_shape,
+                    loads,
+                    outs: vec![Store {
+                        buf: c,
+                        at: Affine {
+                            offset: 0,
+                            strides: out_strides,
+                        },
+                        value: expr.root(),
+                        node: id,
+                    }],
+                    expr,
+                    reduce: Some(ReduceOp::Sum),
+                }),
+            });
+            return value;
+        }
         self.kernels.push(Kernel {
             node: id,
             body: KernelBody::MatMul(MatMulKernel {

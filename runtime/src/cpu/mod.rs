@@ -113,8 +113,15 @@ pub struct Variant {
     /// Owned storage the buffer table points into (never read through these fields).
     _arena: Vec<Line>,
     _consts: Vec<Vec<Line>>,
-    /// Buffer table template: arena and constant addresses filled in.
+    /// Buffer table: arena and constant addresses filled in at compile time, input and
+    /// persistent addresses rewritten by each call.
     table: Vec<*mut u8>,
+    /// Each leaf's dtype and concrete shape (in `CpuProgram::leaves` order): a call
+    /// whose tensors match these runs this variant without binding symbols again.
+    leaf_types: Vec<(aotgrad_ir::DType, Vec<usize>)>,
+    /// Where each leaf's address goes in `table` (leaves the program never reads have
+    /// no buffer).
+    leaf_buffers: Vec<Option<usize>>,
     compile_ms: f64,
 }
 
@@ -150,8 +157,10 @@ pub struct CpuProgram {
     graph: Graph,
     opts: CpuOptions,
     leaves: Vec<Leaf>,
-    variants: HashMap<Vec<usize>, Box<Variant>>,
-    last: Option<Vec<usize>>,
+    /// One variant per binding of the symbols (the symbol sizes are the key).
+    variants: Vec<(Vec<usize>, Box<Variant>)>,
+    /// Index of the variant the last call ran.
+    last: Option<usize>,
     pool: Option<Arc<rayon::ThreadPool>>,
 }
 
@@ -202,7 +211,7 @@ impl CpuProgram {
             graph: graph.clone(),
             opts,
             leaves,
-            variants: HashMap::new(),
+            variants: Vec::new(),
             last: None,
             pool: pool(opts.threads)?,
         })
@@ -225,20 +234,46 @@ impl CpuProgram {
 
     /// The variant the last call ran (for printing its program and Cranelift IR).
     pub fn last_variant(&self) -> Option<&Variant> {
-        self.last
-            .as_ref()
-            .and_then(|k| self.variants.get(k))
-            .map(|b| &**b)
+        self.last.map(|i| &*self.variants[i].1)
     }
 
     /// Compiles (or finds) the variant for `env` without running it.
     pub fn variant(&mut self, env: &SymbolEnv) -> Result<&Variant, RunError> {
+        let i = self.variant_index(env)?;
+        Ok(&self.variants[i].1)
+    }
+
+    fn variant_index(&mut self, env: &SymbolEnv) -> Result<usize, RunError> {
         let key: Vec<usize> = env.values().copied().collect();
-        if !self.variants.contains_key(&key) {
-            let v = self.compile(env)?;
-            self.variants.insert(key.clone(), Box::new(v));
+        if let Some(i) = self.variants.iter().position(|(k, _)| *k == key) {
+            return Ok(i);
         }
-        Ok(&self.variants[&key])
+        let v = self.compile(env)?;
+        self.variants.push((key, Box::new(v)));
+        Ok(self.variants.len() - 1)
+    }
+
+    /// Whether every leaf's tensor has exactly the dtype and shape variant `v` was
+    /// compiled for (the per-call fast path: no symbol binding, no allocation).
+    fn matches(
+        &self,
+        v: &Variant,
+        persistent: &mut dyn Persistent,
+        inputs: &[(&str, &Tensor)],
+    ) -> bool {
+        self.leaves
+            .iter()
+            .zip(&v.leaf_types)
+            .all(|(leaf, (dtype, shape))| {
+                let t = match leaf.kind {
+                    LeafKind::Input => inputs
+                        .iter()
+                        .find(|(n, _)| *n == leaf.name)
+                        .map(|(_, t)| *t),
+                    LeafKind::Persistent => persistent.tensor_mut(&leaf.name).map(|t| &*t),
+                };
+                t.is_some_and(|t| t.dtype() == *dtype && t.shape() == shape.as_slice())
+            })
     }
 
     fn compile(&self, env: &SymbolEnv) -> Result<Variant, RunError> {
@@ -318,7 +353,27 @@ impl CpuProgram {
                 BufferKind::Input(_) | BufferKind::Persistent(_) => {}
             }
         }
+        let leaf_types = self
+            .leaves
+            .iter()
+            .map(|l| {
+                let shape = l.ty.shape.bind(env).expect("bound by the caller");
+                (l.ty.dtype, shape)
+            })
+            .collect();
+        let leaf_buffers = self
+            .leaves
+            .iter()
+            .map(|l| {
+                program.buffers.iter().position(|b| match &b.kind {
+                    BufferKind::Input(n) | BufferKind::Persistent(n) => *n == l.name,
+                    _ => false,
+                })
+            })
+            .collect();
         Ok(Variant {
+            leaf_types,
+            leaf_buffers,
             clif: emitted.clif,
             program,
             module: Some(module),
@@ -330,19 +385,13 @@ impl CpuProgram {
         })
     }
 
-    /// Checks every leaf's tensor and binds the symbols.
+    /// Checks every leaf's tensor and binds the symbols (input names are checked by the
+    /// caller).
     fn bind(
         &self,
         persistent: &mut dyn Persistent,
         inputs: &[(&str, &Tensor)],
     ) -> Result<SymbolEnv, RunError> {
-        for (name, _) in inputs {
-            if !self.has_input(name) {
-                return Err(RunError::Unknown {
-                    name: name.to_string(),
-                });
-            }
-        }
         let mut env = SymbolEnv::new();
         let mut origin: BTreeMap<Arc<str>, String> = BTreeMap::new();
         for leaf in &self.leaves {
@@ -380,36 +429,44 @@ impl CpuProgram {
         persistent: &mut dyn Persistent,
         inputs: &[(&str, &Tensor)],
     ) -> Result<Evaluation, RunError> {
-        let env = self.bind(persistent, inputs)?;
-        let key: Vec<usize> = env.values().copied().collect();
-        if !self.variants.contains_key(&key) {
-            let v = self.compile(&env)?;
-            self.variants.insert(key.clone(), Box::new(v));
-        }
-        self.last = Some(key.clone());
-        let v = self.variants.get_mut(&key).expect("inserted");
-        let mut table = v.table.clone();
-        for (i, b) in v.program.buffers.iter().enumerate() {
-            match &b.kind {
-                BufferKind::Input(name) => {
-                    let t = inputs
-                        .iter()
-                        .find(|(n, _)| n == name)
-                        .map(|(_, t)| *t)
-                        .expect("bound above");
-                    table[i] = t.data_ptr() as *mut u8;
-                }
-                BufferKind::Persistent(name) => {
-                    let t = persistent.tensor_mut(name).expect("bound above");
-                    table[i] = t.data_ptr_mut();
-                }
-                _ => {}
+        for (name, _) in inputs {
+            if !self.has_input(name) {
+                return Err(RunError::Unknown {
+                    name: name.to_string(),
+                });
             }
         }
+        let fast = self
+            .last
+            .filter(|&i| self.matches(&self.variants[i].1, persistent, inputs));
+        let idx = match fast {
+            Some(i) => i,
+            None => {
+                let env = self.bind(persistent, inputs)?;
+                self.variant_index(&env)?
+            }
+        };
+        self.last = Some(idx);
+        let v = &mut *self.variants[idx].1;
+        for (leaf, slot) in self.leaves.iter().zip(&v.leaf_buffers) {
+            let Some(i) = *slot else { continue };
+            v.table[i] = match leaf.kind {
+                LeafKind::Input => inputs
+                    .iter()
+                    .find(|(n, _)| *n == leaf.name)
+                    .map(|(_, t)| t.data_ptr() as *mut u8)
+                    .expect("checked above"),
+                LeafKind::Persistent => persistent
+                    .tensor_mut(&leaf.name)
+                    .expect("checked above")
+                    .data_ptr_mut(),
+            };
+        }
+        let table = &v.table;
         let ctx = abi::Ctx {
             program: &v.program,
             graph: &self.graph,
-            env: &env,
+            env: &v.program.env,
             pool: self.pool.as_deref(),
             error: RefCell::new(None),
             bufs: &table,
@@ -433,7 +490,7 @@ impl CpuProgram {
             .iter()
             .map(|o| {
                 // SAFETY: the call has finished; the output's access was bounds-checked.
-                let t = unsafe { abi::read_view(p, &table, o.buf, &o.at, &o.shape, o.dtype) };
+                let t = unsafe { abi::read_view(p, table, o.buf, &o.at, &o.shape, o.dtype) };
                 (o.name.clone(), t)
             })
             .collect();
@@ -445,7 +502,7 @@ impl CpuProgram {
             };
             let dtype = p.buffer(u.target).dtype;
             // SAFETY: as for outputs.
-            let t = unsafe { abi::read_view(p, &table, *src, at, &u.shape, dtype) };
+            let t = unsafe { abi::read_view(p, table, *src, at, &u.shape, dtype) };
             updates.push((u.name.clone(), t));
         }
         if self.opts.in_place_updates {

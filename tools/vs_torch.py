@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""aotgrad's compiled training step against PyTorch eager, measured in the same run on
+the same machine, interleaved per (model, threads), reported as ratios.
+
+    python3 tools/vs_torch.py --python /path/to/python-with-torch \
+        [--models mlp_ce_adam64 ...] [--threads 1 2] [--max-time 3] [--json out.json]
+
+Each side runs in its own process: `aotgrad bench MODEL --threads T --json` and
+`../shared/bench/torch_ref.py --model MODEL --threads T --mode eager` (which prints a
+`RESULT {...}` line). The ratio is aotgrad's median ms/step over PyTorch's: below 1 is
+faster than PyTorch.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+TORCH_REF = os.path.join(ROOT, "..", "shared", "bench", "torch_ref.py")
+MODELS = ["linreg", "logreg", "mlp_mse_sgdm", "mlp_ce_adam64", "mlp_ce_adam512", "wide_adam"]
+
+
+def run_torch(python, model, threads, max_time, mode):
+    out = subprocess.run(
+        [python, TORCH_REF, "--model", model, "--threads", str(threads), "--mode", mode,
+         "--max-time", str(max_time)],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    for line in out.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    raise RuntimeError(f"no RESULT line from torch_ref.py:\n{out}")
+
+
+def run_aotgrad(binary, model, threads, max_time):
+    out = subprocess.run(
+        [binary, "bench", model, "--threads", str(threads), "--json", "--max-time", str(max_time)],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--python", default=sys.executable, help="a Python with torch installed")
+    ap.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "aotgrad"))
+    ap.add_argument("--models", nargs="+", default=MODELS)
+    ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    ap.add_argument("--max-time", type=float, default=3.0)
+    ap.add_argument("--mode", default="eager", help="torch_ref.py mode to compare with")
+    ap.add_argument("--json", help="write all results here")
+    a = ap.parse_args()
+
+    rows = []
+    print("| model | thr | batch | aotgrad ms | torch ms | ratio | aotgrad compile ms | aotgrad RSS MB | torch RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for model in a.models:
+        for t in a.threads:
+            ours = run_aotgrad(a.binary, model, t, a.max_time)
+            ref = run_torch(a.python, model, t, a.max_time, a.mode)
+            ratio = ours["median_ms"] / ref["median_ms"]
+            rows.append({"model": model, "threads": t, "aotgrad": ours, "torch": ref, "ratio": ratio})
+            print(f"| {model} | {t} | {ours['batch']} | {ours['median_ms']:.4f} | {ref['median_ms']:.4f} "
+                  f"| {ratio:.3f}x | {ours['compile_ms']:.1f} | {ours['peak_rss_mb']:.1f} "
+                  f"| {ref['peak_rss_mb']:.0f} |", flush=True)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
