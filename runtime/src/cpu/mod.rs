@@ -469,7 +469,7 @@ impl CpuProgram {
             env: &v.program.env,
             pool: self.pool.as_deref(),
             error: RefCell::new(None),
-            bufs: &table,
+            bufs: table,
         };
         // SAFETY: `table` holds a valid pointer for every buffer the program uses:
         // arena and constants owned by the variant, inputs borrowed for this call, and
