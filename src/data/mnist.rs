@@ -30,6 +30,21 @@ fn corrupt(path: &Path, reason: String) -> DataError {
 
 /// Parses an IDX3 image file: `[count, rows, cols]` u8 pixels.
 pub fn parse_images(path: &Path, b: &[u8]) -> Result<Tensor, DataError> {
+    let shape = images_shape(path, b)?;
+    Ok(Tensor::new(&shape, aotgrad_ir::Data::U8(b[16..].to_vec())).expect("sized"))
+}
+
+/// [`parse_images`] taking the file's bytes: the pixels stay in that allocation (the
+/// 16-byte header is shifted out in place), so loading the 47 MB training set never
+/// holds two copies of it.
+pub fn parse_images_owned(path: &Path, mut b: Vec<u8>) -> Result<Tensor, DataError> {
+    let shape = images_shape(path, &b)?;
+    b.drain(..16);
+    Ok(Tensor::new(&shape, aotgrad_ir::Data::U8(b)).expect("sized"))
+}
+
+/// Checks an IDX3 header against the file's size; the images' tensor shape.
+fn images_shape(path: &Path, b: &[u8]) -> Result<[usize; 4], DataError> {
     if b.len() < 16 {
         return Err(corrupt(
             path,
@@ -58,7 +73,7 @@ pub fn parse_images(path: &Path, b: &[u8]) -> Result<Tensor, DataError> {
             ),
         ));
     }
-    Ok(Tensor::new(&[n, 1, r, c], aotgrad_ir::Data::U8(b[16..].to_vec())).expect("sized"))
+    Ok([n, 1, r, c])
 }
 
 /// Parses an IDX1 label file into i64 class indices, each checked to be in 0..=9.
@@ -114,7 +129,7 @@ pub fn load(dir: &Path, split: Split) -> Result<TensorDataset, DataError> {
     };
     let ip = find(dir, &format!("{prefix}-images-idx3-ubyte"))?;
     let lp = find(dir, &format!("{prefix}-labels-idx1-ubyte"))?;
-    let images = parse_images(&ip, &read_maybe_gz(&ip)?)?;
+    let images = parse_images_owned(&ip, read_maybe_gz(&ip)?)?;
     let labels = parse_labels(&lp, &read_maybe_gz(&lp)?)?;
     if images.shape()[0] != labels.shape()[0] {
         return Err(DataError::Invalid(format!(
