@@ -42,6 +42,7 @@ pub mod prelude {
     pub use crate::nn::{self, Module, Reduction, Scope};
     pub use crate::optim::{Optimizer, Scheduler};
     pub use crate::train::{Backend, Batch, EarlyStopping, Loss, TrainError, TrainStep, Trainer};
+    pub use aotgrad_compiler::passes::OptLevel;
     pub use aotgrad_ir::{Axes, DType, Dim, Graph, GraphBuilder, Shape, TensorType, Var, shape};
     pub use aotgrad_runtime::Tensor;
 }

@@ -58,6 +58,30 @@ enum Cmd {
     },
     /// Print an IR file in canonical form.
     Fmt { file: PathBuf },
+    /// Run the graph passes on an IR file (or on a reference model's traced training
+    /// step) and print the optimised graph; optionally the graph after every pass, and
+    /// why the lowering did not fuse each value it stores.
+    Opt {
+        /// An IR file (as `aotgrad fmt` prints it).
+        #[arg(required_unless_present = "model")]
+        file: Option<PathBuf>,
+        /// A reference model's training step instead of a file (see `bench`).
+        #[arg(long, conflicts_with = "file")]
+        model: Option<String>,
+        /// 0: as traced; 1: dead-code elimination; 2: simplify, CSE, DCE to a fixed point.
+        #[arg(short = 'O', long = "opt-level", default_value = "2")]
+        level: aotgrad::prelude::OptLevel,
+        /// Print the graph after each pass (with its node count), then the result.
+        #[arg(long)]
+        print_after_all: bool,
+        /// Lower the optimised graph and list, for each value written to memory, the ops
+        /// that read it and why it was not fused into them.
+        #[arg(long)]
+        explain_fusion: bool,
+        /// SYMBOL=SIZE for --explain-fusion (every unbound symbol defaults to 64).
+        #[arg(long = "bind", value_name = "SYMBOL=SIZE")]
+        binds: Vec<String>,
+    },
     /// Evaluate an IR file on the reference interpreter, writing one .npy per output.
     Run {
         file: PathBuf,
@@ -264,6 +288,94 @@ fn bench_cmd(
     Ok(out)
 }
 
+struct OptArgs<'a> {
+    file: Option<&'a Path>,
+    model: Option<&'a str>,
+    level: aotgrad::prelude::OptLevel,
+    print_after_all: bool,
+    explain_fusion: bool,
+    binds: &'a [String],
+}
+
+fn opt_cmd(a: OptArgs) -> Result<String, String> {
+    use aotgrad::compiler::passes;
+    let graph = match (a.file, a.model) {
+        (Some(f), _) => load(f)?,
+        (None, Some(m)) => {
+            let trainer = if aotgrad::bench::SCALAR_MODELS.contains(&m) {
+                aotgrad::bench::setup_scalar(m)?
+            } else {
+                aotgrad::bench::setup(m)?.0
+            };
+            let step = trainer
+                .opt_level(passes::OptLevel::O0)
+                .compile(&aotgrad::train::Backend::Interpreter)
+                .map_err(|e| e.to_string())?;
+            step.step_graph().clone()
+        }
+        (None, None) => return Err("give an IR file or --model".into()),
+    };
+    let mut out = String::new();
+    let t0 = std::time::Instant::now();
+    let optimized = passes::optimize_with(&graph, a.level, &mut |run, g| {
+        if a.print_after_all {
+            out.push_str(&format!(
+                "# after {} (round {}): {} -> {} nodes{}\n{}\n",
+                run.pass,
+                run.round,
+                run.nodes_before,
+                run.nodes_after,
+                if run.changed { "" } else { ", unchanged" },
+                text::print(g)
+            ));
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    let ms = t0.elapsed().as_secs_f64() * 1e3;
+    out.push_str(&format!(
+        "# {}: {} -> {} nodes in {ms:.2} ms\n",
+        a.level,
+        graph.len(),
+        optimized.len()
+    ));
+    out.push_str(&text::print(&optimized));
+    if a.explain_fusion {
+        let mut env = std::collections::BTreeMap::new();
+        for b in a.binds {
+            let (k, v) = b
+                .split_once('=')
+                .ok_or_else(|| format!("--bind {b:?}: expected SYMBOL=SIZE"))?;
+            let v: usize = v
+                .parse()
+                .map_err(|_| format!("--bind {b:?}: {v:?} is not a size"))?;
+            env.insert(std::sync::Arc::<str>::from(k), v);
+        }
+        for (_, n) in optimized.nodes() {
+            for d in n.ty.shape.dims() {
+                if let aotgrad::ir::Dim::Sym(s) = d {
+                    env.entry(s.clone()).or_insert(64);
+                }
+            }
+        }
+        let p = aotgrad::compiler::lower::lower(
+            &optimized,
+            &env,
+            aotgrad::compiler::lower::LowerOptions::default(),
+        )
+        .map_err(|e| e.to_string())?;
+        let binds: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        out.push_str(&format!(
+            "\n# fusion ({}): {} kernels; values written to memory:\n",
+            binds.join(", "),
+            p.kernels.len()
+        ));
+        for line in aotgrad::compiler::lower::explain_fusion(&optimized, &p).lines() {
+            out.push_str(&format!("#   {line}\n"));
+        }
+    }
+    Ok(out)
+}
+
 fn lower_cmd(model: &str, clif: bool) -> Result<String, String> {
     let (trainer, batch) = aotgrad::bench::setup(model)?;
     let mut step = trainer
@@ -302,6 +414,21 @@ fn main() -> ExitCode {
             *json,
         ),
         Cmd::Lower { model, clif } => lower_cmd(model, *clif),
+        Cmd::Opt {
+            file,
+            model,
+            level,
+            print_after_all,
+            explain_fusion,
+            binds,
+        } => opt_cmd(OptArgs {
+            file: file.as_deref(),
+            model: model.as_deref(),
+            level: *level,
+            print_after_all: *print_after_all,
+            explain_fusion: *explain_fusion,
+            binds,
+        }),
         Cmd::Run { file, inputs, out } => run_cmd(file, inputs, out),
         Cmd::Grad {
             file,

@@ -17,6 +17,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use aotgrad_compiler::passes::{self, OptLevel};
 use aotgrad_compiler::{GradError, vjp_in};
 use aotgrad_ir::{BuildError, DType, Dim, Graph, GraphBuilder, Shape, Var};
 use aotgrad_runtime::cpu::{CpuOptions, CpuProgram};
@@ -173,6 +174,11 @@ pub enum TrainError {
         program: &'static str,
         error: RunError,
     },
+    #[error("optimising the {program} program: {error}")]
+    Optimize {
+        program: &'static str,
+        error: aotgrad_compiler::passes::PassError,
+    },
     #[error("the trainer needs {0}")]
     Config(String),
     #[error(
@@ -211,6 +217,7 @@ pub struct Trainer {
     accumulate: usize,
     checked: bool,
     check_numerics: bool,
+    opt_level: OptLevel,
     l1: f64,
     l2: f64,
 }
@@ -233,6 +240,7 @@ impl Trainer {
             accumulate: 1,
             checked: true,
             check_numerics: false,
+            opt_level: OptLevel::default(),
             l1: 0.0,
             l2: 0.0,
         }
@@ -287,6 +295,15 @@ impl Trainer {
     /// step naming the graph node that produced it (slower; for debugging).
     pub fn check_numerics(mut self, on: bool) -> Trainer {
         self.check_numerics = on;
+        self
+    }
+
+    /// How much the graph passes do before a program runs (`O2`, the default: simplify,
+    /// CSE and DCE to a fixed point; `O0`: the graph as traced, to bisect a suspected
+    /// miscompile). [`TrainStep::step_graph`] is always the traced graph;
+    /// [`TrainStep::optimized_step_graph`] what runs.
+    pub fn opt_level(mut self, level: OptLevel) -> Trainer {
+        self.opt_level = level;
         self
     }
 
@@ -452,23 +469,28 @@ impl Trainer {
 
     /// Traces every program and initialises parameters and state.
     pub fn compile(&self, backend: &Backend) -> Result<TrainStep, TrainError> {
-        let (step, specs) = self.trace(Kind::Step, &[])?;
-        let (grads, _) = self.trace(Kind::Grads, &specs)?;
+        let (traced, specs) = self.trace(Kind::Step, &[])?;
+        let opt = |program: &'static str, g: Graph| {
+            passes::optimize(&g, self.opt_level)
+                .map_err(|error| TrainError::Optimize { program, error })
+        };
+        let step = opt("step", traced.clone())?;
+        let grads = opt("grads", self.trace(Kind::Grads, &specs)?.0)?;
         let has_data = matches!(self.body, Body::Model(_));
         let eval = if has_data {
-            Some(self.trace(Kind::Eval, &specs)?.0)
+            Some(opt("eval", self.trace(Kind::Eval, &specs)?.0)?)
         } else {
             None
         };
         let predict = if has_data {
-            Some(self.trace(Kind::Predict, &specs)?.0)
+            Some(opt("predict", self.trace(Kind::Predict, &specs)?.0)?)
         } else {
             None
         };
         let accumulate = if self.accumulate > 1 {
             Some((
-                self.trace(Kind::Accumulate, &specs)?.0,
-                self.trace(Kind::Apply, &specs)?.0,
+                opt("accumulate", self.trace(Kind::Accumulate, &specs)?.0)?,
+                opt("apply", self.trace(Kind::Apply, &specs)?.0)?,
             ))
         } else {
             None
@@ -505,6 +527,7 @@ impl Trainer {
         }
         Ok(TrainStep {
             backend: *backend,
+            traced,
             step,
             grads,
             eval,
@@ -571,6 +594,9 @@ pub struct StepResult {
 /// The compiled training programs with their parameter and optimizer-state storage.
 pub struct TrainStep {
     backend: Backend,
+    /// The step as traced (forward + backward + update), before the graph passes.
+    traced: Graph,
+    /// The programs as they run: after the graph passes of the trainer's level.
     step: Graph,
     grads: Graph,
     eval: Option<Graph>,
@@ -594,12 +620,19 @@ impl TrainStep {
         self.backend
     }
 
-    /// The training-step graph (forward + backward + update), for printing and tests.
+    /// The training-step graph (forward + backward + update) as traced, for printing
+    /// and tests.
     pub fn step_graph(&self) -> &Graph {
+        &self.traced
+    }
+
+    /// The training-step graph after the graph passes: what the backends run.
+    pub fn optimized_step_graph(&self) -> &Graph {
         &self.step
     }
 
-    /// The forward+backward graph whose outputs are `loss`, `output` and `grad.<param>`.
+    /// The forward+backward graph whose outputs are `loss`, `output` and `grad.<param>`
+    /// (optimised).
     pub fn grads_graph(&self) -> &Graph {
         &self.grads
     }

@@ -2,6 +2,7 @@
 //!
 //! - [`autodiff`]: ahead-of-time reverse-mode differentiation ([`autodiff::grad`]);
 //! - [`precision`]: the same program in f64 (for gradient checks and reference runs);
+//! - [`passes`]: graph-to-graph optimisation (simplify, CSE, DCE) at levels O0-O2;
 //! - [`lower`]: a graph with bound symbols becomes kernels over buffers with a memory plan;
 //! - [`codegen`]: the lowered program as Cranelift IR.
 
@@ -11,3 +12,4 @@ pub mod precision;
 pub use autodiff::{GradError, Seed, grad, grad_named, vjp_in};
 pub mod codegen;
 pub mod lower;
+pub mod passes;

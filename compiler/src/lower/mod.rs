@@ -30,6 +30,7 @@ use std::sync::Arc;
 use aotgrad_ir::{BinaryOp, ConstValue, DType, Data, Graph, NodeId, Op, ReduceOp, Scalar, verify};
 
 pub use expr::{Affine, BufferId, Flat, FlatNode, FlatOp, Node, Tree};
+pub use print::explain_fusion;
 
 /// A tree whose per-element cost is at most this is recomputed in every consumer
 /// rather than stored (see the module doc).
@@ -254,6 +255,9 @@ pub struct Program {
     pub arena_bytes: usize,
     /// `(first kernel, last kernel)` each arena buffer is live over.
     pub live: Vec<Option<(usize, usize)>>,
+    /// Every graph value written to a buffer, with the reason it was not fused into its
+    /// consumers (`aotgrad opt --explain-fusion`); not part of the printed program.
+    pub stored: Vec<(NodeId, String)>,
 }
 
 impl Program {
@@ -303,6 +307,10 @@ struct Lowerer<'g> {
     kernels: Vec<Kernel>,
     persistent: HashMap<String, BufferId>,
     env: SymbolEnv,
+    /// The node being lowered, and why its own value must be stored (set just before).
+    current: NodeId,
+    own_reason: String,
+    stored: Vec<(NodeId, String)>,
 }
 
 impl<'g> Lowerer<'g> {
@@ -347,6 +355,9 @@ impl<'g> Lowerer<'g> {
             kernels: Vec::new(),
             persistent: HashMap::new(),
             env: env.clone(),
+            current: NodeId(0),
+            own_reason: String::new(),
+            stored: Vec::new(),
         })
     }
 
@@ -388,8 +399,22 @@ impl<'g> Lowerer<'g> {
         (buf, Node::new(Tree::Load { buf, at }, dtype))
     }
 
+    /// Records that `id`'s kernel (a reduction, matmul or library kernel) writes its
+    /// result to memory by nature.
+    fn stored_by_kernel(&mut self, id: NodeId, what: &str) {
+        self.stored
+            .push((id, format!("{what} writes its result to memory")));
+    }
+
     /// Stores `tree` (the value of `id`) in a fresh arena buffer with a loop kernel.
     fn store(&mut self, id: NodeId, tree: &Rc<Node>) -> Rc<Node> {
+        let reason = if id == self.current {
+            std::mem::take(&mut self.own_reason)
+        } else {
+            let c = self.current;
+            format!("{c} ({}) reads it from memory", self.g.node(c).op.name())
+        };
+        self.stored.push((id, reason));
         let shape = self.shapes[id.index()].clone();
         let (buf, value) = self.arena_value(id, tree.dtype);
         let mut loads = Vec::new();
@@ -445,6 +470,7 @@ impl<'g> Lowerer<'g> {
     }
 
     fn node(&mut self, id: NodeId) {
+        self.current = id;
         let node = self.g.node(id);
         let dtype = node.ty.dtype;
         let shape = self.shapes[id.index()].clone();
@@ -517,11 +543,26 @@ impl<'g> Lowerer<'g> {
             | Op::Random { .. } => self.library(id),
         };
         let is_tree = !matches!(v.tree, Tree::Load { .. } | Tree::Const(_) | Tree::Index(_));
-        let must_store = is_tree
-            && (self.is_root(id)
-                || !self.opts.fuse
-                || v.size() > MAX_TREE
-                || (self.uses[id.index()] > 1 && v.cost() > RECOMPUTE_LIMIT));
+        let uses = self.uses[id.index()];
+        let reason = if self.is_root(id) {
+            Some("an output or update of the graph".to_string())
+        } else if !self.opts.fuse {
+            Some("fusion is off (-O0 or check-numerics)".to_string())
+        } else if v.size() > MAX_TREE {
+            Some(format!(
+                "its fused expression has {} nodes (limit {MAX_TREE})",
+                v.size()
+            ))
+        } else if uses > 1 && v.cost() > RECOMPUTE_LIMIT {
+            Some(format!(
+                "used by {uses} ops and costs {} > {RECOMPUTE_LIMIT} to recompute in each",
+                v.cost()
+            ))
+        } else {
+            None
+        };
+        let must_store = is_tree && reason.is_some();
+        self.own_reason = reason.unwrap_or_default();
         let v = if must_store { self.store(id, &v) } else { v };
         self.vals[id.index()] = Some(v);
     }
@@ -544,6 +585,7 @@ impl<'g> Lowerer<'g> {
             out_strides[d] = kst[k];
         }
         let (buf, value) = self.arena_value(id, dtype);
+        self.stored_by_kernel(id, "a reduction");
         let mut loads = Vec::new();
         let expr = Flat::build(&tree, &mut loads);
         self.kernels.push(Kernel {
@@ -586,6 +628,7 @@ impl<'g> Lowerer<'g> {
         let (m, n) = (shape[r - 2], shape[r - 1]);
         let dtype = node.ty.dtype;
         let (c, value) = self.arena_value(id, dtype);
+        self.stored_by_kernel(id, "a matrix product");
         if dtype.is_float() && m * n * k <= SMALL_MATMUL {
             // c[.., i, j] = sum over l of a[.., i, l] * b[.., l, j], as a reduction over
             // the loop space [.., m, n, k]: each operand is a view with a zero stride on
@@ -664,6 +707,7 @@ impl<'g> Lowerer<'g> {
             .collect();
         let shape = self.shapes[id.index()].clone();
         let (out, value) = self.arena_value(id, node.ty.dtype);
+        self.stored_by_kernel(id, "a library kernel");
         self.kernels.push(Kernel {
             node: id,
             body: KernelBody::Library(LibraryKernel { inputs, out, shape }),
@@ -708,6 +752,7 @@ impl<'g> Lowerer<'g> {
             updates,
             arena_bytes: 0,
             live: vec![None; n],
+            stored: self.stored,
         }
     }
 

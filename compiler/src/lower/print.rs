@@ -151,3 +151,37 @@ impl fmt::Display for Program {
         )
     }
 }
+
+/// For every graph value the lowering wrote to a buffer (instead of fusing it into the
+/// kernels that use it), the ops that read it and why: one line per value, in graph
+/// order. `aotgrad opt --explain-fusion` prints it.
+pub fn explain_fusion(g: &aotgrad_ir::Graph, p: &Program) -> String {
+    let mut consumers: Vec<Vec<aotgrad_ir::NodeId>> = vec![Vec::new(); g.len()];
+    for (id, n) in g.nodes() {
+        for i in &n.inputs {
+            if !consumers[i.index()].contains(&id) {
+                consumers[i.index()].push(id);
+            }
+        }
+    }
+    let mut stored: Vec<&(aotgrad_ir::NodeId, String)> = p.stored.iter().collect();
+    stored.sort_by_key(|(id, _)| *id);
+    stored.dedup_by_key(|(id, _)| *id);
+    let mut out = String::new();
+    for (id, why) in stored {
+        let uses: Vec<String> = consumers[id.index()]
+            .iter()
+            .map(|c| format!("{c} {}", g.node(*c).op.name()))
+            .collect();
+        let to = if uses.is_empty() {
+            String::new()
+        } else {
+            format!(" -> {}", uses.join(", "))
+        };
+        out.push_str(&format!(
+            "{id} {}{to}: not fused: {why}\n",
+            g.node(*id).op.name()
+        ));
+    }
+    out
+}
