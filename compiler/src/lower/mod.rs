@@ -265,6 +265,28 @@ impl Program {
         &self.buffers[id.index()]
     }
 
+    /// The most bytes of arena buffers live at once (each rounded up to the arena's
+    /// alignment): no placement can use a smaller arena, so `arena_bytes` equal to this
+    /// is an optimal plan.
+    pub fn peak_live_bytes(&self) -> usize {
+        let mut peak = 0;
+        for t in 0..=self.kernels.len() {
+            let live: usize = self
+                .buffers
+                .iter()
+                .zip(&self.live)
+                .filter(|(b, r)| {
+                    matches!(b.kind, BufferKind::Arena { .. })
+                        && b.elems > 0
+                        && r.is_some_and(|(a, z)| a <= t && t <= z)
+                })
+                .map(|(b, _)| b.bytes().div_ceil(plan::ALIGN) * plan::ALIGN)
+                .sum();
+            peak = peak.max(live);
+        }
+        peak
+    }
+
     /// Sum of the sizes of all arena buffers (what the arena would be without reuse).
     pub fn intermediate_bytes(&self) -> usize {
         self.buffers

@@ -237,19 +237,54 @@ pub(super) fn assign_offsets(p: &mut Program) {
             touch(*b, end);
         }
     }
-    let mut order: Vec<usize> = (0..p.buffers.len())
+    let bufs: Vec<usize> = (0..p.buffers.len())
         .filter(|&i| {
             matches!(p.buffers[i].kind, BufferKind::Arena { .. })
                 && p.buffers[i].elems > 0
                 && live[i].is_some()
         })
         .collect();
-    order.sort_by_key(|&i| (std::cmp::Reverse(p.buffers[i].bytes()), i));
+    let size = |i: usize| p.buffers[i].bytes().div_ceil(ALIGN) * ALIGN;
+    let range = |i: usize| live[i].expect("filtered");
+    // First-fit is a heuristic: the placement depends on the order buffers are placed
+    // in. A few orders cost microseconds each; keep the smallest arena (ties: the
+    // first order, so the plan is deterministic).
+    let orders: [&dyn Fn(usize) -> (i64, i64, usize); 4] = [
+        &|i| (-(size(i) as i64), 0, i),
+        &|i| (range(i).0 as i64, -(size(i) as i64), i),
+        &|i| (-((range(i).1 - range(i).0) as i64), -(size(i) as i64), i),
+        &|i| (-((size(i) * (range(i).1 - range(i).0 + 1)) as i64), 0, i),
+    ];
+    let mut best: Option<(usize, Vec<(usize, usize)>)> = None;
+    for key in orders {
+        let mut order = bufs.clone();
+        order.sort_by_key(|&i| key(i));
+        let (arena, offsets) = first_fit(&order, &size, &range);
+        if best.as_ref().is_none_or(|(b, _)| arena < *b) {
+            best = Some((arena, offsets));
+        }
+    }
+    let (arena, offsets) = best.unwrap_or_default();
+    for (i, offset) in offsets {
+        p.buffers[i].kind = BufferKind::Arena { offset };
+    }
+    p.arena_bytes = arena;
+    p.live = live;
+}
+
+/// Places `order`'s buffers one by one at the lowest offset that does not overlap a
+/// placed buffer with an overlapping live range; the arena size and each offset.
+fn first_fit(
+    order: &[usize],
+    size: &dyn Fn(usize) -> usize,
+    range: &dyn Fn(usize) -> (usize, usize),
+) -> (usize, Vec<(usize, usize)>) {
     let mut placed: Vec<(usize, usize, (usize, usize))> = Vec::new(); // (offset, bytes, live)
+    let mut offsets = Vec::with_capacity(order.len());
     let mut arena = 0usize;
-    for i in order {
-        let bytes = p.buffers[i].bytes().div_ceil(ALIGN) * ALIGN;
-        let (a, z) = live[i].expect("filtered");
+    for &i in order {
+        let bytes = size(i);
+        let (a, z) = range(i);
         let mut clashes: Vec<(usize, usize)> = placed
             .iter()
             .filter(|(_, _, (pa, pz))| *pa <= z && a <= *pz)
@@ -265,8 +300,7 @@ pub(super) fn assign_offsets(p: &mut Program) {
         }
         placed.push((offset, bytes, (a, z)));
         arena = arena.max(offset + bytes);
-        p.buffers[i].kind = BufferKind::Arena { offset };
+        offsets.push((i, offset));
     }
-    p.arena_bytes = arena;
-    p.live = live;
+    (arena, offsets)
 }

@@ -132,8 +132,9 @@ impl fmt::Display for Program {
         }
         writeln!(
             f,
-            "arena: {} B for {} B of intermediates; {} kernels ({} loops, {} matmuls, {} library)",
+            "arena: {} B (peak live {} B) for {} B of intermediates; {} kernels ({} loops, {} matmuls, {} library)",
             self.arena_bytes,
+            self.peak_live_bytes(),
             self.intermediate_bytes(),
             self.kernels.len(),
             self.kernels
