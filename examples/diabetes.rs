@@ -56,6 +56,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .input(DType::F32, &[8])
         .target(DType::F32, &[1])
         .seed(a.seed)
+        .with_args(&a)
         .compile(&a.backend())?;
     let loader = DataLoader::new(&ds, a.batch.unwrap_or(32)).shuffle(a.seed);
     let (mut first, mut epoch_loss) = (None, 0.0);

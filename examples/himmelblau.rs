@@ -31,6 +31,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         optim,
     )
     .name("himmelblau")
+    .with_args(&a)
     .compile(&a.backend())?;
     let mut f = f64::NAN;
     for i in 0..steps {

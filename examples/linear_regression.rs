@@ -27,6 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     .input(DType::F32, &[1])
     .target(DType::F32, &[1])
     .seed(a.seed)
+    .with_args(&a)
     .compile(&a.backend())?;
     let batch = Batch {
         x: Tensor::from_f32(&[1.0, 2.0, 3.0], &[3, 1])?,

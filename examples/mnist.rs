@@ -72,6 +72,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .input(DType::F32, &[1, 28, 28])
         .target(DType::I64, &[])
         .seed(a.seed)
+        .with_args(a)
         .compile(&a.backend())?;
     if cli.print_ir {
         print!("{}", aotgrad::text::print(step.step_graph()));

@@ -39,6 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .name("quadratic")
         .input(DType::F32, &[])
         .target(DType::F32, &[])
+        .with_args(&a)
         .compile(&a.backend())?;
     let data = [(1.0f32, 2.0f32), (2.0, 4.0), (3.0, 6.0)];
     let t = Instant::now();

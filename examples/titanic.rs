@@ -111,6 +111,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     .input(DType::F32, &[FEATURES])
     .target(DType::F32, &[1])
     .seed(a.seed)
+    .with_args(&a)
     .compile(&a.backend())?;
     let loader = DataLoader::new(&train, a.batch.unwrap_or(64)).shuffle(a.seed);
     let (mut first, mut epoch_loss) = (None, 0.0);

@@ -49,6 +49,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .name("zscore_regression")
         .input(DType::F32, &[2])
         .target(DType::F32, &[1])
+        .with_args(&a)
         .compile(&a.backend())?;
     let batch = Batch { x: xn, y };
     let (mut first, mut loss) = (None, 0.0);

@@ -42,12 +42,28 @@ pub struct TrainArgs {
     /// Exit with an error unless the result clears the example's floor (used by tests).
     #[arg(long)]
     pub check: bool,
+    /// Graph optimisation level: 0 (as traced), 1 (dead-code elimination), 2 (all
+    /// passes). Training at -O0 and -O2 must agree; use it to bisect a miscompile.
+    #[arg(short = 'O', long = "opt-level", default_value = "2")]
+    pub opt_level: crate::compiler::passes::OptLevel,
+    /// Test every kernel's output for NaN/Inf and name the graph node that made the
+    /// first one (slower: no fusion).
+    #[arg(long)]
+    pub check_numerics: bool,
 }
 
 impl TrainArgs {
     /// `--backend` with `--threads` applied.
     pub fn backend(&self) -> Backend {
         self.backend.with_threads(self.threads)
+    }
+}
+
+impl crate::train::Trainer {
+    /// The compile-time options of the command line: `--opt-level` and
+    /// `--check-numerics`.
+    pub fn with_args(self, a: &TrainArgs) -> crate::train::Trainer {
+        self.opt_level(a.opt_level).check_numerics(a.check_numerics)
     }
 }
 
