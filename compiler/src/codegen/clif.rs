@@ -34,6 +34,7 @@ use crate::lower::{Affine, FlatOp, KernelBody, LoopKernel, Program, reduce_ident
 pub const HELPERS: &[(&str, &str, &str)] = &[
     ("aotgrad_kernel", "ppp", "i"),
     ("aotgrad_check", "ppp", "i"),
+    ("aotgrad_parallel", "pppp", "-"),
     ("aotgrad_exp_f32", "f", "f"),
     ("aotgrad_log_f32", "f", "f"),
     ("aotgrad_sin_f32", "f", "f"),
@@ -56,6 +57,9 @@ pub enum CodegenError {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CodegenOptions {
+    /// Threads of the pool the runtime runs on: above 1, large elementwise kernels are
+    /// split over them (`aotgrad_parallel`).
+    pub threads: usize,
     /// Emit 128-bit vector inner loops where possible.
     pub simd: bool,
     /// After every kernel with a float output, call `aotgrad_check` (NaN/Inf scan).
@@ -65,6 +69,7 @@ pub struct CodegenOptions {
 impl Default for CodegenOptions {
     fn default() -> Self {
         CodegenOptions {
+            threads: 1,
             simd: true,
             check_numerics: false,
         }
@@ -128,6 +133,9 @@ pub fn emit<M: Module>(
         let name = format!("k{t}");
         let mut sig = module.make_signature();
         sig.params.push(AbiParam::new(ptr));
+        // The range [lo, hi) of the split axis (see `split_len`) this call computes.
+        sig.params.push(AbiParam::new(types::I64));
+        sig.params.push(AbiParam::new(types::I64));
         let id = module
             .declare_function(&name, Linkage::Local, &sig)
             .map_err(|e| merr(&name, e))?;
@@ -184,11 +192,26 @@ pub fn emit<M: Module>(
             fb.ins().brif(s, fail, &[s.into()], next, &[]);
             fb.switch_to_block(next);
         };
+        let parallel_fn = module.declare_func_in_func(helpers["aotgrad_parallel"], fb.func);
         for (t, k) in p.kernels.iter().enumerate() {
             match kernel_ids.get(&t) {
                 Some(id) => {
                     let f = module.declare_func_in_func(*id, fb.func);
-                    fb.ins().call(f, &[bufs]);
+                    let KernelBody::Loop(lk) = &k.body else {
+                        unreachable!("only loop kernels have functions")
+                    };
+                    let n = split_len(lk);
+                    if opts.threads > 1 && parallel_worthy(lk) {
+                        // The runtime splits [0, n) over the pool: elementwise kernels
+                        // compute each element the same way whichever call does it.
+                        let addr = fb.ins().func_addr(ptr, f);
+                        let nv = fb.ins().iconst(ptr, n);
+                        fb.ins().call(parallel_fn, &[hctx, addr, bufs, nv]);
+                    } else {
+                        let lo = fb.ins().iconst(types::I64, 0);
+                        let hi = fb.ins().iconst(types::I64, n);
+                        fb.ins().call(f, &[bufs, lo, hi]);
+                    }
                 }
                 None => call_status(&mut fb, kernel_fn, t),
             }
@@ -342,7 +365,8 @@ impl<M: Module> KernelGen<'_, '_, M> {
         let start = self.fb.create_block();
         self.fb.append_block_params_for_function_params(start);
         self.fb.switch_to_block(start);
-        let bufs = self.fb.block_params(start)[0];
+        let params = self.fb.block_params(start).to_vec();
+        let (bufs, lo, hi) = (params[0], params[1], params[2]);
         let c = collapse(k);
         // Base addresses, loaded once.
         let mut base = HashMap::new();
@@ -385,24 +409,41 @@ impl<M: Module> KernelGen<'_, '_, M> {
         let rank = c.shape.len();
         let outer = c.shape[..rank - 1].to_vec();
         let inner = c.shape[rank - 1];
-        // Outer loops; the inner loop is emitted for each outer index.
+        // Outer loops; the inner loop is emitted for each outer index. A plain loop
+        // computes only [lo, hi) of its first axis (the caller may split it over
+        // threads); a reduction always runs whole (lo and hi are 0 and `split_len`).
         let mut idx_vars = Vec::new();
-        self.nest(&outer, &mut idx_vars, &mut |g, idx| {
-            g.inner(k, &c, &base, idx, inner as i64, simd);
-        });
+        if k.reduce.is_some() {
+            self.nest(&outer, &mut idx_vars, &mut |g, idx| {
+                g.inner(k, &c, &base, idx, Span::whole(inner), simd);
+            });
+        } else if rank == 1 {
+            let span = Span {
+                len: inner as i64,
+                range: Some((lo, hi)),
+            };
+            self.inner(k, &c, &base, &[], span, simd);
+        } else {
+            self.range_loop(Some(lo), End::Var(hi), 1, &mut |g, i| {
+                let mut idx = vec![i];
+                g.nest(&outer, &mut idx, &mut |g, idx| {
+                    g.inner(k, &c, &base, idx, Span::whole(inner), simd);
+                });
+            });
+        }
         self.fb.ins().return_(&[]);
     }
 
     /// `for i in 0..n { body(i) }` with an i64 counter.
     fn counted_loop(&mut self, n: i64, body: &mut dyn FnMut(&mut Self, Value)) {
-        self.range_loop(None, n, 1, body);
+        self.range_loop(None, End::Const(n), 1, body);
     }
 
     /// `for (i = from; i + step <= n; i += step) { body(i) }`; returns the final `i`.
     fn range_loop(
         &mut self,
         from: Option<Value>,
-        n: i64,
+        n: End,
         step: i64,
         body: &mut dyn FnMut(&mut Self, Value),
     ) -> Value {
@@ -419,10 +460,13 @@ impl<M: Module> KernelGen<'_, '_, M> {
         self.fb.switch_to_block(header);
         let i = self.fb.use_var(var);
         let next = self.fb.ins().iadd_imm_s(i, step);
-        let ok = self
-            .fb
-            .ins()
-            .icmp_imm_s(IntCC::SignedLessThanOrEqual, next, n);
+        let ok = match n {
+            End::Const(n) => self
+                .fb
+                .ins()
+                .icmp_imm_s(IntCC::SignedLessThanOrEqual, next, n),
+            End::Var(n) => self.fb.ins().icmp(IntCC::SignedLessThanOrEqual, next, n),
+        };
         self.fb.ins().brif(ok, body_block, &[], exit, &[]);
         self.fb.switch_to_block(body_block);
         let i = self.fb.use_var(var);
@@ -473,10 +517,15 @@ impl<M: Module> KernelGen<'_, '_, M> {
         c: &Collapsed,
         base: &HashMap<crate::lower::BufferId, Value>,
         idx: &[Value],
-        len: i64,
+        span: Span,
         simd: bool,
     ) {
+        let Span { len, range } = span;
         let last = c.shape.len() - 1;
+        let (start, end) = match range {
+            Some((lo, hi)) => (Some(lo), End::Var(hi)),
+            None => (None, End::Const(len)),
+        };
         // Row pointers of every load and of the output; row values of index nodes.
         let mut load_rows = Vec::new();
         for (li, (b, _)) in k.loads.iter().enumerate() {
@@ -563,7 +612,7 @@ impl<M: Module> KernelGen<'_, '_, M> {
                 self.fb.def_var(v, s);
                 v
             });
-            let end = self.range_loop(None, len, lanes, &mut |g, j| {
+            let stop = self.range_loop(start, end, lanes, &mut |g, j| {
                 let vals = g.eval(k, &mut rows, j, Lanes::Vector(vt), &invariant, &vhoist);
                 let v = vals[k.outs[0].value].expect("output evaluated");
                 match (reduce, vacc) {
@@ -600,10 +649,10 @@ impl<M: Module> KernelGen<'_, '_, M> {
                 }
                 self.fb.def_var(acc, a);
             }
-            from = Some(end);
+            from = Some(stop);
         }
         // Scalar loop (all of it, or the vector loop's tail).
-        self.range_loop(from, len, 1, &mut |g, j| {
+        self.range_loop(from.or(start), end, 1, &mut |g, j| {
             let vals = g.eval(k, &mut rows, j, Lanes::Scalar, &invariant, &hoisted);
             let v = vals[k.outs[0].value].expect("output evaluated");
             match (reduce, acc_var) {
@@ -998,6 +1047,53 @@ struct Rows {
     index: Vec<Option<Value>>,
     load_strides: Vec<i64>,
     index_strides: Vec<Option<i64>>,
+}
+
+/// The inner axis of one row: its length, and the part `[lo, hi)` this call computes
+/// when the kernel's only axis is split over threads.
+#[derive(Clone, Copy)]
+struct Span {
+    len: i64,
+    range: Option<(Value, Value)>,
+}
+
+impl Span {
+    fn whole(len: usize) -> Span {
+        Span {
+            len: len as i64,
+            range: None,
+        }
+    }
+}
+
+/// Where a counted loop stops: a compile-time bound or a value (a split range's `hi`).
+#[derive(Clone, Copy)]
+enum End {
+    Const(i64),
+    Var(Value),
+}
+
+/// The length of a loop kernel's first (collapsed) axis: the range its `lo`/`hi`
+/// parameters index.
+pub fn split_len(k: &LoopKernel) -> i64 {
+    let c = collapse(k);
+    if c.shape.contains(&0) {
+        0
+    } else {
+        c.shape[0] as i64
+    }
+}
+
+/// Elements below which splitting a loop over threads costs more than it saves (a
+/// rayon scope is a few microseconds; this is roughly 20 us of work).
+pub const PARALLEL_MIN_ELEMS: usize = 1 << 15;
+
+/// Whether a loop kernel is worth splitting over threads: plain (each element its own),
+/// large, and with a first axis to split.
+pub fn parallel_worthy(k: &LoopKernel) -> bool {
+    k.reduce.is_none()
+        && k.shape.iter().product::<usize>() >= PARALLEL_MIN_ELEMS
+        && split_len(k) > 1
 }
 
 /// The vector type for the inner loop, if every varying node is vectorisable.

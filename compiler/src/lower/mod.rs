@@ -258,6 +258,9 @@ pub struct Program {
     /// Every graph value written to a buffer, with the reason it was not fused into its
     /// consumers (`aotgrad opt --explain-fusion`); not part of the printed program.
     pub stored: Vec<(NodeId, String)>,
+    /// Arena buffers the forward pass (the nodes the graph's outputs depend on) writes
+    /// and a later, backward or update kernel reads: the activations saved for backward.
+    pub saved: Vec<BufferId>,
 }
 
 impl Program {
@@ -315,6 +318,7 @@ pub fn lower(graph: &Graph, env: &SymbolEnv, opts: LowerOptions) -> Result<Progr
         plan::merge_loops(&mut p);
     }
     plan::assign_offsets(&mut p);
+    p.saved = saved_for_backward(graph, &p);
     Ok(p)
 }
 
@@ -775,6 +779,7 @@ impl<'g> Lowerer<'g> {
             arena_bytes: 0,
             live: vec![None; n],
             stored: self.stored,
+            saved: Vec::new(),
         }
     }
 
@@ -782,6 +787,37 @@ impl<'g> Lowerer<'g> {
     fn root_load(&mut self, id: NodeId) -> (BufferId, Affine) {
         self.as_load(id)
     }
+}
+
+fn saved_for_backward(g: &Graph, p: &Program) -> Vec<BufferId> {
+    let mut forward = vec![false; g.len()];
+    for (_, id) in g.outputs() {
+        forward[id.index()] = true;
+    }
+    for i in (0..g.len()).rev() {
+        if forward[i] {
+            for x in &g.node(NodeId(i as u32)).inputs {
+                forward[x.index()] = true;
+            }
+        }
+    }
+    let mut saved: Vec<BufferId> = Vec::new();
+    for k in &p.kernels {
+        if forward[k.node.index()] {
+            continue;
+        }
+        for b in k.reads() {
+            let buf = p.buffer(b);
+            if matches!(buf.kind, BufferKind::Arena { .. })
+                && buf.node.is_some_and(|n| forward[n.index()])
+                && !saved.contains(&b)
+            {
+                saved.push(b);
+            }
+        }
+    }
+    saved.sort();
+    saved
 }
 
 /// The reduction's identity element (what the output is filled with before combining).

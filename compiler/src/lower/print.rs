@@ -112,6 +112,15 @@ impl fmt::Display for Program {
                 }
             }
         }
+        if !self.saved.is_empty() {
+            let list: Vec<String> = self
+                .saved
+                .iter()
+                .map(|b| format!("b{} ({} B)", b.0, self.buffer(*b).bytes()))
+                .collect();
+            let total: usize = self.saved.iter().map(|b| self.buffer(*b).bytes()).sum();
+            writeln!(f, "saved for backward: {} = {total} B", list.join(", "))?;
+        }
         writeln!(f, "outputs:")?;
         for o in &self.outputs {
             writeln!(f, "  {} = b{} {}", o.name, o.buf.0, access(&o.at))?;

@@ -230,6 +230,62 @@ unsafe fn run_matmul<T: Real>(ctx: &Ctx<'_>, mm: &aotgrad_compiler::lower::MatMu
     });
 }
 
+/// A generated loop kernel: computes `[lo, hi)` of its first axis.
+type LoopFn = unsafe extern "C" fn(*const *mut u8, i64, i64);
+
+/// The buffer table and kernel, handed to the pool's workers.
+#[derive(Clone, Copy)]
+struct Split {
+    f: LoopFn,
+    bufs: *const *mut u8,
+}
+
+// SAFETY: the pointers are only used while `aotgrad_parallel` waits for every worker
+// (a rayon scope), and the workers write disjoint index ranges of the kernel's outputs
+// (plain loop kernels write each element once, at an index a function of its position).
+unsafe impl Send for Split {}
+unsafe impl Sync for Split {}
+
+/// Runs loop kernel `f` over `[0, n)` of its first axis, split into one contiguous
+/// range per pool thread (boundaries rounded to 16 elements). Elementwise kernels give
+/// the same values whichever call computes an element, so the result does not depend
+/// on the thread count.
+///
+/// # Safety
+/// `ctx` and `bufs` as in [`aotgrad_kernel`]; `f` is a kernel of this program that is
+/// not a reduction, and `n` its `split_len`.
+pub(crate) unsafe extern "C" fn aotgrad_parallel(
+    ctx: *const Ctx<'_>,
+    f: LoopFn,
+    bufs: *const *mut u8,
+    n: i64,
+) {
+    // SAFETY: as in `aotgrad_kernel`.
+    let ctx = unsafe { &*ctx };
+    let job = Split { f, bufs };
+    let Some(pool) = ctx.pool else {
+        // SAFETY: the whole range, on this thread.
+        unsafe { (job.f)(job.bufs, 0, n) };
+        return;
+    };
+    let parts = pool.current_num_threads().max(1) as i64;
+    let bound = |p: i64| {
+        if p == parts { n } else { (n * p / parts) & !15 }
+    };
+    pool.scope(|s| {
+        for p in 0..parts {
+            let (lo, hi) = (bound(p), bound(p + 1));
+            if lo < hi {
+                s.spawn(move |_| {
+                    let job = job;
+                    // SAFETY: see `Split`; [lo, hi) is inside [0, n).
+                    unsafe { (job.f)(job.bufs, lo, hi) };
+                });
+            }
+        }
+    });
+}
+
 /// Check-numerics mode: reports the first NaN/Inf in kernel `k`'s output.
 ///
 /// # Safety
@@ -303,6 +359,7 @@ pub(crate) fn symbols() -> Vec<(&'static str, *const u8)> {
     vec![
         ("aotgrad_kernel", aotgrad_kernel as *const u8),
         ("aotgrad_check", aotgrad_check as *const u8),
+        ("aotgrad_parallel", aotgrad_parallel as *const u8),
         ("aotgrad_exp_f32", aotgrad_exp_f32 as *const u8),
         ("aotgrad_log_f32", aotgrad_log_f32 as *const u8),
         ("aotgrad_sin_f32", aotgrad_sin_f32 as *const u8),

@@ -313,6 +313,7 @@ impl CpuProgram {
             &program,
             &mut module,
             CodegenOptions {
+                threads: self.opts.threads,
                 simd: self.opts.simd,
                 check_numerics: self.opts.check_numerics,
             },
