@@ -36,6 +36,10 @@ fn close(a: f64, b: f64) -> bool {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
+    if cli.train.plot.is_some() || cli.train.tensorboard.is_some() {
+        // The shared flags are accepted everywhere; say so rather than ignore them.
+        eprintln!("autograd_basics trains nothing: --plot/--tensorboard have no run to record");
+    }
     let show = |g: &Graph| {
         if cli.print_ir {
             print!("{}", aotgrad::text::print(g));

@@ -29,6 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     .seed(a.seed)
     .with_args(&a)
     .compile(&a.backend())?;
+    let mut log = a.run_log(&["loss", "lr"])?;
     let batch = Batch {
         x: Tensor::from_f32(&[1.0, 2.0, 3.0], &[3, 1])?,
         y: Tensor::from_f32(&[2.0, 4.0, 6.0], &[3, 1])?,
@@ -37,6 +38,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut loss = 0.0;
     for epoch in 0..epochs {
         loss = step.run(&batch)?;
+        log.record(
+            step.steps(),
+            epoch + 1,
+            &[("loss", loss), ("lr", step.lr())],
+        )?;
         first.get_or_insert(loss);
         if epoch % 10 == 0 || epoch + 1 == epochs {
             println!("Epoch: {epoch} | Loss: {loss:.4}");
@@ -55,6 +61,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .and_then(Tensor::item)
         .unwrap_or(f64::NAN);
     println!("Prediction (after training) 4 -> {pred:.4}");
+    a.finish_log(&mut log)?;
     println!("final: w={w:.6} b={b:.6} pred={pred:.6} loss={loss:.6}");
     check(&a, loss < first.unwrap_or(0.0), "the loss did not decrease")?;
     check(

@@ -14,6 +14,7 @@ use aotgrad::example_args::{TrainArgs, check};
 use aotgrad::metrics::correct_argmax;
 use aotgrad::nn::{Flatten, Linear, ReLU, Sequential};
 use aotgrad::prelude::*;
+use aotgrad::progress::EpochProgress;
 use clap::Parser;
 
 #[derive(Parser)]
@@ -102,32 +103,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .shuffle(a.seed)
         .transform(&to_input);
     let nb = loader.num_batches();
+    let mut log = a.run_log(&["loss", "lr", "test_loss", "test_accuracy"])?;
     let mut last_train_loss = f64::NAN;
     let mut first_loss = None;
     let mut test_acc = 0.0;
     for epoch in start..epochs {
-        let t = Instant::now();
-        let (mut sum, mut seen) = (0.0, 0usize);
-        for (i, b) in loader.epoch(epoch).enumerate() {
+        let mut progress = EpochProgress::new(epoch + 1, nb, train.len());
+        for b in loader.epoch(epoch) {
             let b = b?;
-            let n = b.y.len();
             let loss = step.run(&b)?;
             first_loss.get_or_insert(loss);
-            sum += loss * n as f64;
-            seen += n;
-            if i % 20 == 0 || i + 1 == nb {
-                println!(
-                    "Train Epoch: {} [{}/{} ({:.0}%)]\tLoss: {:.6}",
-                    epoch + 1,
-                    seen,
-                    train.len(),
-                    100.0 * (i + 1) as f64 / nb as f64,
-                    loss
-                );
-            }
+            progress.batch(b.y.len(), loss);
+            log.record(
+                step.steps(),
+                epoch + 1,
+                &[("loss", loss), ("lr", step.lr())],
+            )?;
         }
-        last_train_loss = sum / seen as f64;
-        let secs = t.elapsed().as_secs_f64();
+        last_train_loss = progress.mean_loss();
+        let rate = progress.samples_per_s();
+        progress.finish();
         let (mut correct, mut test_loss) = (0, 0.0);
         let eval = DataLoader::new(&test, 1000).transform(&to_input);
         for b in eval.epoch(0) {
@@ -137,12 +132,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             test_loss += r.loss * b.y.len() as f64;
         }
         test_acc = correct as f64 / test.len() as f64;
+        let test_loss = test_loss / test.len() as f64;
+        log.record(
+            step.steps(),
+            epoch + 1,
+            &[("test_loss", test_loss), ("test_accuracy", test_acc)],
+        )?;
+        log.flush()?;
         println!(
             "Epoch {}: train loss {:.6}, {:.0} samples/s; test loss {:.6}, accuracy {}/{} ({:.2}%)",
             epoch + 1,
             last_train_loss,
-            seen as f64 / secs,
-            test_loss / test.len() as f64,
+            rate,
+            test_loss,
             correct,
             test.len(),
             100.0 * test_acc
@@ -155,6 +157,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             aotgrad::checkpoint::save(&step, path, &progress)?;
             println!("checkpoint: {}", path.display());
         }
+    }
+    for f in a.finish_log(&mut log)? {
+        println!("wrote {}", f.display());
     }
     println!("final: test_accuracy={test_acc:.4} train_loss={last_train_loss:.6}");
     check(

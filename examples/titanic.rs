@@ -113,10 +113,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     .seed(a.seed)
     .with_args(&a)
     .compile(&a.backend())?;
+    let mut log = a.run_log(&["loss", "lr"])?;
     let loader = DataLoader::new(&train, a.batch.unwrap_or(64)).shuffle(a.seed);
     let (mut first, mut epoch_loss) = (None, 0.0);
     for epoch in 0..epochs {
         epoch_loss = step.run_epoch(&loader, epoch)?;
+        log.record(
+            step.steps(),
+            epoch + 1,
+            &[("loss", epoch_loss), ("lr", step.lr())],
+        )?;
         first.get_or_insert(epoch_loss);
         if epoch % 10 == 0 || epoch + 1 == epochs {
             println!("Epoch {}/{epochs}: loss {epoch_loss:.4}", epoch + 1);
@@ -124,6 +130,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let logits = step.predict(&val.x)?;
     let acc = correct_binary(&logits, &val.y, 0.0) as f64 / val.len() as f64;
+    a.finish_log(&mut log)?;
     println!("final: val_accuracy={acc:.4} train_loss={epoch_loss:.6}");
     check(
         &a,

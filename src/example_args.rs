@@ -39,6 +39,14 @@ pub struct TrainArgs {
     /// Resume from this checkpoint (parameters, optimizer state, epoch, step).
     #[arg(long, value_name = "PATH")]
     pub resume: Option<std::path::PathBuf>,
+    /// Write `metrics.csv` (step, epoch, loss, lr, test metrics) and loss/accuracy
+    /// curves (`loss.png`/`.svg`, `accuracy.png`/`.svg`) into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub plot: Option<std::path::PathBuf>,
+    /// Write the same scalars as TensorBoard event files into this directory
+    /// (`tensorboard --logdir DIR`).
+    #[arg(long, value_name = "DIR")]
+    pub tensorboard: Option<std::path::PathBuf>,
     /// Exit with an error unless the result clears the example's floor (used by tests).
     #[arg(long)]
     pub check: bool,
@@ -56,6 +64,36 @@ impl TrainArgs {
     /// `--backend` with `--threads` applied.
     pub fn backend(&self) -> Backend {
         self.backend.with_threads(self.threads)
+    }
+}
+
+impl TrainArgs {
+    /// The run log the flags ask for (`--plot`: CSV now, curves at the end;
+    /// `--tensorboard`: event files), over `columns`.
+    pub fn run_log(
+        &self,
+        columns: &[&str],
+    ) -> Result<crate::runlog::RunLog, crate::runlog::LogError> {
+        let mut log = crate::runlog::RunLog::new(columns);
+        if let Some(dir) = &self.plot {
+            log = log.csv(&dir.join("metrics.csv"))?;
+        }
+        if let Some(dir) = &self.tensorboard {
+            log = log.tensorboard(dir)?;
+        }
+        Ok(log)
+    }
+
+    /// Renders the curves when `--plot` was given; returns the files written.
+    pub fn finish_log(
+        &self,
+        log: &mut crate::runlog::RunLog,
+    ) -> Result<Vec<std::path::PathBuf>, crate::runlog::LogError> {
+        log.flush()?;
+        match &self.plot {
+            Some(dir) => log.plot(dir),
+            None => Ok(Vec::new()),
+        }
     }
 }
 

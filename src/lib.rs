@@ -24,6 +24,8 @@ mod gradcheck;
 pub mod metrics;
 pub mod nn;
 pub mod optim;
+pub mod progress;
+pub mod runlog;
 pub mod tensor_file;
 pub mod train;
 

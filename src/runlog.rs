@@ -1,0 +1,395 @@
+//! What a training run records: scalars per step (loss, metrics, learning rate) written
+//! as they arrive to a CSV file and to TensorBoard event files, and rendered as curves
+//! (PNG and SVG) at the end. The examples expose it as `--plot DIR` and
+//! `--tensorboard DIR`.
+//!
+//! ```no_run
+//! use aotgrad::runlog::RunLog;
+//! let dir = std::path::Path::new("runs/mnist");
+//! let mut log = RunLog::new(&["loss", "lr", "test_loss", "test_accuracy"])
+//!     .csv(&dir.join("metrics.csv"))?
+//!     .tensorboard(dir)?;
+//! log.record(1, 0, &[("loss", 0.9), ("lr", 0.01)])?;
+//! log.record(118, 1, &[("test_loss", 0.3), ("test_accuracy", 0.91)])?;
+//! let files = log.plot(dir)?; // loss.png, loss.svg, accuracy.png, ...
+//! # Ok::<(), aotgrad::runlog::LogError>(())
+//! ```
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
+    #[error("unknown column {name:?} (the log has {columns:?})")]
+    UnknownColumn { name: String, columns: Vec<String> },
+    #[error("plotting {path}: {message}")]
+    Plot { path: String, message: String },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
+    move |error| LogError::Io {
+        path: path.display().to_string(),
+        error,
+    }
+}
+
+/// One recorded row: the step, the epoch, and a value per column (or none).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub step: u64,
+    pub epoch: usize,
+    pub values: Vec<Option<f64>>,
+}
+
+/// Scalars of a run; see the module docs.
+pub struct RunLog {
+    columns: Vec<String>,
+    rows: Vec<Row>,
+    csv: Option<(PathBuf, BufWriter<File>)>,
+    events: Option<EventWriter>,
+}
+
+impl RunLog {
+    /// A log with these value columns (after `step` and `epoch`).
+    pub fn new(columns: &[&str]) -> RunLog {
+        RunLog {
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            rows: Vec::new(),
+            csv: None,
+            events: None,
+        }
+    }
+
+    /// Also writes every row to a CSV file as it arrives (header: `step,epoch,...`;
+    /// a missing value is an empty field). Creates the parent directory.
+    pub fn csv(mut self, path: &Path) -> Result<RunLog, LogError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+        }
+        let mut w = BufWriter::new(File::create(path).map_err(io(path))?);
+        writeln!(w, "step,epoch,{}", self.columns.join(",")).map_err(io(path))?;
+        self.csv = Some((path.to_path_buf(), w));
+        Ok(self)
+    }
+
+    /// Also writes every value as a TensorBoard scalar (tag = column name) to an event
+    /// file in `dir`, as PyTorch's `SummaryWriter(dir).add_scalar` does.
+    pub fn tensorboard(mut self, dir: &Path) -> Result<RunLog, LogError> {
+        self.events = Some(EventWriter::create(dir)?);
+        Ok(self)
+    }
+
+    pub fn columns(&self) -> &[String] {
+        &self.columns
+    }
+
+    pub fn rows(&self) -> &[Row] {
+        &self.rows
+    }
+
+    /// Records `values` (by column name) at `step` of `epoch`.
+    pub fn record(
+        &mut self,
+        step: u64,
+        epoch: usize,
+        values: &[(&str, f64)],
+    ) -> Result<(), LogError> {
+        let mut row = vec![None; self.columns.len()];
+        for (name, v) in values {
+            let i = self.columns.iter().position(|c| c == name).ok_or_else(|| {
+                LogError::UnknownColumn {
+                    name: name.to_string(),
+                    columns: self.columns.clone(),
+                }
+            })?;
+            row[i] = Some(*v);
+        }
+        if let Some((path, w)) = &mut self.csv {
+            let fields: Vec<String> = row
+                .iter()
+                .map(|v| v.map(|v| v.to_string()).unwrap_or_default())
+                .collect();
+            writeln!(w, "{step},{epoch},{}", fields.join(",")).map_err(io(path))?;
+        }
+        if let Some(ev) = &mut self.events {
+            for (name, v) in values {
+                ev.scalar(name, *v, step)?;
+            }
+        }
+        self.rows.push(Row {
+            step,
+            epoch,
+            values: row,
+        });
+        Ok(())
+    }
+
+    /// Pushes buffered CSV and event data to disk (call at the end of each epoch, so a
+    /// crash loses at most the current epoch's rows).
+    pub fn flush(&mut self) -> Result<(), LogError> {
+        if let Some((path, w)) = &mut self.csv {
+            w.flush().map_err(io(path))?;
+        }
+        if let Some(ev) = &mut self.events {
+            ev.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Renders one chart per kind of value (columns ending in `loss` share one,
+    /// columns containing `acc` another, every other column its own) as PNG and SVG in
+    /// `dir`; returns the files written.
+    pub fn plot(&self, dir: &Path) -> Result<Vec<PathBuf>, LogError> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let mut charts: Vec<(String, Vec<usize>)> = Vec::new();
+        for (i, c) in self.columns.iter().enumerate() {
+            let kind = if c.ends_with("loss") {
+                "loss".to_string()
+            } else if c.contains("acc") {
+                "accuracy".to_string()
+            } else {
+                c.clone()
+            };
+            match charts.iter_mut().find(|(k, _)| *k == kind) {
+                Some((_, cols)) => cols.push(i),
+                None => charts.push((kind, vec![i])),
+            }
+        }
+        let mut files = Vec::new();
+        for (kind, cols) in charts {
+            let series: Vec<(String, Vec<(f64, f64)>)> = cols
+                .iter()
+                .map(|&i| {
+                    let pts = self
+                        .rows
+                        .iter()
+                        .filter_map(|r| r.values[i].map(|v| (r.step as f64, v)))
+                        .filter(|(_, v)| v.is_finite())
+                        .collect();
+                    (self.columns[i].clone(), pts)
+                })
+                .filter(|(_, pts): &(String, Vec<(f64, f64)>)| !pts.is_empty())
+                .collect();
+            if series.is_empty() {
+                continue;
+            }
+            let png = dir.join(format!("{kind}.png"));
+            let svg = dir.join(format!("{kind}.svg"));
+            let plot_err = |p: &Path| {
+                let path = p.display().to_string();
+                move |message: String| LogError::Plot { path, message }
+            };
+            draw(
+                BitMapBackend::new(&png, (800, 480)).into_drawing_area(),
+                &kind,
+                &series,
+            )
+            .map_err(plot_err(&png))?;
+            draw(
+                SVGBackend::new(&svg, (800, 480)).into_drawing_area(),
+                &kind,
+                &series,
+            )
+            .map_err(plot_err(&svg))?;
+            files.push(png);
+            files.push(svg);
+        }
+        Ok(files)
+    }
+}
+
+/// Registers the bundled font once (plotters draws text with it; no system fonts).
+fn font() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // DejaVu Sans (assets/fonts, its license beside it). A font that fails to parse
+        // would be a build defect, caught by the plot tests.
+        let _ = plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            include_bytes!("../assets/fonts/DejaVuSans.ttf"),
+        );
+    });
+}
+
+const COLORS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    title: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> Result<(), String> {
+    font();
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    root.fill(&WHITE).map_err(e)?;
+    let pts = series.iter().flat_map(|(_, p)| p.iter());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in pts {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y0 = y0.min(y);
+        y1 = y1.max(y);
+    }
+    if x1 <= x0 {
+        x1 = x0 + 1.0;
+    }
+    // A constant series (a fixed learning rate) still gets a readable band.
+    let pad = if y1 > y0 {
+        (y1 - y0) * 0.05
+    } else {
+        y0.abs().max(1e-3) * 0.1
+    };
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(64)
+        .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))
+        .map_err(e)?;
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .label_style(("sans-serif", 14))
+        .draw()
+        .map_err(e)?;
+    for (k, (name, p)) in series.iter().enumerate() {
+        let color = COLORS[k % COLORS.len()];
+        chart
+            .draw_series(LineSeries::new(p.iter().copied(), color.stroke_width(2)))
+            .map_err(e)?
+            .label(name.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
+        // Sparse series (one value per epoch) also get markers.
+        if p.len() < 64 {
+            chart
+                .draw_series(
+                    p.iter()
+                        .map(|&(x, y)| Circle::new((x, y), 3, color.filled())),
+                )
+                .map_err(e)?;
+        }
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .draw()
+        .map_err(e)?;
+    root.present().map_err(e)
+}
+
+/// TensorBoard's event-file format: TFRecord framing (length, masked CRC-32C of the
+/// length, data, masked CRC-32C of the data) around `Event` protocol buffers, written
+/// by hand (three message types, a handful of fields) rather than pulling in a
+/// protobuf toolchain.
+struct EventWriter {
+    path: PathBuf,
+    out: BufWriter<File>,
+}
+
+impl EventWriter {
+    fn create(dir: &Path) -> Result<EventWriter, LogError> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let path = dir.join(format!("events.out.tfevents.{now}.aotgrad"));
+        let out = BufWriter::new(File::create(&path).map_err(io(&path))?);
+        let mut w = EventWriter { path, out };
+        // The first event names the file format version.
+        let mut ev = Vec::new();
+        pb_double(&mut ev, 1, wall_time());
+        pb_bytes(&mut ev, 3, b"brain.Event:2");
+        w.record(&ev)?;
+        Ok(w)
+    }
+
+    fn scalar(&mut self, tag: &str, value: f64, step: u64) -> Result<(), LogError> {
+        let mut val = Vec::new();
+        pb_bytes(&mut val, 1, tag.as_bytes()); // Summary.Value.tag
+        pb_float(&mut val, 2, value as f32); // Summary.Value.simple_value
+        let mut summary = Vec::new();
+        pb_bytes(&mut summary, 1, &val); // Summary.value
+        let mut ev = Vec::new();
+        pb_double(&mut ev, 1, wall_time()); // Event.wall_time
+        pb_varint_field(&mut ev, 2, step); // Event.step
+        pb_bytes(&mut ev, 5, &summary); // Event.summary
+        self.record(&ev)
+    }
+
+    fn record(&mut self, data: &[u8]) -> Result<(), LogError> {
+        let len = (data.len() as u64).to_le_bytes();
+        let mut buf = Vec::with_capacity(data.len() + 16);
+        buf.extend_from_slice(&len);
+        buf.extend_from_slice(&masked_crc(&len).to_le_bytes());
+        buf.extend_from_slice(data);
+        buf.extend_from_slice(&masked_crc(data).to_le_bytes());
+        self.out.write_all(&buf).map_err(io(&self.path))
+    }
+
+    fn flush(&mut self) -> Result<(), LogError> {
+        self.out.flush().map_err(io(&self.path))
+    }
+}
+
+fn wall_time() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// TFRecord's CRC: CRC-32C, rotated and offset so that a CRC of CRC data is not zero.
+pub fn masked_crc(data: &[u8]) -> u32 {
+    let c = crc32c::crc32c(data);
+    c.rotate_right(15).wrapping_add(0xa282_ead8)
+}
+
+fn pb_varint(out: &mut Vec<u8>, mut v: u64) {
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+fn pb_varint_field(out: &mut Vec<u8>, field: u64, v: u64) {
+    pb_varint(out, field << 3);
+    pb_varint(out, v);
+}
+
+fn pb_double(out: &mut Vec<u8>, field: u64, v: f64) {
+    pb_varint(out, (field << 3) | 1);
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn pb_float(out: &mut Vec<u8>, field: u64, v: f32) {
+    pb_varint(out, (field << 3) | 5);
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn pb_bytes(out: &mut Vec<u8>, field: u64, v: &[u8]) {
+    pb_varint(out, (field << 3) | 2);
+    pb_varint(out, v.len() as u64);
+    out.extend_from_slice(v);
+}
