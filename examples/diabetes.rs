@@ -59,6 +59,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_args(&a)
         .compile(&a.backend())?;
     let mut log = a.run_log(&["loss", "lr"])?;
+    a.no_checkpoints("diabetes")?;
+    let (mut sched, base_lr) = (a.scheduler.clone(), step.lr());
     let loader = DataLoader::new(&ds, a.batch.unwrap_or(32)).shuffle(a.seed);
     let (mut first, mut epoch_loss) = (None, 0.0);
     for epoch in 0..epochs {
@@ -68,6 +70,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             epoch + 1,
             &[("loss", epoch_loss), ("lr", step.lr())],
         )?;
+        a.schedule(&mut sched, &mut step, base_lr, epoch, epoch_loss);
         first.get_or_insert(epoch_loss);
         if epoch % 10 == 0 || epoch + 1 == epochs {
             println!("Epoch: {}/{epochs} | Loss: {epoch_loss:.4}", epoch + 1);

@@ -34,10 +34,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     .with_args(&a)
     .compile(&a.backend())?;
     let mut log = a.run_log(&["loss", "lr"])?;
+    a.no_checkpoints("himmelblau")?;
+    let (mut sched, base_lr) = (a.scheduler.clone(), step.lr());
     let mut f = f64::NAN;
     for i in 0..steps {
         f = step.step()?;
         log.record(step.steps(), 0, &[("loss", f), ("lr", step.lr())])?;
+        a.schedule(&mut sched, &mut step, base_lr, i, f);
         if i % 2000 == 0 {
             let (x, y) = (
                 step.parameter("x").and_then(Tensor::item),

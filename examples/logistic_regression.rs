@@ -32,6 +32,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     .with_args(&a)
     .compile(&a.backend())?;
     let mut log = a.run_log(&["loss", "lr"])?;
+    a.no_checkpoints("logistic_regression")?;
+    let (mut sched, base_lr) = (a.scheduler.clone(), step.lr());
     let batch = Batch {
         x: Tensor::from_f32(&[1.0, 2.0, 3.0], &[3, 1])?,
         y: Tensor::from_f32(&[0.0, 0.0, 1.0], &[3, 1])?,
@@ -44,6 +46,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             epoch + 1,
             &[("loss", loss), ("lr", step.lr())],
         )?;
+        a.schedule(&mut sched, &mut step, base_lr, epoch, loss);
         first.get_or_insert(loss);
         if epoch % 100 == 0 || epoch + 1 == epochs {
             println!("Epoch {}/{epochs} | Loss: {loss:.4}", epoch + 1);

@@ -104,6 +104,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .transform(&to_input);
     let nb = loader.num_batches();
     let mut log = a.run_log(&["loss", "lr", "test_loss", "test_accuracy"])?;
+    let (mut sched, base_lr) = (a.scheduler.clone(), step.lr());
     let mut last_train_loss = f64::NAN;
     let mut first_loss = None;
     let mut test_acc = 0.0;
@@ -139,6 +140,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &[("test_loss", test_loss), ("test_accuracy", test_acc)],
         )?;
         log.flush()?;
+        a.schedule(&mut sched, &mut step, base_lr, epoch, last_train_loss);
         println!(
             "Epoch {}: train loss {:.6}, {:.0} samples/s; test loss {:.6}, accuracy {}/{} ({:.2}%)",
             epoch + 1,

@@ -42,6 +42,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_args(&a)
         .compile(&a.backend())?;
     let mut log = a.run_log(&["loss", "lr"])?;
+    a.no_checkpoints("quadratic")?;
+    let (mut sched, base_lr) = (a.scheduler.clone(), step.lr());
     let data = [(1.0f32, 2.0f32), (2.0, 4.0), (3.0, 6.0)];
     let t = Instant::now();
     let (mut first, mut last) = (None, 0.0);
@@ -60,6 +62,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             epoch + 1,
             &[("loss", last), ("lr", step.lr())],
         )?;
+        a.schedule(&mut sched, &mut step, base_lr, epoch, last);
         first.get_or_insert(last);
         if epoch % 10 == 0 || epoch + 1 == epochs {
             println!("Epoch: {epoch} | Loss: {last:.4}");

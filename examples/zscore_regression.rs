@@ -52,6 +52,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_args(&a)
         .compile(&a.backend())?;
     let mut log = a.run_log(&["loss", "lr"])?;
+    a.no_checkpoints("zscore_regression")?;
+    let (mut sched, base_lr) = (a.scheduler.clone(), step.lr());
     let batch = Batch { x: xn, y };
     let (mut first, mut loss) = (None, 0.0);
     for epoch in 0..epochs {
@@ -61,6 +63,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             epoch + 1,
             &[("loss", loss), ("lr", step.lr())],
         )?;
+        a.schedule(&mut sched, &mut step, base_lr, epoch, loss);
         first.get_or_insert(loss);
         if epoch % 100 == 0 || epoch + 1 == epochs {
             println!("Epoch {epoch}: loss {loss:.6}");

@@ -39,6 +39,10 @@ pub struct TrainArgs {
     /// Resume from this checkpoint (parameters, optimizer state, epoch, step).
     #[arg(long, value_name = "PATH")]
     pub resume: Option<std::path::PathBuf>,
+    /// Learning-rate schedule applied after every epoch: step:N:GAMMA, exp:GAMMA,
+    /// cosine:T_MAX[:ETA_MIN] or plateau:FACTOR:PATIENCE (on the epoch's training loss).
+    #[arg(long, value_name = "SPEC")]
+    pub scheduler: Option<crate::optim::Scheduler>,
     /// Write `metrics.csv` (step, epoch, loss, lr, test metrics) and loss/accuracy
     /// curves (`loss.png`/`.svg`, `accuracy.png`/`.svg`) into this directory.
     #[arg(long, value_name = "DIR")]
@@ -82,6 +86,33 @@ impl TrainArgs {
             log = log.tensorboard(dir)?;
         }
         Ok(log)
+    }
+
+    /// After epoch `epoch` (0-based) with mean training loss `loss`: sets the step's
+    /// next learning rate from `--scheduler`, if one was given.
+    pub fn schedule(
+        &self,
+        sched: &mut Option<crate::optim::Scheduler>,
+        step: &mut crate::train::TrainStep,
+        base_lr: f64,
+        epoch: usize,
+        loss: f64,
+    ) {
+        if let Some(s) = sched {
+            let lr = s.next_lr(base_lr, step.lr(), epoch, Some(loss));
+            step.set_lr(lr);
+        }
+    }
+
+    /// `Err` when `--checkpoint` or `--resume` was given to an example that does not
+    /// save checkpoints (rather than ignoring them).
+    pub fn no_checkpoints(&self, example: &str) -> Result<(), String> {
+        if self.checkpoint.is_some() || self.resume.is_some() {
+            return Err(format!(
+                "{example} does not save or resume checkpoints (the mnist example does)"
+            ));
+        }
+        Ok(())
     }
 
     /// Renders the curves when `--plot` was given; returns the files written.

@@ -266,6 +266,68 @@ pub enum Scheduler {
     },
 }
 
+/// The command-line form (`--scheduler`): `step:STEP_SIZE:GAMMA`, `exp:GAMMA`,
+/// `cosine:T_MAX[:ETA_MIN]`, `plateau:FACTOR:PATIENCE` (on the epoch's training loss).
+impl std::str::FromStr for Scheduler {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Scheduler, String> {
+        let parts: Vec<&str> = s.split(':').collect();
+        let num = |i: usize| -> Result<f64, String> {
+            let p = parts
+                .get(i)
+                .ok_or_else(|| format!("scheduler {s:?}: missing parameter {i}"))?;
+            p.parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite() && *v >= 0.0)
+                .ok_or_else(|| format!("scheduler {s:?}: {p:?} is not a non-negative number"))
+        };
+        let count = |i: usize| -> Result<usize, String> {
+            let v = num(i)?;
+            if v.fract() != 0.0 {
+                return Err(format!("scheduler {s:?}: {v} is not a whole number"));
+            }
+            Ok(v as usize)
+        };
+        let arity = |n: std::ops::RangeInclusive<usize>| {
+            if n.contains(&(parts.len() - 1)) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "scheduler {s:?}: {} takes {n:?} parameters",
+                    parts[0]
+                ))
+            }
+        };
+        match parts[0] {
+            "step" => {
+                arity(2..=2)?;
+                Ok(Scheduler::StepLr {
+                    step_size: count(1)?.max(1),
+                    gamma: num(2)?,
+                })
+            }
+            "exp" => {
+                arity(1..=1)?;
+                Ok(Scheduler::ExponentialLr { gamma: num(1)? })
+            }
+            "cosine" => {
+                arity(1..=2)?;
+                Ok(Scheduler::CosineAnnealingLr {
+                    t_max: count(1)?.max(1),
+                    eta_min: if parts.len() > 2 { num(2)? } else { 0.0 },
+                })
+            }
+            "plateau" => {
+                arity(2..=2)?;
+                Ok(Scheduler::reduce_on_plateau(num(1)?, count(2)?))
+            }
+            other => Err(format!(
+                "unknown scheduler {other:?} (step:N:GAMMA, exp:GAMMA, cosine:T_MAX[:ETA_MIN], plateau:FACTOR:PATIENCE)"
+            )),
+        }
+    }
+}
+
 impl Scheduler {
     pub fn reduce_on_plateau(factor: f64, patience: usize) -> Scheduler {
         Scheduler::ReduceLrOnPlateau {

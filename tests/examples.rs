@@ -108,6 +108,13 @@ fn every_example_answers_help_with_the_shared_flags() {
             "--backend",
             "--threads",
             "--seed",
+            "--plot",
+            "--tensorboard",
+            "--scheduler",
+            "--checkpoint",
+            "--resume",
+            "--opt-level",
+            "--check-numerics",
         ] {
             assert!(help.contains(flag), "{name} --help lacks {flag}:\n{help}");
         }

@@ -189,3 +189,66 @@ fn an_example_writes_its_curves_and_events() {
     assert_eq!(std::fs::read_dir(dir.join("tb")).unwrap().count(), 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn example_exe(name: &str) -> PathBuf {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_aotgrad"));
+    bin.parent()
+        .unwrap()
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// `--scheduler step:10:0.5` halves the learning rate every 10 epochs, as the logged
+/// `lr` column shows; a malformed spec and an unsupported `--checkpoint` are refused.
+#[test]
+fn scheduler_flag_changes_the_logged_learning_rate() {
+    let dir = tmp("sched");
+    let out = Command::new(example_exe("linear_regression"))
+        .args([
+            "--epochs",
+            "30",
+            "--lr",
+            "0.02",
+            "--scheduler",
+            "step:10:0.5",
+            "--plot",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
+    let lrs: Vec<f64> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(3).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(lrs.len(), 30);
+    assert_eq!((lrs[0], lrs[9]), (0.02, 0.02), "{csv}");
+    assert_eq!((lrs[10], lrs[19]), (0.01, 0.01), "{csv}");
+    assert_eq!((lrs[20], lrs[29]), (0.005, 0.005), "{csv}");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let out = Command::new(example_exe("linear_regression"))
+        .args(["--scheduler", "step:ten:0.5"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("\"ten\" is not a non-negative number"),
+        "{err}"
+    );
+
+    let out = Command::new(example_exe("linear_regression"))
+        .args(["--epochs", "2", "--checkpoint", "/tmp/x.safetensors"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not save or resume checkpoints"), "{err}");
+}
