@@ -11,7 +11,7 @@ use std::time::Instant;
 use aotgrad::data::mnist::{self, Split};
 use aotgrad::data::{Compose, DataLoader, Dataset, Normalize, ToFloat};
 use aotgrad::example_args::{TrainArgs, check};
-use aotgrad::metrics::correct_argmax;
+use aotgrad::metrics::{Confusion, argmax_rows};
 use aotgrad::nn::{Flatten, Linear, ReLU, Sequential};
 use aotgrad::prelude::*;
 use aotgrad::progress::EpochProgress;
@@ -108,6 +108,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut last_train_loss = f64::NAN;
     let mut first_loss = None;
     let mut test_acc = 0.0;
+    let mut confusion = None;
     for epoch in start..epochs {
         let mut progress = EpochProgress::new(epoch + 1, nb, train.len());
         for b in loader.epoch(epoch) {
@@ -126,12 +127,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         progress.finish();
         let (mut correct, mut test_loss) = (0, 0.0);
         let eval = DataLoader::new(&test, 1000).transform(&to_input);
+        let (mut predicted, mut truth) = (Vec::new(), Vec::new());
         for b in eval.epoch(0) {
             let b = b?;
             let r = step.evaluate(&b)?;
-            correct += correct_argmax(r.output.as_ref().expect("eval has an output"), &b.y);
+            // Counted inside the eval program; the predictions come back for the table.
+            correct += r.correct.expect("a classifier's eval counts hits") as usize;
             test_loss += r.loss * b.y.len() as f64;
+            predicted.extend(argmax_rows(r.output.as_ref().expect("eval has an output")));
+            truth.extend(b.y.to_f64_vec().into_iter().map(|v| v as usize));
         }
+        confusion = Some(Confusion::new(10, &predicted, &truth)?);
         test_acc = correct as f64 / test.len() as f64;
         let test_loss = test_loss / test.len() as f64;
         log.record(
@@ -159,6 +165,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             aotgrad::checkpoint::save(&step, path, &progress)?;
             println!("checkpoint: {}", path.display());
         }
+    }
+    if let Some(c) = &confusion {
+        println!("test set, last epoch:\n{c}");
     }
     for f in a.finish_log(&mut log)? {
         println!("wrote {}", f.display());

@@ -366,6 +366,17 @@ impl Trainer {
                     if self.checked && loss_def.probabilities {
                         b.output(PROB_CHECK, nn::loss::bce_input_in_range(out));
                     }
+                    // Classification (class-index targets, [N, C] scores): the count of
+                    // correct predictions is part of the eval program, computed where
+                    // the model runs; only one number comes back.
+                    if kind == Kind::Eval
+                        && y.dtype() == DType::I64
+                        && out.rank() == 2
+                        && y.rank() == 1
+                    {
+                        let hit = out.argmax(1, false).equal(y).cast(DType::I64);
+                        b.output(CORRECT, hit.sum_all());
+                    }
                     Some(loss)
                 }
             }
@@ -589,7 +600,14 @@ pub struct StepResult {
     pub loss: f64,
     /// The model's output for the batch (before the update).
     pub output: Option<Tensor>,
+    /// For classifiers (class-index targets, `[N, C]` scores), from
+    /// [`TrainStep::evaluate`]: how many rows' argmax equals the target, computed inside
+    /// the eval program.
+    pub correct: Option<u64>,
 }
+
+/// The eval program's output counting correct class predictions.
+pub const CORRECT: &str = "metric.correct";
 
 /// The compiled training programs with their parameter and optimizer-state storage.
 pub struct TrainStep {
@@ -821,14 +839,22 @@ impl TrainStep {
                 self.micro = 0;
                 self.steps += 1;
             }
-            return Ok(StepResult { loss, output });
+            return Ok(StepResult {
+                loss,
+                output,
+                correct: None,
+            });
         }
         let ev = self.exec_update("step", &extra)?;
         let loss = self.check(&ev)?;
         let output = ev.output("output").cloned();
         self.commit(ev);
         self.steps += 1;
-        Ok(StepResult { loss, output })
+        Ok(StepResult {
+            loss,
+            output,
+            correct: None,
+        })
     }
 
     /// One epoch over `loader`'s batches for epoch number `epoch` (which fixes the
@@ -893,6 +919,7 @@ impl TrainStep {
         Ok(StepResult {
             loss: loss_of(&ev),
             output: ev.output("output").cloned(),
+            correct: ev.output(CORRECT).and_then(Tensor::item).map(|v| v as u64),
         })
     }
 

@@ -55,3 +55,28 @@ fn argmax_and_threshold_counts() {
     let y = Tensor::from_f32(&[0.0, 1.0, 0.0], &[3, 1]).unwrap();
     assert_eq!(correct_binary(&probs, &y, 0.5), 2);
 }
+
+/// The eval program of a classifier counts correct predictions itself; the count equals
+/// the host-side argmax count on both backends (a trained and an untrained model).
+#[test]
+fn the_eval_program_counts_correct_predictions() {
+    for backend in [
+        aotgrad::prelude::Backend::Interpreter,
+        aotgrad::prelude::Backend::Cpu { threads: 1 },
+    ] {
+        let (trainer, batch) = aotgrad::bench::setup("mlp_ce_adam64").unwrap();
+        let mut step = trainer.compile(&backend).unwrap();
+        for round in 0..2 {
+            let r = step.evaluate(&batch).unwrap();
+            let host = aotgrad::metrics::correct_argmax(r.output.as_ref().unwrap(), &batch.y);
+            assert_eq!(r.correct, Some(host as u64), "round {round}");
+            for _ in 0..20 {
+                step.run(&batch).unwrap();
+            }
+        }
+        // Not a classifier: no count.
+        let (trainer, batch) = aotgrad::bench::setup("linreg").unwrap();
+        let step = trainer.compile(&backend).unwrap();
+        assert_eq!(step.evaluate(&batch).unwrap().correct, None);
+    }
+}
