@@ -25,6 +25,10 @@ struct Cli {
     /// SGD momentum.
     #[arg(long, default_value_t = 0.9)]
     momentum: f64,
+    /// After training, write the model's parameters as a PyTorch-compatible state dict
+    /// (safetensors; `model.load_state_dict(safetensors.torch.load_file(PATH))`).
+    #[arg(long, value_name = "PATH")]
+    save_state_dict: Option<std::path::PathBuf>,
     /// Print the compiled training-step graph and exit.
     #[arg(long)]
     print_ir: bool,
@@ -165,6 +169,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             aotgrad::checkpoint::save(&step, path, &progress)?;
             println!("checkpoint: {}", path.display());
         }
+    }
+    if let Some(path) = &cli.save_state_dict {
+        aotgrad::checkpoint::save_state_dict(&step, path)?;
+        println!("state dict: {}", path.display());
     }
     if let Some(c) = &confusion {
         println!("test set, last epoch:\n{c}");

@@ -163,3 +163,23 @@ pub fn load(step: &mut TrainStep, path: &Path) -> Result<Progress, CheckpointErr
     step.set_lr(lr);
     Ok(progress)
 }
+
+/// Writes the model's parameters alone, named and laid out as PyTorch's
+/// `model.state_dict()`, as a safetensors file (atomically): what
+/// `model.load_state_dict(safetensors.torch.load_file(path))` loads in PyTorch.
+pub fn save_state_dict(step: &TrainStep, path: &Path) -> Result<(), CheckpointError> {
+    write_safetensors(path, &step.state_dict(), &HashMap::new())?;
+    Ok(())
+}
+
+/// Loads a safetensors state dict (from [`save_state_dict`] or PyTorch's
+/// `safetensors.torch.save_file(model.state_dict())`) into the model, strictly: every
+/// mismatching name, dtype or shape is named in the error.
+pub fn load_state_dict(step: &mut TrainStep, path: &Path) -> Result<(), CheckpointError> {
+    let (tensors, _) = read_safetensors(path)?;
+    step.load_state_dict(&tensors)
+        .map_err(|e| CheckpointError::Mismatch {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })
+}

@@ -314,3 +314,52 @@ fn pytorch_state_dict_loads_and_predicts_the_same_logits() {
         "{e}"
     );
 }
+
+/// The other direction: the state dict aotgrad writes holds exactly what PyTorch's own
+/// file holds (names, dtypes, shapes, bytes), so `model.load_state_dict(load_file(..))`
+/// accepts it (checked by hand with PyTorch 2.15 in docs/benchmarks.md's machine; this
+/// test needs no PyTorch).
+#[test]
+fn the_state_dict_aotgrad_writes_is_the_one_pytorch_wrote() {
+    let torch_file = dir().join("torch_state_dict.safetensors");
+    let (tensors, _) = read_safetensors(&torch_file).unwrap();
+    let params: Vec<(String, Tensor)> = tensors
+        .into_iter()
+        .filter(|(n, _)| !n.starts_with("probe."))
+        .collect();
+    let (net, in_dims, dt, tdims) = model("mnist_mlp_ce_adam");
+    let mut step = Trainer::new(net, Loss::cross_entropy(), Optimizer::sgd(0.1))
+        .input(DType::F32, &in_dims)
+        .target(dt, &tdims)
+        .compile(&Backend::Interpreter)
+        .unwrap();
+    step.load_state_dict(&params).unwrap();
+    let out = std::env::temp_dir().join(format!("aotgrad-sd-{}.safetensors", std::process::id()));
+    aotgrad::checkpoint::save_state_dict(&step, &out).unwrap();
+    let ours = std::fs::read(&out).unwrap();
+    let theirs = std::fs::read(&torch_file).unwrap();
+    let (a, b) = (
+        safetensors::SafeTensors::deserialize(&ours).unwrap(),
+        safetensors::SafeTensors::deserialize(&theirs).unwrap(),
+    );
+    let mut names: Vec<String> = a.names().into_iter().map(String::from).collect();
+    names.sort();
+    let mut want: Vec<String> = b
+        .names()
+        .into_iter()
+        .filter(|n| !n.starts_with("probe."))
+        .map(String::from)
+        .collect();
+    want.sort();
+    assert_eq!(names, want);
+    for n in &names {
+        let (x, y) = (a.tensor(n).unwrap(), b.tensor(n).unwrap());
+        assert_eq!(x.dtype(), y.dtype(), "{n}");
+        assert_eq!(x.shape(), y.shape(), "{n}");
+        assert!(x.data() == y.data(), "{n}: bytes differ");
+    }
+    // And it loads back through the file API.
+    let mut again = step;
+    aotgrad::checkpoint::load_state_dict(&mut again, &out).unwrap();
+    let _ = std::fs::remove_file(&out);
+}
