@@ -60,6 +60,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compile(&a.backend())?;
     let mut log = a.run_log(&["loss", "lr"])?;
     a.no_checkpoints("diabetes")?;
+    a.no_early_stop("diabetes")?;
     let (mut sched, base_lr) = (a.scheduler.clone(), step.lr());
     let loader = DataLoader::new(&ds, a.batch.unwrap_or(32)).shuffle(a.seed);
     let (mut first, mut epoch_loss) = (None, 0.0);

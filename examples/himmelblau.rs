@@ -35,6 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     .compile(&a.backend())?;
     let mut log = a.run_log(&["loss", "lr"])?;
     a.no_checkpoints("himmelblau")?;
+    a.no_early_stop("himmelblau")?;
     let (mut sched, base_lr) = (a.scheduler.clone(), step.lr());
     let mut f = f64::NAN;
     for i in 0..steps {

@@ -31,6 +31,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     .compile(&a.backend())?;
     let mut log = a.run_log(&["loss", "lr"])?;
     a.no_checkpoints("linear_regression")?;
+    a.no_early_stop("linear_regression")?;
     let (mut sched, base_lr) = (a.scheduler.clone(), step.lr());
     let batch = Batch {
         x: Tensor::from_f32(&[1.0, 2.0, 3.0], &[3, 1])?,

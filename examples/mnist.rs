@@ -109,6 +109,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let nb = loader.num_batches();
     let mut log = a.run_log(&["loss", "lr", "test_loss", "test_accuracy"])?;
     let (mut sched, base_lr) = (a.scheduler.clone(), step.lr());
+    a.no_early_stop("mnist")?;
     let mut last_train_loss = f64::NAN;
     let mut first_loss = None;
     let mut test_acc = 0.0;

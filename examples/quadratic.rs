@@ -43,6 +43,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compile(&a.backend())?;
     let mut log = a.run_log(&["loss", "lr"])?;
     a.no_checkpoints("quadratic")?;
+    a.no_early_stop("quadratic")?;
     let (mut sched, base_lr) = (a.scheduler.clone(), step.lr());
     let data = [(1.0f32, 2.0f32), (2.0, 4.0), (3.0, 6.0)];
     let t = Instant::now();

@@ -113,8 +113,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     .seed(a.seed)
     .with_args(&a)
     .compile(&a.backend())?;
-    let mut log = a.run_log(&["loss", "lr"])?;
+    let mut log = a.run_log(&["loss", "lr", "val_accuracy"])?;
     a.no_checkpoints("titanic")?;
+    // `--early-stop P`: stop when validation accuracy has not improved for P epochs.
+    let mut stopper = a.early_stop.map(|p| EarlyStopping::new(p, 0.0, true));
     let (mut sched, base_lr) = (a.scheduler.clone(), step.lr());
     let loader = DataLoader::new(&train, a.batch.unwrap_or(64)).shuffle(a.seed);
     let (mut first, mut epoch_loss) = (None, 0.0);
@@ -129,6 +131,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         first.get_or_insert(epoch_loss);
         if epoch % 10 == 0 || epoch + 1 == epochs {
             println!("Epoch {}/{epochs}: loss {epoch_loss:.4}", epoch + 1);
+        }
+        if let Some(es) = &mut stopper {
+            let logits = step.predict(&val.x)?;
+            let acc = correct_binary(&logits, &val.y, 0.0) as f64 / val.len() as f64;
+            log.record(step.steps(), epoch + 1, &[("val_accuracy", acc)])?;
+            if es.update(epoch + 1, acc) {
+                let (best, at) = es.best().expect("updated");
+                println!(
+                    "early stop after epoch {}: best val_accuracy {best:.4} at epoch {at}",
+                    epoch + 1
+                );
+                break;
+            }
         }
     }
     let logits = step.predict(&val.x)?;

@@ -53,6 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compile(&a.backend())?;
     let mut log = a.run_log(&["loss", "lr"])?;
     a.no_checkpoints("zscore_regression")?;
+    a.no_early_stop("zscore_regression")?;
     let (mut sched, base_lr) = (a.scheduler.clone(), step.lr());
     let batch = Batch { x: xn, y };
     let (mut first, mut loss) = (None, 0.0);

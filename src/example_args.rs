@@ -43,6 +43,10 @@ pub struct TrainArgs {
     /// cosine:T_MAX[:ETA_MIN] or plateau:FACTOR:PATIENCE (on the epoch's training loss).
     #[arg(long, value_name = "SPEC")]
     pub scheduler: Option<crate::optim::Scheduler>,
+    /// Stop when the validation metric has not improved for this many epochs (examples
+    /// with a validation split; the others refuse it).
+    #[arg(long, value_name = "EPOCHS")]
+    pub early_stop: Option<usize>,
     /// Write `metrics.csv` (step, epoch, loss, lr, test metrics) and loss/accuracy
     /// curves (`loss.png`/`.svg`, `accuracy.png`/`.svg`) into this directory.
     #[arg(long, value_name = "DIR")]
@@ -110,6 +114,16 @@ impl TrainArgs {
         if self.checkpoint.is_some() || self.resume.is_some() {
             return Err(format!(
                 "{example} does not save or resume checkpoints (the mnist example does)"
+            ));
+        }
+        Ok(())
+    }
+
+    /// `Err` when `--early-stop` was given to an example without a validation split.
+    pub fn no_early_stop(&self, example: &str) -> Result<(), String> {
+        if self.early_stop.is_some() {
+            return Err(format!(
+                "{example} has no validation split to stop on (the titanic example does)"
             ));
         }
         Ok(())

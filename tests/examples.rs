@@ -70,6 +70,22 @@ fn data_examples_in_short_mode() {
     assert!(value(&l, "accuracy") > 0.65, "{l}");
     let l = run("titanic", &["--epochs", "20"]);
     assert!(value(&l, "val_accuracy") > 0.7, "{l}");
+    // Early stopping on validation accuracy ends the run well before 500 epochs.
+    let out = Command::new(example("titanic"))
+        .args(["--epochs", "500", "--early-stop", "3"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("early stop after epoch"),
+        "{text}"
+    );
+    let out = Command::new(example("diabetes"))
+        .args(["--early-stop", "3"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no validation split"));
     let l = run(
         "mnist",
         &[
@@ -111,6 +127,7 @@ fn every_example_answers_help_with_the_shared_flags() {
             "--plot",
             "--tensorboard",
             "--scheduler",
+            "--early-stop",
             "--checkpoint",
             "--resume",
             "--opt-level",
