@@ -20,6 +20,8 @@ pub(crate) struct Ctx<'a> {
     pub graph: &'a Graph,
     pub env: &'a BTreeMap<Arc<str>, usize>,
     pub pool: Option<&'a rayon::ThreadPool>,
+    /// Output tiles per large matmul (fixed per program, never by thread count).
+    pub matmul_tiles: usize,
     /// The error a helper reports with a non-zero status.
     pub error: RefCell<Option<RunError>>,
     /// `bufs` of this call, for helpers that read buffers by id.
@@ -224,7 +226,10 @@ unsafe fn run_matmul<T: Real>(ctx: &Ctx<'_>, mm: &aotgrad_compiler::lower::MatMu
                     cs: b.strides[r + 1] as isize,
                 },
                 pc.add(bi * mm.m * mm.n),
-                ctx.pool,
+                matmul::Parallel {
+                    pool: ctx.pool,
+                    tiles: ctx.matmul_tiles,
+                },
             );
         }
     });

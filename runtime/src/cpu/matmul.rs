@@ -22,18 +22,26 @@ pub(crate) struct Operand<T> {
 const SMALL: usize = 16 * 16 * 16;
 /// Tiles are at least this many rows/columns (multiple of the micro-kernel sizes).
 const MIN_TILE: usize = 32;
-/// At most this many tiles per product (enough to balance 2-8 threads).
-const MAX_TILES: usize = 8;
+/// The default number of tiles a large product is cut into (`CpuOptions::matmul_tiles`):
+/// every tile packs the whole operand it does not split, so more tiles than threads
+/// only repack. Two fit this project's 2-core machines (measured against 4 and 8:
+/// docs/decisions/matmul.md); a many-core machine wants as many as it has cores.
+pub const DEFAULT_TILES: usize = 2;
 /// Products below this many multiply-adds run as a single tile.
 const PARALLEL_MIN: usize = 1 << 18;
 
 /// Output tiles `(row0, rows, col0, cols)` for an `m x n` product with inner size `k`.
-pub(crate) fn tiles(m: usize, n: usize, k: usize) -> Vec<(usize, usize, usize, usize)> {
+pub(crate) fn tiles(
+    m: usize,
+    n: usize,
+    k: usize,
+    max_tiles: usize,
+) -> Vec<(usize, usize, usize, usize)> {
     if m * n * k < PARALLEL_MIN {
         return vec![(0, m, 0, n)];
     }
     let split = |len: usize| -> Vec<(usize, usize)> {
-        let count = (len / MIN_TILE).clamp(1, MAX_TILES);
+        let count = (len / MIN_TILE).clamp(1, max_tiles.max(1));
         let size = len.div_ceil(count).div_ceil(16) * 16;
         (0..len)
             .step_by(size.max(1))
@@ -45,6 +53,14 @@ pub(crate) fn tiles(m: usize, n: usize, k: usize) -> Vec<(usize, usize, usize, u
     } else {
         split(n).into_iter().map(|(c, w)| (0, m, c, w)).collect()
     }
+}
+
+/// How a product may be split: into at most `tiles` output tiles (a function of the
+/// shape and this number only), run on `pool` when there is one.
+#[derive(Clone, Copy)]
+pub(crate) struct Parallel<'a> {
+    pub pool: Option<&'a rayon::ThreadPool>,
+    pub tiles: usize,
 }
 
 /// Element types the GEMM path handles.
@@ -89,8 +105,12 @@ pub(crate) unsafe fn matmul<T: Real>(
     a: Operand<T>,
     b: Operand<T>,
     c: *mut T,
-    pool: Option<&rayon::ThreadPool>,
+    par: Parallel<'_>,
 ) {
+    let Parallel {
+        pool,
+        tiles: max_tiles,
+    } = par;
     if m == 0 || n == 0 {
         return;
     }
@@ -99,7 +119,7 @@ pub(crate) unsafe fn matmul<T: Real>(
         unsafe { small(m, n, k, a, b, c) };
         return;
     }
-    let tiles = tiles(m, n, k);
+    let tiles = tiles(m, n, k, max_tiles);
     let (a, b, c) = (SendOperand(a), SendOperand(b), SendPtr(c));
     let run = |&(r0, rows, c0, cols): &(usize, usize, usize, usize)| {
         let (a, b, c) = (a, b, c);
@@ -190,7 +210,7 @@ mod tests {
             (1000, 10, 64),
         ] {
             let mut seen = vec![0u8; m * n];
-            for (r0, rows, c0, cols) in tiles(m, n, k) {
+            for (r0, rows, c0, cols) in tiles(m, n, k, 8) {
                 for i in r0..r0 + rows {
                     for j in c0..c0 + cols {
                         seen[i * n + j] += 1;

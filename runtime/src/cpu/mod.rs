@@ -38,6 +38,10 @@ pub struct CpuOptions {
     pub simd: bool,
     /// Elementwise fusion (`-O2`); off is `-O0`, one kernel per op.
     pub fuse: bool,
+    /// Output tiles a large matrix product is cut into. Results depend on it (the
+    /// GEMM's blocking follows the tile shape) but never on `threads`, which only
+    /// decides who runs a tile; more tiles than threads only repack operands.
+    pub matmul_tiles: usize,
 }
 
 impl Default for CpuOptions {
@@ -48,6 +52,7 @@ impl Default for CpuOptions {
             in_place_updates: true,
             simd: true,
             fuse: true,
+            matmul_tiles: matmul::DEFAULT_TILES,
         }
     }
 }
@@ -469,6 +474,7 @@ impl CpuProgram {
             graph: &self.graph,
             env: &v.program.env,
             pool: self.pool.as_deref(),
+            matmul_tiles: self.opts.matmul_tiles,
             error: RefCell::new(None),
             bufs: table,
         };
