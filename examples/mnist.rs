@@ -11,7 +11,7 @@ use std::time::Instant;
 use aotgrad::data::mnist::{self, Split};
 use aotgrad::data::{Compose, DataLoader, Dataset, Normalize, ToFloat};
 use aotgrad::example_args::{TrainArgs, check};
-use aotgrad::metrics::{Confusion, argmax_rows};
+use aotgrad::metrics::Confusion;
 use aotgrad::nn::{Flatten, Linear, ReLU, Sequential};
 use aotgrad::prelude::*;
 use aotgrad::progress::EpochProgress;
@@ -132,17 +132,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         progress.finish();
         let (mut correct, mut test_loss) = (0, 0.0);
         let eval = DataLoader::new(&test, 1000).transform(&to_input);
-        let (mut predicted, mut truth) = (Vec::new(), Vec::new());
+        let mut matrix = Confusion {
+            counts: vec![vec![0; 10]; 10],
+        };
         for b in eval.epoch(0) {
             let b = b?;
             let r = step.evaluate(&b)?;
-            // Counted inside the eval program; the predictions come back for the table.
+            // Counted inside the eval program: a number and a 10x10 matrix come back.
             correct += r.correct.expect("a classifier's eval counts hits") as usize;
             test_loss += r.loss * b.y.len() as f64;
-            predicted.extend(argmax_rows(r.output.as_ref().expect("eval has an output")));
-            truth.extend(b.y.to_f64_vec().into_iter().map(|v| v as usize));
+            let batch_matrix = r.confusion.as_ref().expect("a classifier's eval has one");
+            matrix.add(&Confusion::from_counts(batch_matrix)?)?;
         }
-        confusion = Some(Confusion::new(10, &predicted, &truth)?);
+        confusion = Some(matrix);
         test_acc = correct as f64 / test.len() as f64;
         let test_loss = test_loss / test.len() as f64;
         log.record(

@@ -77,6 +77,43 @@ impl Confusion {
         Ok(Confusion { counts })
     }
 
+    /// The matrix an eval program computed (`metric.confusion`: `[C, C]` integer
+    /// counts, true class by predicted class).
+    pub fn from_counts(t: &Tensor) -> Result<Confusion, String> {
+        let [r, c] = t.shape() else {
+            return Err(format!("a confusion matrix is [C, C], got {:?}", t.shape()));
+        };
+        if r != c {
+            return Err(format!("a confusion matrix is square, got {:?}", t.shape()));
+        }
+        let v = t.to_f64_vec();
+        if v.iter().any(|x| *x < 0.0 || x.fract() != 0.0) {
+            return Err("a confusion matrix holds non-negative whole counts".into());
+        }
+        let counts = v
+            .chunks(*c)
+            .map(|row| row.iter().map(|&x| x as u64).collect())
+            .collect();
+        Ok(Confusion { counts })
+    }
+
+    /// Adds another matrix of the same size (batches of one evaluation).
+    pub fn add(&mut self, other: &Confusion) -> Result<(), String> {
+        if other.counts.len() != self.counts.len() {
+            return Err(format!(
+                "adding a {0}x{0} confusion matrix to a {1}x{1} one",
+                other.counts.len(),
+                self.counts.len()
+            ));
+        }
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            for (x, y) in a.iter_mut().zip(b) {
+                *x += y;
+            }
+        }
+        Ok(())
+    }
+
     pub fn total(&self) -> u64 {
         self.counts.iter().flatten().sum()
     }

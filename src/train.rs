@@ -374,8 +374,14 @@ impl Trainer {
                         && out.rank() == 2
                         && y.rank() == 1
                     {
-                        let hit = out.argmax(1, false).equal(y).cast(DType::I64);
+                        let pred = out.argmax(1, false);
+                        let hit = pred.equal(y).cast(DType::I64);
                         b.output(CORRECT, hit.sum_all());
+                        // counts[t][p] = sum over rows of onehot(y)[n, t] * onehot(pred)[n, p].
+                        if let Some(c) = out.shape().dims()[1].known() {
+                            let confusion = y.one_hot(c).t().matmul(pred.one_hot(c));
+                            b.output(CONFUSION, confusion);
+                        }
                     }
                     Some(loss)
                 }
@@ -604,7 +610,14 @@ pub struct StepResult {
     /// [`TrainStep::evaluate`]: how many rows' argmax equals the target, computed inside
     /// the eval program.
     pub correct: Option<u64>,
+    /// For classifiers with a static class count, from [`TrainStep::evaluate`]: the
+    /// confusion matrix of the batch (`[C, C]` counts, true by predicted), computed
+    /// inside the eval program.
+    pub confusion: Option<Tensor>,
 }
+
+/// The eval program's output holding the batch's confusion matrix.
+pub const CONFUSION: &str = "metric.confusion";
 
 /// The eval program's output counting correct class predictions.
 pub const CORRECT: &str = "metric.correct";
@@ -843,6 +856,7 @@ impl TrainStep {
                 loss,
                 output,
                 correct: None,
+                confusion: None,
             });
         }
         let ev = self.exec_update("step", &extra)?;
@@ -854,6 +868,7 @@ impl TrainStep {
             loss,
             output,
             correct: None,
+            confusion: None,
         })
     }
 
@@ -920,6 +935,7 @@ impl TrainStep {
             loss: loss_of(&ev),
             output: ev.output("output").cloned(),
             correct: ev.output(CORRECT).and_then(Tensor::item).map(|v| v as u64),
+            confusion: ev.output(CONFUSION).cloned(),
         })
     }
 

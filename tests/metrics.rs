@@ -70,6 +70,12 @@ fn the_eval_program_counts_correct_predictions() {
             let r = step.evaluate(&batch).unwrap();
             let host = aotgrad::metrics::correct_argmax(r.output.as_ref().unwrap(), &batch.y);
             assert_eq!(r.correct, Some(host as u64), "round {round}");
+            // And the confusion matrix the program builds is the host's.
+            let pred = argmax_rows(r.output.as_ref().unwrap());
+            let truth: Vec<usize> = batch.y.to_f64_vec().iter().map(|&v| v as usize).collect();
+            let want = Confusion::new(10, &pred, &truth).unwrap();
+            let got = Confusion::from_counts(r.confusion.as_ref().unwrap()).unwrap();
+            assert_eq!(got, want, "round {round}");
             for _ in 0..20 {
                 step.run(&batch).unwrap();
             }
@@ -77,6 +83,7 @@ fn the_eval_program_counts_correct_predictions() {
         // Not a classifier: no count.
         let (trainer, batch) = aotgrad::bench::setup("linreg").unwrap();
         let step = trainer.compile(&backend).unwrap();
-        assert_eq!(step.evaluate(&batch).unwrap().correct, None);
+        let r = step.evaluate(&batch).unwrap();
+        assert_eq!((r.correct, r.confusion), (None, None));
     }
 }
