@@ -258,29 +258,6 @@ impl CpuProgram {
         Ok(self.variants.len() - 1)
     }
 
-    /// Whether every leaf's tensor has exactly the dtype and shape variant `v` was
-    /// compiled for (the per-call fast path: no symbol binding, no allocation).
-    fn matches(
-        &self,
-        v: &Variant,
-        persistent: &mut dyn Persistent,
-        inputs: &[(&str, &Tensor)],
-    ) -> bool {
-        self.leaves
-            .iter()
-            .zip(&v.leaf_types)
-            .all(|(leaf, (dtype, shape))| {
-                let t = match leaf.kind {
-                    LeafKind::Input => inputs
-                        .iter()
-                        .find(|(n, _)| *n == leaf.name)
-                        .map(|(_, t)| *t),
-                    LeafKind::Persistent => persistent.tensor_mut(&leaf.name).map(|t| &*t),
-                };
-                t.is_some_and(|t| t.dtype() == *dtype && t.shape() == shape.as_slice())
-            })
-    }
-
     fn compile(&self, env: &SymbolEnv) -> Result<Variant, RunError> {
         let t0 = Instant::now();
         let program = lower::lower(
@@ -401,28 +378,16 @@ impl CpuProgram {
         let mut env = SymbolEnv::new();
         let mut origin: BTreeMap<Arc<str>, String> = BTreeMap::new();
         for leaf in &self.leaves {
-            let (kind, t): (&'static str, Option<(aotgrad_ir::DType, Vec<usize>)>) = match leaf.kind
-            {
-                LeafKind::Input => (
-                    "input",
-                    inputs
-                        .iter()
-                        .find(|(n, _)| *n == leaf.name)
-                        .map(|(_, t)| (t.dtype(), t.shape().to_vec())),
-                ),
-                LeafKind::Persistent => (
-                    "persistent tensor",
-                    persistent
-                        .tensor_mut(&leaf.name)
-                        .map(|t| (t.dtype(), t.shape().to_vec())),
-                ),
-            };
-            let (dtype, shape) = t.ok_or_else(|| RunError::Missing {
-                kind,
-                name: leaf.name.clone(),
-                ty: leaf.ty.clone(),
-            })?;
-            interp::bind_leaf(&mut env, &mut origin, &leaf.name, &leaf.ty, dtype, &shape)?;
+            let (dtype, shape, _) =
+                leaf_tensor(leaf, persistent, inputs).ok_or_else(|| RunError::Missing {
+                    kind: match leaf.kind {
+                        LeafKind::Input => "input",
+                        LeafKind::Persistent => "persistent tensor",
+                    },
+                    name: leaf.name.clone(),
+                    ty: leaf.ty.clone(),
+                })?;
+            interp::bind_leaf(&mut env, &mut origin, &leaf.name, &leaf.ty, dtype, shape)?;
         }
         Ok(env)
     }
@@ -442,32 +407,24 @@ impl CpuProgram {
                 });
             }
         }
-        let fast = self
-            .last
-            .filter(|&i| self.matches(&self.variants[i].1, persistent, inputs));
-        let idx = match fast {
-            Some(i) => i,
-            None => {
+        // Fast path: the tensors have the types of the last call, so its variant runs
+        // without binding symbols again; otherwise bind (typed errors) and find or
+        // compile the variant.
+        let idx = match self.last {
+            Some(i) if point_table(&self.leaves, &mut self.variants[i].1, persistent, inputs) => i,
+            _ => {
                 let env = self.bind(persistent, inputs)?;
-                self.variant_index(&env)?
+                let i = self.variant_index(&env)?;
+                if !point_table(&self.leaves, &mut self.variants[i].1, persistent, inputs) {
+                    return Err(RunError::Compile(
+                        "a variant's leaf types differ from the binding it was compiled for".into(),
+                    ));
+                }
+                i
             }
         };
         self.last = Some(idx);
-        let v = &mut *self.variants[idx].1;
-        for (leaf, slot) in self.leaves.iter().zip(&v.leaf_buffers) {
-            let Some(i) = *slot else { continue };
-            v.table[i] = match leaf.kind {
-                LeafKind::Input => inputs
-                    .iter()
-                    .find(|(n, _)| *n == leaf.name)
-                    .map(|(_, t)| t.data_ptr() as *mut u8)
-                    .expect("checked above"),
-                LeafKind::Persistent => persistent
-                    .tensor_mut(&leaf.name)
-                    .expect("checked above")
-                    .data_ptr_mut(),
-            };
-        }
+        let v = &*self.variants[idx].1;
         let table = &v.table;
         let ctx = abi::Ctx {
             program: &v.program,
@@ -519,6 +476,46 @@ impl CpuProgram {
         }
         Ok(Evaluation { outputs, updates })
     }
+}
+
+/// The tensor the caller gives for `leaf` this call: its dtype, shape and data address.
+fn leaf_tensor<'a>(
+    leaf: &Leaf,
+    persistent: &'a mut dyn Persistent,
+    inputs: &'a [(&'a str, &'a Tensor)],
+) -> Option<(aotgrad_ir::DType, &'a [usize], *mut u8)> {
+    match leaf.kind {
+        LeafKind::Input => inputs
+            .iter()
+            .find(|(n, _)| *n == leaf.name)
+            .map(|(_, t)| (t.dtype(), t.shape(), t.data_ptr() as *mut u8)),
+        LeafKind::Persistent => persistent.tensor_mut(&leaf.name).map(|t| {
+            let ptr = t.data_ptr_mut();
+            let t: &'a Tensor = t;
+            (t.dtype(), t.shape(), ptr)
+        }),
+    }
+}
+
+/// Points `v`'s buffer table at this call's tensors, one lookup per leaf; `false` at the
+/// first leaf that is missing or lacks the dtype and shape `v` was compiled for.
+fn point_table(
+    leaves: &[Leaf],
+    v: &mut Variant,
+    persistent: &mut dyn Persistent,
+    inputs: &[(&str, &Tensor)],
+) -> bool {
+    for ((leaf, (dtype, shape)), slot) in leaves.iter().zip(&v.leaf_types).zip(&v.leaf_buffers) {
+        match leaf_tensor(leaf, persistent, inputs) {
+            Some((d, s, ptr)) if d == *dtype && s == shape.as_slice() => {
+                if let Some(i) = *slot {
+                    v.table[i] = ptr;
+                }
+            }
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// Runs `graph` once on the CPU backend with the interpreter's interface: every input,
