@@ -333,9 +333,8 @@ struct Lowerer<'g> {
     kernels: Vec<Kernel>,
     persistent: HashMap<String, BufferId>,
     env: SymbolEnv,
-    /// The node being lowered, and why its own value must be stored (set just before).
+    /// The node being lowered (named when it needs an operand in memory).
     current: NodeId,
-    own_reason: String,
     stored: Vec<(NodeId, String)>,
 }
 
@@ -382,7 +381,6 @@ impl<'g> Lowerer<'g> {
             persistent: HashMap::new(),
             env: env.clone(),
             current: NodeId(0),
-            own_reason: String::new(),
             stored: Vec::new(),
         })
     }
@@ -432,15 +430,10 @@ impl<'g> Lowerer<'g> {
             .push((id, format!("{what} writes its result to memory")));
     }
 
-    /// Stores `tree` (the value of `id`) in a fresh arena buffer with a loop kernel.
-    fn store(&mut self, id: NodeId, tree: &Rc<Node>) -> Rc<Node> {
-        let reason = if id == self.current {
-            std::mem::take(&mut self.own_reason)
-        } else {
-            let c = self.current;
-            format!("{c} ({}) reads it from memory", self.g.node(c).op.name())
-        };
-        self.stored.push((id, reason));
+    /// Stores `tree` (the value of `id`) in a fresh arena buffer with a loop kernel;
+    /// `why` it was not fused goes to `--explain-fusion`.
+    fn store(&mut self, id: NodeId, tree: &Rc<Node>, why: String) -> Rc<Node> {
+        self.stored.push((id, why));
         let shape = self.shapes[id.index()].clone();
         let (buf, value) = self.arena_value(id, tree.dtype);
         let mut loads = Vec::new();
@@ -469,7 +462,7 @@ impl<'g> Lowerer<'g> {
         if let Some((b, at)) = v.as_load() {
             return (b, at.clone());
         }
-        let v = self.store(id, &v);
+        let v = self.store(id, &v, self.read_by_current());
         self.vals[id.index()] = Some(v.clone());
         let (b, at) = v.as_load().expect("stored");
         (b, at.clone())
@@ -485,9 +478,38 @@ impl<'g> Lowerer<'g> {
         {
             return b;
         }
-        let v = self.store(id, &v);
+        let v = self.store(id, &v, self.read_by_current());
         self.vals[id.index()] = Some(v.clone());
         v.as_load().expect("stored").0
+    }
+
+    /// Why an operand of the node being lowered is stored: that node reads memory.
+    fn read_by_current(&self) -> String {
+        let c = self.current;
+        format!("{c} ({}) reads it from memory", self.g.node(c).op.name())
+    }
+
+    /// Why the fused tree `v` of node `id` must be stored rather than recomputed in
+    /// its consumers; `None` when it fuses.
+    fn store_reason(&self, id: NodeId, v: &Node) -> Option<String> {
+        let uses = self.uses[id.index()];
+        if self.is_root(id) {
+            Some("an output or update of the graph".to_string())
+        } else if !self.opts.fuse {
+            Some("fusion is off (-O0 or check-numerics)".to_string())
+        } else if v.size() > MAX_TREE {
+            Some(format!(
+                "its fused expression has {} nodes (limit {MAX_TREE})",
+                v.size()
+            ))
+        } else if uses > 1 && v.cost() > RECOMPUTE_LIMIT {
+            Some(format!(
+                "used by {uses} ops and costs {} > {RECOMPUTE_LIMIT} to recompute in each",
+                v.cost()
+            ))
+        } else {
+            None
+        }
     }
 
     fn is_root(&self, id: NodeId) -> bool {
@@ -569,27 +591,15 @@ impl<'g> Lowerer<'g> {
             | Op::Random { .. } => self.library(id),
         };
         let is_tree = !matches!(v.tree, Tree::Load { .. } | Tree::Const(_) | Tree::Index(_));
-        let uses = self.uses[id.index()];
-        let reason = if self.is_root(id) {
-            Some("an output or update of the graph".to_string())
-        } else if !self.opts.fuse {
-            Some("fusion is off (-O0 or check-numerics)".to_string())
-        } else if v.size() > MAX_TREE {
-            Some(format!(
-                "its fused expression has {} nodes (limit {MAX_TREE})",
-                v.size()
-            ))
-        } else if uses > 1 && v.cost() > RECOMPUTE_LIMIT {
-            Some(format!(
-                "used by {uses} ops and costs {} > {RECOMPUTE_LIMIT} to recompute in each",
-                v.cost()
-            ))
+        let why = if is_tree {
+            self.store_reason(id, &v)
         } else {
             None
         };
-        let must_store = is_tree && reason.is_some();
-        self.own_reason = reason.unwrap_or_default();
-        let v = if must_store { self.store(id, &v) } else { v };
+        let v = match why {
+            Some(why) => self.store(id, &v, why),
+            None => v,
+        };
         self.vals[id.index()] = Some(v);
     }
 
