@@ -214,15 +214,20 @@ pub fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// The trainer of any bench model, with its batch (`None` for the data-free
+/// [`SCALAR_MODELS`]).
+pub fn setup_any(model: &str) -> Result<(Trainer, Option<Batch>), String> {
+    if SCALAR_MODELS.contains(&model) {
+        Ok((setup_scalar(model)?, None))
+    } else {
+        setup(model).map(|(t, b)| (t, Some(b)))
+    }
+}
+
 /// Times the compiled training step of `model` on `backend`.
 pub fn run(model: &str, backend: Backend, opts: BenchOptions) -> Result<BenchResult, String> {
     let t0 = Instant::now();
-    let (trainer, batch) = if SCALAR_MODELS.contains(&model) {
-        (setup_scalar(model)?, None)
-    } else {
-        let (t, b) = setup(model)?;
-        (t, Some(b))
-    };
+    let (trainer, batch) = setup_any(model)?;
     let mut step = trainer.compile(&backend).map_err(|e| e.to_string())?;
     let one = |step: &mut crate::train::TrainStep| match &batch {
         Some(b) => step.run(b).map_err(|e| e.to_string()),

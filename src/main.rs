@@ -302,11 +302,7 @@ fn opt_cmd(a: OptArgs) -> Result<String, String> {
     let graph = match (a.file, a.model) {
         (Some(f), _) => load(f)?,
         (None, Some(m)) => {
-            let trainer = if aotgrad::bench::SCALAR_MODELS.contains(&m) {
-                aotgrad::bench::setup_scalar(m)?
-            } else {
-                aotgrad::bench::setup(m)?.0
-            };
+            let (trainer, _) = aotgrad::bench::setup_any(m)?;
             let step = trainer
                 .opt_level(passes::OptLevel::O0)
                 .compile(&aotgrad::train::Backend::Interpreter)
