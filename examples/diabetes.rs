@@ -58,20 +58,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .seed(a.seed)
         .with_args(&a)
         .compile(&a.backend())?;
-    let mut log = a.run_log(&["loss", "lr"])?;
+    let mut run = a.start_run(&step, &["loss", "lr"])?;
     a.no_checkpoints("diabetes")?;
     a.no_early_stop("diabetes")?;
-    let (mut sched, base_lr) = (a.scheduler.clone(), step.lr());
     let loader = DataLoader::new(&ds, a.batch.unwrap_or(32)).shuffle(a.seed);
     let (mut first, mut epoch_loss) = (None, 0.0);
     for epoch in 0..epochs {
         epoch_loss = step.run_epoch(&loader, epoch)?;
-        log.record(
-            step.steps(),
-            epoch + 1,
-            &[("loss", epoch_loss), ("lr", step.lr())],
-        )?;
-        a.schedule(&mut sched, &mut step, base_lr, epoch, epoch_loss);
+        run.record(&step, epoch + 1, &[("loss", epoch_loss), ("lr", step.lr())])?;
+        run.end_epoch(&mut step, epoch, epoch_loss);
         first.get_or_insert(epoch_loss);
         if epoch % 10 == 0 || epoch + 1 == epochs {
             println!("Epoch: {}/{epochs} | Loss: {epoch_loss:.4}", epoch + 1);
@@ -80,7 +75,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let all = ds.batch(&(0..ds.len()).collect::<Vec<_>>());
     let out = step.predict(&all.x)?;
     let acc = correct_binary(&out, &all.y, 0.5) as f64 / ds.len() as f64;
-    a.finish_log(&mut log)?;
+    run.finish()?;
     println!("final: loss={epoch_loss:.6} accuracy={acc:.4}");
     check(
         &a,

@@ -33,15 +33,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     .name("himmelblau")
     .with_args(&a)
     .compile(&a.backend())?;
-    let mut log = a.run_log(&["loss", "lr"])?;
+    let mut run = a.start_run(&step, &["loss", "lr"])?;
     a.no_checkpoints("himmelblau")?;
     a.no_early_stop("himmelblau")?;
-    let (mut sched, base_lr) = (a.scheduler.clone(), step.lr());
     let mut f = f64::NAN;
     for i in 0..steps {
         f = step.step()?;
-        log.record(step.steps(), 0, &[("loss", f), ("lr", step.lr())])?;
-        a.schedule(&mut sched, &mut step, base_lr, i, f);
+        run.record(&step, 0, &[("loss", f), ("lr", step.lr())])?;
+        run.end_epoch(&mut step, i, f);
         if i % 2000 == 0 {
             let (x, y) = (
                 step.parameter("x").and_then(Tensor::item),
@@ -62,7 +61,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .and_then(Tensor::item)
         .unwrap_or(f64::NAN);
     let fx = (x * x + y - 11.0).powi(2) + (x + y * y - 7.0).powi(2);
-    a.finish_log(&mut log)?;
+    run.finish()?;
     println!("final: x={x:.6} y={y:.6} f={fx:.6e}");
     check(&a, fx < f.max(170.0), "f did not decrease")?;
     check(

@@ -29,10 +29,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     .seed(a.seed)
     .with_args(&a)
     .compile(&a.backend())?;
-    let mut log = a.run_log(&["loss", "lr"])?;
+    let mut run = a.start_run(&step, &["loss", "lr"])?;
     a.no_checkpoints("linear_regression")?;
     a.no_early_stop("linear_regression")?;
-    let (mut sched, base_lr) = (a.scheduler.clone(), step.lr());
     let batch = Batch {
         x: Tensor::from_f32(&[1.0, 2.0, 3.0], &[3, 1])?,
         y: Tensor::from_f32(&[2.0, 4.0, 6.0], &[3, 1])?,
@@ -41,12 +40,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut loss = 0.0;
     for epoch in 0..epochs {
         loss = step.run(&batch)?;
-        log.record(
-            step.steps(),
-            epoch + 1,
-            &[("loss", loss), ("lr", step.lr())],
-        )?;
-        a.schedule(&mut sched, &mut step, base_lr, epoch, loss);
+        run.record(&step, epoch + 1, &[("loss", loss), ("lr", step.lr())])?;
+        run.end_epoch(&mut step, epoch, loss);
         first.get_or_insert(loss);
         if epoch % 10 == 0 || epoch + 1 == epochs {
             println!("Epoch: {epoch} | Loss: {loss:.4}");
@@ -65,7 +60,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .and_then(Tensor::item)
         .unwrap_or(f64::NAN);
     println!("Prediction (after training) 4 -> {pred:.4}");
-    a.finish_log(&mut log)?;
+    run.finish()?;
     println!("final: w={w:.6} b={b:.6} pred={pred:.6} loss={loss:.6}");
     check(&a, loss < first.unwrap_or(0.0), "the loss did not decrease")?;
     check(

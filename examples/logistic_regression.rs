@@ -31,10 +31,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     .seed(a.seed)
     .with_args(&a)
     .compile(&a.backend())?;
-    let mut log = a.run_log(&["loss", "lr"])?;
+    let mut run = a.start_run(&step, &["loss", "lr"])?;
     a.no_checkpoints("logistic_regression")?;
     a.no_early_stop("logistic_regression")?;
-    let (mut sched, base_lr) = (a.scheduler.clone(), step.lr());
     let batch = Batch {
         x: Tensor::from_f32(&[1.0, 2.0, 3.0], &[3, 1])?,
         y: Tensor::from_f32(&[0.0, 0.0, 1.0], &[3, 1])?,
@@ -42,12 +41,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut first, mut loss) = (None, 0.0);
     for epoch in 0..epochs {
         loss = step.run(&batch)?;
-        log.record(
-            step.steps(),
-            epoch + 1,
-            &[("loss", loss), ("lr", step.lr())],
-        )?;
-        a.schedule(&mut sched, &mut step, base_lr, epoch, loss);
+        run.record(&step, epoch + 1, &[("loss", loss), ("lr", step.lr())])?;
+        run.end_epoch(&mut step, epoch, loss);
         first.get_or_insert(loss);
         if epoch % 100 == 0 || epoch + 1 == epochs {
             println!("Epoch {}/{epochs} | Loss: {loss:.4}", epoch + 1);
@@ -62,7 +57,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .item()
         .unwrap_or(f64::NAN);
     println!("Prediction 4 -> {p4:.4} (pass: {}), 1 -> {p1:.4}", p4 > 0.5);
-    a.finish_log(&mut log)?;
+    run.finish()?;
     println!("final: pred={p4:.6} pred_x1={p1:.6} loss={loss:.6}");
     check(&a, loss < first.unwrap_or(0.0), "the loss did not decrease")?;
     check(

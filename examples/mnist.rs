@@ -107,8 +107,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .shuffle(a.seed)
         .transform(&to_input);
     let nb = loader.num_batches();
-    let mut log = a.run_log(&["loss", "lr", "test_loss", "test_accuracy"])?;
-    let (mut sched, base_lr) = (a.scheduler.clone(), step.lr());
+    let mut run = a.start_run(&step, &["loss", "lr", "test_loss", "test_accuracy"])?;
     a.no_early_stop("mnist")?;
     let mut last_train_loss = f64::NAN;
     let mut first_loss = None;
@@ -121,11 +120,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let loss = step.run(&b)?;
             first_loss.get_or_insert(loss);
             progress.batch(b.y.len(), loss);
-            log.record(
-                step.steps(),
-                epoch + 1,
-                &[("loss", loss), ("lr", step.lr())],
-            )?;
+            run.record(&step, epoch + 1, &[("loss", loss), ("lr", step.lr())])?;
         }
         last_train_loss = progress.mean_loss();
         let rate = progress.samples_per_s();
@@ -147,13 +142,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         confusion = Some(matrix);
         test_acc = correct as f64 / test.len() as f64;
         let test_loss = test_loss / test.len() as f64;
-        log.record(
-            step.steps(),
+        run.record(
+            &step,
             epoch + 1,
             &[("test_loss", test_loss), ("test_accuracy", test_acc)],
         )?;
-        log.flush()?;
-        a.schedule(&mut sched, &mut step, base_lr, epoch, last_train_loss);
+        run.flush()?;
+        run.end_epoch(&mut step, epoch, last_train_loss);
         println!(
             "Epoch {}: train loss {:.6}, {:.0} samples/s; test loss {:.6}, accuracy {}/{} ({:.2}%)",
             epoch + 1,
@@ -180,7 +175,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(c) = &confusion {
         println!("test set, last epoch:\n{c}");
     }
-    for f in a.finish_log(&mut log)? {
+    for f in run.finish()? {
         println!("wrote {}", f.display());
     }
     println!("final: test_accuracy={test_acc:.4} train_loss={last_train_loss:.6}");

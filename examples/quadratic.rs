@@ -41,10 +41,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .target(DType::F32, &[])
         .with_args(&a)
         .compile(&a.backend())?;
-    let mut log = a.run_log(&["loss", "lr"])?;
+    let mut run = a.start_run(&step, &["loss", "lr"])?;
     a.no_checkpoints("quadratic")?;
     a.no_early_stop("quadratic")?;
-    let (mut sched, base_lr) = (a.scheduler.clone(), step.lr());
     let data = [(1.0f32, 2.0f32), (2.0, 4.0), (3.0, 6.0)];
     let t = Instant::now();
     let (mut first, mut last) = (None, 0.0);
@@ -58,12 +57,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             sum += step.run(&b)?;
         }
         last = sum / 3.0;
-        log.record(
-            step.steps(),
-            epoch + 1,
-            &[("loss", last), ("lr", step.lr())],
-        )?;
-        a.schedule(&mut sched, &mut step, base_lr, epoch, last);
+        run.record(&step, epoch + 1, &[("loss", last), ("lr", step.lr())])?;
+        run.end_epoch(&mut step, epoch, last);
         first.get_or_insert(last);
         if epoch % 10 == 0 || epoch + 1 == epochs {
             println!("Epoch: {epoch} | Loss: {last:.4}");
@@ -75,7 +70,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .item()
         .unwrap_or(f64::NAN);
     println!("{:.1} us per compiled step", per_step * 1e6);
-    a.finish_log(&mut log)?;
+    run.finish()?;
     println!("final: pred={pred:.6} loss={last:.6}");
     check(&a, last < first.unwrap_or(0.0), "the loss did not decrease")?;
     Ok(())

@@ -113,21 +113,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     .seed(a.seed)
     .with_args(&a)
     .compile(&a.backend())?;
-    let mut log = a.run_log(&["loss", "lr", "val_accuracy"])?;
+    let mut run = a.start_run(&step, &["loss", "lr", "val_accuracy"])?;
     a.no_checkpoints("titanic")?;
     // `--early-stop P`: stop when validation accuracy has not improved for P epochs.
     let mut stopper = a.early_stop.map(|p| EarlyStopping::new(p, 0.0, true));
-    let (mut sched, base_lr) = (a.scheduler.clone(), step.lr());
     let loader = DataLoader::new(&train, a.batch.unwrap_or(64)).shuffle(a.seed);
     let (mut first, mut epoch_loss) = (None, 0.0);
     for epoch in 0..epochs {
         epoch_loss = step.run_epoch(&loader, epoch)?;
-        log.record(
-            step.steps(),
-            epoch + 1,
-            &[("loss", epoch_loss), ("lr", step.lr())],
-        )?;
-        a.schedule(&mut sched, &mut step, base_lr, epoch, epoch_loss);
+        run.record(&step, epoch + 1, &[("loss", epoch_loss), ("lr", step.lr())])?;
+        run.end_epoch(&mut step, epoch, epoch_loss);
         first.get_or_insert(epoch_loss);
         if epoch % 10 == 0 || epoch + 1 == epochs {
             println!("Epoch {}/{epochs}: loss {epoch_loss:.4}", epoch + 1);
@@ -135,7 +130,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if let Some(es) = &mut stopper {
             let logits = step.predict(&val.x)?;
             let acc = correct_binary(&logits, &val.y, 0.0) as f64 / val.len() as f64;
-            log.record(step.steps(), epoch + 1, &[("val_accuracy", acc)])?;
+            run.record(&step, epoch + 1, &[("val_accuracy", acc)])?;
             if es.update(epoch + 1, acc) {
                 let (best, at) = es.best().expect("updated");
                 println!(
@@ -148,7 +143,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let logits = step.predict(&val.x)?;
     let acc = correct_binary(&logits, &val.y, 0.0) as f64 / val.len() as f64;
-    a.finish_log(&mut log)?;
+    run.finish()?;
     println!("final: val_accuracy={acc:.4} train_loss={epoch_loss:.6}");
     check(
         &a,

@@ -51,20 +51,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .target(DType::F32, &[1])
         .with_args(&a)
         .compile(&a.backend())?;
-    let mut log = a.run_log(&["loss", "lr"])?;
+    let mut run = a.start_run(&step, &["loss", "lr"])?;
     a.no_checkpoints("zscore_regression")?;
     a.no_early_stop("zscore_regression")?;
-    let (mut sched, base_lr) = (a.scheduler.clone(), step.lr());
     let batch = Batch { x: xn, y };
     let (mut first, mut loss) = (None, 0.0);
     for epoch in 0..epochs {
         loss = step.run(&batch)?;
-        log.record(
-            step.steps(),
-            epoch + 1,
-            &[("loss", loss), ("lr", step.lr())],
-        )?;
-        a.schedule(&mut sched, &mut step, base_lr, epoch, loss);
+        run.record(&step, epoch + 1, &[("loss", loss), ("lr", step.lr())])?;
+        run.end_epoch(&mut step, epoch, loss);
         first.get_or_insert(loss);
         if epoch % 100 == 0 || epoch + 1 == epochs {
             println!("Epoch {epoch}: loss {loss:.6}");
@@ -72,7 +67,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let q = z.apply(Tensor::from_f32(&[3.0, 2500.0], &[1, 2])?, &mut Rng::new(0))?;
     let pred = step.predict(&q)?.item().unwrap_or(f64::NAN);
-    a.finish_log(&mut log)?;
+    run.finish()?;
     println!("final: pred={pred:.6} loss={loss:.6}");
     check(&a, loss < first.unwrap_or(0.0), "the loss did not decrease")?;
     check(

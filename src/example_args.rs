@@ -76,12 +76,14 @@ impl TrainArgs {
 }
 
 impl TrainArgs {
-    /// The run log the flags ask for (`--plot`: CSV now, curves at the end;
-    /// `--tensorboard`: event files), over `columns`.
-    pub fn run_log(
+    /// Starts the bookkeeping of a training run of `step` from the flags: the log
+    /// over `columns` (`--plot`: CSV now, curves at the end; `--tensorboard`: event
+    /// files) and the learning-rate schedule (`--scheduler`, from the step's current lr).
+    pub fn start_run(
         &self,
+        step: &crate::train::TrainStep,
         columns: &[&str],
-    ) -> Result<crate::runlog::RunLog, crate::runlog::LogError> {
+    ) -> Result<Run, crate::runlog::LogError> {
         let mut log = crate::runlog::RunLog::new(columns);
         if let Some(dir) = &self.plot {
             log = log.csv(&dir.join("metrics.csv"))?;
@@ -89,23 +91,12 @@ impl TrainArgs {
         if let Some(dir) = &self.tensorboard {
             log = log.tensorboard(dir)?;
         }
-        Ok(log)
-    }
-
-    /// After epoch `epoch` (0-based) with mean training loss `loss`: sets the step's
-    /// next learning rate from `--scheduler`, if one was given.
-    pub fn schedule(
-        &self,
-        sched: &mut Option<crate::optim::Scheduler>,
-        step: &mut crate::train::TrainStep,
-        base_lr: f64,
-        epoch: usize,
-        loss: f64,
-    ) {
-        if let Some(s) = sched {
-            let lr = s.next_lr(base_lr, step.lr(), epoch, Some(loss));
-            step.set_lr(lr);
-        }
+        Ok(Run {
+            log,
+            sched: self.scheduler.clone(),
+            base_lr: step.lr(),
+            plot: self.plot.clone(),
+        })
     }
 
     /// `Err` when `--checkpoint` or `--resume` was given to an example that does not
@@ -128,15 +119,47 @@ impl TrainArgs {
         }
         Ok(())
     }
+}
 
-    /// Renders the curves when `--plot` was given; returns the files written.
-    pub fn finish_log(
-        &self,
-        log: &mut crate::runlog::RunLog,
-    ) -> Result<Vec<std::path::PathBuf>, crate::runlog::LogError> {
-        log.flush()?;
+/// One training run's bookkeeping from the shared flags: its log and its schedule.
+pub struct Run {
+    log: crate::runlog::RunLog,
+    sched: Option<crate::optim::Scheduler>,
+    base_lr: f64,
+    plot: Option<std::path::PathBuf>,
+}
+
+impl Run {
+    /// Records `values` at the step's current step count.
+    pub fn record(
+        &mut self,
+        step: &crate::train::TrainStep,
+        epoch: usize,
+        values: &[(&str, f64)],
+    ) -> Result<(), crate::runlog::LogError> {
+        self.log.record(step.steps(), epoch, values)
+    }
+
+    /// After epoch `epoch` (0-based) with mean training loss `loss`: sets the step's
+    /// next learning rate from `--scheduler`, if one was given.
+    pub fn end_epoch(&mut self, step: &mut crate::train::TrainStep, epoch: usize, loss: f64) {
+        if let Some(s) = &mut self.sched {
+            let lr = s.next_lr(self.base_lr, step.lr(), epoch, Some(loss));
+            step.set_lr(lr);
+        }
+    }
+
+    /// Pushes the log's buffered rows to disk.
+    pub fn flush(&mut self) -> Result<(), crate::runlog::LogError> {
+        self.log.flush()
+    }
+
+    /// Flushes the log and renders the curves when `--plot` was given; returns the
+    /// files written.
+    pub fn finish(&mut self) -> Result<Vec<std::path::PathBuf>, crate::runlog::LogError> {
+        self.log.flush()?;
         match &self.plot {
-            Some(dir) => log.plot(dir),
+            Some(dir) => self.log.plot(dir),
             None => Ok(Vec::new()),
         }
     }
