@@ -145,24 +145,7 @@ fn rewrite(rw: &mut Rewriter, node: &Node, ins: &[NodeId]) -> Option<NodeId> {
             }
             Some(constant(rw, v.cast(*d), ty))
         }
-        Op::Reshape(_) | Op::Expand(_) => {
-            let x = ins[0];
-            if g.ty(x) == ty {
-                return Some(x);
-            }
-            if let Some(v) = splat(g, x) {
-                return Some(constant(rw, v, ty));
-            }
-            let inner = g.node(x);
-            if std::mem::discriminant(&inner.op) == std::mem::discriminant(&node.op) {
-                let src = inner.inputs[0];
-                if g.ty(src) == ty {
-                    return Some(src);
-                }
-                return rw.build(node.op.clone(), &[src], ty);
-            }
-            None
-        }
+        Op::Reshape(_) | Op::Expand(_) => view(rw, &node.op, ins[0], ty),
         Op::Permute(q) => {
             let x = ins[0];
             if q.iter().enumerate().all(|(i, &a)| i == a) {
@@ -191,15 +174,33 @@ fn rewrite(rw: &mut Rewriter, node: &Node, ins: &[NodeId]) -> Option<NodeId> {
                 return same(g, x, ty);
             }
             // A reshape, itself simplified (it may undo the reshape that made the axis).
-            let reshape = Node {
-                op: Op::Reshape(ty.shape.clone()),
-                inputs: vec![],
-                ty: ty.clone(),
-            };
-            rewrite(rw, &reshape, &[x]).or_else(|| rw.build(reshape.op.clone(), &[x], ty))
+            let reshape = Op::Reshape(ty.shape.clone());
+            view(rw, &reshape, x, ty).or_else(|| rw.build(reshape, &[x], ty))
         }
         _ => None,
     }
+}
+
+/// The simplified `op` (a reshape or an expand to `ty`) of `x`: `x` itself when it
+/// already has that type, a constant for a splat, one op over the source of a chain of
+/// the same op; `None` when nothing simplifies.
+fn view(rw: &mut Rewriter, op: &Op, x: NodeId, ty: &TensorType) -> Option<NodeId> {
+    let g = &rw.new;
+    if g.ty(x) == ty {
+        return Some(x);
+    }
+    if let Some(v) = splat(g, x) {
+        return Some(constant(rw, v, ty));
+    }
+    let inner = g.node(x);
+    if std::mem::discriminant(&inner.op) == std::mem::discriminant(op) {
+        let src = inner.inputs[0];
+        if g.ty(src) == ty {
+            return Some(src);
+        }
+        return rw.build(op.clone(), &[src], ty);
+    }
+    None
 }
 
 /// Whether every value of `narrow` survives a round trip through `wide`.
