@@ -278,6 +278,18 @@ impl Graph {
         (&mut self.outputs, &mut self.updates)
     }
 
+    /// Extends `marked` (one flag per node) to every node a marked node depends on.
+    /// One reverse sweep suffices: a node's inputs always come before it.
+    pub fn mark_inputs(&self, marked: &mut [bool]) {
+        for i in (0..self.nodes.len()).rev() {
+            if marked[i] {
+                for inp in &self.nodes[i].inputs {
+                    marked[inp.index()] = true;
+                }
+            }
+        }
+    }
+
     /// Removes nodes at index `first` or later that no output or update uses (leaves are
     /// always kept: callers feed them), renumbering the survivors in order. Nodes before
     /// `first` keep their ids. Transformations that append to a graph (autodiff) use it to
@@ -298,13 +310,7 @@ impl Graph {
                 *l = true;
             }
         }
-        for i in (0..n).rev() {
-            if live[i] {
-                for inp in &self.nodes[i].inputs {
-                    live[inp.index()] = true;
-                }
-            }
-        }
+        self.mark_inputs(&mut live);
         let mut remap = vec![NodeId(u32::MAX); n];
         let mut out = Graph::new(self.name.clone());
         for (i, node) in self.nodes.iter().enumerate() {

@@ -362,13 +362,7 @@ impl<'g> Lowerer<'g> {
             live[v.index()] = true;
             live[t.index()] = true;
         }
-        for i in (0..g.len()).rev() {
-            if live[i] {
-                for x in &g.node(NodeId(i as u32)).inputs {
-                    live[x.index()] = true;
-                }
-            }
-        }
+        g.mark_inputs(&mut live);
         Ok(Lowerer {
             g,
             opts,
@@ -804,13 +798,7 @@ fn saved_for_backward(g: &Graph, p: &Program) -> Vec<BufferId> {
     for (_, id) in g.outputs() {
         forward[id.index()] = true;
     }
-    for i in (0..g.len()).rev() {
-        if forward[i] {
-            for x in &g.node(NodeId(i as u32)).inputs {
-                forward[x.index()] = true;
-            }
-        }
-    }
+    g.mark_inputs(&mut forward);
     let mut saved: Vec<BufferId> = Vec::new();
     for k in &p.kernels {
         if forward[k.node.index()] {
