@@ -162,12 +162,7 @@ fn unknown_columns_and_unwritable_paths_are_errors() {
 
 #[test]
 fn an_example_writes_its_curves_and_events() {
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_aotgrad"));
-    let exe = bin
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(format!("linear_regression{}", std::env::consts::EXE_SUFFIX));
+    let exe = example_exe("linear_regression");
     let dir = tmp("example");
     let out = Command::new(exe)
         .args(["--epochs", "30", "--plot"])
