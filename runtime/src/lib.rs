@@ -1,7 +1,9 @@
 //! aotgrad-runtime: host tensors, `.npy` I/O, the reference interpreter (the oracle
-//! every compiled backend is differentially tested against) and the CPU backend.
+//! every compiled backend is differentially tested against), the CPU backend and the
+//! GPU backend.
 
 pub mod cpu;
+pub mod gpu;
 pub mod interp;
 pub mod npy;
 mod tensor;

@@ -1,4 +1,5 @@
-//! Code generation for a lowered program: Cranelift IR ([`clif`]).
+//! Code generation for a lowered program: Cranelift IR ([`clif`]) for the CPU and WGSL
+//! compute shaders ([`wgsl`]) for the GPU.
 //!
 //! Every loop kernel becomes one Cranelift function `k<i>(bufs)`; the step is one entry
 //! function `step(bufs, ctx) -> status` that calls the kernels in schedule order and
@@ -6,5 +7,6 @@
 //! base addresses (see [`crate::lower::BufferId`]).
 
 pub mod clif;
+pub mod wgsl;
 
 pub use clif::{CodegenError, CodegenOptions, Emitted, HELPERS, emit};

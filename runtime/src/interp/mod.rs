@@ -53,6 +53,10 @@ pub enum RunError {
     Invalid(String),
     #[error("could not compile the program: {0}")]
     Compile(String),
+    #[error("no GPU adapter: {0}")]
+    NoDevice(String),
+    #[error("GPU: {0}")]
+    Gpu(String),
     #[error("{node} (`{op}`) produced a non-finite value ({value}) (check-numerics mode)")]
     NonFinite {
         node: NodeId,

@@ -1,0 +1,1083 @@
+//! WGSL code generation: the same lowered program the Cranelift backend compiles,
+//! emitted as one compute shader per kernel.
+//!
+//! **Memory.** Every device buffer is an `array<u32>` of 32-bit words and values are
+//! `bitcast` on load and store, so one arena buffer holds intermediates of every dtype
+//! at the memory plan's offsets (byte offset / 4) and a kernel binds it once. WGSL has
+//! no 64-bit types in core, so device element types are all 32-bit:
+//!
+//! | graph dtype | device | rule |
+//! |---|---|---|
+//! | f32 | f32 | exact |
+//! | f64 | f32 | only for tensors of at most one element (the learning rate, a step counter, bias corrections): computed in f32, as PyTorch's capturable Adam keeps its step in float32 on CUDA; a larger f64 tensor is an error naming its node |
+//! | i64 | i32 | labels and indices; inputs and constants are checked to fit when they reach the device; arithmetic wraps at 32 bits |
+//! | i32 | i32 | exact |
+//! | u8 | u32 | one element per word, results wrap to 8 bits |
+//! | bool | u32 | 0 or 1 |
+//!
+//! **Kernels.** A loop kernel runs one invocation per element; a reduction with a long
+//! reduced extent runs one 256-invocation workgroup per output and combines partial
+//! results as a fixed tree in workgroup memory (so results do not depend on timing); a
+//! short one loops in one invocation per output. A matrix product is a 64x64 output
+//! tile per workgroup, staged through workgroup memory 16 deep along `k`, 4x4 outputs
+//! per invocation, summing over `k` in increasing order. Library ops (gather,
+//! scatter-add, argmax, pad, concat, integer matmul, bool reductions) get one
+//! invocation per output element; scatter-add gathers its sources instead of using
+//! atomics (WGSL has no float atomics) and is deterministic. An out-of-range gather or
+//! scatter index sets a status word the runtime reads back with the outputs.
+
+use std::fmt::{self, Write};
+
+use aotgrad_ir::{
+    ArgReduceOp, BinaryOp, DType, Graph, NodeId, Op, ReduceOp, Scalar, UnaryOp,
+};
+
+use crate::lower::{
+    Affine, BufferId, BufferKind, FlatOp, KernelBody, LibraryKernel, LoopKernel, MatMulKernel,
+    Program,
+};
+
+/// Invocations per workgroup of 1-D kernels (WebGPU's guaranteed minimum maximum).
+pub const WORKGROUP: u32 = 256;
+/// Reductions whose reduced extent is at least this run a workgroup per output.
+pub const TREE_REDUCE_MIN: usize = 256;
+/// Output tile of the matrix-product shader (square).
+pub const MATMUL_TILE: usize = 64;
+
+/// Why a program cannot run as WGSL.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WgslError {
+    #[error("{node} (`{op}`) cannot run on the GPU: {why}")]
+    Unsupported {
+        node: NodeId,
+        op: &'static str,
+        why: String,
+    },
+    #[error("{node} (`{op}`): {what} exceeds the adapter's limit {limit}")]
+    Limit {
+        node: NodeId,
+        op: &'static str,
+        what: String,
+        limit: u64,
+    },
+}
+
+/// The adapter limits code generation must respect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WgslLimits {
+    pub max_workgroups_per_dimension: u32,
+    pub max_storage_buffers_per_stage: u32,
+}
+
+impl Default for WgslLimits {
+    /// WebGPU's guaranteed limits.
+    fn default() -> Self {
+        WgslLimits {
+            max_workgroups_per_dimension: 65535,
+            max_storage_buffers_per_stage: 8,
+        }
+    }
+}
+
+/// A device memory a kernel binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mem {
+    /// The activation arena (all `Arena` buffers at their planned offsets).
+    Arena,
+    /// An input, persistent or constant buffer (its own device buffer).
+    Buffer(BufferId),
+    /// The status words (`[kernel index + 1, bad index, axis size]` of the first
+    /// out-of-range index).
+    Status,
+}
+
+/// One compute pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WgslKernel {
+    /// `k<i>`: the kernel's index in the lowered program.
+    pub name: String,
+    pub node: NodeId,
+    pub source: String,
+    /// `@binding(i)` is `bindings[i]`; `true` when the kernel writes it.
+    pub bindings: Vec<(Mem, bool)>,
+    /// Workgroups to dispatch (x, y, z); all zero for an empty kernel.
+    pub workgroups: [u32; 3],
+}
+
+/// A lowered program as WGSL.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WgslProgram {
+    pub kernels: Vec<WgslKernel>,
+    /// 32-bit words of the arena.
+    pub arena_words: usize,
+}
+
+impl fmt::Display for WgslProgram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for k in &self.kernels {
+            let [x, y, z] = k.workgroups;
+            writeln!(f, "// ---- {} ({}) dispatch ({x}, {y}, {z})", k.name, k.node)?;
+            for (i, (m, w)) in k.bindings.iter().enumerate() {
+                let m = match m {
+                    Mem::Arena => "arena".to_string(),
+                    Mem::Buffer(b) => b.to_string(),
+                    Mem::Status => "status".to_string(),
+                };
+                writeln!(f, "// binding {i}: {m}{}", if *w { " (written)" } else { "" })?;
+            }
+            f.write_str(&k.source)?;
+        }
+        Ok(())
+    }
+}
+
+/// Device element type of a graph dtype (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DevType {
+    F32,
+    I32,
+    U32,
+    Bool,
+}
+
+impl DevType {
+    pub fn of(d: DType) -> DevType {
+        match d {
+            DType::F32 | DType::F64 => DevType::F32,
+            DType::I32 | DType::I64 => DevType::I32,
+            DType::U8 => DevType::U32,
+            DType::Bool => DevType::Bool,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            DevType::F32 => "f32",
+            DevType::I32 => "i32",
+            DevType::U32 => "u32",
+            DevType::Bool => "bool",
+        }
+    }
+}
+
+/// The word offset of `b` inside its device memory.
+fn base_word(p: &Program, b: BufferId) -> usize {
+    match p.buffer(b).kind {
+        BufferKind::Arena { offset } => offset / 4,
+        _ => 0,
+    }
+}
+
+fn mem_of(p: &Program, b: BufferId) -> Mem {
+    match p.buffer(b).kind {
+        BufferKind::Arena { .. } => Mem::Arena,
+        _ => Mem::Buffer(b),
+    }
+}
+
+/// Emits every kernel of `program` (lowered from `graph`) as WGSL.
+pub fn emit(program: &Program, graph: &Graph, limits: WgslLimits) -> Result<WgslProgram, WgslError> {
+    check_types(program, graph)?;
+    let mut kernels = Vec::with_capacity(program.kernels.len());
+    for (i, k) in program.kernels.iter().enumerate() {
+        let mut e = Emitter::new(program, graph, i, k.node, limits);
+        match &k.body {
+            KernelBody::Loop(l) if l.reduce.is_some() => e.reduce_kernel(l)?,
+            KernelBody::Loop(l) => e.loop_kernel(l)?,
+            KernelBody::MatMul(m) => e.matmul_kernel(m)?,
+            KernelBody::Library(l) => e.library_kernel(l)?,
+        }
+        kernels.push(e.finish()?);
+    }
+    let arena_words = program.arena_bytes.div_ceil(4);
+    Ok(WgslProgram {
+        kernels,
+        arena_words,
+    })
+}
+
+/// f64 tensors of more than one element have no device type; i64 constants must fit.
+fn check_types(p: &Program, g: &Graph) -> Result<(), WgslError> {
+    for b in &p.buffers {
+        let node = b.node.unwrap_or(NodeId(0));
+        let op = g.node(node).op.name();
+        if b.dtype == DType::F64 && b.elems > 1 {
+            return Err(WgslError::Unsupported {
+                node,
+                op,
+                why: format!(
+                    "it is an f64 tensor of {} elements and WGSL has no f64 (f64 scalars are \
+                     computed in f32; cast the tensor to f32)",
+                    b.elems
+                ),
+            });
+        }
+        if let BufferKind::Const(d) = &b.kind
+            && b.dtype == DType::I64
+            && (0..d.len()).any(|i| i32::try_from(int_value(d.get(i))).is_err())
+        {
+            return Err(WgslError::Unsupported {
+                node,
+                op,
+                why: "an i64 constant does not fit the GPU's 32-bit integers".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+const HELPERS: &str = "\
+fn fmax_(x: f32, y: f32) -> f32 { if (x != x) { return x; } if (y != y) { return y; } return select(x, y, y > x); }
+fn fmin_(x: f32, y: f32) -> f32 { if (x != x) { return x; } if (y != y) { return y; } return select(x, y, y < x); }
+fn sign_(x: f32) -> f32 { if (x > 0.0) { return 1.0; } if (x < 0.0) { return -1.0; } return x * 0.0; }
+fn tanh_(x: f32) -> f32 { if (abs(x) > 15.0) { return sign(x); } return tanh(x); }
+fn pow_(x: f32, y: f32) -> f32 {
+  if (y == 0.0) { return 1.0; }
+  let r = exp2(y * log2(abs(x)));
+  if (x < 0.0) {
+    if (floor(y) != y) { return bitcast<f32>(0x7fc00000u); }
+    if (abs(y % 2.0) == 1.0) { return -r; }
+  }
+  return r;
+}
+fn f2i_(x: f32) -> i32 { if (x != x) { return 0; } if (x >= 2147483648.0) { return 2147483647; } if (x <= -2147483648.0) { return i32(-2147483647) - 1; } return i32(x); }
+fn f2u8_(x: f32) -> u32 { if (x != x) { return 0u; } return u32(clamp(x, 0.0, 255.0)); }
+";
+
+struct Emitter<'a> {
+    p: &'a Program,
+    g: &'a Graph,
+    index: usize,
+    node: NodeId,
+    limits: WgslLimits,
+    bindings: Vec<(Mem, bool)>,
+    body: String,
+    /// Module-scope declarations (workgroup arrays).
+    decls: String,
+    workgroup_size: (u32, u32),
+    workgroups: [u32; 3],
+}
+
+impl<'a> Emitter<'a> {
+    fn new(
+        p: &'a Program,
+        g: &'a Graph,
+        index: usize,
+        node: NodeId,
+        limits: WgslLimits,
+    ) -> Emitter<'a> {
+        Emitter {
+            p,
+            g,
+            index,
+            node,
+            limits,
+            bindings: Vec::new(),
+            body: String::new(),
+            decls: String::new(),
+            workgroup_size: (WORKGROUP, 1),
+            workgroups: [0; 3],
+        }
+    }
+
+    fn op(&self) -> &'static str {
+        self.g.node(self.node).op.name()
+    }
+
+    fn unsupported(&self, why: impl Into<String>) -> WgslError {
+        WgslError::Unsupported {
+            node: self.node,
+            op: self.op(),
+            why: why.into(),
+        }
+    }
+
+    /// The binding index of `mem`, marking it written when `write`.
+    fn bind(&mut self, mem: Mem, write: bool) -> usize {
+        if let Some(i) = self.bindings.iter().position(|(m, _)| *m == mem) {
+            self.bindings[i].1 |= write;
+            return i;
+        }
+        self.bindings.push((mem, write));
+        self.bindings.len() - 1
+    }
+
+    /// `m<k>[u32(base + idx)]` for buffer `b` at element index `idx` (an i32 expression).
+    fn word(&mut self, b: BufferId, idx: &str, write: bool) -> String {
+        let m = self.bind(mem_of(self.p, b), write);
+        let base = base_word(self.p, b);
+        if base == 0 {
+            format!("m{m}[u32({idx})]")
+        } else {
+            format!("m{m}[u32({base} + {idx})]")
+        }
+    }
+
+    /// A typed read of `b`'s element `idx`.
+    fn read(&mut self, b: BufferId, idx: &str) -> String {
+        let w = self.word(b, idx, false);
+        match DevType::of(self.p.buffer(b).dtype) {
+            DevType::F32 => format!("bitcast<f32>({w})"),
+            DevType::I32 => format!("bitcast<i32>({w})"),
+            DevType::U32 => w,
+            DevType::Bool => format!("({w} != 0u)"),
+        }
+    }
+
+    /// A statement writing `value` to `b`'s element `idx`.
+    fn write(&mut self, b: BufferId, idx: &str, value: &str) -> String {
+        let w = self.word(b, idx, true);
+        match DevType::of(self.p.buffer(b).dtype) {
+            DevType::F32 | DevType::I32 => format!("{w} = bitcast<u32>({value});"),
+            DevType::U32 => format!("{w} = {value};"),
+            DevType::Bool => format!("{w} = select(0u, 1u, {value});"),
+        }
+    }
+
+    /// Sets a 1-D dispatch of `total` invocations (or workgroups when `per_group`).
+    fn dispatch_1d(&mut self, total: usize, per_group: bool) -> Result<u32, WgslError> {
+        let groups = if per_group {
+            total
+        } else {
+            total.div_ceil(WORKGROUP as usize)
+        };
+        let max = self.limits.max_workgroups_per_dimension as usize;
+        let wx = groups.clamp(1, max);
+        let wy = groups.div_ceil(wx);
+        if wy > max {
+            return Err(WgslError::Limit {
+                node: self.node,
+                op: self.op(),
+                what: format!("{groups} workgroups"),
+                limit: (max * max) as u64,
+            });
+        }
+        self.workgroups = if total == 0 {
+            [0, 0, 0]
+        } else {
+            [wx as u32, wy as u32, 1]
+        };
+        Ok(wx as u32)
+    }
+
+    /// `let gid = ...; if (gid >= total) { return; }` for a 1-D dispatch `wx` wide.
+    fn gid_prologue(&mut self, total: usize, wx: u32, per_group: bool) {
+        if per_group {
+            let _ = writeln!(self.body, "  let gid = wg.y * {wx}u + wg.x;");
+        } else {
+            let _ = writeln!(
+                self.body,
+                "  let gid = (wg.y * {wx}u + wg.x) * {WORKGROUP}u + lid.x;"
+            );
+        }
+        let _ = writeln!(self.body, "  if (gid >= {total}u) {{ return; }}");
+    }
+
+    /// Declares `i<d>: i32` for each axis in `axes` of `shape` from the linear `var`.
+    fn unflatten(&mut self, var: &str, shape: &[usize], axes: &[usize], indent: &str) {
+        let _ = writeln!(self.body, "{indent}var rem_{var} = {var};");
+        for (k, &d) in axes.iter().enumerate().rev() {
+            let n = shape[d];
+            if k == 0 {
+                let _ = writeln!(self.body, "{indent}let i{d} = i32(rem_{var});");
+            } else {
+                let _ = writeln!(
+                    self.body,
+                    "{indent}let i{d} = i32(rem_{var} % {n}u); rem_{var} = rem_{var} / {n}u;"
+                );
+            }
+        }
+    }
+
+    fn finish(self) -> Result<WgslKernel, WgslError> {
+        if self.bindings.len() > self.limits.max_storage_buffers_per_stage as usize {
+            return Err(WgslError::Limit {
+                node: self.node,
+                op: self.op(),
+                what: format!("{} storage buffers", self.bindings.len()),
+                limit: self.limits.max_storage_buffers_per_stage as u64,
+            });
+        }
+        let mut src = String::new();
+        for (i, (m, w)) in self.bindings.iter().enumerate() {
+            let access = if *w { "read_write" } else { "read" };
+            let ty = if *m == Mem::Status {
+                "array<atomic<u32>>"
+            } else {
+                "array<u32>"
+            };
+            let _ = writeln!(
+                src,
+                "@group(0) @binding({i}) var<storage, {access}> m{i}: {ty};"
+            );
+        }
+        src.push_str(HELPERS);
+        src.push_str(&self.decls);
+        let (x, y) = self.workgroup_size;
+        let _ = writeln!(src, "@compute @workgroup_size({x}, {y}, 1)");
+        src.push_str(
+            "fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {\n",
+        );
+        src.push_str(&self.body);
+        src.push_str("}\n");
+        Ok(WgslKernel {
+            name: format!("k{}", self.index),
+            node: self.node,
+            source: src,
+            bindings: self.bindings,
+            workgroups: self.workgroups,
+        })
+    }
+
+    /// `base + sum(i<d> * stride)` over the axes of `shape` as an i32 expression.
+    fn affine(at: &Affine, shape: &[usize]) -> String {
+        let mut s = at.offset.to_string();
+        for (d, (&st, &n)) in at.strides.iter().zip(shape).enumerate() {
+            if st != 0 && n != 1 {
+                let _ = write!(s, " + i{d} * {st}");
+            }
+        }
+        s
+    }
+
+    /// `let e<n> = ...;` lines for the kernel's expression.
+    fn expr_lines(&mut self, k: &LoopKernel, indent: &str) -> Result<String, WgslError> {
+        let mut out = String::new();
+        for (i, n) in k.expr.nodes.iter().enumerate() {
+            let t = DevType::of(n.dtype);
+            let operand = |j: usize| (format!("e{j}"), k.expr.nodes[j].dtype);
+            let v = match &n.op {
+                FlatOp::Load(l) => {
+                    let (b, at) = &k.loads[*l];
+                    let idx = Self::affine(at, &k.shape);
+                    self.read(*b, &idx)
+                }
+                FlatOp::Index(a) => format!("({})", Self::affine(a, &k.shape)),
+                FlatOp::Const(s) => self.literal(*s, n.dtype)?,
+                FlatOp::Unary(u, a) => unary(*u, &operand(*a).0, n.dtype),
+                FlatOp::Binary(b, x, y) => {
+                    let (x, xd) = operand(*x);
+                    binary(*b, &x, &operand(*y).0, xd)
+                }
+                FlatOp::Where(c, x, y) => format!("select(e{y}, e{x}, e{c})"),
+                FlatOp::Cast(a) => {
+                    let (a, from) = operand(*a);
+                    cast(&a, from, n.dtype)
+                }
+            };
+            let _ = writeln!(out, "{indent}let e{i}: {} = {v};", t.name());
+        }
+        Ok(out)
+    }
+
+    fn literal(&self, s: Scalar, d: DType) -> Result<String, WgslError> {
+        Ok(match DevType::of(d) {
+            DevType::F32 => float_literal(s.as_f64() as f32),
+            DevType::I32 => {
+                let v = int_value(s);
+                let v = i32::try_from(v).map_err(|_| {
+                    self.unsupported(format!(
+                        "the integer constant {v} does not fit the GPU's 32-bit integers"
+                    ))
+                })?;
+                if v == i32::MIN {
+                    "(i32(-2147483647) - 1)".into()
+                } else {
+                    format!("i32({v})")
+                }
+            }
+            DevType::U32 => format!("{}u", int_value(s) & 0xff),
+            DevType::Bool => (s.as_f64() != 0.0).to_string(),
+        })
+    }
+
+    fn loop_kernel(&mut self, k: &LoopKernel) -> Result<(), WgslError> {
+        let total: usize = k.shape.iter().product();
+        let wx = self.dispatch_1d(total, false)?;
+        self.gid_prologue(total, wx, false);
+        let axes: Vec<usize> = (0..k.shape.len()).collect();
+        self.unflatten("gid", &k.shape, &axes, "  ");
+        let lines = self.expr_lines(k, "  ")?;
+        self.body.push_str(&lines);
+        for s in &k.outs {
+            let idx = Self::affine(&s.at, &k.shape);
+            let st = self.write(s.buf, &idx, &format!("e{}", s.value));
+            let _ = writeln!(self.body, "  {st}");
+        }
+        Ok(())
+    }
+
+    fn reduce_kernel(&mut self, k: &LoopKernel) -> Result<(), WgslError> {
+        let op = k.reduce.expect("a reduction");
+        let [out] = k.outs.as_slice() else {
+            return Err(self.unsupported("a reduction with several outputs"));
+        };
+        let dt = DevType::of(self.p.buffer(out.buf).dtype);
+        if dt == DevType::Bool {
+            return Err(self.unsupported("a bool reduction in a loop kernel"));
+        }
+        let t = dt.name();
+        let (reduced, kept): (Vec<usize>, Vec<usize>) = (0..k.shape.len())
+            .partition(|&d| out.at.strides[d] == 0 && k.shape[d] != 1);
+        let outs: usize = kept.iter().map(|&d| k.shape[d]).product();
+        let rn: usize = reduced.iter().map(|&d| k.shape[d]).product();
+        let tree = rn >= TREE_REDUCE_MIN;
+        let wx = self.dispatch_1d(outs, tree)?;
+        self.gid_prologue(outs, wx, tree);
+        self.unflatten("gid", &k.shape, &kept, "  ");
+        let id = identity(op, dt);
+        let _ = writeln!(self.body, "  var acc: {t} = {id};");
+        let (start, step) = if tree {
+            ("lid.x", WORKGROUP as usize)
+        } else {
+            ("0u", 1)
+        };
+        let _ = writeln!(
+            self.body,
+            "  for (var r: u32 = {start}; r < {rn}u; r = r + {step}u) {{"
+        );
+        if !reduced.is_empty() {
+            self.unflatten("r", &k.shape, &reduced, "    ");
+        }
+        let lines = self.expr_lines(k, "    ")?;
+        self.body.push_str(&lines);
+        let _ = writeln!(
+            self.body,
+            "    acc = {};",
+            combine(op, dt, "acc", &format!("e{}", out.value))
+        );
+        self.body.push_str("  }\n");
+        if tree {
+            let _ = writeln!(self.decls, "var<workgroup> red: array<{t}, {WORKGROUP}>;");
+            self.body.push_str("  red[lid.x] = acc;\n  workgroupBarrier();\n");
+            let mut s = WORKGROUP / 2;
+            while s >= 1 {
+                let c = combine(op, dt, "red[lid.x]", &format!("red[lid.x + {s}u]"));
+                let _ = writeln!(
+                    self.body,
+                    "  if (lid.x < {s}u) {{ red[lid.x] = {c}; }}\n  workgroupBarrier();"
+                );
+                s /= 2;
+            }
+            self.body.push_str("  if (lid.x == 0u) {\n");
+            let idx = Self::affine(&out.at, &k.shape);
+            let st = self.write(out.buf, &idx, "red[0]");
+            let _ = writeln!(self.body, "    {st}\n  }}");
+        } else {
+            let idx = Self::affine(&out.at, &k.shape);
+            let st = self.write(out.buf, &idx, "acc");
+            let _ = writeln!(self.body, "  {st}");
+        }
+        Ok(())
+    }
+
+    fn matmul_kernel(&mut self, m: &MatMulKernel) -> Result<(), WgslError> {
+        if DevType::of(m.dtype) != DevType::F32 {
+            return Err(self.unsupported("an integer matrix product outside a library kernel"));
+        }
+        let t = MATMUL_TILE;
+        let nb = m.batch.len();
+        let batch: usize = m.batch.iter().product();
+        let max = self.limits.max_workgroups_per_dimension as usize;
+        let (gx, gy) = (m.n.div_ceil(t), m.m.div_ceil(t));
+        if gx > max || gy > max || batch > max {
+            return Err(WgslError::Limit {
+                node: self.node,
+                op: self.op(),
+                what: format!("a {}x{} product in {batch} batches", m.m, m.n),
+                limit: max as u64,
+            });
+        }
+        self.workgroups = if batch * m.m * m.n == 0 {
+            [0, 0, 0]
+        } else {
+            [gx as u32, gy as u32, batch as u32]
+        };
+        self.workgroup_size = (16, 16);
+        let _ = writeln!(
+            self.decls,
+            "var<workgroup> ta: array<f32, {}>;\nvar<workgroup> tb: array<f32, {}>;",
+            16 * t,
+            16 * t
+        );
+        let (a, b) = (&m.a, &m.b);
+        // Batch offsets of each operand and of C (dense [batch, m, n]).
+        let mut bshape = m.batch.clone();
+        bshape.push(1);
+        let axes: Vec<usize> = (0..nb).collect();
+        let body = &mut self.body;
+        let _ = writeln!(body, "  let tid = lid.y * 16u + lid.x;");
+        let _ = writeln!(
+            body,
+            "  let row0 = wg.y * {t}u;\n  let col0 = wg.x * {t}u;\n  let z = wg.z;"
+        );
+        self.unflatten("z", &bshape, &axes, "  ");
+        let boff = |at: &Affine| {
+            let mut s = at.offset.to_string();
+            for d in 0..nb {
+                if at.strides[d] != 0 && m.batch[d] != 1 {
+                    let _ = write!(s, " + i{d} * {}", at.strides[d]);
+                }
+            }
+            s
+        };
+        let (sam, sak) = (a.1.strides[nb], a.1.strides[nb + 1]);
+        let (sbk, sbn) = (b.1.strides[nb], b.1.strides[nb + 1]);
+        let (ab, bb) = (boff(&a.1), boff(&b.1));
+        let (mm, nn, kk) = (m.m, m.n, m.k);
+        let ra = self.read(a.0, &format!("abase + i32(gi) * {sam} + i32(gk) * {sak}"));
+        let rb = self.read(b.0, &format!("bbase + i32(gk) * {sbk} + i32(gj) * {sbn}"));
+        let wc = self.write(
+            m.c,
+            &format!("i32(z) * {} + i32(gi) * {nn} + i32(gj)", mm * nn),
+            "acc[r * 4u + c]",
+        );
+        let body = &mut self.body;
+        let _ = writeln!(body, "  let abase = {ab};\n  let bbase = {bb};");
+        let _ = writeln!(body, "  var acc: array<f32, 16>;");
+        let _ = writeln!(
+            body,
+            "  for (var k0: u32 = 0u; k0 < {kk}u; k0 = k0 + 16u) {{
+    for (var q: u32 = 0u; q < {per}u; q = q + 1u) {{
+      let e = tid + q * 256u;
+      let i = e / 16u; let kq = e % 16u;
+      let gi = row0 + i; let gk = k0 + kq;
+      var v: f32 = 0.0;
+      if (gi < {mm}u && gk < {kk}u) {{ v = {ra}; }}
+      ta[kq * {t}u + i] = v;
+      let kb = e / {t}u; let j = e % {t}u;
+      let gj = col0 + j; let gk2 = k0 + kb;
+      var w: f32 = 0.0;
+      if (gj < {nn}u && gk2 < {kk}u) {{ let gk = gk2; w = {rb}; }}
+      tb[kb * {t}u + j] = w;
+    }}
+    workgroupBarrier();
+    for (var q: u32 = 0u; q < 16u; q = q + 1u) {{
+      for (var r: u32 = 0u; r < 4u; r = r + 1u) {{
+        let av = ta[q * {t}u + lid.y * 4u + r];
+        for (var c: u32 = 0u; c < 4u; c = c + 1u) {{
+          acc[r * 4u + c] = acc[r * 4u + c] + av * tb[q * {t}u + lid.x * 4u + c];
+        }}
+      }}
+    }}
+    workgroupBarrier();
+  }}
+  for (var r: u32 = 0u; r < 4u; r = r + 1u) {{
+    for (var c: u32 = 0u; c < 4u; c = c + 1u) {{
+      let gi = row0 + lid.y * 4u + r; let gj = col0 + lid.x * 4u + c;
+      if (gi < {mm}u && gj < {nn}u) {{ {wc} }}
+    }}
+  }}",
+            per = 16 * t / 256,
+        );
+        Ok(())
+    }
+
+    fn library_kernel(&mut self, l: &LibraryKernel) -> Result<(), WgslError> {
+        let node = self.g.node(self.node);
+        let total: usize = l.shape.iter().product();
+        let wx = self.dispatch_1d(total, false)?;
+        self.gid_prologue(total, wx, false);
+        let out_axes: Vec<usize> = (0..l.shape.len()).collect();
+        let shape = l.shape.clone();
+        let dense = |s: &[usize]| Affine::contiguous(s);
+        let odt = DevType::of(self.p.buffer(l.out).dtype);
+        match &node.op {
+            Op::Gather { axis } => {
+                let (x, xs) = &l.inputs[0];
+                let (ix, _) = &l.inputs[1];
+                self.unflatten("gid", &shape, &out_axes, "  ");
+                let j = self.read(*ix, "i32(gid)");
+                let _ = writeln!(self.body, "  let j = {j};");
+                self.bounds_check("j", xs[*axis]);
+                let mut at = dense(xs);
+                let mut idx = at.offset.to_string();
+                for d in 0..shape.len() {
+                    let st = std::mem::take(&mut at.strides[d]);
+                    if d == *axis {
+                        let _ = write!(idx, " + j * {st}");
+                    } else if st != 0 {
+                        let _ = write!(idx, " + i{d} * {st}");
+                    }
+                }
+                let v = self.read(*x, &idx);
+                let st = self.write(l.out, "i32(gid)", &v);
+                let _ = writeln!(self.body, "  {st}");
+            }
+            Op::ScatterAdd { axis } => {
+                let axis = *axis;
+                let (x, xs) = &l.inputs[0];
+                let (ix, is) = &l.inputs[1];
+                let (src, _) = &l.inputs[2];
+                self.unflatten("gid", &shape, &out_axes, "  ");
+                let v = self.read(*x, "i32(gid)");
+                let _ = writeln!(self.body, "  var acc = {v};");
+                // Only positions inside the index's extent on the other axes receive.
+                let mut inside = vec!["true".to_string()];
+                for d in 0..shape.len() {
+                    if d != axis && is[d] < xs[d] {
+                        inside.push(format!("i{d} < {}", is[d]));
+                    }
+                }
+                let ist = dense(is).strides;
+                let mut qidx = "0".to_string();
+                for d in 0..shape.len() {
+                    if d == axis {
+                        let _ = write!(qidx, " + q * {}", ist[d]);
+                    } else if ist[d] != 0 {
+                        let _ = write!(qidx, " + i{d} * {}", ist[d]);
+                    }
+                }
+                let j = self.read(*ix, &qidx);
+                let s = self.read(*src, &qidx);
+                let add = if odt == DevType::Bool {
+                    format!("acc | {s}")
+                } else {
+                    combine(ReduceOp::Sum, odt, "acc", &s)
+                };
+                let _ = writeln!(
+                    self.body,
+                    "  if ({}) {{\n    for (var q: i32 = 0; q < {}; q = q + 1) {{\n      let j = {j};",
+                    inside.join(" && "),
+                    is[axis]
+                );
+                let _ = writeln!(self.body, "      if (i{axis} == 0) {{");
+                self.bounds_check("j", xs[axis]);
+                let _ = writeln!(
+                    self.body,
+                    "      }}\n      if (j == i{axis}) {{ acc = {add}; }}\n    }}\n  }}"
+                );
+                let st = self.write(l.out, "i32(gid)", "acc");
+                let _ = writeln!(self.body, "  {st}");
+            }
+            Op::ArgReduce { op, axis, .. } => {
+                let (x, xs) = &l.inputs[0];
+                let axis = *axis;
+                let kept: Vec<usize> = (0..xs.len()).filter(|&d| d != axis).collect();
+                self.unflatten("gid", xs, &kept, "  ");
+                let xt = DevType::of(self.p.buffer(*x).dtype);
+                let mut at = dense(xs);
+                at.strides[axis] = 0;
+                let base = Self::affine(&at, xs);
+                let step = dense(xs).strides[axis];
+                let v = self.read(*x, &format!("{base} + p * {step}"));
+                let better = match (op, xt) {
+                    (ArgReduceOp::ArgMax, DevType::F32) => "(v != v) || v > best",
+                    (ArgReduceOp::ArgMin, DevType::F32) => "(v != v) || v < best",
+                    (ArgReduceOp::ArgMax, _) => "v > best",
+                    (ArgReduceOp::ArgMin, _) => "v < best",
+                };
+                let nan_stop = if xt == DevType::F32 {
+                    "if (best != best) { break; } "
+                } else {
+                    ""
+                };
+                let v = if xt == DevType::Bool {
+                    format!("select(0u, 1u, {v})")
+                } else {
+                    v
+                };
+                let _ = writeln!(
+                    self.body,
+                    "  var at: i32 = 0;\n  var p: i32 = 0;\n  var best = {v};\n  for (p = 1; p < {}; p = p + 1) {{\n    {nan_stop}let v = {v};\n    if ({better}) {{ best = v; at = p; }}\n  }}",
+                    xs[axis]
+                );
+                let st = self.write(l.out, "i32(gid)", "at");
+                let _ = writeln!(self.body, "  {st}");
+            }
+            Op::Reduce { op, axes, .. } => {
+                let (x, xs) = &l.inputs[0];
+                if xs.iter().enumerate().any(|(d, &n)| axes.contains(&d) && n == 0) {
+                    return Err(self.unsupported("a max/min over an empty axis"));
+                }
+                let kept: Vec<usize> = (0..xs.len()).filter(|d| !axes.contains(d)).collect();
+                self.unflatten("gid", xs, &kept, "  ");
+                let rn: usize = axes.iter().map(|&d| xs[d]).product();
+                let _ = writeln!(
+                    self.body,
+                    "  var acc = {};\n  for (var r: u32 = 0u; r < {rn}u; r = r + 1u) {{",
+                    if *op == ReduceOp::Max { "false" } else { "true" }
+                );
+                self.unflatten("r", xs, axes, "    ");
+                let v = self.read(*x, &Self::affine(&dense(xs), xs));
+                let c = if *op == ReduceOp::Max { "||" } else { "&&" };
+                let _ = writeln!(self.body, "    acc = acc {c} {v};\n  }}");
+                let st = self.write(l.out, "i32(gid)", "acc");
+                let _ = writeln!(self.body, "  {st}");
+            }
+            Op::MatMul { trans_a, trans_b } => {
+                let r = shape.len();
+                let (a, ashape) = &l.inputs[0];
+                let (b, bshape) = &l.inputs[1];
+                self.unflatten("gid", &shape, &out_axes, "  ");
+                let (ast, bst) = (dense(ashape).strides, dense(bshape).strides);
+                let k = if *trans_a { ashape[r - 2] } else { ashape[r - 1] };
+                let mut ai = "0".to_string();
+                let mut bi = "0".to_string();
+                for d in 0..r - 2 {
+                    let _ = write!(ai, " + i{d} * {}", ast[d]);
+                    let _ = write!(bi, " + i{d} * {}", bst[d]);
+                }
+                let (ri, ci) = (format!("i{}", r - 2), format!("i{}", r - 1));
+                let (sa_i, sa_k) = if *trans_a {
+                    (ast[r - 1], ast[r - 2])
+                } else {
+                    (ast[r - 2], ast[r - 1])
+                };
+                let (sb_k, sb_j) = if *trans_b {
+                    (bst[r - 1], bst[r - 2])
+                } else {
+                    (bst[r - 2], bst[r - 1])
+                };
+                let va = self.read(*a, &format!("{ai} + {ri} * {sa_i} + q * {sa_k}"));
+                let vb = self.read(*b, &format!("{bi} + q * {sb_k} + {ci} * {sb_j}"));
+                let zero = identity(ReduceOp::Sum, odt);
+                let prod = match odt {
+                    DevType::U32 => format!("(({va}) * ({vb})) & 255u"),
+                    _ => format!("({va}) * ({vb})"),
+                };
+                let add = combine(ReduceOp::Sum, odt, "acc", &prod);
+                let _ = writeln!(
+                    self.body,
+                    "  var acc = {zero};\n  for (var q: i32 = 0; q < {k}; q = q + 1) {{ acc = {add}; }}"
+                );
+                let st = self.write(l.out, "i32(gid)", "acc");
+                let _ = writeln!(self.body, "  {st}");
+            }
+            Op::Pad { pads, value } => {
+                let (x, xs) = &l.inputs[0];
+                self.unflatten("gid", &shape, &out_axes, "  ");
+                let mut inside = vec!["true".to_string()];
+                let xst = dense(xs).strides;
+                let mut idx = "0".to_string();
+                for (d, &(lo, _)) in pads.iter().enumerate() {
+                    inside.push(format!("i{d} >= {lo} && i{d} < {}", lo + xs[d]));
+                    if xst[d] != 0 {
+                        let _ = write!(idx, " + (i{d} - {lo}) * {}", xst[d]);
+                    }
+                }
+                let lit = self.literal(*value, node.ty.dtype)?;
+                let v = self.read(*x, &idx);
+                let _ = writeln!(
+                    self.body,
+                    "  var v = {lit};\n  if ({}) {{ v = {v}; }}",
+                    inside.join(" && ")
+                );
+                let st = self.write(l.out, "i32(gid)", "v");
+                let _ = writeln!(self.body, "  {st}");
+            }
+            Op::Concat { axis } => {
+                let axis = *axis;
+                self.unflatten("gid", &shape, &out_axes, "  ");
+                let _ = writeln!(self.body, "  var v: {};", odt.name());
+                let mut start = 0;
+                for (b, s) in &l.inputs {
+                    let st = dense(s).strides;
+                    let mut idx = "0".to_string();
+                    for d in 0..s.len() {
+                        if st[d] != 0 {
+                            if d == axis {
+                                let _ = write!(idx, " + (i{d} - {start}) * {}", st[d]);
+                            } else {
+                                let _ = write!(idx, " + i{d} * {}", st[d]);
+                            }
+                        }
+                    }
+                    let v = self.read(*b, &idx);
+                    let end = start + s[axis];
+                    let _ = writeln!(
+                        self.body,
+                        "  if (i{axis} >= {start} && i{axis} < {end}) {{ v = {v}; }}"
+                    );
+                    start = end;
+                }
+                let st = self.write(l.out, "i32(gid)", "v");
+                let _ = writeln!(self.body, "  {st}");
+            }
+            Op::Random { .. } => {
+                return Err(self.unsupported(
+                    "random numbers (dropout) are not generated on the GPU yet",
+                ));
+            }
+            other => {
+                return Err(self.unsupported(format!(
+                    "no WGSL implementation of library op `{}`",
+                    other.name()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Records an out-of-range `var` (an i32 index into an axis of `size`) in the status
+    /// words and clamps nothing: the run reports the error instead of returning numbers.
+    fn bounds_check(&mut self, var: &str, size: usize) {
+        let s = self.bind(Mem::Status, true);
+        let code = self.index + 1;
+        let _ = writeln!(
+            self.body,
+            "  if ({var} < 0 || {var} >= {size}) {{ if (atomicMax(&m{s}[0], {code}u) < {code}u) {{ atomicStore(&m{s}[1], bitcast<u32>({var})); atomicStore(&m{s}[2], {size}u); }} return; }}"
+        );
+    }
+}
+
+fn float_literal(v: f32) -> String {
+    let s = format!("{v:?}");
+    // The decimal goes through WGSL's abstract (f64) floats: keep it only when that
+    // still rounds to exactly `v`.
+    if v.is_finite() && s.parse::<f64>().is_ok_and(|d| (d as f32).to_bits() == v.to_bits()) {
+        format!("f32({s})")
+    } else {
+        format!("bitcast<f32>({:#010x}u)", v.to_bits())
+    }
+}
+
+/// An integer scalar's exact value (floats truncate).
+fn int_value(s: Scalar) -> i64 {
+    match s {
+        Scalar::I64(v) => v,
+        Scalar::I32(v) => v as i64,
+        Scalar::U8(v) => v as i64,
+        Scalar::Bool(v) => v as i64,
+        Scalar::F32(_) | Scalar::F64(_) => s.as_f64() as i64,
+    }
+}
+
+fn identity(op: ReduceOp, t: DevType) -> String {
+    match (op, t) {
+        (ReduceOp::Sum, DevType::F32) => "0.0".into(),
+        (ReduceOp::Sum, DevType::I32) => "0".into(),
+        (ReduceOp::Sum, _) => "0u".into(),
+        (ReduceOp::Prod, DevType::F32) => "1.0".into(),
+        (ReduceOp::Prod, DevType::I32) => "1".into(),
+        (ReduceOp::Prod, _) => "1u".into(),
+        (ReduceOp::Max, DevType::F32) => float_literal(f32::NEG_INFINITY),
+        (ReduceOp::Max, DevType::I32) => "(i32(-2147483647) - 1)".into(),
+        (ReduceOp::Max, _) => "0u".into(),
+        (ReduceOp::Min, DevType::F32) => float_literal(f32::INFINITY),
+        (ReduceOp::Min, DevType::I32) => "i32(2147483647)".into(),
+        (ReduceOp::Min, _) => "255u".into(),
+    }
+}
+
+fn combine(op: ReduceOp, t: DevType, acc: &str, x: &str) -> String {
+    match (op, t) {
+        (ReduceOp::Sum, DevType::U32) => format!("({acc} + {x}) & 255u"),
+        (ReduceOp::Sum, _) => format!("{acc} + {x}"),
+        (ReduceOp::Prod, DevType::U32) => format!("({acc} * {x}) & 255u"),
+        (ReduceOp::Prod, _) => format!("{acc} * {x}"),
+        (ReduceOp::Max, DevType::F32) => format!("fmax_({acc}, {x})"),
+        (ReduceOp::Min, DevType::F32) => format!("fmin_({acc}, {x})"),
+        (ReduceOp::Max, _) => format!("max({acc}, {x})"),
+        (ReduceOp::Min, _) => format!("min({acc}, {x})"),
+    }
+}
+
+fn unary(u: UnaryOp, a: &str, d: DType) -> String {
+    let t = DevType::of(d);
+    match (u, t) {
+        (UnaryOp::Neg, DevType::U32) => format!("(0u - {a}) & 255u"),
+        (UnaryOp::Neg, _) => format!("-{a}"),
+        (UnaryOp::Abs, DevType::U32) => a.to_string(),
+        (UnaryOp::Abs, _) => format!("abs({a})"),
+        (UnaryOp::Sign, DevType::F32) => format!("sign_({a})"),
+        (UnaryOp::Sign, DevType::I32) => format!("sign({a})"),
+        (UnaryOp::Sign, _) => format!("min({a}, 1u)"),
+        (UnaryOp::Exp, _) => format!("exp({a})"),
+        (UnaryOp::Log, _) => format!("log({a})"),
+        (UnaryOp::Sqrt, _) => format!("sqrt({a})"),
+        (UnaryOp::Recip, _) => format!("1.0 / {a}"),
+        (UnaryOp::Sin, _) => format!("sin({a})"),
+        (UnaryOp::Cos, _) => format!("cos({a})"),
+        (UnaryOp::Tanh, _) => format!("tanh_({a})"),
+        (UnaryOp::Floor, DevType::F32) => format!("floor({a})"),
+        (UnaryOp::Ceil, DevType::F32) => format!("ceil({a})"),
+        (UnaryOp::Floor | UnaryOp::Ceil | UnaryOp::StopGradient, _) => a.to_string(),
+        (UnaryOp::Not, _) => format!("!{a}"),
+    }
+}
+
+/// `x <op> y` for operands of dtype `d` (comparisons yield bool).
+fn binary(b: BinaryOp, x: &str, y: &str, d: DType) -> String {
+    let t = DevType::of(d);
+    let cmp = |sym: &str| {
+        if t == DevType::Bool && !matches!(b, BinaryOp::Eq | BinaryOp::Ne) {
+            format!("select(0u, 1u, {x}) {sym} select(0u, 1u, {y})")
+        } else {
+            format!("{x} {sym} {y}")
+        }
+    };
+    match (b, t) {
+        (BinaryOp::Add, DevType::U32) => format!("({x} + {y}) & 255u"),
+        (BinaryOp::Sub, DevType::U32) => format!("({x} - {y}) & 255u"),
+        (BinaryOp::Mul, DevType::U32) => format!("({x} * {y}) & 255u"),
+        (BinaryOp::Add, _) => format!("{x} + {y}"),
+        (BinaryOp::Sub, _) => format!("{x} - {y}"),
+        (BinaryOp::Mul, _) => format!("{x} * {y}"),
+        (BinaryOp::Div, _) => format!("{x} / {y}"),
+        (BinaryOp::Pow, _) => format!("pow_({x}, {y})"),
+        (BinaryOp::Maximum, DevType::F32) => format!("fmax_({x}, {y})"),
+        (BinaryOp::Minimum, DevType::F32) => format!("fmin_({x}, {y})"),
+        (BinaryOp::Maximum, DevType::Bool) => format!("{x} | {y}"),
+        (BinaryOp::Minimum, DevType::Bool) => format!("{x} & {y}"),
+        (BinaryOp::Maximum, _) => format!("max({x}, {y})"),
+        (BinaryOp::Minimum, _) => format!("min({x}, {y})"),
+        (BinaryOp::Lt, _) => cmp("<"),
+        (BinaryOp::Le, _) => cmp("<="),
+        (BinaryOp::Gt, _) => cmp(">"),
+        (BinaryOp::Ge, _) => cmp(">="),
+        (BinaryOp::Eq, _) => cmp("=="),
+        (BinaryOp::Ne, _) => cmp("!="),
+        (BinaryOp::And, _) => format!("{x} & {y}"),
+        (BinaryOp::Or, _) => format!("{x} | {y}"),
+    }
+}
+
+/// Casts with the interpreter's rules: float to int truncates and saturates (NaN is
+/// 0), to u8 saturates, to bool is `!= 0`.
+fn cast(a: &str, from: DType, to: DType) -> String {
+    let (f, t) = (DevType::of(from), DevType::of(to));
+    if f == t {
+        // f64 <-> f32 and i64 <-> i32 share a device type.
+        return a.to_string();
+    }
+    match (f, t) {
+        (DevType::F32, DevType::Bool) => format!("{a} != 0.0"),
+        (DevType::I32, DevType::Bool) => format!("{a} != 0"),
+        (DevType::U32, DevType::Bool) => format!("{a} != 0u"),
+        (DevType::Bool, DevType::F32) => format!("select(0.0, 1.0, {a})"),
+        (DevType::Bool, DevType::I32) => format!("select(0, 1, {a})"),
+        (DevType::Bool, DevType::U32) => format!("select(0u, 1u, {a})"),
+        (DevType::U32, DevType::F32) => format!("f32({a})"),
+        (DevType::U32, DevType::I32) => format!("i32({a})"),
+        (DevType::I32, DevType::F32) => format!("f32({a})"),
+        (DevType::I32, DevType::U32) => format!("u32(clamp({a}, 0, 255))"),
+        (DevType::F32, DevType::I32) => format!("f2i_({a})"),
+        (DevType::F32, DevType::U32) => format!("f2u8_({a})"),
+        _ => unreachable!("equal device types return above"),
+    }
+}
+
+/// The word range `[lo, hi]` of `at` over `shape` (what a read-back must copy).
+pub fn word_extent(p: &Program, b: BufferId, at: &Affine, shape: &[usize]) -> (usize, usize) {
+    let base = base_word(p, b) as i64;
+    let mut lo = at.offset;
+    let mut hi = at.offset;
+    for (&s, &n) in at.strides.iter().zip(shape) {
+        if n == 0 {
+            return (base as usize, base as usize);
+        }
+        let span = s * (n as i64 - 1);
+        if span < 0 {
+            lo += span;
+        } else {
+            hi += span;
+        }
+    }
+    ((base + lo) as usize, (base + hi) as usize)
+}
+
+/// The device memory of `b` and its base word there.
+pub fn placement(p: &Program, b: BufferId) -> (Mem, usize) {
+    (mem_of(p, b), base_word(p, b))
+}

@@ -1,0 +1,508 @@
+//! The GPU backend: a graph is lowered exactly as for the CPU (`aotgrad_compiler::lower`),
+//! each kernel is emitted as a WGSL compute shader (`aotgrad_compiler::codegen::wgsl`)
+//! and the whole step is recorded into one command encoder and submitted once.
+//!
+//! Parameters and optimizer state live in a [`DeviceStore`] across calls and are
+//! updated in place by the kernels; each call uploads its inputs, and reads back only
+//! the outputs the caller asks for ([`Fetch`]) plus three status words (an
+//! out-of-range gather or scatter index is an error, not wrong numbers).
+
+mod device;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use aotgrad_compiler::codegen::wgsl::{self, Mem, WgslLimits, WgslProgram};
+use aotgrad_compiler::lower::{self, BufferId, BufferKind, LowerOptions, Program};
+use aotgrad_ir::{Graph, Op, TensorType, verify};
+
+pub use device::{DeviceStore, GpuContext, context};
+
+use crate::interp::{self, Evaluation, RunError, SymbolEnv};
+use crate::Tensor;
+
+/// Which outputs a call reads back.
+#[derive(Debug, Clone, Copy)]
+pub enum Fetch<'a> {
+    All,
+    Only(&'a [&'a str]),
+}
+
+impl Fetch<'_> {
+    fn wants(&self, name: &str) -> bool {
+        match self {
+            Fetch::All => true,
+            Fetch::Only(names) => names.contains(&name),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Leaf {
+    name: String,
+    input: bool,
+    ty: TensorType,
+}
+
+/// One compiled specialisation (a binding of the symbols).
+pub struct GpuVariant {
+    program: Program,
+    wgsl: WgslProgram,
+    pipelines: Vec<Option<wgpu::ComputePipeline>>,
+    arena: wgpu::Buffer,
+    status: wgpu::Buffer,
+    /// Device buffers of constants and of this variant's inputs.
+    owned: HashMap<BufferId, wgpu::Buffer>,
+    /// Bind groups for the store generation they were built against.
+    bind_groups: Option<(u64, Vec<Option<wgpu::BindGroup>>)>,
+    compile_ms: f64,
+}
+
+impl GpuVariant {
+    /// The lowered program (kernels, buffers, memory plan) this variant runs.
+    pub fn program(&self) -> &Program {
+        &self.program
+    }
+
+    /// The WGSL of every kernel, with bindings and dispatch sizes.
+    pub fn wgsl(&self) -> &WgslProgram {
+        &self.wgsl
+    }
+
+    /// Wall time of lowering + WGSL generation + pipeline creation.
+    pub fn compile_ms(&self) -> f64 {
+        self.compile_ms
+    }
+}
+
+/// A graph compiled for the GPU.
+pub struct GpuProgram {
+    graph: Graph,
+    leaves: Vec<Leaf>,
+    ctx: Arc<GpuContext>,
+    variants: Vec<(Vec<usize>, GpuVariant)>,
+    last: Option<usize>,
+}
+
+impl GpuProgram {
+    /// Prepares `graph` for the GPU (the adapter is opened here, so a machine without
+    /// one fails now with [`RunError::NoDevice`]).
+    pub fn new(graph: &Graph) -> Result<GpuProgram, RunError> {
+        verify(graph).map_err(|e| RunError::Invalid(e.to_string()))?;
+        let leaves = graph
+            .nodes()
+            .filter_map(|(_, n)| match &n.op {
+                Op::Input { name, ty } => Some(Leaf {
+                    name: name.clone(),
+                    input: true,
+                    ty: ty.clone(),
+                }),
+                Op::Param { name, ty } | Op::State { name, ty } => Some(Leaf {
+                    name: name.clone(),
+                    input: false,
+                    ty: ty.clone(),
+                }),
+                _ => None,
+            })
+            .collect();
+        Ok(GpuProgram {
+            graph: graph.clone(),
+            leaves,
+            ctx: context()?,
+            variants: Vec::new(),
+            last: None,
+        })
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// Whether the program has an input leaf called `name`.
+    pub fn has_input(&self, name: &str) -> bool {
+        self.leaves.iter().any(|l| l.input && l.name == name)
+    }
+
+    /// The variant the last call ran.
+    pub fn last_variant(&self) -> Option<&GpuVariant> {
+        self.last.map(|i| &self.variants[i].1)
+    }
+
+    /// Compiles (or finds) the variant for `env` without running it.
+    pub fn variant(&mut self, env: &SymbolEnv) -> Result<&GpuVariant, RunError> {
+        let i = self.variant_index(env)?;
+        Ok(&self.variants[i].1)
+    }
+
+    fn variant_index(&mut self, env: &SymbolEnv) -> Result<usize, RunError> {
+        let key: Vec<usize> = env.values().copied().collect();
+        if let Some(i) = self.variants.iter().position(|(k, _)| *k == key) {
+            return Ok(i);
+        }
+        let v = self.compile(env)?;
+        self.variants.push((key, v));
+        Ok(self.variants.len() - 1)
+    }
+
+    fn compile(&self, env: &SymbolEnv) -> Result<GpuVariant, RunError> {
+        let t0 = Instant::now();
+        let program = lower::lower(&self.graph, env, LowerOptions::default())
+            .map_err(|e| RunError::Compile(e.to_string()))?;
+        program.check_bounds().map_err(|e| {
+            RunError::Compile(format!("lowering produced an out-of-bounds access: {e}"))
+        })?;
+        for u in &program.updates {
+            if let Some((src, at)) = &u.source
+                && !at.is_contiguous(&u.shape)
+            {
+                return Err(RunError::Compile(format!(
+                    "the update of {:?} reads {src} through a strided view, which the GPU \
+                     backend does not copy yet",
+                    u.name
+                )));
+            }
+        }
+        let limits = &self.ctx.limits;
+        let wl = WgslLimits {
+            max_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
+            max_storage_buffers_per_stage: limits.max_storage_buffers_per_shader_stage,
+        };
+        let wgsl = wgsl::emit(&program, &self.graph, wl).map_err(|e| RunError::Compile(e.to_string()))?;
+        let max_binding = limits.max_storage_buffer_binding_size as u64;
+        for b in &program.buffers {
+            let bytes = (b.elems * 4) as u64;
+            if bytes > max_binding {
+                return Err(RunError::Compile(format!(
+                    "{} ({} bytes on the device) exceeds the adapter's storage binding limit of {max_binding} bytes",
+                    b.node.map(|n| n.to_string()).unwrap_or_default(),
+                    bytes
+                )));
+            }
+        }
+        if (wgsl.arena_words * 4) as u64 > max_binding {
+            return Err(RunError::Compile(format!(
+                "the activation arena ({} bytes) exceeds the adapter's storage binding limit of {max_binding} bytes",
+                wgsl.arena_words * 4
+            )));
+        }
+        let ctx = &self.ctx;
+        let mut pipelines = Vec::with_capacity(wgsl.kernels.len());
+        for k in &wgsl.kernels {
+            if k.workgroups.contains(&0) {
+                pipelines.push(None);
+                continue;
+            }
+            let what = format!("compiling {} ({}) for the GPU", k.name, k.node);
+            let p = ctx.checked(&what, || {
+                let module = ctx.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(&k.name),
+                    source: wgpu::ShaderSource::Wgsl(k.source.as_str().into()),
+                });
+                ctx.device
+                    .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                        label: Some(&k.name),
+                        layout: None,
+                        module: &module,
+                        entry_point: Some("main"),
+                        compilation_options: Default::default(),
+                        cache: None,
+                    })
+            })?;
+            pipelines.push(Some(p));
+        }
+        let mut owned = HashMap::new();
+        for (i, b) in program.buffers.iter().enumerate() {
+            let id = BufferId(i as u32);
+            match &b.kind {
+                BufferKind::Const(data) => {
+                    let t = Tensor::new(&[data.len()], data.clone()).expect("dense");
+                    let words = device::to_words("a constant", &t)?;
+                    let buf = ctx.storage("const", words.len());
+                    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+                    if !bytes.is_empty() {
+                        ctx.queue.write_buffer(&buf, 0, &bytes);
+                    }
+                    owned.insert(id, buf);
+                }
+                BufferKind::Input(name) => {
+                    owned.insert(id, ctx.storage(name, b.elems));
+                }
+                BufferKind::Persistent(_) | BufferKind::Arena { .. } => {}
+            }
+        }
+        Ok(GpuVariant {
+            arena: ctx.storage("arena", wgsl.arena_words),
+            status: ctx.storage("status", 4),
+            program,
+            wgsl,
+            pipelines,
+            owned,
+            bind_groups: None,
+            compile_ms: t0.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+
+    fn bind(&self, store: &DeviceStore, inputs: &[(&str, &Tensor)]) -> Result<SymbolEnv, RunError> {
+        let mut env = SymbolEnv::new();
+        let mut origin: BTreeMap<Arc<str>, String> = BTreeMap::new();
+        for leaf in &self.leaves {
+            let (dtype, shape) = if leaf.input {
+                inputs
+                    .iter()
+                    .find(|(n, _)| *n == leaf.name)
+                    .map(|(_, t)| (t.dtype(), t.shape()))
+            } else {
+                store.ty(&leaf.name)
+            }
+            .ok_or_else(|| RunError::Missing {
+                kind: if leaf.input {
+                    "input"
+                } else {
+                    "persistent tensor"
+                },
+                name: leaf.name.clone(),
+                ty: leaf.ty.clone(),
+            })?;
+            interp::bind_leaf(&mut env, &mut origin, &leaf.name, &leaf.ty, dtype, shape)?;
+        }
+        Ok(env)
+    }
+
+    /// Runs the program: inputs by name, parameters and state from `store` (updated in
+    /// place on the device). Returns the outputs `fetch` names; updates stay on the
+    /// device (read them with [`DeviceStore::download`]).
+    pub fn run(
+        &mut self,
+        store: &mut DeviceStore,
+        inputs: &[(&str, &Tensor)],
+        fetch: Fetch<'_>,
+    ) -> Result<Evaluation, RunError> {
+        for (name, _) in inputs {
+            if !self.has_input(name) {
+                return Err(RunError::Unknown {
+                    name: name.to_string(),
+                });
+            }
+        }
+        let env = self.bind(store, inputs)?;
+        let idx = self.variant_index(&env)?;
+        self.last = Some(idx);
+        let ctx = self.ctx.clone();
+        let graph = &self.graph;
+        let v = &mut self.variants[idx].1;
+        // Inputs.
+        for (i, b) in v.program.buffers.iter().enumerate() {
+            if let BufferKind::Input(name) = &b.kind {
+                let t = inputs
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, t)| *t)
+                    .expect("bound above");
+                let words = device::to_words(name, t)?;
+                if !words.is_empty() {
+                    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+                    ctx.queue.write_buffer(&v.owned[&BufferId(i as u32)], 0, &bytes);
+                }
+            }
+        }
+        // Bind groups, rebuilt only when the store's buffers changed.
+        if v.bind_groups.as_ref().is_none_or(|(g, _)| *g != store.generation) {
+            let groups = build_bind_groups(&ctx, v, store)?;
+            v.bind_groups = Some((store.generation, groups));
+        }
+        let groups = &v.bind_groups.as_ref().expect("built above").1;
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("aotgrad step"),
+            });
+        encoder.clear_buffer(&v.status, 0, None);
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(&v.program.name),
+                timestamp_writes: None,
+            });
+            for ((k, p), g) in v.wgsl.kernels.iter().zip(&v.pipelines).zip(groups) {
+                let (Some(p), Some(g)) = (p, g) else { continue };
+                pass.set_pipeline(p);
+                pass.set_bind_group(0, g, &[]);
+                let [x, y, z] = k.workgroups;
+                pass.dispatch_workgroups(x, y, z);
+            }
+        }
+        // Staged updates (the lowering writes most in place): all sources are copied
+        // out before any target is written, as one may read another's target.
+        let memory = |m: Mem| -> &wgpu::Buffer {
+            match m {
+                Mem::Arena => &v.arena,
+                Mem::Status => &v.status,
+                Mem::Buffer(b) => buffer_of(v, store, b),
+            }
+        };
+        let mut staged = Vec::new();
+        for u in &v.program.updates {
+            let Some((src, at)) = &u.source else { continue };
+            let n: usize = u.shape.iter().product();
+            let (m, base) = wgsl::placement(&v.program, *src);
+            let tmp = ctx.storage("staged update", n);
+            if n > 0 {
+                let from = ((base as i64 + at.offset) * 4) as u64;
+                encoder.copy_buffer_to_buffer(memory(m), from, &tmp, 0, (n * 4) as u64);
+            }
+            staged.push((u.target, tmp, n));
+        }
+        for (target, tmp, n) in &staged {
+            if *n > 0 {
+                let (m, base) = wgsl::placement(&v.program, *target);
+                encoder.copy_buffer_to_buffer(tmp, 0, memory(m), (base * 4) as u64, (*n * 4) as u64);
+            }
+        }
+        // Read-back: the status words and the wanted outputs.
+        let mut ranges = vec![(&v.status, 0usize, 3usize)];
+        let mut wanted = Vec::new();
+        for o in &v.program.outputs {
+            if !fetch.wants(&o.name) {
+                continue;
+            }
+            let (m, _) = wgsl::placement(&v.program, o.buf);
+            let (lo, hi) = wgsl::word_extent(&v.program, o.buf, &o.at, &o.shape);
+            let n = if o.shape.contains(&0) { 0 } else { hi - lo + 1 };
+            ranges.push((memory(m), lo, n));
+            wanted.push((o, lo));
+        }
+        let words = ctx.read_words(&ranges, Some(encoder))?;
+        if words[0][0] != 0 {
+            let k = &v.program.kernels[words[0][0] as usize - 1];
+            let node = graph.node(k.node);
+            return Err(RunError::IndexOutOfRange {
+                node: k.node,
+                op: node.op.name(),
+                index: words[0][1] as i32 as i64,
+                size: words[0][2] as usize,
+            });
+        }
+        let outputs = wanted
+            .into_iter()
+            .zip(&words[1..])
+            .map(|((o, lo), w)| {
+                let n: usize = o.shape.iter().product();
+                let (_, base) = wgsl::placement(&v.program, o.buf);
+                let mut idx = Vec::with_capacity(n);
+                let mut pos = vec![0usize; o.shape.len()];
+                for _ in 0..n {
+                    let off = base as i64
+                        + o.at.offset
+                        + pos
+                            .iter()
+                            .zip(&o.at.strides)
+                            .map(|(&p, &s)| p as i64 * s)
+                            .sum::<i64>();
+                    idx.push(w[(off as usize) - lo]);
+                    for d in (0..pos.len()).rev() {
+                        pos[d] += 1;
+                        if pos[d] < o.shape[d] {
+                            break;
+                        }
+                        pos[d] = 0;
+                    }
+                }
+                (o.name.clone(), device::from_words(&idx, o.dtype, &o.shape))
+            })
+            .collect();
+        Ok(Evaluation {
+            outputs,
+            updates: Vec::new(),
+        })
+    }
+}
+
+fn buffer_of<'a>(v: &'a GpuVariant, store: &'a DeviceStore, b: BufferId) -> &'a wgpu::Buffer {
+    match &v.program.buffer(b).kind {
+        BufferKind::Persistent(name) => &store.tensors[name].buffer,
+        BufferKind::Arena { .. } => &v.arena,
+        _ => &v.owned[&b],
+    }
+}
+
+fn build_bind_groups(
+    ctx: &GpuContext,
+    v: &GpuVariant,
+    store: &DeviceStore,
+) -> Result<Vec<Option<wgpu::BindGroup>>, RunError> {
+    let mut groups = Vec::with_capacity(v.pipelines.len());
+    for (k, p) in v.wgsl.kernels.iter().zip(&v.pipelines) {
+        let Some(p) = p else {
+            groups.push(None);
+            continue;
+        };
+        let entries: Vec<wgpu::BindGroupEntry<'_>> = k
+            .bindings
+            .iter()
+            .enumerate()
+            .map(|(i, (m, _))| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: match m {
+                    Mem::Arena => v.arena.as_entire_binding(),
+                    Mem::Status => v.status.as_entire_binding(),
+                    Mem::Buffer(b) => buffer_of(v, store, *b).as_entire_binding(),
+                },
+            })
+            .collect();
+        let g = ctx.checked(&format!("binding {} ({})", k.name, k.node), || {
+            ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(&k.name),
+                layout: &p.get_bind_group_layout(0),
+                entries: &entries,
+            })
+        })?;
+        groups.push(Some(g));
+    }
+    Ok(groups)
+}
+
+/// The environment variable that lets GPU tests skip on a machine without any adapter.
+pub const SKIP_ENV: &str = "AOTGRAD_SKIP_GPU_TESTS";
+
+/// For test suites: `true` when a GPU adapter exists (a software one counts); `false`
+/// only when none exists *and* [`SKIP_ENV`] is set to `1`; otherwise the missing adapter
+/// is an error, so CI cannot pass by silently skipping the GPU.
+pub fn available_for_tests() -> Result<bool, RunError> {
+    match context() {
+        Ok(_) => Ok(true),
+        Err(e) if std::env::var(SKIP_ENV).is_ok_and(|v| v == "1") => {
+            eprintln!("skipping GPU checks ({SKIP_ENV}=1): {e}");
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs `graph` once on the GPU with the interpreter's interface: every input,
+/// parameter and state in `feeds`; the new values of updated tensors come back in
+/// [`Evaluation::updates`].
+pub fn run_once(graph: &Graph, feeds: &HashMap<String, Tensor>) -> Result<Evaluation, RunError> {
+    let mut prog = GpuProgram::new(graph)?;
+    let mut store = DeviceStore::new()?;
+    let mut inputs = Vec::new();
+    for (name, t) in feeds {
+        match graph.find(name).map(|id| &graph.node(id).op) {
+            Some(Op::Input { .. }) => inputs.push((name.as_str(), t)),
+            Some(Op::Param { .. } | Op::State { .. }) => store.upload(name, t)?,
+            _ => return Err(RunError::Unknown { name: name.clone() }),
+        }
+    }
+    let mut ev = prog.run(&mut store, &inputs, Fetch::All)?;
+    let mut names: Vec<&str> = graph.updates().iter().map(|(t, _)| leaf_name(graph, *t)).collect();
+    names.sort_unstable();
+    names.dedup();
+    ev.updates = store.download(&names)?;
+    Ok(ev)
+}
+
+fn leaf_name(g: &Graph, id: aotgrad_ir::NodeId) -> &str {
+    match &g.node(id).op {
+        Op::Param { name, .. } | Op::State { name, .. } | Op::Input { name, .. } => name,
+        _ => "",
+    }
+}
