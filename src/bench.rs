@@ -254,6 +254,7 @@ pub fn run(model: &str, backend: Backend, opts: BenchOptions) -> Result<BenchRes
     let (name, threads) = match backend {
         Backend::Interpreter => ("interp", 1),
         Backend::Cpu { threads } => ("cpu", threads),
+        Backend::Gpu => ("gpu", 1),
     };
     Ok(BenchResult {
         model: model.to_string(),

@@ -20,6 +20,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod data;
 pub mod example_args;
+mod gpu_session;
 mod gradcheck;
 pub mod metrics;
 pub mod nn;

@@ -13,7 +13,7 @@
 //! last short batch of an epoch runs through the same programs. The learning rate is an
 //! input of the step, so schedulers change it between steps without recompiling.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -21,7 +21,10 @@ use aotgrad_compiler::passes::{self, OptLevel};
 use aotgrad_compiler::{GradError, vjp_in};
 use aotgrad_ir::{BuildError, DType, Dim, Graph, GraphBuilder, Shape, Var};
 use aotgrad_runtime::cpu::{CpuOptions, CpuProgram};
+use aotgrad_runtime::gpu::Fetch;
 use aotgrad_runtime::{RunError, Tensor};
+
+use crate::gpu_session::GpuSession;
 
 use crate::nn::module::{Mode, Module, ParamSpec, RNG_STATE, Scope};
 use crate::nn::{self, Reduction};
@@ -35,6 +38,9 @@ pub enum Backend {
     /// Native code: the step JIT-compiled with Cranelift, matmuls on `threads` threads
     /// (results are bitwise the same for any thread count).
     Cpu { threads: usize },
+    /// WGSL compute shaders through wgpu (Vulkan, Metal or DX12; Mesa's llvmpipe counts):
+    /// parameters and optimizer state stay on the device between steps.
+    Gpu,
 }
 
 impl Default for Backend {
@@ -61,10 +67,8 @@ impl std::str::FromStr for Backend {
         match s {
             "interp" | "interpreter" => Ok(Backend::Interpreter),
             "cpu" => Ok(Backend::Cpu { threads: 1 }),
-            "gpu" => {
-                Err("backend \"gpu\" is not available yet in this build (use cpu or interp)".into())
-            }
-            _ => Err(format!("unknown backend {s:?} (cpu, interp)")),
+            "gpu" => Ok(Backend::Gpu),
+            _ => Err(format!("unknown backend {s:?} (cpu, gpu, interp)")),
         }
     }
 }
@@ -559,6 +563,9 @@ impl Trainer {
             checked: self.checked,
             check_numerics: self.check_numerics,
             cpu: RefCell::new(HashMap::new()),
+            gpu: RefCell::new(None),
+            device_ahead: false,
+            mirror: OnceCell::new(),
             loss_name: self
                 .loss
                 .as_ref()
@@ -644,6 +651,13 @@ pub struct TrainStep {
     loss_name: String,
     /// Compiled CPU programs by program name, created on first use.
     cpu: RefCell<HashMap<&'static str, CpuProgram>>,
+    /// The GPU device store and programs, created on first use.
+    gpu: RefCell<Option<GpuSession>>,
+    /// The device holds newer parameters and state than `params` and `state`.
+    device_ahead: bool,
+    /// The parameters read back from the device for [`TrainStep::parameters`] (reset
+    /// by every update).
+    mirror: OnceCell<Vec<(String, Tensor)>>,
 }
 
 impl TrainStep {
@@ -732,7 +746,40 @@ impl TrainStep {
         g: &Graph,
         extra: &[(&str, &Tensor)],
     ) -> Result<aotgrad_runtime::Evaluation, TrainError> {
+        self.exec_fetch(program, g, extra, Fetch::All)
+    }
+
+    /// Runs `program` on the GPU (parameters and state from the device store).
+    fn exec_gpu(
+        &self,
+        program: &'static str,
+        g: &Graph,
+        extra: &[(&str, &Tensor)],
+        fetch: Fetch<'_>,
+    ) -> Result<aotgrad_runtime::Evaluation, TrainError> {
+        let run = |error| TrainError::Run { program, error };
+        let mut gpu = self.gpu.borrow_mut();
+        if gpu.is_none() {
+            *gpu = Some(GpuSession::new().map_err(run)?);
+        }
+        let session = gpu.as_mut().expect("created above");
+        let lr = Tensor::from_f64(&[self.lr], &[]).expect("scalar");
+        let mut inputs = extra.to_vec();
+        inputs.push((LR_INPUT, &lr));
+        session
+            .run(program, g, (&self.params, &self.state), &inputs, fetch)
+            .map_err(run)
+    }
+
+    fn exec_fetch(
+        &self,
+        program: &'static str,
+        g: &Graph,
+        extra: &[(&str, &Tensor)],
+        fetch: Fetch<'_>,
+    ) -> Result<aotgrad_runtime::Evaluation, TrainError> {
         match self.backend {
+            Backend::Gpu => self.exec_gpu(program, g, extra, fetch),
             Backend::Interpreter => {
                 let feeds = self.feeds(g, extra)?;
                 aotgrad_runtime::run(g, &feeds).map_err(|error| TrainError::Run { program, error })
@@ -768,14 +815,21 @@ impl TrainStep {
         &mut self,
         program: &'static str,
         extra: &[(&str, &Tensor)],
+        fetch: Fetch<'_>,
     ) -> Result<aotgrad_runtime::Evaluation, TrainError> {
         let g = match program {
             "accumulate" => &self.accumulate.as_ref().expect("accumulating").0,
             "apply" => &self.accumulate.as_ref().expect("accumulating").1,
             _ => &self.step,
         };
+        if self.backend == Backend::Gpu {
+            let ev = self.exec_gpu(program, g, extra, fetch)?;
+            self.device_ahead = true;
+            self.mirror = OnceCell::new();
+            return Ok(ev);
+        }
         let Backend::Cpu { threads } = self.backend else {
-            return self.exec(program, g, extra);
+            return self.exec_fetch(program, g, extra, fetch);
         };
         let mut cpu = self.cpu.borrow_mut();
         let prog = cpu_program(&mut cpu, program, g, threads, self.check_numerics)?;
@@ -784,6 +838,56 @@ impl TrainStep {
         let mut store = aotgrad_runtime::cpu::Chain(&mut self.params, &mut self.state);
         prog.run(&mut store, &inputs)
             .map_err(|error| TrainError::Run { program, error })
+    }
+
+    /// The lowered program and the WGSL of program `program` (`"step"`, `"eval"`, ...)
+    /// as the GPU backend last ran it; `None` before its first run or on another
+    /// backend.
+    pub fn gpu_artifacts(&self, program: &str) -> Option<(String, String)> {
+        self.gpu.borrow().as_ref()?.artifacts(program)
+    }
+
+    /// Reads the parameters and optimizer state back from the GPU into the host copies
+    /// (a no-op on other backends or when they are current). Accessors do this lazily;
+    /// call it to handle a device error instead of panicking on it.
+    pub fn sync(&mut self) -> Result<(), TrainError> {
+        if !self.device_ahead {
+            return Ok(());
+        }
+        let names: Vec<String> = self
+            .params
+            .iter()
+            .map(|(n, _)| n.clone())
+            .chain(self.state.keys().cloned())
+            .collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let values = self.download(&refs).map_err(|error| TrainError::Run {
+            program: "sync",
+            error,
+        })?;
+        self.device_ahead = false;
+        self.commit(aotgrad_runtime::Evaluation {
+            outputs: Vec::new(),
+            updates: values,
+        });
+        self.mirror = OnceCell::new();
+        Ok(())
+    }
+
+    fn download(&self, names: &[&str]) -> Result<Vec<(String, Tensor)>, RunError> {
+        let gpu = self.gpu.borrow();
+        let session = gpu
+            .as_ref()
+            .expect("the device is ahead only after a GPU run");
+        session.download(names)
+    }
+
+    /// The host copies changed (a load): the device must take them before its next run.
+    fn host_changed(&mut self) {
+        if let Some(s) = self.gpu.get_mut().as_mut() {
+            s.invalidate();
+        }
+        self.mirror = OnceCell::new();
     }
 
     /// The lowered program (kernels, buffers, memory plan) of the training step as the
@@ -833,21 +937,29 @@ impl TrainStep {
     /// One training step on `batch`: forward, loss, backward, update. Returns the loss
     /// computed before the update.
     pub fn run(&mut self, batch: &Batch) -> Result<f64, TrainError> {
-        Ok(self.run_full(batch)?.loss)
+        Ok(self
+            .run_fetch(batch, Fetch::Only(&["loss", PROB_CHECK]))?
+            .loss)
     }
 
     /// [`TrainStep::run`], also returning the model's output.
     pub fn run_full(&mut self, batch: &Batch) -> Result<StepResult, TrainError> {
+        self.run_fetch(batch, Fetch::All)
+    }
+
+    /// One step reading back the outputs `fetch` names (on the GPU; the other backends
+    /// have every output in host memory anyway).
+    fn run_fetch(&mut self, batch: &Batch, fetch: Fetch<'_>) -> Result<StepResult, TrainError> {
         let extra = self.batch_feeds(batch);
         if let Some((acc, _)) = &self.accumulate {
             let _ = acc;
-            let ev = self.exec_update("accumulate", &extra)?;
+            let ev = self.exec_update("accumulate", &extra, Fetch::All)?;
             let loss = self.check(&ev)?;
             let output = ev.output("output").cloned();
             self.commit(ev);
             self.micro += 1;
             if self.micro == self.k {
-                let ev = self.exec_update("apply", &[])?;
+                let ev = self.exec_update("apply", &[], Fetch::Only(&[]))?;
                 self.commit(ev);
                 self.micro = 0;
                 self.steps += 1;
@@ -859,7 +971,7 @@ impl TrainStep {
                 confusion: None,
             });
         }
-        let ev = self.exec_update("step", &extra)?;
+        let ev = self.exec_update("step", &extra, fetch)?;
         let loss = self.check(&ev)?;
         let output = ev.output("output").cloned();
         self.commit(ev);
@@ -891,7 +1003,7 @@ impl TrainStep {
 
     /// One step of a data-free objective ([`Trainer::minimize`]); returns its value.
     pub fn step(&mut self) -> Result<f64, TrainError> {
-        let ev = self.exec_update("step", &[])?;
+        let ev = self.exec_update("step", &[], Fetch::Only(&["loss", PROB_CHECK]))?;
         let loss = self.check(&ev)?;
         self.commit(ev);
         self.steps += 1;
@@ -949,26 +1061,44 @@ impl TrainStep {
     }
 
     /// Parameters in declaration order, with PyTorch `state_dict` names.
+    ///
+    /// On the GPU backend they are read back from the device on the first call after an
+    /// update (a device failure then panics; [`TrainStep::sync`] reports it instead).
     pub fn parameters(&self) -> &[(String, Tensor)] {
-        &self.params
+        if !self.device_ahead {
+            return &self.params;
+        }
+        self.mirror.get_or_init(|| {
+            let names: Vec<&str> = self.params.iter().map(|(n, _)| n.as_str()).collect();
+            self.download(&names)
+                .unwrap_or_else(|e| panic!("reading the parameters back from the GPU: {e}"))
+        })
     }
 
     pub fn parameter(&self, name: &str) -> Option<&Tensor> {
-        self.params.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+        self.parameters()
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t)
     }
 
     /// The model's state dict (parameters by name), as PyTorch's `model.state_dict()`.
     pub fn state_dict(&self) -> Vec<(String, Tensor)> {
-        self.params.clone()
+        self.parameters().to_vec()
     }
 
     /// Optimizer state and the RNG key, sorted by name.
     pub fn optimizer_state(&self) -> Vec<(String, Tensor)> {
-        let mut v: Vec<_> = self
-            .state
-            .iter()
-            .map(|(k, t)| (k.clone(), t.clone()))
-            .collect();
+        let mut v: Vec<_> = if self.device_ahead {
+            let names: Vec<&str> = self.state.keys().map(String::as_str).collect();
+            self.download(&names)
+                .unwrap_or_else(|e| panic!("reading the optimizer state back from the GPU: {e}"))
+        } else {
+            self.state
+                .iter()
+                .map(|(k, t)| (k.clone(), t.clone()))
+                .collect()
+        };
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     }
@@ -976,6 +1106,7 @@ impl TrainStep {
     /// Replaces optimizer state by name (checkpoint resume); every name must exist with
     /// the same type.
     pub fn load_optimizer_state(&mut self, state: &[(String, Tensor)]) -> Result<(), TrainError> {
+        self.sync()?;
         for (name, t) in state {
             let cur = self
                 .state
@@ -992,6 +1123,7 @@ impl TrainStep {
         for (name, t) in state {
             self.state.insert(name.clone(), t.clone());
         }
+        self.host_changed();
         Ok(())
     }
 
@@ -1009,6 +1141,7 @@ impl TrainStep {
     /// parameter must be present with its exact dtype and shape, and no extra names; the
     /// error lists every mismatch. Nothing changes unless everything matches.
     pub fn load_state_dict(&mut self, dict: &[(String, Tensor)]) -> Result<(), TrainError> {
+        self.sync()?;
         let mut problems = Vec::new();
         for (name, cur) in &self.params {
             match dict.iter().find(|(n, _)| n == name) {
@@ -1036,6 +1169,7 @@ impl TrainStep {
                 .map(|(_, t)| t.clone())
                 .expect("checked above");
         }
+        self.host_changed();
         Ok(())
     }
 }

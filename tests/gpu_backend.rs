@@ -1,16 +1,34 @@
-//! The GPU backend (wgpu, WGSL) against the interpreter.
+//! The GPU backend (WGSL through wgpu) against the reference interpreter: training
+//! steps of the reference models, evaluation metrics, device-resident parameters,
+//! errors, and snapshots of the generated WGSL.
+//!
+//! CI installs Mesa's software Vulkan driver (llvmpipe), so these run on every CI run;
+//! they skip only when no adapter exists and `AOTGRAD_SKIP_GPU_TESTS=1` is set.
 
 use std::collections::HashMap;
 
+use aotgrad::RunError;
 use aotgrad::prelude::*;
-use aotgrad::runtime::gpu;
+use aotgrad::runtime::gpu::{self, DeviceStore, Fetch, GpuProgram};
 
 fn gpu_on() -> bool {
-    gpu::available_for_tests().expect("a GPU adapter")
+    gpu::available_for_tests().expect("a GPU adapter (set AOTGRAD_SKIP_GPU_TESTS=1 to skip)")
+}
+
+fn take_rows(t: &Tensor, n: usize) -> Tensor {
+    let row: usize = t.shape()[1..].iter().product();
+    let mut shape = t.shape().to_vec();
+    shape[0] = n;
+    let data = match t.data() {
+        aotgrad::ir::Data::F32(v) => aotgrad::ir::Data::F32(v[..n * row].to_vec()),
+        aotgrad::ir::Data::I64(v) => aotgrad::ir::Data::I64(v[..n * row].to_vec()),
+        d => panic!("unexpected {:?}", d.dtype()),
+    };
+    Tensor::new(&shape, data).unwrap()
 }
 
 #[test]
-fn adapter_runs_a_fused_kernel() {
+fn a_fused_kernel_computes_what_the_interpreter_does() {
     if !gpu_on() {
         return;
     }
@@ -26,7 +44,222 @@ fn adapter_runs_a_fused_kernel() {
     );
     let ev = gpu::run_once(&graph, &feeds).unwrap();
     assert_eq!(
-        ev.output("y").unwrap(),
-        &Tensor::from_f32(&[0.0, 1.0, 4.0, 0.0, 8.0, 0.0], &[2, 3]).unwrap()
+        ev.output("y"),
+        aotgrad::run(&graph, &feeds).unwrap().output("y")
     );
+}
+
+/// Every reference model trains the same on the GPU as on the interpreter (f32
+/// round-off and the GPU's f32 optimizer scalars apart), with a full batch, a short
+/// last batch (a second specialisation) and a full batch again.
+#[test]
+fn training_matches_the_interpreter() {
+    if !gpu_on() {
+        return;
+    }
+    for model in ["linreg", "logreg", "mlp_mse_sgdm", "mlp_ce_adam64"] {
+        let mut runs = Vec::new();
+        for backend in [Backend::Interpreter, Backend::Gpu] {
+            let (trainer, batch) = aotgrad::bench::setup(model).unwrap();
+            let mut step = trainer.compile(&backend).unwrap();
+            let n = batch.x.shape()[0];
+            let short = Batch {
+                x: take_rows(&batch.x, n / 3),
+                y: take_rows(&batch.y, n / 3),
+            };
+            let mut losses = Vec::new();
+            for b in [&batch, &short, &batch] {
+                losses.push(step.run(b).unwrap());
+            }
+            runs.push((losses, step.parameters().to_vec(), step.optimizer_state()));
+        }
+        let (interp, gpu) = (&runs[0], &runs[1]);
+        for (a, b) in interp.0.iter().zip(&gpu.0) {
+            assert!(
+                (a - b).abs() <= 1e-4 * a.abs().max(1e-3),
+                "{model}: loss {a} vs {b}"
+            );
+        }
+        let atol = if model.contains("adam") { 2e-4 } else { 1e-5 };
+        for ((name, a), (_, b)) in interp.1.iter().zip(&gpu.1) {
+            assert!(b.allclose(a, 1e-3, atol), "{model}: {name}\n{a}\n{b}");
+        }
+        for ((name, a), (_, b)) in interp.2.iter().zip(&gpu.2) {
+            assert_eq!(a.ty(), b.ty(), "{model}: state {name}");
+            assert!(b.allclose(a, 1e-3, 1e-5), "{model}: state {name}\n{a}\n{b}");
+        }
+    }
+}
+
+/// The eval program's loss, correct count and confusion matrix (an integer matmul of
+/// one-hot encodings, i64 on the host and i32 on the device) match the interpreter.
+#[test]
+fn evaluation_metrics_match_the_interpreter() {
+    if !gpu_on() {
+        return;
+    }
+    let mut results = Vec::new();
+    for backend in [Backend::Interpreter, Backend::Gpu] {
+        let (trainer, batch) = aotgrad::bench::setup("mlp_ce_adam64").unwrap();
+        let mut step = trainer.compile(&backend).unwrap();
+        step.run(&batch).unwrap();
+        results.push(step.evaluate(&batch).unwrap());
+    }
+    let (a, b) = (&results[0], &results[1]);
+    assert!(
+        (a.loss - b.loss).abs() < 1e-4 * a.loss.abs(),
+        "{} vs {}",
+        a.loss,
+        b.loss
+    );
+    assert_eq!(a.correct, b.correct);
+    assert_eq!(a.confusion, b.confusion);
+    assert!(a.confusion.is_some());
+}
+
+/// Parameters stay on the device between steps; reading them, saving and loading a
+/// state dict go through the device, and a load is what the next step trains from.
+#[test]
+fn parameters_live_on_the_device_and_round_trip() {
+    if !gpu_on() {
+        return;
+    }
+    let (trainer, batch) = aotgrad::bench::setup("mlp_mse_sgdm").unwrap();
+    let mut step = trainer.compile(&Backend::Gpu).unwrap();
+    let p0 = step.parameters().to_vec();
+    step.run(&batch).unwrap();
+    let p1 = step.parameters().to_vec();
+    assert_ne!(
+        p0, p1,
+        "the step updated the device copies, and they were read back"
+    );
+    step.run(&batch).unwrap();
+    let p2 = step.state_dict();
+    assert_ne!(p1, p2);
+    // Back to p1: the next step must start from it (the device takes the host copy).
+    step.load_state_dict(&p1).unwrap();
+    assert_eq!(step.parameters(), &p1[..]);
+    let state = step.optimizer_state();
+    step.sync().unwrap();
+    assert_eq!(step.parameters(), &p1[..]);
+    assert_eq!(step.optimizer_state(), state);
+}
+
+/// An out-of-range class index is an error naming the gather, not wrong numbers.
+#[test]
+fn an_out_of_range_label_is_an_error() {
+    if !gpu_on() {
+        return;
+    }
+    let g = GraphBuilder::new("nll");
+    let x = g.input("x", DType::F32, shape!["N", 3]);
+    let y = g.input("y", DType::I64, shape!["N"]);
+    g.output("picked", x.gather(1, y.unsqueeze(1)));
+    let graph = g.finish().unwrap();
+    let mut feeds = HashMap::new();
+    feeds.insert(
+        "x".to_string(),
+        Tensor::from_f32(&[0.0; 6], &[2, 3]).unwrap(),
+    );
+    feeds.insert("y".to_string(), Tensor::from_i64(&[1, 7], &[2]).unwrap());
+    match gpu::run_once(&graph, &feeds).unwrap_err() {
+        RunError::IndexOutOfRange {
+            op, index, size, ..
+        } => {
+            assert_eq!((op, index, size), ("gather", 7, 3));
+        }
+        e => panic!("unexpected {e}"),
+    }
+    // An i64 value that does not fit the device's i32 is refused on upload.
+    feeds.insert(
+        "y".to_string(),
+        Tensor::from_i64(&[1, 1 << 40], &[2]).unwrap(),
+    );
+    let e = gpu::run_once(&graph, &feeds).unwrap_err();
+    assert!(e.to_string().contains("does not fit"), "{e}");
+}
+
+/// An f64 tensor has no device type: the error names the node.
+#[test]
+fn f64_tensors_are_refused_with_the_node() {
+    if !gpu_on() {
+        return;
+    }
+    let g = GraphBuilder::new("wide");
+    let x = g.input("x", DType::F64, shape![4]);
+    g.output("y", x.exp());
+    let graph = g.finish().unwrap();
+    let e = GpuProgram::new(&graph)
+        .unwrap()
+        .run(
+            &mut DeviceStore::new().unwrap(),
+            &[("x", &Tensor::from_f64(&[1.0; 4], &[4]).unwrap())],
+            Fetch::All,
+        )
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("%0") && msg.contains("WGSL has no f64"),
+        "{msg}"
+    );
+}
+
+/// Wrong inputs are refused before anything is dispatched.
+#[test]
+fn wrong_inputs_are_refused() {
+    if !gpu_on() {
+        return;
+    }
+    let g = GraphBuilder::new("fused");
+    let x = g.input("x", DType::F32, shape!["N", 8]);
+    let b = g.param("b", DType::F32, shape![8]);
+    g.output("y", (x * 2.0 + b).relu());
+    let graph = g.finish().unwrap();
+    let mut prog = GpuProgram::new(&graph).unwrap();
+    let mut store = DeviceStore::new().unwrap();
+    let x = Tensor::zeros(DType::F32, &[2, 8]);
+    assert!(matches!(
+        prog.run(&mut store, &[("x", &x)], Fetch::All),
+        Err(RunError::Missing { .. })
+    ));
+    store.upload("b", &Tensor::zeros(DType::F32, &[7])).unwrap();
+    assert!(matches!(
+        prog.run(&mut store, &[("x", &x)], Fetch::All),
+        Err(RunError::Mismatch { .. })
+    ));
+    store.upload("b", &Tensor::zeros(DType::F32, &[8])).unwrap();
+    let xi = Tensor::zeros(DType::I64, &[2, 8]);
+    assert!(matches!(
+        prog.run(&mut store, &[("x", &xi)], Fetch::All),
+        Err(RunError::Mismatch { .. })
+    ));
+    let ev = prog
+        .run(&mut store, &[("x", &x)], Fetch::Only(&[]))
+        .unwrap();
+    assert!(
+        ev.outputs.is_empty(),
+        "nothing was asked for, nothing is read back"
+    );
+}
+
+/// The WGSL of a fused elementwise kernel and of the matmul, byte-stable.
+#[test]
+fn wgsl_snapshots() {
+    let (trainer, _) = aotgrad::bench::setup("mlp_ce_adam64").unwrap();
+    let step = trainer.compile(&Backend::Interpreter).unwrap();
+    let graph = step.optimized_step_graph();
+    let env = [(std::sync::Arc::from("N"), 64usize)].into_iter().collect();
+    let program = aotgrad::compiler::lower::lower(graph, &env, Default::default()).unwrap();
+    let wgsl = aotgrad::compiler::codegen::wgsl::emit(&program, graph, Default::default()).unwrap();
+    let text = wgsl.to_string();
+    let kernel = |name: &str| {
+        let start = text.find(&format!("// ---- {name} ")).unwrap();
+        let end = text[start + 1..]
+            .find("// ---- ")
+            .map_or(text.len(), |e| start + 1 + e);
+        text[start..end].to_string()
+    };
+    insta::assert_snapshot!("wgsl_bias_relu", kernel("k1"));
+    insta::assert_snapshot!("wgsl_matmul", kernel("k0"));
+    insta::assert_snapshot!("wgsl_adam_update", kernel("k32"));
 }

@@ -28,9 +28,7 @@
 
 use std::fmt::{self, Write};
 
-use aotgrad_ir::{
-    ArgReduceOp, BinaryOp, DType, Graph, NodeId, Op, ReduceOp, Scalar, UnaryOp,
-};
+use aotgrad_ir::{ArgReduceOp, BinaryOp, DType, Graph, NodeId, Op, ReduceOp, Scalar, UnaryOp};
 
 use crate::lower::{
     Affine, BufferId, BufferKind, FlatOp, KernelBody, LibraryKernel, LoopKernel, MatMulKernel,
@@ -116,14 +114,22 @@ impl fmt::Display for WgslProgram {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for k in &self.kernels {
             let [x, y, z] = k.workgroups;
-            writeln!(f, "// ---- {} ({}) dispatch ({x}, {y}, {z})", k.name, k.node)?;
+            writeln!(
+                f,
+                "// ---- {} ({}) dispatch ({x}, {y}, {z})",
+                k.name, k.node
+            )?;
             for (i, (m, w)) in k.bindings.iter().enumerate() {
                 let m = match m {
                     Mem::Arena => "arena".to_string(),
                     Mem::Buffer(b) => b.to_string(),
                     Mem::Status => "status".to_string(),
                 };
-                writeln!(f, "// binding {i}: {m}{}", if *w { " (written)" } else { "" })?;
+                writeln!(
+                    f,
+                    "// binding {i}: {m}{}",
+                    if *w { " (written)" } else { "" }
+                )?;
             }
             f.write_str(&k.source)?;
         }
@@ -176,7 +182,11 @@ fn mem_of(p: &Program, b: BufferId) -> Mem {
 }
 
 /// Emits every kernel of `program` (lowered from `graph`) as WGSL.
-pub fn emit(program: &Program, graph: &Graph, limits: WgslLimits) -> Result<WgslProgram, WgslError> {
+pub fn emit(
+    program: &Program,
+    graph: &Graph,
+    limits: WgslLimits,
+) -> Result<WgslProgram, WgslError> {
     check_types(program, graph)?;
     let mut kernels = Vec::with_capacity(program.kernels.len());
     for (i, k) in program.kernels.iter().enumerate() {
@@ -308,6 +318,8 @@ impl<'a> Emitter<'a> {
         let base = base_word(self.p, b);
         if base == 0 {
             format!("m{m}[u32({idx})]")
+        } else if idx == "0" {
+            format!("m{m}[{base}u]")
         } else {
             format!("m{m}[u32({base} + {idx})]")
         }
@@ -429,15 +441,25 @@ impl<'a> Emitter<'a> {
         })
     }
 
-    /// `base + sum(i<d> * stride)` over the axes of `shape` as an i32 expression.
+    /// `offset + sum(i<d> * stride)` over the axes of `shape` as an i32 expression.
     fn affine(at: &Affine, shape: &[usize]) -> String {
-        let mut s = at.offset.to_string();
+        let mut terms = Vec::new();
+        if at.offset != 0 {
+            terms.push(at.offset.to_string());
+        }
         for (d, (&st, &n)) in at.strides.iter().zip(shape).enumerate() {
-            if st != 0 && n != 1 {
-                let _ = write!(s, " + i{d} * {st}");
+            match st {
+                _ if n == 1 => {}
+                0 => {}
+                1 => terms.push(format!("i{d}")),
+                _ => terms.push(format!("i{d} * {st}")),
             }
         }
-        s
+        if terms.is_empty() {
+            "0".into()
+        } else {
+            terms.join(" + ")
+        }
     }
 
     /// `let e<n> = ...;` lines for the kernel's expression.
@@ -517,8 +539,8 @@ impl<'a> Emitter<'a> {
             return Err(self.unsupported("a bool reduction in a loop kernel"));
         }
         let t = dt.name();
-        let (reduced, kept): (Vec<usize>, Vec<usize>) = (0..k.shape.len())
-            .partition(|&d| out.at.strides[d] == 0 && k.shape[d] != 1);
+        let (reduced, kept): (Vec<usize>, Vec<usize>) =
+            (0..k.shape.len()).partition(|&d| out.at.strides[d] == 0 && k.shape[d] != 1);
         let outs: usize = kept.iter().map(|&d| k.shape[d]).product();
         let rn: usize = reduced.iter().map(|&d| k.shape[d]).product();
         let tree = rn >= TREE_REDUCE_MIN;
@@ -549,7 +571,8 @@ impl<'a> Emitter<'a> {
         self.body.push_str("  }\n");
         if tree {
             let _ = writeln!(self.decls, "var<workgroup> red: array<{t}, {WORKGROUP}>;");
-            self.body.push_str("  red[lid.x] = acc;\n  workgroupBarrier();\n");
+            self.body
+                .push_str("  red[lid.x] = acc;\n  workgroupBarrier();\n");
             let mut s = WORKGROUP / 2;
             while s >= 1 {
                 let c = combine(op, dt, "red[lid.x]", &format!("red[lid.x + {s}u]"));
@@ -787,7 +810,11 @@ impl<'a> Emitter<'a> {
             }
             Op::Reduce { op, axes, .. } => {
                 let (x, xs) = &l.inputs[0];
-                if xs.iter().enumerate().any(|(d, &n)| axes.contains(&d) && n == 0) {
+                if xs
+                    .iter()
+                    .enumerate()
+                    .any(|(d, &n)| axes.contains(&d) && n == 0)
+                {
                     return Err(self.unsupported("a max/min over an empty axis"));
                 }
                 let kept: Vec<usize> = (0..xs.len()).filter(|d| !axes.contains(d)).collect();
@@ -796,7 +823,11 @@ impl<'a> Emitter<'a> {
                 let _ = writeln!(
                     self.body,
                     "  var acc = {};\n  for (var r: u32 = 0u; r < {rn}u; r = r + 1u) {{",
-                    if *op == ReduceOp::Max { "false" } else { "true" }
+                    if *op == ReduceOp::Max {
+                        "false"
+                    } else {
+                        "true"
+                    }
                 );
                 self.unflatten("r", xs, axes, "    ");
                 let v = self.read(*x, &Self::affine(&dense(xs), xs));
@@ -811,7 +842,11 @@ impl<'a> Emitter<'a> {
                 let (b, bshape) = &l.inputs[1];
                 self.unflatten("gid", &shape, &out_axes, "  ");
                 let (ast, bst) = (dense(ashape).strides, dense(bshape).strides);
-                let k = if *trans_a { ashape[r - 2] } else { ashape[r - 1] };
+                let k = if *trans_a {
+                    ashape[r - 2]
+                } else {
+                    ashape[r - 1]
+                };
                 let mut ai = "0".to_string();
                 let mut bi = "0".to_string();
                 for d in 0..r - 2 {
@@ -895,9 +930,9 @@ impl<'a> Emitter<'a> {
                 let _ = writeln!(self.body, "  {st}");
             }
             Op::Random { .. } => {
-                return Err(self.unsupported(
-                    "random numbers (dropout) are not generated on the GPU yet",
-                ));
+                return Err(
+                    self.unsupported("random numbers (dropout) are not generated on the GPU yet")
+                );
             }
             other => {
                 return Err(self.unsupported(format!(
@@ -925,7 +960,10 @@ fn float_literal(v: f32) -> String {
     let s = format!("{v:?}");
     // The decimal goes through WGSL's abstract (f64) floats: keep it only when that
     // still rounds to exactly `v`.
-    if v.is_finite() && s.parse::<f64>().is_ok_and(|d| (d as f32).to_bits() == v.to_bits()) {
+    if v.is_finite()
+        && s.parse::<f64>()
+            .is_ok_and(|d| (d as f32).to_bits() == v.to_bits())
+    {
         format!("f32({s})")
     } else {
         format!("bitcast<f32>({:#010x}u)", v.to_bits())

@@ -121,7 +121,8 @@ pub fn context() -> Result<Arc<GpuContext>, RunError> {
 }
 
 fn open() -> Result<GpuContext, String> {
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
     let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
         power_preference: wgpu::PowerPreference::HighPerformance,
         ..Default::default()
@@ -141,7 +142,9 @@ fn open() -> Result<GpuContext, String> {
     }))
     .map_err(|e| format!("requesting a device: {e}"))?;
     // Every call is inside an error scope; anything else is reported, not a panic.
-    device.on_uncaptured_error(Arc::new(|e| eprintln!("aotgrad: uncaptured wgpu error: {e}")));
+    device.on_uncaptured_error(Arc::new(|e| {
+        eprintln!("aotgrad: uncaptured wgpu error: {e}")
+    }));
     Ok(GpuContext {
         device,
         queue,
@@ -152,9 +155,11 @@ fn open() -> Result<GpuContext, String> {
 
 /// Encodes a host tensor as device words (see `aotgrad_compiler::codegen::wgsl`).
 pub(crate) fn to_words(name: &str, t: &Tensor) -> Result<Vec<u32>, RunError> {
-    let bad = |v: i64| RunError::Gpu(format!(
-        "{name:?}: the value {v} does not fit the GPU's 32-bit integers (i64 tensors are stored as i32 on the device)"
-    ));
+    let bad = |v: i64| {
+        RunError::Gpu(format!(
+            "{name:?}: the value {v} does not fit the GPU's 32-bit integers (i64 tensors are stored as i32 on the device)"
+        ))
+    };
     Ok(match t.data() {
         Data::F32(v) => v.iter().map(|x| x.to_bits()).collect(),
         Data::F64(v) => v.iter().map(|&x| (x as f32).to_bits()).collect(),
@@ -237,10 +242,9 @@ impl DeviceStore {
         if !words.is_empty() {
             let d = &self.tensors[name];
             let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-            self.ctx
-                .checked(&format!("uploading {name:?}"), || {
-                    self.ctx.queue.write_buffer(&d.buffer, 0, &bytes)
-                })?;
+            self.ctx.checked(&format!("uploading {name:?}"), || {
+                self.ctx.queue.write_buffer(&d.buffer, 0, &bytes)
+            })?;
         }
         Ok(())
     }
@@ -267,6 +271,8 @@ impl DeviceStore {
 
     /// The dtype and shape of a stored tensor.
     pub fn ty(&self, name: &str) -> Option<(DType, &[usize])> {
-        self.tensors.get(name).map(|d| (d.dtype, d.shape.as_slice()))
+        self.tensors
+            .get(name)
+            .map(|d| (d.dtype, d.shape.as_slice()))
     }
 }

@@ -19,8 +19,8 @@ use aotgrad_ir::{Graph, Op, TensorType, verify};
 
 pub use device::{DeviceStore, GpuContext, context};
 
-use crate::interp::{self, Evaluation, RunError, SymbolEnv};
 use crate::Tensor;
+use crate::interp::{self, Evaluation, RunError, SymbolEnv};
 
 /// Which outputs a call reads back.
 #[derive(Debug, Clone, Copy)]
@@ -168,7 +168,8 @@ impl GpuProgram {
             max_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
             max_storage_buffers_per_stage: limits.max_storage_buffers_per_shader_stage,
         };
-        let wgsl = wgsl::emit(&program, &self.graph, wl).map_err(|e| RunError::Compile(e.to_string()))?;
+        let wgsl =
+            wgsl::emit(&program, &self.graph, wl).map_err(|e| RunError::Compile(e.to_string()))?;
         let max_binding = limits.max_storage_buffer_binding_size as u64;
         for b in &program.buffers {
             let bytes = (b.elems * 4) as u64;
@@ -195,10 +196,12 @@ impl GpuProgram {
             }
             let what = format!("compiling {} ({}) for the GPU", k.name, k.node);
             let p = ctx.checked(&what, || {
-                let module = ctx.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(&k.name),
-                    source: wgpu::ShaderSource::Wgsl(k.source.as_str().into()),
-                });
+                let module = ctx
+                    .device
+                    .create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(&k.name),
+                        source: wgpu::ShaderSource::Wgsl(k.source.as_str().into()),
+                    });
                 ctx.device
                     .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                         label: Some(&k.name),
@@ -302,12 +305,16 @@ impl GpuProgram {
                 let words = device::to_words(name, t)?;
                 if !words.is_empty() {
                     let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-                    ctx.queue.write_buffer(&v.owned[&BufferId(i as u32)], 0, &bytes);
+                    ctx.queue
+                        .write_buffer(&v.owned[&BufferId(i as u32)], 0, &bytes);
                 }
             }
         }
         // Bind groups, rebuilt only when the store's buffers changed.
-        if v.bind_groups.as_ref().is_none_or(|(g, _)| *g != store.generation) {
+        if v.bind_groups
+            .as_ref()
+            .is_none_or(|(g, _)| *g != store.generation)
+        {
             let groups = build_bind_groups(&ctx, v, store)?;
             v.bind_groups = Some((store.generation, groups));
         }
@@ -355,7 +362,13 @@ impl GpuProgram {
         for (target, tmp, n) in &staged {
             if *n > 0 {
                 let (m, base) = wgsl::placement(&v.program, *target);
-                encoder.copy_buffer_to_buffer(tmp, 0, memory(m), (base * 4) as u64, (*n * 4) as u64);
+                encoder.copy_buffer_to_buffer(
+                    tmp,
+                    0,
+                    memory(m),
+                    (base * 4) as u64,
+                    (*n * 4) as u64,
+                );
             }
         }
         // Read-back: the status words and the wanted outputs.
@@ -493,7 +506,11 @@ pub fn run_once(graph: &Graph, feeds: &HashMap<String, Tensor>) -> Result<Evalua
         }
     }
     let mut ev = prog.run(&mut store, &inputs, Fetch::All)?;
-    let mut names: Vec<&str> = graph.updates().iter().map(|(t, _)| leaf_name(graph, *t)).collect();
+    let mut names: Vec<&str> = graph
+        .updates()
+        .iter()
+        .map(|(t, _)| leaf_name(graph, *t))
+        .collect();
     names.sort_unstable();
     names.dedup();
     ev.updates = store.download(&names)?;
