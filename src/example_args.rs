@@ -20,7 +20,8 @@ pub struct TrainArgs {
     /// Loss function (example-specific names, e.g. mse, ce, bce).
     #[arg(long)]
     pub loss: Option<String>,
-    /// Where the compiled step runs: cpu (native code) or interp (reference interpreter).
+    /// Where the compiled step runs: cpu (native code), gpu (WGSL compute shaders through
+    /// wgpu) or interp (reference interpreter).
     #[arg(long, default_value = "cpu")]
     pub backend: Backend,
     /// Worker threads of the backend (results do not depend on it; the interpreter is

@@ -35,7 +35,7 @@ enum Cmd {
         /// Threads of the CPU backend.
         #[arg(long, default_value_t = 1)]
         threads: usize,
-        /// cpu or interp.
+        /// cpu, gpu or interp.
         #[arg(long, default_value = "cpu")]
         backend: aotgrad::train::Backend,
         /// Seconds of timed steps per model (after at least 20 steps).
@@ -49,12 +49,15 @@ enum Cmd {
         json: bool,
     },
     /// Print the lowered program (kernels, buffers, memory plan) and the Cranelift IR of
-    /// a reference model's training step, as the CPU backend compiles it.
+    /// a reference model's training step, as the CPU backend compiles it, or its WGSL.
     Lower {
         model: String,
         /// Also print the Cranelift IR.
         #[arg(long)]
         clif: bool,
+        /// Also print the WGSL compute shaders of the GPU backend (no adapter needed).
+        #[arg(long)]
+        wgsl: bool,
     },
     /// Print an IR file in canonical form.
     Fmt { file: PathBuf },
@@ -372,8 +375,24 @@ fn opt_cmd(a: OptArgs) -> Result<String, String> {
     Ok(out)
 }
 
-fn lower_cmd(model: &str, clif: bool) -> Result<String, String> {
+fn lower_cmd(model: &str, clif: bool, wgsl: bool) -> Result<String, String> {
     let (trainer, batch) = aotgrad::bench::setup(model)?;
+    if wgsl {
+        // The GPU's code is generated from the same lowered program; printing it needs
+        // no adapter.
+        let step = trainer
+            .compile(&aotgrad::train::Backend::Interpreter)
+            .map_err(|e| e.to_string())?;
+        let graph = step.optimized_step_graph();
+        let env = [(std::sync::Arc::from("N"), batch.x.shape()[0])]
+            .into_iter()
+            .collect();
+        let p = aotgrad::compiler::lower::lower(graph, &env, Default::default())
+            .map_err(|e| e.to_string())?;
+        let w = aotgrad::compiler::codegen::wgsl::emit(&p, graph, Default::default())
+            .map_err(|e| e.to_string())?;
+        return Ok(format!("{p}\n{w}"));
+    }
     let mut step = trainer
         .compile(&aotgrad::train::Backend::Cpu { threads: 1 })
         .map_err(|e| e.to_string())?;
@@ -409,7 +428,7 @@ fn main() -> ExitCode {
             *steps,
             *json,
         ),
-        Cmd::Lower { model, clif } => lower_cmd(model, *clif),
+        Cmd::Lower { model, clif, wgsl } => lower_cmd(model, *clif, *wgsl),
         Cmd::Opt {
             file,
             model,

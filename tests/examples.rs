@@ -100,6 +100,33 @@ fn data_examples_in_short_mode() {
     assert!(value(&l, "test_accuracy") > 0.5, "{l}");
 }
 
+/// The README's main job on the GPU backend (llvmpipe in CI) in short mode: the same
+/// accuracy floor as on the CPU.
+#[test]
+fn mnist_trains_on_the_gpu_in_short_mode() {
+    if !aotgrad::runtime::gpu::available_for_tests().expect("a GPU adapter") {
+        return;
+    }
+    let l = run(
+        "mnist",
+        &[
+            "--epochs",
+            "1",
+            "--limit",
+            "6000",
+            "--batch",
+            "128",
+            "--loss",
+            "ce",
+            "--optim",
+            "adam",
+            "--backend",
+            "gpu",
+        ],
+    );
+    assert!(value(&l, "test_accuracy") > 0.8, "{l}");
+}
+
 #[test]
 fn every_example_answers_help_with_the_shared_flags() {
     for name in [

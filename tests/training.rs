@@ -233,8 +233,9 @@ fn configuration_errors_are_typed() {
     .unwrap();
     assert!(e.to_string().contains("building the step program"), "{e}");
     assert!(e.to_string().contains("matmul"), "{e}");
-    let e = "gpu".parse::<Backend>().unwrap_err();
-    assert!(e.contains("not available yet"), "{e}");
+    assert_eq!("gpu".parse::<Backend>(), Ok(Backend::Gpu));
+    let e = "tpu".parse::<Backend>().unwrap_err();
+    assert!(e.contains("unknown backend") && e.contains("gpu"), "{e}");
 }
 
 #[test]

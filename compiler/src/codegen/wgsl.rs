@@ -650,49 +650,72 @@ impl<'a> Emitter<'a> {
         let (mm, nn, kk) = (m.m, m.n, m.k);
         let ra = self.read(a.0, &format!("abase + i32(gi) * {sam} + i32(gk) * {sak}"));
         let rb = self.read(b.0, &format!("bbase + i32(gk) * {sbk} + i32(gj) * {sbn}"));
-        let wc = self.write(
-            m.c,
-            &format!("i32(z) * {} + i32(gi) * {nn} + i32(gj)", mm * nn),
-            "acc[r * 4u + c]",
-        );
+        // 16 named accumulators and unrolled 4x4 updates: a private array indexed by
+        // loop counters lives in scratch memory on some drivers (llvmpipe: 5x slower).
+        let mut stores = String::new();
+        for r in 0..4 {
+            for c in 0..4 {
+                let wc = self.write(
+                    m.c,
+                    &format!("i32(z) * {} + i32(gi) * {nn} + i32(gj)", mm * nn),
+                    &format!("acc{r}{c}"),
+                );
+                let _ = writeln!(
+                    stores,
+                    "  {{ let gi = row0 + lid.y * 4u + {r}u; let gj = col0 + lid.x * 4u + {c}u; if (gi < {mm}u && gj < {nn}u) {{ {wc} }} }}"
+                );
+            }
+        }
         let body = &mut self.body;
         let _ = writeln!(body, "  let abase = {ab};\n  let bbase = {bb};");
-        let _ = writeln!(body, "  var acc: array<f32, 16>;");
+        for r in 0..4 {
+            let _ = writeln!(
+                body,
+                "  var acc{r}0: f32 = 0.0; var acc{r}1: f32 = 0.0; var acc{r}2: f32 = 0.0; var acc{r}3: f32 = 0.0;"
+            );
+        }
         let _ = writeln!(
             body,
-            "  for (var k0: u32 = 0u; k0 < {kk}u; k0 = k0 + 16u) {{
-    for (var q: u32 = 0u; q < {per}u; q = q + 1u) {{
-      let e = tid + q * 256u;
+            "  for (var k0: u32 = 0u; k0 < {kk}u; k0 = k0 + 16u) {{"
+        );
+        for q in 0..16 * t / 256 {
+            let _ = writeln!(
+                body,
+                "    {{
+      let e = tid + {q}u * 256u;
       let i = e / 16u; let kq = e % 16u;
       let gi = row0 + i; let gk = k0 + kq;
       var v: f32 = 0.0;
       if (gi < {mm}u && gk < {kk}u) {{ v = {ra}; }}
       ta[kq * {t}u + i] = v;
+    }}
+    {{
+      let e = tid + {q}u * 256u;
       let kb = e / {t}u; let j = e % {t}u;
-      let gj = col0 + j; let gk2 = k0 + kb;
+      let gj = col0 + j; let gk = k0 + kb;
       var w: f32 = 0.0;
-      if (gj < {nn}u && gk2 < {kk}u) {{ let gk = gk2; w = {rb}; }}
+      if (gj < {nn}u && gk < {kk}u) {{ w = {rb}; }}
       tb[kb * {t}u + j] = w;
-    }}
-    workgroupBarrier();
+    }}"
+            );
+        }
+        let _ = writeln!(
+            body,
+            "    workgroupBarrier();
     for (var q: u32 = 0u; q < 16u; q = q + 1u) {{
-      for (var r: u32 = 0u; r < 4u; r = r + 1u) {{
-        let av = ta[q * {t}u + lid.y * 4u + r];
-        for (var c: u32 = 0u; c < 4u; c = c + 1u) {{
-          acc[r * 4u + c] = acc[r * 4u + c] + av * tb[q * {t}u + lid.x * 4u + c];
-        }}
-      }}
-    }}
-    workgroupBarrier();
-  }}
-  for (var r: u32 = 0u; r < 4u; r = r + 1u) {{
-    for (var c: u32 = 0u; c < 4u; c = c + 1u) {{
-      let gi = row0 + lid.y * 4u + r; let gj = col0 + lid.x * 4u + c;
-      if (gi < {mm}u && gj < {nn}u) {{ {wc} }}
-    }}
-  }}",
-            per = 16 * t / 256,
+      let ra = q * {t}u + lid.y * 4u;
+      let rb = q * {t}u + lid.x * 4u;
+      let a0 = ta[ra]; let a1 = ta[ra + 1u]; let a2 = ta[ra + 2u]; let a3 = ta[ra + 3u];
+      let b0 = tb[rb]; let b1 = tb[rb + 1u]; let b2 = tb[rb + 2u]; let b3 = tb[rb + 3u];"
         );
+        for r in 0..4 {
+            let _ = writeln!(
+                body,
+                "      acc{r}0 = acc{r}0 + a{r} * b0; acc{r}1 = acc{r}1 + a{r} * b1; acc{r}2 = acc{r}2 + a{r} * b2; acc{r}3 = acc{r}3 + a{r} * b3;"
+            );
+        }
+        let _ = writeln!(body, "    }}\n    workgroupBarrier();\n  }}");
+        body.push_str(&stores);
         Ok(())
     }
 
@@ -744,11 +767,11 @@ impl<'a> Emitter<'a> {
                 }
                 let ist = dense(is).strides;
                 let mut qidx = "0".to_string();
-                for d in 0..shape.len() {
+                for (d, &st) in ist.iter().enumerate() {
                     if d == axis {
-                        let _ = write!(qidx, " + q * {}", ist[d]);
-                    } else if ist[d] != 0 {
-                        let _ = write!(qidx, " + i{d} * {}", ist[d]);
+                        let _ = write!(qidx, " + q * {st}");
+                    } else if st != 0 {
+                        let _ = write!(qidx, " + i{d} * {st}");
                     }
                 }
                 let j = self.read(*ix, &qidx);
@@ -909,12 +932,12 @@ impl<'a> Emitter<'a> {
                 for (b, s) in &l.inputs {
                     let st = dense(s).strides;
                     let mut idx = "0".to_string();
-                    for d in 0..s.len() {
-                        if st[d] != 0 {
+                    for (d, &sd) in st.iter().enumerate() {
+                        if sd != 0 {
                             if d == axis {
-                                let _ = write!(idx, " + (i{d} - {start}) * {}", st[d]);
+                                let _ = write!(idx, " + (i{d} - {start}) * {sd}");
                             } else {
-                                let _ = write!(idx, " + i{d} * {}", st[d]);
+                                let _ = write!(idx, " + i{d} * {sd}");
                             }
                         }
                     }

@@ -170,7 +170,7 @@ impl GpuProgram {
         };
         let wgsl =
             wgsl::emit(&program, &self.graph, wl).map_err(|e| RunError::Compile(e.to_string()))?;
-        let max_binding = limits.max_storage_buffer_binding_size as u64;
+        let max_binding = limits.max_storage_buffer_binding_size;
         for b in &program.buffers {
             let bytes = (b.elems * 4) as u64;
             if bytes > max_binding {
