@@ -263,3 +263,65 @@ fn wgsl_snapshots() {
     insta::assert_snapshot!("wgsl_matmul", kernel("k0"));
     insta::assert_snapshot!("wgsl_adam_update", kernel("k32"));
 }
+
+/// Random numbers are the interpreter's Threefry stream: uniforms bit for bit, normals to
+/// the device's log/cos precision; dropout trains the same.
+#[test]
+fn random_numbers_are_the_interpreters() {
+    if !gpu_on() {
+        return;
+    }
+    let g = GraphBuilder::new("rng");
+    let key = g.input("key", DType::I64, Shape::scalar());
+    g.output("u", g.rand(key, DType::F32, shape![1000]));
+    g.output("n", g.randn(key, DType::F32, shape![1000]));
+    let graph = g.finish().unwrap();
+    for k in [0i64, 42, -7] {
+        let mut feeds = HashMap::new();
+        feeds.insert("key".to_string(), Tensor::from_i64(&[k], &[]).unwrap());
+        let want = aotgrad::run(&graph, &feeds).unwrap();
+        let got = gpu::run_once(&graph, &feeds).unwrap();
+        assert_eq!(got.output("u"), want.output("u"), "key {k}");
+        let (a, b) = (got.output("n").unwrap(), want.output("n").unwrap());
+        assert!(a.allclose(b, 1e-4, 1e-4), "key {k}");
+    }
+}
+
+/// A model with dropout trains the same on the GPU: its masks come from the same
+/// Threefry stream, keyed by the RNG state that lives on the device.
+#[test]
+fn dropout_trains_like_the_interpreter() {
+    use aotgrad::nn::{Dropout, Linear, ReLU, Sequential};
+    if !gpu_on() {
+        return;
+    }
+    let x: Vec<f32> = (0..64)
+        .map(|i| ((i * 37 % 17) as f32 - 8.0) / 8.0)
+        .collect();
+    let y: Vec<f32> = (0..16).map(|i| (i % 3) as f32).collect();
+    let batch = Batch {
+        x: Tensor::from_f32(&x, &[16, 4]).unwrap(),
+        y: Tensor::from_f32(&y, &[16, 1]).unwrap(),
+    };
+    let mut runs = Vec::new();
+    for backend in [Backend::Interpreter, Backend::Gpu] {
+        let model = Sequential::new()
+            .push(Linear::new(4, 32))
+            .push(ReLU)
+            .push(Dropout(0.5))
+            .push(Linear::new(32, 1));
+        let mut step = Trainer::new(model, Loss::mse(Reduction::Mean), Optimizer::sgd(0.05))
+            .input(DType::F32, &[4])
+            .target(DType::F32, &[1])
+            .compile(&backend)
+            .unwrap();
+        let losses: Vec<f64> = (0..4).map(|_| step.run(&batch).unwrap()).collect();
+        runs.push((losses, step.parameters().to_vec()));
+    }
+    for (a, b) in runs[0].0.iter().zip(&runs[1].0) {
+        assert!((a - b).abs() <= 1e-5 * a.abs().max(1e-3), "loss {a} vs {b}");
+    }
+    for ((name, a), (_, b)) in runs[0].1.iter().zip(&runs[1].1) {
+        assert!(b.allclose(a, 1e-4, 1e-6), "{name}\n{a}\n{b}");
+    }
+}

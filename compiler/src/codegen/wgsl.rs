@@ -21,14 +21,17 @@
 //! short one loops in one invocation per output. A matrix product is a 64x64 output
 //! tile per workgroup, staged through workgroup memory 16 deep along `k`, 4x4 outputs
 //! per invocation, summing over `k` in increasing order. Library ops (gather,
-//! scatter-add, argmax, pad, concat, integer matmul, bool reductions) get one
+//! scatter-add, argmax, pad, concat, integer matmul, bool reductions, Threefry random
+//! numbers) get one
 //! invocation per output element; scatter-add gathers its sources instead of using
 //! atomics (WGSL has no float atomics) and is deterministic. An out-of-range gather or
 //! scatter index sets a status word the runtime reads back with the outputs.
 
 use std::fmt::{self, Write};
 
-use aotgrad_ir::{ArgReduceOp, BinaryOp, DType, Graph, NodeId, Op, ReduceOp, Scalar, UnaryOp};
+use aotgrad_ir::{
+    ArgReduceOp, BinaryOp, DType, Distribution, Graph, NodeId, Op, ReduceOp, Scalar, UnaryOp,
+};
 
 use crate::lower::{
     Affine, BufferId, BufferKind, FlatOp, KernelBody, LibraryKernel, LoopKernel, MatMulKernel,
@@ -252,6 +255,27 @@ fn pow_(x: f32, y: f32) -> f32 {
 }
 fn f2i_(x: f32) -> i32 { if (x != x) { return 0; } if (x >= 2147483648.0) { return 2147483647; } if (x <= -2147483648.0) { return i32(-2147483647) - 1; } return i32(x); }
 fn f2u8_(x: f32) -> u32 { if (x != x) { return 0u; } return u32(clamp(x, 0.0, 255.0)); }
+";
+
+/// Threefry-2x32 with 20 rounds, as `runtime/src/interp/rng.rs`.
+const THREEFRY: &str = "\
+fn rotl_(x: u32, r: u32) -> u32 { return (x << r) | (x >> (32u - r)); }
+fn threefry_(k0: u32, k1: u32, c0: u32, c1: u32) -> vec2<u32> {
+  let ks = array<u32, 3>(k0, k1, 0x1BD11BDAu ^ k0 ^ k1);
+  let rot = array<u32, 8>(13u, 15u, 26u, 6u, 17u, 29u, 16u, 24u);
+  var x0 = c0 + ks[0];
+  var x1 = c1 + ks[1];
+  for (var r: u32 = 0u; r < 20u; r = r + 1u) {
+    x0 = x0 + x1;
+    x1 = rotl_(x1, rot[r % 8u]) ^ x0;
+    if (r % 4u == 3u) {
+      let s = r / 4u + 1u;
+      x0 = x0 + ks[s % 3u];
+      x1 = x1 + ks[(s + 1u) % 3u] + s;
+    }
+  }
+  return vec2<u32>(x0, x1);
+}
 ";
 
 struct Emitter<'a> {
@@ -952,10 +976,25 @@ impl<'a> Emitter<'a> {
                 let st = self.write(l.out, "i32(gid)", "v");
                 let _ = writeln!(self.body, "  {st}");
             }
-            Op::Random { .. } => {
-                return Err(
-                    self.unsupported("random numbers (dropout) are not generated on the GPU yet")
+            Op::Random { dist, .. } => {
+                // The interpreter's Threefry-2x32-20 (runtime/src/interp/rng.rs), which
+                // needs only 32-bit integer ops: uniforms are bit-exact, normals use the
+                // device's log and cos.
+                let (key, _) = &l.inputs[0];
+                let k = self.read(*key, "0");
+                self.decls.push_str(THREEFRY);
+                let _ = writeln!(
+                    self.body,
+                    "  let kw = bitcast<u32>({k});\n  let hi = select(0u, 0xffffffffu, {k} < 0);\n  let x = threefry_(kw, hi, gid, 0u);"
                 );
+                let v = match dist {
+                    Distribution::Uniform => "f32(x.x >> 8u) * (1.0 / 16777216.0)",
+                    Distribution::Normal => {
+                        "sqrt(-2.0 * log(f32((x.x >> 8u) + 1u) * (1.0 / 16777216.0))) * cos(6.2831855 * (f32(x.y >> 8u) * (1.0 / 16777216.0)))"
+                    }
+                };
+                let st = self.write(l.out, "i32(gid)", v);
+                let _ = writeln!(self.body, "  {st}");
             }
             other => {
                 return Err(self.unsupported(format!(
