@@ -37,3 +37,16 @@ pub fn mnist_mlp_forward() -> Graph {
     g.output("logits", h);
     g.finish().unwrap()
 }
+
+/// The first `n` rows of a batch tensor (a short last batch).
+pub fn take_rows(t: &Tensor, n: usize) -> Tensor {
+    let row: usize = t.shape()[1..].iter().product();
+    let mut shape = t.shape().to_vec();
+    shape[0] = n;
+    let data = match t.data() {
+        aotgrad::ir::Data::F32(v) => aotgrad::ir::Data::F32(v[..n * row].to_vec()),
+        aotgrad::ir::Data::I64(v) => aotgrad::ir::Data::I64(v[..n * row].to_vec()),
+        d => panic!("unexpected {:?}", d.dtype()),
+    };
+    Tensor::new(&shape, data).unwrap()
+}

@@ -8,6 +8,9 @@ use aotgrad::RunError;
 use aotgrad::prelude::*;
 use aotgrad::runtime::cpu::{self, CpuOptions, CpuProgram};
 
+mod common_models;
+use common_models::take_rows;
+
 fn weights_bits(step: &TrainStep) -> Vec<u64> {
     step.parameters()
         .iter()
@@ -67,18 +70,6 @@ fn training_matches_the_interpreter() {
             assert!(b.allclose(a, 1e-4, atol), "{model}: {name}\n{a}\n{b}");
         }
     }
-}
-
-fn take_rows(t: &Tensor, n: usize) -> Tensor {
-    let row: usize = t.shape()[1..].iter().product();
-    let mut shape = t.shape().to_vec();
-    shape[0] = n;
-    let data = match t.data() {
-        aotgrad::ir::Data::F32(v) => aotgrad::ir::Data::F32(v[..n * row].to_vec()),
-        aotgrad::ir::Data::I64(v) => aotgrad::ir::Data::I64(v[..n * row].to_vec()),
-        d => panic!("unexpected {:?}", d.dtype()),
-    };
-    Tensor::new(&shape, data).unwrap()
 }
 
 fn relu_graph() -> Graph {

@@ -11,20 +11,11 @@ use aotgrad::RunError;
 use aotgrad::prelude::*;
 use aotgrad::runtime::gpu::{self, DeviceStore, Fetch, GpuProgram};
 
+mod common_models;
+use common_models::take_rows;
+
 fn gpu_on() -> bool {
     gpu::available_for_tests().expect("a GPU adapter (set AOTGRAD_SKIP_GPU_TESTS=1 to skip)")
-}
-
-fn take_rows(t: &Tensor, n: usize) -> Tensor {
-    let row: usize = t.shape()[1..].iter().product();
-    let mut shape = t.shape().to_vec();
-    shape[0] = n;
-    let data = match t.data() {
-        aotgrad::ir::Data::F32(v) => aotgrad::ir::Data::F32(v[..n * row].to_vec()),
-        aotgrad::ir::Data::I64(v) => aotgrad::ir::Data::I64(v[..n * row].to_vec()),
-        d => panic!("unexpected {:?}", d.dtype()),
-    };
-    Tensor::new(&shape, data).unwrap()
 }
 
 #[test]

@@ -5,6 +5,7 @@
 pub mod cpu;
 pub mod gpu;
 pub mod interp;
+mod leaf;
 pub mod npy;
 mod tensor;
 

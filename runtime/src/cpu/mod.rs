@@ -10,18 +10,19 @@ mod abi;
 mod matmul;
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use aotgrad_compiler::codegen::{self, CodegenOptions};
 use aotgrad_compiler::lower::{self, BufferKind, LowerOptions, Program};
-use aotgrad_ir::{Graph, Op, TensorType, verify};
+use aotgrad_ir::{Graph, verify};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
 
 use crate::Tensor;
-use crate::interp::{self, Evaluation, RunError, SymbolEnv};
+use crate::interp::{Evaluation, RunError, SymbolEnv};
+use crate::leaf::{self, Leaf, LeafKind};
 
 /// Options of a CPU program.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,19 +86,6 @@ impl Persistent for Chain<'_> {
             None => self.1.tensor_mut(name),
         }
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum LeafKind {
-    Input,
-    Persistent,
-}
-
-#[derive(Debug, Clone)]
-struct Leaf {
-    name: String,
-    kind: LeafKind,
-    ty: TensorType,
 }
 
 /// 64-byte aligned storage.
@@ -196,22 +184,7 @@ fn pool(threads: usize) -> Result<Option<Arc<rayon::ThreadPool>>, RunError> {
 impl CpuProgram {
     pub fn new(graph: &Graph, opts: CpuOptions) -> Result<CpuProgram, RunError> {
         verify(graph).map_err(|e| RunError::Invalid(e.to_string()))?;
-        let leaves = graph
-            .nodes()
-            .filter_map(|(_, n)| match &n.op {
-                Op::Input { name, ty } => Some(Leaf {
-                    name: name.clone(),
-                    kind: LeafKind::Input,
-                    ty: ty.clone(),
-                }),
-                Op::Param { name, ty } | Op::State { name, ty } => Some(Leaf {
-                    name: name.clone(),
-                    kind: LeafKind::Persistent,
-                    ty: ty.clone(),
-                }),
-                _ => None,
-            })
-            .collect();
+        let leaves = leaf::leaves(graph);
         Ok(CpuProgram {
             graph: graph.clone(),
             opts,
@@ -375,21 +348,9 @@ impl CpuProgram {
         persistent: &mut dyn Persistent,
         inputs: &[(&str, &Tensor)],
     ) -> Result<SymbolEnv, RunError> {
-        let mut env = SymbolEnv::new();
-        let mut origin: BTreeMap<Arc<str>, String> = BTreeMap::new();
-        for leaf in &self.leaves {
-            let (dtype, shape, _) =
-                leaf_tensor(leaf, persistent, inputs).ok_or_else(|| RunError::Missing {
-                    kind: match leaf.kind {
-                        LeafKind::Input => "input",
-                        LeafKind::Persistent => "persistent tensor",
-                    },
-                    name: leaf.name.clone(),
-                    ty: leaf.ty.clone(),
-                })?;
-            interp::bind_leaf(&mut env, &mut origin, &leaf.name, &leaf.ty, dtype, shape)?;
-        }
-        Ok(env)
+        leaf::bind(&self.leaves, |l| {
+            leaf_tensor(l, persistent, inputs).map(|(d, s, _)| (d, s.to_vec()))
+        })
     }
 
     /// Runs the program: inputs by name, parameters and state from `persistent`
@@ -532,16 +493,10 @@ pub fn run_once(
             ..opts
         },
     )?;
-    let mut persistent: HashMap<String, Tensor> = HashMap::new();
-    let mut inputs = Vec::new();
-    for (name, t) in feeds {
-        match graph.find(name).map(|id| &graph.node(id).op) {
-            Some(Op::Input { .. }) => inputs.push((name.as_str(), t)),
-            Some(Op::Param { .. } | Op::State { .. }) => {
-                persistent.insert(name.clone(), t.clone());
-            }
-            _ => return Err(RunError::Unknown { name: name.clone() }),
-        }
-    }
+    let (inputs, feeds) = leaf::split_feeds(graph, feeds)?;
+    let mut persistent: HashMap<String, Tensor> = feeds
+        .into_iter()
+        .map(|(n, t)| (n.to_string(), t.clone()))
+        .collect();
     prog.run(&mut persistent, &inputs)
 }

@@ -9,18 +9,19 @@
 
 mod device;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use aotgrad_compiler::codegen::wgsl::{self, Mem, WgslLimits, WgslProgram};
 use aotgrad_compiler::lower::{self, BufferId, BufferKind, LowerOptions, Program};
-use aotgrad_ir::{Graph, Op, TensorType, verify};
+use aotgrad_ir::{Graph, Op, verify};
 
 pub use device::{DeviceStore, GpuContext, context};
 
 use crate::Tensor;
-use crate::interp::{self, Evaluation, RunError, SymbolEnv};
+use crate::interp::{Evaluation, RunError, SymbolEnv};
+use crate::leaf::{self, Leaf, LeafKind};
 
 /// Which outputs a call reads back.
 #[derive(Debug, Clone, Copy)]
@@ -36,13 +37,6 @@ impl Fetch<'_> {
             Fetch::Only(names) => names.contains(&name),
         }
     }
-}
-
-#[derive(Debug, Clone)]
-struct Leaf {
-    name: String,
-    input: bool,
-    ty: TensorType,
 }
 
 /// One compiled specialisation (a binding of the symbols).
@@ -90,22 +84,7 @@ impl GpuProgram {
     /// one fails now with [`RunError::NoDevice`]).
     pub fn new(graph: &Graph) -> Result<GpuProgram, RunError> {
         verify(graph).map_err(|e| RunError::Invalid(e.to_string()))?;
-        let leaves = graph
-            .nodes()
-            .filter_map(|(_, n)| match &n.op {
-                Op::Input { name, ty } => Some(Leaf {
-                    name: name.clone(),
-                    input: true,
-                    ty: ty.clone(),
-                }),
-                Op::Param { name, ty } | Op::State { name, ty } => Some(Leaf {
-                    name: name.clone(),
-                    input: false,
-                    ty: ty.clone(),
-                }),
-                _ => None,
-            })
-            .collect();
+        let leaves = leaf::leaves(graph);
         Ok(GpuProgram {
             graph: graph.clone(),
             leaves,
@@ -121,7 +100,9 @@ impl GpuProgram {
 
     /// Whether the program has an input leaf called `name`.
     pub fn has_input(&self, name: &str) -> bool {
-        self.leaves.iter().any(|l| l.input && l.name == name)
+        self.leaves
+            .iter()
+            .any(|l| l.kind == LeafKind::Input && l.name == name)
     }
 
     /// The variant the last call ran.
@@ -247,29 +228,13 @@ impl GpuProgram {
     }
 
     fn bind(&self, store: &DeviceStore, inputs: &[(&str, &Tensor)]) -> Result<SymbolEnv, RunError> {
-        let mut env = SymbolEnv::new();
-        let mut origin: BTreeMap<Arc<str>, String> = BTreeMap::new();
-        for leaf in &self.leaves {
-            let (dtype, shape) = if leaf.input {
-                inputs
-                    .iter()
-                    .find(|(n, _)| *n == leaf.name)
-                    .map(|(_, t)| (t.dtype(), t.shape()))
-            } else {
-                store.ty(&leaf.name)
-            }
-            .ok_or_else(|| RunError::Missing {
-                kind: if leaf.input {
-                    "input"
-                } else {
-                    "persistent tensor"
-                },
-                name: leaf.name.clone(),
-                ty: leaf.ty.clone(),
-            })?;
-            interp::bind_leaf(&mut env, &mut origin, &leaf.name, &leaf.ty, dtype, shape)?;
-        }
-        Ok(env)
+        leaf::bind(&self.leaves, |l| match l.kind {
+            LeafKind::Input => inputs
+                .iter()
+                .find(|(n, _)| *n == l.name)
+                .map(|(_, t)| (t.dtype(), t.shape().to_vec())),
+            LeafKind::Persistent => store.ty(&l.name).map(|(d, s)| (d, s.to_vec())),
+        })
     }
 
     /// Runs the program: inputs by name, parameters and state from `store` (updated in
@@ -497,13 +462,9 @@ pub fn available_for_tests() -> Result<bool, RunError> {
 pub fn run_once(graph: &Graph, feeds: &HashMap<String, Tensor>) -> Result<Evaluation, RunError> {
     let mut prog = GpuProgram::new(graph)?;
     let mut store = DeviceStore::new()?;
-    let mut inputs = Vec::new();
-    for (name, t) in feeds {
-        match graph.find(name).map(|id| &graph.node(id).op) {
-            Some(Op::Input { .. }) => inputs.push((name.as_str(), t)),
-            Some(Op::Param { .. } | Op::State { .. }) => store.upload(name, t)?,
-            _ => return Err(RunError::Unknown { name: name.clone() }),
-        }
+    let (inputs, persistent) = leaf::split_feeds(graph, feeds)?;
+    for (name, t) in persistent {
+        store.upload(name, t)?;
     }
     let mut ev = prog.run(&mut store, &inputs, Fetch::All)?;
     let mut names: Vec<&str> = graph
