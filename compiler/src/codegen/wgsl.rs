@@ -503,7 +503,7 @@ impl<'a> Emitter<'a> {
                 FlatOp::Unary(u, a) => unary(*u, &operand(*a).0, n.dtype),
                 FlatOp::Binary(b, x, y) => {
                     let (x, xd) = operand(*x);
-                    binary(*b, &x, &operand(*y).0, xd)
+                    binary(*b, &x, &operand(*y).0, DevType::of(xd))
                 }
                 FlatOp::Where(c, x, y) => format!("select(e{y}, e{x}, e{c})"),
                 FlatOp::Cast(a) => {
@@ -1060,17 +1060,15 @@ fn identity(op: ReduceOp, t: DevType) -> String {
     }
 }
 
+/// Folds `x` into the accumulator: the reduction's binary op on the device type.
 fn combine(op: ReduceOp, t: DevType, acc: &str, x: &str) -> String {
-    match (op, t) {
-        (ReduceOp::Sum, DevType::U32) => format!("({acc} + {x}) & 255u"),
-        (ReduceOp::Sum, _) => format!("{acc} + {x}"),
-        (ReduceOp::Prod, DevType::U32) => format!("({acc} * {x}) & 255u"),
-        (ReduceOp::Prod, _) => format!("{acc} * {x}"),
-        (ReduceOp::Max, DevType::F32) => format!("fmax_({acc}, {x})"),
-        (ReduceOp::Min, DevType::F32) => format!("fmin_({acc}, {x})"),
-        (ReduceOp::Max, _) => format!("max({acc}, {x})"),
-        (ReduceOp::Min, _) => format!("min({acc}, {x})"),
-    }
+    let b = match op {
+        ReduceOp::Sum => BinaryOp::Add,
+        ReduceOp::Prod => BinaryOp::Mul,
+        ReduceOp::Max => BinaryOp::Maximum,
+        ReduceOp::Min => BinaryOp::Minimum,
+    };
+    binary(b, acc, x, t)
 }
 
 fn unary(u: UnaryOp, a: &str, d: DType) -> String {
@@ -1097,9 +1095,8 @@ fn unary(u: UnaryOp, a: &str, d: DType) -> String {
     }
 }
 
-/// `x <op> y` for operands of dtype `d` (comparisons yield bool).
-fn binary(b: BinaryOp, x: &str, y: &str, d: DType) -> String {
-    let t = DevType::of(d);
+/// `x <op> y` for operands of device type `t` (comparisons yield bool).
+fn binary(b: BinaryOp, x: &str, y: &str, t: DevType) -> String {
     let cmp = |sym: &str| {
         if t == DevType::Bool && !matches!(b, BinaryOp::Eq | BinaryOp::Ne) {
             format!("select(0u, 1u, {x}) {sym} select(0u, 1u, {y})")
