@@ -6,14 +6,13 @@ use std::collections::HashMap;
 
 use aotgrad::GradcheckOptions;
 use aotgrad::compiler::{Seed, grad};
-use aotgrad::ir::{Axes, Data, Operand};
+use aotgrad::ir::{Axes, BatchNorm, Conv2dOptions, Data, Operand, Pool2dOptions};
 use aotgrad::nn;
 use aotgrad::prelude::*;
 use serde_json::Value;
 
 /// Ops whose cases belong to later work (convolution, pooling and batch norm: the CNN
 /// issue). Listed so that coverage can only grow.
-const NOT_YET: &[&str] = &["conv2d", "max_pool2d", "avg_pool2d", "batch_norm"];
 
 fn fixtures() -> Value {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/torch/ops.json");
@@ -98,6 +97,30 @@ fn tolerance(case: &Value, default: &Value) -> (f64, f64) {
         &case["tolerance"]
     };
     (tol["rtol"].as_f64().unwrap(), tol["atol"].as_f64().unwrap())
+}
+
+fn pair(v: &Value) -> [usize; 2] {
+    let v: Vec<usize> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as usize)
+        .collect();
+    [v[0], v[1]]
+}
+
+fn pool_options(kw: &Value) -> Pool2dOptions {
+    let mut o = Pool2dOptions::new(pair(&kw["kernel_size"]))
+        .stride(pair(&kw["stride"]))
+        .padding(pair(&kw["padding"]))
+        .ceil_mode(kw["ceil_mode"].as_bool().unwrap());
+    if let Some(d) = kw.get("dilation") {
+        o = o.dilation(pair(d));
+    }
+    if let Some(c) = kw.get("count_include_pad") {
+        o = o.count_include_pad(c.as_bool().unwrap());
+    }
+    o.divisor_override(kw["divisor_override"].as_u64().map(|d| d as usize))
 }
 
 fn reduction(kw: &Value) -> nn::Reduction {
@@ -233,6 +256,35 @@ fn build<'g>(g: &'g GraphBuilder, case: &Value) -> Vec<(String, Var<'g>)> {
                 out(nn::nll_loss(x, ins["target"], opts))
             }
         }
+        "conv2d" => {
+            let opts = Conv2dOptions::default()
+                .stride(pair(&kw["stride"]))
+                .padding(pair(&kw["padding"]))
+                .dilation(pair(&kw["dilation"]))
+                .groups(ki("groups") as usize);
+            out(x.conv2d(ins["weight"], ins.get("bias").copied(), opts))
+        }
+        "max_pool2d" => {
+            let (v, idx) = x.max_pool2d_with_indices(pool_options(kw));
+            vec![("output".into(), v), ("indices".into(), idx)]
+        }
+        "avg_pool2d" => out(x.avg_pool2d(pool_options(kw))),
+        "batch_norm" => {
+            let r = x.batch_norm(BatchNorm {
+                running_mean: ins.get("running_mean").copied(),
+                running_var: ins.get("running_var").copied(),
+                weight: ins.get("weight").copied(),
+                bias: ins.get("bias").copied(),
+                training: kd("training"),
+                momentum: kw["momentum"].as_f64().unwrap(),
+                eps: kw["eps"].as_f64().unwrap(),
+            });
+            vec![
+                ("output".into(), r.output),
+                ("running_mean".into(), r.running_mean.unwrap()),
+                ("running_var".into(), r.running_var.unwrap()),
+            ]
+        }
         op => panic!("no DSL mapping for fixture op {op}"),
     }
 }
@@ -282,9 +334,6 @@ fn forward_values_match_pytorch() {
     let mut failures = Vec::new();
     for case in fx["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
-        if NOT_YET.contains(&case["op"].as_str().unwrap()) {
-            continue;
-        }
         let g = GraphBuilder::new("case");
         for (n, v) in build(&g, case) {
             g.output(&n, v);
@@ -352,9 +401,6 @@ fn forward_values_match_pytorch() {
 /// With `wide`, f32 inputs become f64 inputs, so that literals round to f64 as in
 /// PyTorch's f64 run.
 fn case_graph(case: &Value, wide: bool) -> Option<(Graph, HashMap<String, Tensor>)> {
-    if NOT_YET.contains(&case["op"].as_str().unwrap()) {
-        return None;
-    }
     let g = GraphBuilder::new("case");
     let case = &widened(case, wide);
     for (n, v) in build(&g, case) {
@@ -405,9 +451,6 @@ fn gradients_match_pytorch_in_f32_and_f64() {
         let name = case["name"].as_str().unwrap();
         let wrt = requires_grad(case);
         if wrt.is_empty() || case["grads"].is_null() {
-            continue;
-        }
-        if NOT_YET.contains(&case["op"].as_str().unwrap()) {
             continue;
         }
         let (rtol, atol) = tolerance(case, default_tol);

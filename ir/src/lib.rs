@@ -16,11 +16,15 @@ pub mod text;
 mod types;
 mod verify;
 
-pub use dsl::{Axes, GraphBuilder, Operand, Var};
+pub use dsl::{
+    Axes, BatchNorm, BatchNormOut, Conv2dOptions, GraphBuilder, Operand, Pair, Pool2dOptions, Var,
+};
 pub use dtype::{Category, DType, Scalar};
 pub use error::{BuildError, BuildErrorKind, OpError};
 pub use graph::{Graph, GraphError, Node, NodeId};
-pub use op::{ArgReduceOp, BinaryOp, ConstValue, Distribution, Op, ReduceOp, SliceAxis, UnaryOp};
+pub use op::{
+    ArgReduceOp, BinaryOp, ConstValue, Distribution, Op, ReduceOp, SliceAxis, UnaryOp, Window,
+};
 pub use shape::{Dim, Numel, Shape, normalize_axis};
 pub use types::{Data, TensorType};
 pub use verify::{VerifyError, verify};

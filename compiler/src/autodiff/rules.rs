@@ -46,7 +46,9 @@ pub fn differentiable_operands(g: &Graph, node: &Node) -> Vec<bool> {
         | Op::Slice(_)
         | Op::Pad { .. }
         | Op::Concat { .. }
-        | Op::MatMul { .. } => vec![float_out; n],
+        | Op::MatMul { .. }
+        | Op::Unfold(_)
+        | Op::Fold { .. } => vec![float_out; n],
         Op::ArgReduce { .. } | Op::Random { .. } => vec![false; n],
         Op::Gather { .. } => vec![float_out, false],
         Op::ScatterAdd { .. } => vec![float_out, false, float_out],
@@ -222,6 +224,22 @@ pub fn vjp<'g>(node: &Node, r: &Rule<'g>, ct: Var<'g>) -> Vec<Option<Var<'g>>> {
                 .collect();
             vec![Some(b.apply(Op::Slice(ranges), &[ct]))]
         }
+        // Unfold and fold are each other's adjoints: unfold reads each input element into
+        // every window holding it, fold adds every window element back to where it came
+        // from.
+        Op::Unfold(window) => {
+            let s = x(0).shape();
+            let r = s.rank();
+            let size = [&s.0[r - 2], &s.0[r - 1]].map(|d| d.known().expect("unfold: known H, W"));
+            vec![Some(b.apply(
+                Op::Fold {
+                    window: *window,
+                    size,
+                },
+                &[ct],
+            ))]
+        }
+        Op::Fold { window, .. } => vec![Some(b.apply(Op::Unfold(*window), &[ct]))],
         Op::Concat { axis } => {
             let mut off = 0;
             r.xs.iter()

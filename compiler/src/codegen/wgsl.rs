@@ -948,6 +948,47 @@ impl<'a> Emitter<'a> {
                 let st = self.write(l.out, "i32(gid)", "v");
                 let _ = writeln!(self.body, "  {st}");
             }
+            // Gather form of col2im: each output element sums the window elements that
+            // unfold would read from it, by increasing (i, j) from zero, as the
+            // interpreter's scatter form adds them. No atomics, deterministic.
+            Op::Fold { window: w, .. } => {
+                let (x, xs) = &l.inputs[0];
+                let r = shape.len();
+                let (oh, ow) = (xs[xs.len() - 2], xs[xs.len() - 1]);
+                let xst = dense(xs).strides;
+                self.unflatten("gid", &shape, &out_axes, "  ");
+                let mut plane = "0".to_string();
+                for (d, st) in xst.iter().enumerate().take(r - 2) {
+                    let _ = write!(plane, " + i{d} * {st}");
+                }
+                let zero = self.literal(Scalar::zero(node.ty.dtype), node.ty.dtype)?;
+                let _ = writeln!(self.body, "  var acc = {zero};");
+                let (h, wc) = (format!("i{}", r - 2), format!("i{}", r - 1));
+                let (si, sj) = (xst[r - 2], xst[r - 1]);
+                let (so, sw) = (xst[r], xst[r + 1]);
+                let _ = writeln!(
+                    self.body,
+                    "  for (var i = 0; i < {kh}; i++) {{\n    let y = {h} - i * {dh};\n    if (y < 0 || y % {sh} != 0 || y / {sh} >= {oh}) {{ continue; }}\n    for (var j = 0; j < {kw}; j++) {{\n      let x = {wc} - j * {dw};\n      if (x < 0 || x % {sw_} != 0 || x / {sw_} >= {ow}) {{ continue; }}",
+                    kh = w.kernel[0],
+                    kw = w.kernel[1],
+                    dh = w.dilation[0],
+                    dw = w.dilation[1],
+                    sh = w.stride[0],
+                    sw_ = w.stride[1],
+                );
+                let v = self.read(
+                    *x,
+                    &format!(
+                        "{plane} + i * {si} + j * {sj} + (y / {sh}) * {so} + (x / {sw2}) * {sw}",
+                        sh = w.stride[0],
+                        sw2 = w.stride[1]
+                    ),
+                );
+                let add = combine(ReduceOp::Sum, odt, "acc", &v);
+                let _ = writeln!(self.body, "      acc = {add};\n    }}\n  }}");
+                let st = self.write(l.out, "i32(gid)", "acc");
+                let _ = writeln!(self.body, "  {st}");
+            }
             Op::Concat { axis } => {
                 let axis = *axis;
                 self.unflatten("gid", &shape, &out_axes, "  ");

@@ -8,7 +8,7 @@
 use std::fmt;
 use std::rc::Rc;
 
-use aotgrad_ir::{BinaryOp, DType, Scalar, SliceAxis, UnaryOp};
+use aotgrad_ir::{BinaryOp, DType, Scalar, SliceAxis, UnaryOp, Window};
 
 /// Index of a buffer in a lowered program.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -77,6 +77,25 @@ impl Affine {
         Affine {
             offset: self.offset,
             strides: perm.iter().map(|&p| self.strides[p]).collect(),
+        }
+    }
+
+    /// The windows of `Op::Unfold` over the last two axes: `[.., H, W]` becomes
+    /// `[.., kh, kw, OH, OW]`, where moving one kernel step moves `dilation` input
+    /// elements and one output step moves `stride` of them.
+    pub fn unfold(&self, w: &Window) -> Affine {
+        let r = self.strides.len();
+        let (sh, sw) = (self.strides[r - 2], self.strides[r - 1]);
+        let mut strides = self.strides[..r - 2].to_vec();
+        strides.extend([
+            sh * w.dilation[0] as i64,
+            sw * w.dilation[1] as i64,
+            sh * w.stride[0] as i64,
+            sw * w.stride[1] as i64,
+        ]);
+        Affine {
+            offset: self.offset,
+            strides,
         }
     }
 

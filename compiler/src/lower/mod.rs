@@ -556,6 +556,9 @@ impl<'g> Lowerer<'g> {
             Op::Slice(ranges) => arg(self, 0)
                 .map_leaves(&mut |a| Some(a.slice(ranges)))
                 .expect("slice is affine"),
+            Op::Unfold(w) => arg(self, 0)
+                .map_leaves(&mut |a| Some(a.unfold(w)))
+                .expect("unfold is affine"),
             Op::Reshape(_) => {
                 let from = ashape(self, 0);
                 match arg(self, 0).map_leaves(&mut |a| a.reshape(&from, &shape)) {
@@ -582,6 +585,7 @@ impl<'g> Lowerer<'g> {
             | Op::Concat { .. }
             | Op::Gather { .. }
             | Op::ScatterAdd { .. }
+            | Op::Fold { .. }
             | Op::Random { .. } => self.library(id),
         };
         let is_tree = !matches!(v.tree, Tree::Load { .. } | Tree::Const(_) | Tree::Index(_));

@@ -21,6 +21,7 @@
 //! returns the first error. This keeps operator overloading (`a + b`) usable.
 
 mod arith;
+mod conv;
 mod creation;
 mod index;
 mod movement;
@@ -30,6 +31,7 @@ use std::cell::RefCell;
 use std::panic::Location;
 
 pub use arith::Operand;
+pub use conv::{BatchNorm, BatchNormOut, Conv2dOptions, Pair, Pool2dOptions};
 pub use reduce::Axes;
 
 use crate::{

@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use super::{ArgReduceOp, BinaryOp, ConstValue, Distribution, Op, ReduceOp, SliceAxis, UnaryOp};
+use super::{
+    ArgReduceOp, BinaryOp, ConstValue, Distribution, Op, ReduceOp, SliceAxis, UnaryOp, Window,
+};
 use crate::{DType, Dim, Scalar, Shape};
 
 /// A parsed or to-be-printed attribute value.
@@ -102,6 +104,12 @@ impl Op {
             Op::Random { shape, dtype, .. } => {
                 vec![("shape", shape_attr(shape)), ("dtype", atom(dtype))]
             }
+            Op::Unfold(w) => window_attrs(w),
+            Op::Fold { window, size } => {
+                let mut v = window_attrs(window);
+                v.push(("size", list(size, atom)));
+                v
+            }
         }
     }
 
@@ -175,6 +183,11 @@ impl Op {
                 shape: a.shape("shape")?,
                 dtype: a.dtype("dtype")?,
             },
+            "unfold" => Op::Unfold(a.window()?),
+            "fold" => Op::Fold {
+                window: a.window()?,
+                size: a.pair("size")?,
+            },
             _ => {
                 return Err(AttrError {
                     key: None,
@@ -183,6 +196,14 @@ impl Op {
             }
         })
     }
+}
+
+fn window_attrs(w: &Window) -> Vec<(&'static str, AttrValue)> {
+    vec![
+        ("kernel", list(w.kernel, atom)),
+        ("stride", list(w.stride, atom)),
+        ("dilation", list(w.dilation, atom)),
+    ]
 }
 
 /// A constant's payload in text: a scalar for a splat, a bracketed flat list for dense.
@@ -296,6 +317,22 @@ impl AttrReader {
             })
             .collect::<Option<_>>()
             .ok_or_else(|| Self::err(key, "expected a list of non-negative integers".into()))
+    }
+
+    /// Two non-negative integers (`[kh, kw]`).
+    pub fn pair(&mut self, key: &str) -> Result<[usize; 2], AttrError> {
+        let v = self.usizes(key)?;
+        <[usize; 2]>::try_from(v.as_slice())
+            .map_err(|_| Self::err(key, format!("expected two integers, found {}", v.len())))
+    }
+
+    /// The `kernel`, `stride` and `dilation` of a window op.
+    pub fn window(&mut self) -> Result<Window, AttrError> {
+        Ok(Window {
+            kernel: self.pair("kernel")?,
+            stride: self.pair("stride")?,
+            dilation: self.pair("dilation")?,
+        })
     }
 
     pub fn bool(&mut self, key: &str) -> Result<bool, AttrError> {

@@ -199,7 +199,82 @@ pub(super) fn infer(op: &Op, xs: &[&TensorType]) -> R {
             }
             Ok(ty)
         }
+        Op::Unfold(w) => {
+            arity(xs, 1)?;
+            let x = xs[0];
+            let [h, wd] = window_dims(x, "unfold")?;
+            let out = [0, 1].map(|a| w.out_len(a, [h, wd][a]));
+            let (Some(oh), Some(ow)) = (out[0], out[1]) else {
+                return Err(OpError::BadAttr {
+                    what: "window",
+                    ty: x.clone(),
+                    detail: format!(
+                        "kernel {:?} dilated by {:?} does not fit in {h}x{wd} (or a size, stride or dilation is 0)",
+                        w.kernel, w.dilation
+                    ),
+                });
+            };
+            let r = x.rank();
+            let mut dims = x.shape.0[..r - 2].to_vec();
+            dims.extend([w.kernel[0], w.kernel[1], oh, ow].map(Dim::Known));
+            Ok(TensorType::new(x.dtype, Shape(dims)))
+        }
+        Op::Fold { window: w, size } => {
+            arity(xs, 1)?;
+            let x = xs[0];
+            if x.dtype == DType::Bool {
+                return Err(OpError::BadDType {
+                    expected: "a numeric",
+                    got: x.clone(),
+                });
+            }
+            let [kh, kw, oh, ow] = window_dims(x, "fold")?;
+            let expect = [0, 1].map(|a| w.out_len(a, size[a]));
+            if [kh, kw] != w.kernel || expect != [Some(oh), Some(ow)] {
+                return Err(OpError::BadAttr {
+                    what: "fold window",
+                    ty: x.clone(),
+                    detail: format!(
+                        "a {:?} kernel with stride {:?}, dilation {:?} over {:?} needs [.., {}, {}, {:?}, {:?}]",
+                        w.kernel,
+                        w.stride,
+                        w.dilation,
+                        size,
+                        w.kernel[0],
+                        w.kernel[1],
+                        expect[0],
+                        expect[1]
+                    ),
+                });
+            }
+            let r = x.rank();
+            let mut dims = x.shape.0[..r - 4].to_vec();
+            dims.extend(size.map(Dim::Known));
+            Ok(TensorType::new(x.dtype, Shape(dims)))
+        }
     }
+}
+
+/// The known sizes of the last `n` axes of a window op's operand.
+fn window_dims<const N: usize>(x: &TensorType, op: &'static str) -> Result<[usize; N], OpError> {
+    let (r, n) = (x.rank(), N);
+    if r < n {
+        return Err(OpError::BadAttr {
+            what: "operand rank",
+            ty: x.clone(),
+            detail: format!("{op} needs at least {n} axes"),
+        });
+    }
+    let mut out = [0; N];
+    for (i, o) in out.iter_mut().enumerate() {
+        let dim = r - n + i;
+        *o = x.shape.0[dim].known().ok_or(OpError::SymbolicDim {
+            op,
+            dim,
+            ty: x.clone(),
+        })?;
+    }
+    Ok(out)
 }
 
 fn arity(xs: &[&TensorType], n: usize) -> Result<(), OpError> {

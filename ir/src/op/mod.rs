@@ -102,6 +102,30 @@ pub enum SliceAxis {
     },
 }
 
+/// A sliding window over the last two axes (`H`, `W`) of a tensor: the geometry of
+/// [`Op::Unfold`] and [`Op::Fold`]. Padding is not part of it: the DSL pads first (with
+/// zero for convolution and average pooling, `-inf` for max pooling), so one pair of
+/// primitives serves every window op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Window {
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub dilation: [usize; 2],
+}
+
+impl Window {
+    /// Output positions along axis `a` (0 = H, 1 = W) of an input of `size`, or `None`
+    /// when the (dilated) kernel does not fit, or a field is zero.
+    pub fn out_len(&self, a: usize, size: usize) -> Option<usize> {
+        let (k, s, d) = (self.kernel[a], self.stride[a], self.dilation[a]);
+        if k == 0 || s == 0 || d == 0 {
+            return None;
+        }
+        let span = d * (k - 1) + 1;
+        (size >= span).then(|| (size - span) / s + 1)
+    }
+}
+
 /// A constant: one value repeated over the node's shape (which may be symbolic), or
 /// dense row-major data for a static shape.
 #[derive(Debug, Clone, PartialEq)]
@@ -180,6 +204,18 @@ pub enum Op {
         shape: Shape,
         axis: usize,
         dtype: DType,
+    },
+    /// Sliding windows as a view (im2col without the copy): `[..., H, W]` becomes
+    /// `[..., kh, kw, OH, OW]` with `out[.., i, j, oh, ow] = x[.., oh*sh + i*dh,
+    /// ow*sw + j*dw]`. Every element is an affine function of the input, so the lowering
+    /// makes it a strided view and never a kernel of its own.
+    Unfold(Window),
+    /// The adjoint of [`Op::Unfold`] (col2im, `F.fold`): `[..., kh, kw, OH, OW]` becomes
+    /// `[..., H, W]` (`size`), each input element added at the position `Unfold` read it
+    /// from, so overlapping windows sum. Summation order is fixed: by `i`, then `j`.
+    Fold {
+        window: Window,
+        size: [usize; 2],
     },
     /// Counter-based random numbers from an `i64[]` key operand: element `i` of the
     /// output is a pure function of (key, i), identical on every backend.
@@ -324,6 +360,8 @@ impl Op {
             Op::ScatterAdd { .. } => "scatter_add",
             Op::Iota { .. } => "iota",
             Op::Random { dist, .. } => dist.name(),
+            Op::Unfold(_) => "unfold",
+            Op::Fold { .. } => "fold",
         }
     }
 

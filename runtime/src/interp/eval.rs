@@ -173,6 +173,20 @@ pub(super) fn eval(
             take(x.data(), &idx)
         }
         Op::ScatterAdd { axis } => scatter_add(id, xs[0], xs[1], xs[2], *axis)?,
+        Op::Unfold(w) => take(xs[0].data(), &window_sources(w, xs[0].shape(), &shape)),
+        Op::Fold { window, .. } => {
+            // Each input element adds into the position unfold read it from; walking the
+            // input in row-major order adds an output's terms by increasing (i, j).
+            let targets = window_sources(window, &shape, xs[0].shape());
+            fn go<T: Num>(src: &[T], targets: &[usize], n: usize) -> Vec<T> {
+                let mut out = vec![T::zero(); n];
+                for (&s, &t) in src.iter().zip(targets) {
+                    out[t] = out[t].add(s);
+                }
+                out
+            }
+            num_map!(xs[0].data(), v => go(v, &targets, n))
+        }
         Op::Iota { axis, .. } => {
             let mut vals = Vec::with_capacity(n);
             for_each_index(&shape, |o, _| vals.push(Scalar::I64(o[*axis] as i64)));
@@ -197,6 +211,24 @@ pub(super) fn eval(
         }
     };
     Ok(Tensor::new(&shape, data).expect("every rule produces its node's element count"))
+}
+
+/// For every element of a window tensor `[.., kh, kw, OH, OW]`, the flat index of the
+/// element of `image` (`[.., H, W]`) it reads: `[.., oh*sh + i*dh, ow*sw + j*dw]`.
+fn window_sources(w: &aotgrad_ir::Window, image: &[usize], windows: &[usize]) -> Vec<usize> {
+    let r = windows.len();
+    let (h, wd) = (image[image.len() - 2], image[image.len() - 1]);
+    let mut idx = Vec::with_capacity(windows.iter().product());
+    for_each_index(windows, |o, _| {
+        let plane: usize = o[..r - 4]
+            .iter()
+            .zip(image)
+            .fold(0, |acc, (&i, &d)| acc * d + i);
+        let row = o[r - 2] * w.stride[0] + o[r - 4] * w.dilation[0];
+        let col = o[r - 1] * w.stride[1] + o[r - 3] * w.dilation[1];
+        idx.push((plane * h + row) * wd + col);
+    });
+    idx
 }
 
 fn index_values(t: &Tensor) -> Vec<i64> {
