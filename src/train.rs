@@ -26,7 +26,7 @@ use aotgrad_runtime::{RunError, Tensor};
 
 use crate::gpu_session::GpuSession;
 
-use crate::nn::module::{Mode, Module, ParamSpec, RNG_STATE, Scope};
+use crate::nn::module::{BufferSpec, Mode, Module, ParamSpec, RNG_STATE, Scope};
 use crate::nn::{self, Reduction};
 use crate::optim::{LR_INPUT, Optimizer};
 
@@ -342,12 +342,8 @@ impl Trainer {
         Ok(b.input(name, *dt, Shape(shape)))
     }
 
-    /// Traces one program. Returns the graph and the parameters in declaration order.
-    fn trace(
-        &self,
-        kind: Kind,
-        specs: &[ParamSpec],
-    ) -> Result<(Graph, Vec<ParamSpec>), TrainError> {
+    /// Traces one program. Returns the graph and what the model declared.
+    fn trace(&self, kind: Kind, specs: &[ParamSpec]) -> Result<(Graph, Declared), TrainError> {
         let program = kind.name();
         let b = GraphBuilder::new(format!("{}.{program}", self.name));
         let trains = matches!(kind, Kind::Step | Kind::Accumulate | Kind::Grads);
@@ -393,6 +389,11 @@ impl Trainer {
             Body::Objective(f) => Some(f(&s)),
         };
         let params = s.params();
+        let declared = Declared {
+            params: params.clone(),
+            buffers: s.buffers(),
+            order: s.state_dict_order(),
+        };
         let pvars: Vec<Var<'_>> = params
             .iter()
             .map(|p| b.get(&p.name).expect("declared"))
@@ -458,7 +459,7 @@ impl Trainer {
                 "internal: the {program} program does not verify: {e}"
             ))
         })?;
-        Ok((graph, params))
+        Ok((graph, declared))
     }
 
     /// The optimizer applied to the mean of `k` accumulated gradients, which are reset.
@@ -466,7 +467,7 @@ impl Trainer {
         &self,
         b: GraphBuilder,
         specs: &[ParamSpec],
-    ) -> Result<(Graph, Vec<ParamSpec>), TrainError> {
+    ) -> Result<(Graph, Declared), TrainError> {
         let inv_k = 1.0 / self.accumulate as f64;
         let mut named = Vec::new();
         for p in specs {
@@ -485,12 +486,20 @@ impl Trainer {
             program: "apply",
             error,
         })?;
-        Ok((g, specs.to_vec()))
+        Ok((
+            g,
+            Declared {
+                params: specs.to_vec(),
+                buffers: Vec::new(),
+                order: Vec::new(),
+            },
+        ))
     }
 
     /// Traces every program and initialises parameters and state.
     pub fn compile(&self, backend: &Backend) -> Result<TrainStep, TrainError> {
-        let (traced, specs) = self.trace(Kind::Step, &[])?;
+        let (traced, declared) = self.trace(Kind::Step, &[])?;
+        let specs = declared.params;
         let opt = |program: &'static str, g: Graph| {
             passes::optimize(&g, self.opt_level)
                 .map_err(|error| TrainError::Optimize { program, error })
@@ -526,7 +535,11 @@ impl Trainer {
                 (p.name.clone(), p.init.sample(key, &p.shape))
             })
             .collect();
-        let mut state = HashMap::new();
+        let mut state: HashMap<String, Tensor> = declared
+            .buffers
+            .iter()
+            .map(|b| (b.name.clone(), b.init.clone()))
+            .collect();
         for g in [
             Some(&step),
             accumulate.as_ref().map(|(a, _)| a),
@@ -558,6 +571,8 @@ impl Trainer {
             micro: 0,
             params,
             state,
+            buffers: declared.buffers.into_iter().map(|b| b.name).collect(),
+            dict_order: declared.order,
             lr: self.optim.lr(),
             steps: 0,
             checked: self.checked,
@@ -573,6 +588,13 @@ impl Trainer {
                 .unwrap_or_default(),
         })
     }
+}
+
+/// What tracing the model declared: parameters, buffers and their state-dict order.
+struct Declared {
+    params: Vec<ParamSpec>,
+    buffers: Vec<BufferSpec>,
+    order: Vec<String>,
 }
 
 const ACC_SUFFIX: &str = "grad_acc";
@@ -643,7 +665,12 @@ pub struct TrainStep {
     k: usize,
     micro: usize,
     params: Vec<(String, Tensor)>,
+    /// Optimizer state, the RNG key and the model's buffers, by name.
     state: HashMap<String, Tensor>,
+    /// The model's buffers (names in `state` that belong to the state dict).
+    buffers: Vec<String>,
+    /// Parameter and buffer names in PyTorch's `state_dict` order.
+    dict_order: Vec<String>,
     lr: f64,
     steps: u64,
     checked: bool,
@@ -1082,20 +1109,50 @@ impl TrainStep {
             .map(|(_, t)| t)
     }
 
-    /// The model's state dict (parameters by name), as PyTorch's `model.state_dict()`.
+    /// The model's state dict, as PyTorch's `model.state_dict()`: parameters and
+    /// buffers (batch norm's running statistics) by name, in declaration order.
     pub fn state_dict(&self) -> Vec<(String, Tensor)> {
-        self.parameters().to_vec()
+        if self.buffers.is_empty() {
+            return self.parameters().to_vec();
+        }
+        let names: Vec<&str> = self.buffers.iter().map(String::as_str).collect();
+        let buffers: Vec<(String, Tensor)> = if self.device_ahead {
+            self.download(&names)
+                .unwrap_or_else(|e| panic!("reading the buffers back from the GPU: {e}"))
+        } else {
+            names
+                .iter()
+                .map(|n| (n.to_string(), self.state[*n].clone()))
+                .collect()
+        };
+        let params = self.parameters();
+        self.dict_order
+            .iter()
+            .filter_map(|n| {
+                params
+                    .iter()
+                    .chain(&buffers)
+                    .find(|(k, _)| k == n)
+                    .cloned()
+            })
+            .collect()
     }
 
     /// Optimizer state and the RNG key, sorted by name.
     pub fn optimizer_state(&self) -> Vec<(String, Tensor)> {
         let mut v: Vec<_> = if self.device_ahead {
-            let names: Vec<&str> = self.state.keys().map(String::as_str).collect();
+            let names: Vec<&str> = self
+                .state
+                .keys()
+                .filter(|k| !self.buffers.contains(k))
+                .map(String::as_str)
+                .collect();
             self.download(&names)
                 .unwrap_or_else(|e| panic!("reading the optimizer state back from the GPU: {e}"))
         } else {
             self.state
                 .iter()
+                .filter(|(k, _)| !self.buffers.contains(k))
                 .map(|(k, t)| (k.clone(), t.clone()))
                 .collect()
         };
@@ -1137,14 +1194,21 @@ impl TrainStep {
         self.steps = steps;
     }
 
-    /// Loads parameters by name (as PyTorch's `load_state_dict(strict=True)`): every
-    /// parameter must be present with its exact dtype and shape, and no extra names; the
-    /// error lists every mismatch. Nothing changes unless everything matches.
+    /// Loads parameters and buffers by name (as PyTorch's
+    /// `load_state_dict(strict=True)`): every entry of [`TrainStep::state_dict`] must be
+    /// present with its exact dtype and shape, and no extra names; the error lists every
+    /// mismatch. Nothing changes unless everything matches.
     pub fn load_state_dict(&mut self, dict: &[(String, Tensor)]) -> Result<(), TrainError> {
         self.sync()?;
         let mut problems = Vec::new();
-        for (name, cur) in &self.params {
-            match dict.iter().find(|(n, _)| n == name) {
+        let expected: Vec<(&String, &Tensor)> = self
+            .params
+            .iter()
+            .map(|(n, t)| (n, t))
+            .chain(self.buffers.iter().map(|n| (n, &self.state[n])))
+            .collect();
+        for (name, cur) in &expected {
+            match dict.iter().find(|(n, _)| n == *name) {
                 None => problems.push(format!("missing {name:?} ({})", cur.ty())),
                 Some((_, t)) if t.ty() != cur.ty() => problems.push(format!(
                     "{name:?}: the model has {}, the state dict {}",
@@ -1155,19 +1219,19 @@ impl TrainStep {
             }
         }
         for (name, t) in dict {
-            if !self.params.iter().any(|(n, _)| n == name) {
+            if !expected.iter().any(|(n, _)| *n == name) {
                 problems.push(format!("unexpected {name:?} ({})", t.ty()));
             }
         }
         if !problems.is_empty() {
             return Err(TrainError::StateDict(problems.join("; ")));
         }
-        for (name, slot) in &mut self.params {
-            *slot = dict
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, t)| t.clone())
-                .expect("checked above");
+        for (name, t) in dict {
+            if let Some((_, slot)) = self.params.iter_mut().find(|(n, _)| n == name) {
+                *slot = t.clone();
+            } else {
+                self.state.insert(name.clone(), t.clone());
+            }
         }
         self.host_changed();
         Ok(())

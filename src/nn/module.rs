@@ -63,9 +63,21 @@ pub enum Mode {
     Eval,
 }
 
+/// A buffer declared while building (`register_buffer`): persistent, not trained,
+/// part of the state dict (batch norm's running statistics).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BufferSpec {
+    pub name: String,
+    pub init: Tensor,
+}
+
 #[derive(Default)]
 struct Registry {
     params: Vec<ParamSpec>,
+    buffers: Vec<BufferSpec>,
+    /// Parameter and buffer names in declaration order: PyTorch's `state_dict` order
+    /// (per module, its parameters, then its buffers).
+    order: Vec<String>,
     random_calls: i64,
 }
 
@@ -135,17 +147,57 @@ impl<'g> Scope<'g> {
         if let Some(v) = self.b.get(&full) {
             return v;
         }
-        self.reg.borrow_mut().params.push(ParamSpec {
+        let mut reg = self.reg.borrow_mut();
+        reg.params.push(ParamSpec {
             name: full.clone(),
             shape: shape.to_vec(),
             init,
         });
+        reg.order.push(full.clone());
         self.b.param(&full, DType::F32, Shape::known(shape))
+    }
+
+    /// Declares (or reuses) the buffer `<prefix><name>` with its initial value: a
+    /// persistent `state` of the graph that training programs may update with
+    /// [`Scope::update_buffer`] and that the state dict includes.
+    #[track_caller]
+    pub fn buffer(&self, name: &str, init: Tensor) -> Var<'g> {
+        let full = format!("{}{name}", self.prefix);
+        if let Some(v) = self.b.get(&full) {
+            return v;
+        }
+        let shape = Shape::known(init.shape());
+        let dtype = init.dtype();
+        let mut reg = self.reg.borrow_mut();
+        reg.buffers.push(BufferSpec {
+            name: full.clone(),
+            init,
+        });
+        reg.order.push(full.clone());
+        self.b.state(&full, dtype, shape)
+    }
+
+    /// Gives a buffer its value for the next call (training programs only; evaluation
+    /// programs leave buffers unchanged, as PyTorch's `eval()` does).
+    pub fn update_buffer(&self, buffer: Var<'g>, value: Var<'g>) {
+        if self.training() {
+            self.b.update(buffer, value);
+        }
     }
 
     /// The parameters declared so far, in declaration order.
     pub fn params(&self) -> Vec<ParamSpec> {
         self.reg.borrow().params.clone()
+    }
+
+    /// The buffers declared so far, in declaration order.
+    pub fn buffers(&self) -> Vec<BufferSpec> {
+        self.reg.borrow().buffers.clone()
+    }
+
+    /// Parameter and buffer names in declaration (state-dict) order.
+    pub fn state_dict_order(&self) -> Vec<String> {
+        self.reg.borrow().order.clone()
     }
 
     /// A fresh `i64[]` key for one random op: distinct per call site within a step and
