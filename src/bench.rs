@@ -12,13 +12,14 @@ use crate::train::{Backend, Batch, Loss, Trainer};
 use aotgrad_ir::DType;
 use aotgrad_runtime::Tensor;
 
-/// Model names `torch_ref.py` knows; `lenet` needs the convolution ops.
+/// Model names `torch_ref.py` knows.
 pub const MODELS: &[&str] = &[
     "linreg",
     "logreg",
     "mlp_mse_sgdm",
     "mlp_ce_adam64",
     "mlp_ce_adam512",
+    "lenet",
     "wide_adam",
 ];
 
@@ -188,7 +189,26 @@ pub fn setup(model: &str) -> Result<(Trainer, Batch), String> {
             (t, Batch { x, y })
         }
         "lenet" => {
-            return Err("lenet needs conv2d and max_pool2d, which are not implemented yet".into());
+            let b = 64;
+            let mut uniform = Rng::new(1);
+            let x: Vec<f32> = (0..b * 784)
+                .map(|_| (uniform.next_u64() >> 40) as f32 / (1u64 << 24) as f32)
+                .collect();
+            let labels: Vec<i64> = (0..b as i64).map(|i| (i * 7) % 10).collect();
+            let t = Trainer::new(
+                crate::nn::models::lenet(),
+                Loss::cross_entropy(),
+                Optimizer::sgd_momentum(0.01, 0.5),
+            )
+            .input(DType::F32, &[1, 28, 28])
+            .target(DType::I64, &[]);
+            (
+                t,
+                Batch {
+                    x: f32s(x, &[b, 1, 28, 28]),
+                    y: Tensor::from_i64(&labels, &[b]).expect("sized"),
+                },
+            )
         }
         other => {
             return Err(format!(

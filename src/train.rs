@@ -1128,13 +1128,7 @@ impl TrainStep {
         let params = self.parameters();
         self.dict_order
             .iter()
-            .filter_map(|n| {
-                params
-                    .iter()
-                    .chain(&buffers)
-                    .find(|(k, _)| k == n)
-                    .cloned()
-            })
+            .filter_map(|n| params.iter().chain(&buffers).find(|(k, _)| k == n).cloned())
             .collect()
     }
 

@@ -181,8 +181,7 @@ impl Module for BatchNorm2d {
     #[track_caller]
     fn forward<'g>(&self, s: &Scope<'g>, x: Var<'g>) -> Var<'g> {
         let c = self.num_features;
-        if !self.ranks.contains(&x.rank())
-            || x.shape().0.get(1).and_then(|d| d.known()) != Some(c)
+        if !self.ranks.contains(&x.rank()) || x.shape().0.get(1).and_then(|d| d.known()) != Some(c)
         {
             let want = if self.ranks == [4, 4] {
                 format!("[N, {c}, H, W]")

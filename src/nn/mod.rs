@@ -6,15 +6,14 @@ pub mod loss;
 pub mod models;
 pub mod module;
 
+pub use conv::{
+    AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout2d, MaxPool2d,
+};
 pub use loss::{
     ClassLossOptions, Reduction, binary_cross_entropy, binary_cross_entropy_with_logits,
     cross_entropy, l1_loss, mse_loss, nll_loss,
 };
-pub use conv::{
-    AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout2d, MaxPool2d,
-};
 pub use module::{
-    BufferSpec,
-    Dropout, Flatten, Init, LeakyReLU, Linear, Mode, Module, ParamSpec, ReLU, Scope, Sequential,
-    Sigmoid, Softmax, Tanh, dropout,
+    BufferSpec, Dropout, Flatten, Init, LeakyReLU, Linear, Mode, Module, ParamSpec, ReLU, Scope,
+    Sequential, Sigmoid, Softmax, Tanh, dropout,
 };

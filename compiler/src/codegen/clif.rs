@@ -761,10 +761,7 @@ impl<M: Module> KernelGen<'_, '_, M> {
                     let xd = nodes[*x].dtype;
                     self.binary(*b, xd, v(*x), v(*y), lanes)
                 }
-                FlatOp::Where(c, x, y) => match lanes {
-                    Lanes::Scalar => self.fb.ins().select(v(*c), v(*x), v(*y)),
-                    Lanes::Vector(vt) => self.bitselect(vt, v(*c), v(*x), v(*y)),
-                },
+                FlatOp::Where(c, x, y) => self.select_any(lanes, v(*c), v(*x), v(*y)),
                 FlatOp::Cast(a) => self.cast(nodes[*a].dtype, n.dtype, v(*a)),
             };
             vals[i] = Some(val);
@@ -892,9 +889,29 @@ impl<M: Module> KernelGen<'_, '_, M> {
 
     fn select_any(&mut self, lanes: Lanes, c: Value, x: Value, y: Value) -> Value {
         match lanes {
-            Lanes::Scalar => self.fb.ins().select(c, x, y),
+            Lanes::Scalar => self.scalar_select(c, x, y),
             Lanes::Vector(vt) => self.bitselect(vt, c, x, y),
         }
+    }
+
+    /// `c ? x : y` without a branch. Cranelift lowers a float `select` on x86 to a
+    /// conditional jump around a move, which mispredicts on data such as ReLU's sign
+    /// (measured: 5.8 ns per element of a bias+ReLU copy, 10x a plain copy); an
+    /// integer `select` is a `cmov`, so floats go through their bits.
+    fn scalar_select(&mut self, c: Value, x: Value, y: Value) -> Value {
+        let ty = self.fb.func.dfg.value_type(x);
+        let int = match ty {
+            types::F32 => types::I32,
+            types::F64 => types::I64,
+            _ => return self.fb.ins().select(c, x, y),
+        };
+        let flags = MemFlagsData::new();
+        let (xi, yi) = (
+            self.fb.ins().bitcast(int, flags, x),
+            self.fb.ins().bitcast(int, flags, y),
+        );
+        let r = self.fb.ins().select(c, xi, yi);
+        self.fb.ins().bitcast(ty, flags, r)
     }
 
     /// PyTorch's NaN-propagating maximum/minimum, exactly as the interpreter computes

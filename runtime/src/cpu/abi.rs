@@ -6,9 +6,10 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use aotgrad_compiler::lower::{Affine, BufferId, KernelBody, Program};
-use aotgrad_ir::{DType, Data, Graph, NodeId};
+use aotgrad_compiler::lower::{Affine, BufferId, KernelBody, LibraryKernel, Program};
+use aotgrad_ir::{DType, Data, Graph, NodeId, Op};
 
+use super::library;
 use super::matmul::{self, Operand, Real};
 use crate::Tensor;
 use crate::interp::layout::for_each_index;
@@ -162,6 +163,11 @@ pub(crate) unsafe extern "C" fn aotgrad_kernel(
             0
         }
         KernelBody::Library(lib) => {
+            // SAFETY: as for the matmul: the plan keeps the output apart from the
+            // inputs, and the buffers hold their nodes' dense values.
+            if unsafe { native_library(ctx, kernel.node, lib) } {
+                return 0;
+            }
             let args: Vec<Tensor> = lib
                 .inputs
                 .iter()
@@ -197,43 +203,190 @@ pub(crate) unsafe extern "C" fn aotgrad_kernel(
     }
 }
 
+/// Runs a library kernel with the native loops of [`library`] when they cover its op,
+/// dtypes and layout; `false` leaves it to the interpreter's reference arm (which also
+/// reports out-of-range indices).
+///
+/// # Safety
+/// As [`aotgrad_kernel`]: `lib`'s buffers hold dense values of their shapes, and the
+/// output buffer shares no bytes with an input (their live ranges overlap at this
+/// kernel, so the memory plan keeps them apart).
+unsafe fn native_library(ctx: &Ctx<'_>, node: NodeId, lib: &LibraryKernel) -> bool {
+    let dtype = |b: BufferId| ctx.program.buffer(b).dtype;
+    let input = |i: usize| &lib.inputs[i];
+    let numel = |s: &[usize]| s.iter().product::<usize>();
+    let out_n = numel(&lib.shape);
+    // SAFETY (every `part`/`part_mut` below): the function's contract; `n` is the
+    // operand's element count, within its buffer.
+    macro_rules! float_case {
+        ($t:ty, $body:expr) => {{
+            let run: &dyn Fn(&[$t], &mut [$t]) -> Option<()> = &$body;
+            let x: &[$t] = unsafe { part(ctx, input(0).0, numel(&input(0).1)) };
+            let out: &mut [$t] = unsafe { part_mut(ctx, lib.out, out_n) };
+            run(x, out).is_some()
+        }};
+    }
+    match &ctx.graph.node(node).op {
+        Op::Fold { window, size } => match dtype(lib.out) {
+            DType::F32 => float_case!(f32, |x, out| {
+                library::fold(window, x, out, *size);
+                Some(())
+            }),
+            DType::F64 => float_case!(f64, |x, out| {
+                library::fold(window, x, out, *size);
+                Some(())
+            }),
+            _ => false,
+        },
+        Op::ArgReduce { op, axis, .. } => {
+            let dims = library::split_axis(&input(0).1, *axis);
+            if dims.1 == 0 {
+                return false;
+            }
+            let out: &mut [i64] = unsafe { part_mut(ctx, lib.out, out_n) };
+            let n = numel(&input(0).1);
+            match dtype(input(0).0) {
+                DType::F32 => {
+                    let x: &[f32] = unsafe { part(ctx, input(0).0, n) };
+                    library::arg_reduce(*op, x, out, dims);
+                }
+                DType::F64 => {
+                    let x: &[f64] = unsafe { part(ctx, input(0).0, n) };
+                    library::arg_reduce(*op, x, out, dims);
+                }
+                _ => return false,
+            }
+            true
+        }
+        Op::Gather { axis } => {
+            let (xs, is) = (&input(0).1, &input(1).1);
+            if !library::same_but_axis(xs, is, *axis) || dtype(input(1).0) != DType::I64 {
+                return false;
+            }
+            let (outer, lx, inner) = library::split_axis(xs, *axis);
+            let dims = (outer, lx, is[*axis], inner);
+            let index: &[i64] = unsafe { part(ctx, input(1).0, out_n) };
+            match dtype(lib.out) {
+                DType::F32 => float_case!(f32, |x, out| library::gather(x, index, out, dims)),
+                DType::F64 => float_case!(f64, |x, out| library::gather(x, index, out, dims)),
+                _ => false,
+            }
+        }
+        Op::ScatterAdd { axis } => {
+            let (xs, is) = (&input(0).1, &input(1).1);
+            if !library::same_but_axis(xs, is, *axis) || dtype(input(1).0) != DType::I64 {
+                return false;
+            }
+            let (outer, lx, inner) = library::split_axis(xs, *axis);
+            let dims = (outer, lx, is[*axis], inner);
+            let m = numel(is);
+            let index: &[i64] = unsafe { part(ctx, input(1).0, m) };
+            match dtype(lib.out) {
+                DType::F32 => {
+                    let src: &[f32] = unsafe { part(ctx, input(2).0, m) };
+                    float_case!(f32, |x, out| library::scatter_add(x, index, src, out, dims))
+                }
+                DType::F64 => {
+                    let src: &[f64] = unsafe { part(ctx, input(2).0, m) };
+                    float_case!(f64, |x, out| library::scatter_add(x, index, src, out, dims))
+                }
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+/// The first `n` elements of buffer `id`.
+///
+/// # Safety
+/// As [`slice`], and `n` must not exceed the buffer's element count.
+unsafe fn part<'a, T>(ctx: &Ctx<'a>, id: BufferId, n: usize) -> &'a [T] {
+    // SAFETY: the caller's contract.
+    unsafe { &slice::<T>(ctx, id)[..n] }
+}
+
+/// The first `n` elements of buffer `id`, writable.
+///
+/// # Safety
+/// `bufs[id]` must be valid for `n` elements of `T`'s dtype, with no other reference to
+/// them alive while the slice lives.
+unsafe fn part_mut<'a, T>(ctx: &Ctx<'a>, id: BufferId, n: usize) -> &'a mut [T] {
+    assert!(n <= ctx.program.buffer(id).elems, "within the buffer");
+    // SAFETY: the caller's contract.
+    unsafe { std::slice::from_raw_parts_mut(ctx.bufs[id.index()] as *mut T, n) }
+}
+
 /// # Safety
 /// As [`matmul::matmul`], with the buffers of `ctx`.
 unsafe fn run_matmul<T: Real>(ctx: &Ctx<'_>, mm: &aotgrad_compiler::lower::MatMulKernel) {
     let r = mm.batch.len();
     let (a, b) = (&mm.a.1, &mm.b.1);
-    let (pa, pb) = (
-        ctx.bufs[mm.a.0.index()] as *const T,
-        ctx.bufs[mm.b.0.index()] as *const T,
-    );
-    let pc = ctx.bufs[mm.c.index()] as *mut T;
+    let base = BatchPtrs {
+        a: ctx.bufs[mm.a.0.index()] as *const T,
+        b: ctx.bufs[mm.b.0.index()] as *const T,
+        c: ctx.bufs[mm.c.index()] as *mut T,
+    };
+    let mut jobs = Vec::with_capacity(mm.batch.iter().product());
     for_each_index(&mm.batch, |idx, bi| {
-        let (oa, ob) = (affine_offset(a, idx), affine_offset(b, idx));
-        // SAFETY: offsets come from bounds-checked affine accesses.
+        jobs.push((affine_offset(a, idx), affine_offset(b, idx), bi));
+    });
+    let tiles = ctx.matmul_tiles;
+    let one = |&(oa, ob, bi): &(i64, i64, usize), pool: Option<&rayon::ThreadPool>| {
+        let p = base;
+        // SAFETY: offsets come from bounds-checked affine accesses; batch `bi` writes
+        // its own `m x n` block of `c`.
         unsafe {
             matmul::matmul(
                 mm.m,
                 mm.n,
                 mm.k,
                 Operand {
-                    ptr: pa.offset(oa as isize),
+                    ptr: p.a.offset(oa as isize),
                     rs: a.strides[r] as isize,
                     cs: a.strides[r + 1] as isize,
                 },
                 Operand {
-                    ptr: pb.offset(ob as isize),
+                    ptr: p.b.offset(ob as isize),
                     rs: b.strides[r] as isize,
                     cs: b.strides[r + 1] as isize,
                 },
-                pc.add(bi * mm.m * mm.n),
-                matmul::Parallel {
-                    pool: ctx.pool,
-                    tiles: ctx.matmul_tiles,
-                },
+                p.c.add(bi * mm.m * mm.n),
+                matmul::Parallel { pool, tiles },
             );
         }
-    });
+    };
+    match ctx.pool {
+        // Many small products (a convolution's per-sample GEMMs): threads take whole
+        // products, each cut into the same shape-determined tiles as with one thread,
+        // so the result does not depend on the thread count; splitting each small
+        // product across threads instead measured slower than one thread.
+        Some(pool) if jobs.len() > 1 => {
+            use rayon::prelude::*;
+            pool.install(|| jobs.par_iter().for_each(|j| one(j, None)));
+        }
+        pool => jobs.iter().for_each(|j| one(j, pool)),
+    }
 }
+
+/// Base pointers of a batched matmul's operands, shared by the pool's workers.
+struct BatchPtrs<T> {
+    a: *const T,
+    b: *const T,
+    c: *mut T,
+}
+
+impl<T> Clone for BatchPtrs<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for BatchPtrs<T> {}
+
+// SAFETY: workers only read `a` and `b` (never written during the product) and write
+// disjoint `m x n` blocks of `c` (one per batch index).
+unsafe impl<T> Send for BatchPtrs<T> {}
+unsafe impl<T> Sync for BatchPtrs<T> {}
 
 /// A generated loop kernel: computes `[lo, hi)` of its first axis.
 type LoopFn = unsafe extern "C" fn(*const *mut u8, i64, i64);

@@ -7,6 +7,7 @@
 //! caller's tensors; intermediates live in one arena per variant.
 
 mod abi;
+mod library;
 mod matmul;
 
 use std::cell::RefCell;

@@ -1,0 +1,210 @@
+//! Native implementations of the library ops that training steps run on large tensors
+//! (col2im `fold`, `argmax`/`argmin`, `gather`, `scatter_add`: a CNN step's pooling and
+//! convolution gradients), on the dense buffers directly.
+//!
+//! The reference implementation of a library kernel is the interpreter's arm, which
+//! copies the operands into tensors and builds index vectors: correct for every case,
+//! and it measured at two thirds of a LeNet training step. These loops compute the
+//! same values in the same order, so results are bitwise the interpreter's; an operand
+//! layout or dtype they do not cover, or an out-of-range index (whose error the
+//! interpreter reports), falls back to the reference.
+
+use aotgrad_ir::{ArgReduceOp, Window};
+
+/// Element types the native kernels cover.
+pub(crate) trait Elem: Copy + PartialOrd + std::ops::Add<Output = Self> {
+    const ZERO: Self;
+    fn is_nan(self) -> bool;
+    /// `if take { a } else { b }` through the bits: no branch for the compiler to
+    /// keep (LLVM turned the `if` into a conditional store, mispredicted on data).
+    fn pick(take: bool, a: Self, b: Self) -> Self;
+}
+
+impl Elem for f32 {
+    const ZERO: f32 = 0.0;
+    fn is_nan(self) -> bool {
+        f32::is_nan(self)
+    }
+    fn pick(take: bool, a: f32, b: f32) -> f32 {
+        let m = (take as u32).wrapping_neg();
+        f32::from_bits((a.to_bits() & m) | (b.to_bits() & !m))
+    }
+}
+
+impl Elem for f64 {
+    const ZERO: f64 = 0.0;
+    fn is_nan(self) -> bool {
+        f64::is_nan(self)
+    }
+    fn pick(take: bool, a: f64, b: f64) -> f64 {
+        let m = (take as u64).wrapping_neg();
+        f64::from_bits((a.to_bits() & m) | (b.to_bits() & !m))
+    }
+}
+
+/// `Op::Fold`: `src` is `[planes, kh, kw, OH, OW]`, `out` is `[planes, H, W]`. Zeroes
+/// `out`, then adds every source element at the position unfold read it from, walking
+/// `src` in row-major order (the interpreter's order: each output sums its terms by
+/// increasing `(i, j)`).
+pub(crate) fn fold<T: Elem>(w: &Window, src: &[T], out: &mut [T], size: [usize; 2]) {
+    let [h, wd] = size;
+    let [kh, kw] = w.kernel;
+    let oh = w.out_len(0, h).unwrap_or(0);
+    let ow = w.out_len(1, wd).unwrap_or(0);
+    let per_src = kh * kw * oh * ow;
+    out.fill(T::ZERO);
+    if per_src == 0 {
+        return;
+    }
+    for (s, o) in src.chunks_exact(per_src).zip(out.chunks_exact_mut(h * wd)) {
+        // One source row of `ow` elements adds into every `stride`-th element of one
+        // output row: slice iterators without index checks, so stride 1 vectorises.
+        let mut rows = s.chunks_exact(ow);
+        for i in 0..kh {
+            for j in 0..kw {
+                for y in 0..oh {
+                    let start = (y * w.stride[0] + i * w.dilation[0]) * wd + j * w.dilation[1];
+                    let src_row = rows.next().expect("sized");
+                    let dst = o[start..].iter_mut().step_by(w.stride[1]);
+                    for (d, &v) in dst.zip(src_row) {
+                        *d = *d + v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `Op::ArgReduce` of a dense `[outer, len, inner]` view: the first extremum, NaN
+/// counting as the extremum (PyTorch's rule).
+pub(crate) fn arg_reduce<T: Elem>(
+    op: ArgReduceOp,
+    x: &[T],
+    out: &mut [i64],
+    (outer, len, inner): (usize, usize, usize),
+) {
+    // Row by row over the reduced axis, `inner` candidates at a time, so the compare
+    // and select are branch-free and the loads contiguous.
+    let mut best = vec![T::ZERO; inner];
+    for (o, pos) in out.chunks_exact_mut(inner).enumerate().take(outer) {
+        let base = o * len * inner;
+        best.copy_from_slice(&x[base..base + inner]);
+        pos.fill(0);
+        for a in 1..len {
+            let row = &x[base + a * inner..base + (a + 1) * inner];
+            for ((b, p), &v) in best.iter_mut().zip(pos.iter_mut()).zip(row) {
+                let wins = match op {
+                    ArgReduceOp::ArgMax => v > *b,
+                    ArgReduceOp::ArgMin => v < *b,
+                };
+                // The first extremum wins; NaN counts as the extremum and stays.
+                let take = !b.is_nan() & (wins | v.is_nan());
+                *b = T::pick(take, v, *b);
+                let m = (take as i64).wrapping_neg();
+                *p = (a as i64 & m) | (*p & !m);
+            }
+        }
+    }
+}
+
+/// `Op::Gather` along the middle axis of `x: [outer, lx, inner]` with `index: [outer,
+/// li, inner]`. `None` (nothing trustworthy written) if an index is out of range.
+pub(crate) fn gather<T: Copy>(
+    x: &[T],
+    index: &[i64],
+    out: &mut [T],
+    (outer, lx, li, inner): (usize, usize, usize, usize),
+) -> Option<()> {
+    for o in 0..outer {
+        for a in 0..li {
+            for i in 0..inner {
+                let at = (o * li + a) * inner + i;
+                let j = usize::try_from(index[at]).ok().filter(|&j| j < lx)?;
+                out[at] = x[(o * lx + j) * inner + i];
+            }
+        }
+    }
+    Some(())
+}
+
+/// `Op::ScatterAdd` along the middle axis: `out = x`, then `src: [outer, li, inner]`
+/// added at `index` in row-major order (the interpreter's order). `None` if an index is
+/// out of range.
+pub(crate) fn scatter_add<T: Elem>(
+    x: &[T],
+    index: &[i64],
+    src: &[T],
+    out: &mut [T],
+    (outer, lx, li, inner): (usize, usize, usize, usize),
+) -> Option<()> {
+    out.copy_from_slice(x);
+    for o in 0..outer {
+        for a in 0..li {
+            for i in 0..inner {
+                let at = (o * li + a) * inner + i;
+                let j = usize::try_from(index[at]).ok().filter(|&j| j < lx)?;
+                let t = (o * lx + j) * inner + i;
+                out[t] = out[t] + src[at];
+            }
+        }
+    }
+    Some(())
+}
+
+/// `[outer, len, inner]` of `shape` around `axis`.
+pub(crate) fn split_axis(shape: &[usize], axis: usize) -> (usize, usize, usize) {
+    (
+        shape[..axis].iter().product(),
+        shape[axis],
+        shape[axis + 1..].iter().product(),
+    )
+}
+
+/// Whether `index`'s shape equals `x`'s except on `axis` (the layout the native
+/// gather and scatter-add cover).
+pub(crate) fn same_but_axis(x: &[usize], index: &[usize], axis: usize) -> bool {
+    x.len() == index.len() && (0..x.len()).all(|d| d == axis || x[d] == index[d])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fold_sums_overlapping_windows_in_order() {
+        // 1 plane, 3x3 image, 2x2 kernel, stride 1: every interior pixel is in 4 windows.
+        let w = Window {
+            kernel: [2, 2],
+            stride: [1, 1],
+            dilation: [1, 1],
+        };
+        let src = vec![1.0f32; 2 * 2 * 2 * 2];
+        let mut out = vec![9.0f32; 9];
+        fold(&w, &src, &mut out, [3, 3]);
+        assert_eq!(out, vec![1.0, 2.0, 1.0, 2.0, 4.0, 2.0, 1.0, 2.0, 1.0]);
+    }
+
+    #[test]
+    fn argmax_takes_the_first_maximum_and_nan_wins() {
+        let x = [1.0f32, 3.0, 3.0, 0.0, f32::NAN, 5.0];
+        let mut out = [0i64; 2];
+        arg_reduce(ArgReduceOp::ArgMax, &x, &mut out, (2, 3, 1));
+        assert_eq!(out, [1, 1]);
+    }
+
+    #[test]
+    fn gather_and_scatter_refuse_out_of_range_indices() {
+        let x = [1.0f32, 2.0];
+        let mut out = [0.0f32; 1];
+        assert_eq!(gather(&x, &[1], &mut out, (1, 2, 1, 1)), Some(()));
+        assert_eq!(out, [2.0]);
+        assert_eq!(gather(&x, &[2], &mut out, (1, 2, 1, 1)), None);
+        let mut acc = [0.0f32; 2];
+        assert_eq!(scatter_add(&x, &[-1], &[1.0], &mut acc, (1, 2, 1, 1)), None);
+        assert_eq!(
+            scatter_add(&x, &[0], &[1.0], &mut acc, (1, 2, 1, 1)),
+            Some(())
+        );
+        assert_eq!(acc, [2.0, 2.0]);
+    }
+}
