@@ -100,6 +100,16 @@ fn data_examples_in_short_mode() {
     assert!(value(&l, "test_accuracy") > 0.5, "{l}");
 }
 
+/// LeNet and its batch-norm/dropout variant in short mode (the full run's 98.5% floor
+/// is checked by the example itself with `--check`; docs/benchmarks.md has the numbers).
+#[test]
+fn lenet_trains_in_short_mode() {
+    let l = run("lenet", &["--epochs", "1", "--limit", "6000"]);
+    assert!(value(&l, "test_accuracy") > 0.75, "{l}");
+    let l = run("lenet", &["--bn", "--epochs", "1", "--limit", "6000"]);
+    assert!(value(&l, "test_accuracy") > 0.85, "{l}");
+}
+
 /// The README's main job on the GPU backend (llvmpipe in CI) in short mode: the same
 /// accuracy floor as on the CPU.
 #[test]

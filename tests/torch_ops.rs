@@ -11,9 +11,6 @@ use aotgrad::nn;
 use aotgrad::prelude::*;
 use serde_json::Value;
 
-/// Ops whose cases belong to later work (convolution, pooling and batch norm: the CNN
-/// issue). Listed so that coverage can only grow.
-
 fn fixtures() -> Value {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/torch/ops.json");
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
@@ -397,7 +394,7 @@ fn forward_values_match_pytorch() {
     assert!(checked >= 180, "only {checked} cases ran");
 }
 
-/// The case as a graph with its outputs, plus its feeds; `None` for later-work ops.
+/// The case as a graph with its outputs, plus its feeds.
 /// With `wide`, f32 inputs become f64 inputs, so that literals round to f64 as in
 /// PyTorch's f64 run.
 fn case_graph(case: &Value, wide: bool) -> Option<(Graph, HashMap<String, Tensor>)> {

@@ -56,7 +56,7 @@ impl Module for Conv2d {
     #[track_caller]
     fn forward<'g>(&self, s: &Scope<'g>, x: Var<'g>) -> Var<'g> {
         let g = self.options.groups.max(1);
-        if self.in_channels % g != 0 || self.out_channels % g != 0 {
+        if !self.in_channels.is_multiple_of(g) || !self.out_channels.is_multiple_of(g) {
             return s.builder().report(
                 "Conv2d",
                 BuildErrorKind::Usage(format!(

@@ -214,8 +214,11 @@ impl<'g> Scope<'g> {
         };
         let mut reg = self.reg.borrow_mut();
         reg.random_calls += 1;
-        // Mix in the call index with an odd multiplier; in-graph i64 arithmetic wraps.
-        Some(key * 0x2545_F491 + (reg.random_calls as i32))
+        // Mix in the call index with an odd multiplier, in i32 arithmetic: the GPU stores
+        // i64 as i32 and wraps at 32 bits, so a product computed in i64 would give the
+        // GPU other keys (other dropout masks) once it passes 2^31.
+        let mixed = key.cast(DType::I32) * 0x2545_F491_i32 + (reg.random_calls as i32);
+        Some(mixed.cast(DType::I64))
     }
 }
 

@@ -318,7 +318,7 @@ impl<'g> Var<'g> {
             return bad(format!(
                 "input {} with groups={g} needs weight [O, {}, kh, kw] with O divisible by {g}, got {}",
                 self.shape(),
-                if g > 0 { c / g } else { 0 },
+                c.checked_div(g).unwrap_or(0),
                 weight.shape()
             ));
         }
@@ -344,7 +344,7 @@ impl<'g> Var<'g> {
         let (oh, ow) = (dims[4].known().unwrap_or(0), dims[5].known().unwrap_or(0));
         let ckk = cg * kh * kw;
         // [N, C, kh, kw, OH, OW] -> [N, g, C/g*kh*kw, OH*OW]: the im2col buffer.
-        let cols = win.reshape_to(loc, dims_of(&[n.clone()], &[g, ckk, oh * ow]));
+        let cols = win.reshape_to(loc, dims_of(std::slice::from_ref(&n), &[g, ckk, oh * ow]));
         let w = weight.reshape_to(loc, Shape::known(&[g, o / g, ckk]));
         let y = w.matmul(cols).reshape_to(loc, dims_of(&[n], &[o, oh, ow]));
         match bias {
