@@ -385,11 +385,8 @@ impl<'g> Var<'g> {
                     for x in 0..ow {
                         let row = (y * s[0] + i * d[0]) as i64 - p[0] as i64;
                         let col = (x * s[1] + j * d[1]) as i64 - p[1] as i64;
-                        table.push(if row < h as i64 && col < w as i64 {
-                            row * w as i64 + col
-                        } else {
-                            -1
-                        });
+                        let inside = (0..h as i64).contains(&row) && (0..w as i64).contains(&col);
+                        table.push(if inside { row * w as i64 + col } else { -1 });
                     }
                 }
             }
