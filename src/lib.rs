@@ -23,6 +23,7 @@ pub mod example_args;
 mod gpu_session;
 mod gradcheck;
 pub mod metrics;
+pub mod mnist_job;
 pub mod nn;
 pub mod optim;
 pub mod progress;
