@@ -109,6 +109,68 @@ fn bad_geometry_is_a_located_error() {
             }),
         ),
         (
+            "weight must be [out, in/groups, kh, kw]",
+            Box::new(|g| {
+                let x = g.input("x", DType::F32, shape!["N", 3, 8, 8]);
+                let w = g.param("w", DType::F32, shape![4, 27]);
+                x.conv2d(w, None, Conv2dOptions::default());
+            }),
+        ),
+        (
+            "expected [N, C*25, 16]",
+            Box::new(|g| {
+                let x = g.input("x", DType::F32, shape!["N", 24, 16]);
+                x.fold2d(8, 5, 1, 0, 1);
+            }),
+        ),
+        (
+            "needs a floating-point input",
+            Box::new(|g| {
+                let x = g.input("x", DType::I64, shape!["N", 1, 8, 8]);
+                x.avg_pool2d(Pool2dOptions::new(2));
+            }),
+        ),
+        (
+            "per-channel operands must be [3]",
+            Box::new(|g| {
+                let x = g.input("x", DType::F32, shape!["N", 3, 8, 8]);
+                let w = g.param("w", DType::F32, shape![4]);
+                x.batch_norm(aotgrad::ir::BatchNorm {
+                    running_mean: None,
+                    running_var: None,
+                    weight: Some(w),
+                    bias: None,
+                    training: true,
+                    momentum: 0.1,
+                    eps: 1e-5,
+                });
+            }),
+        ),
+        (
+            "expected [N, 4, H, W]",
+            Box::new(|g| {
+                let x = g.input("x", DType::F32, shape!["N", 3, 8, 8]);
+                let s = nn::Scope::new(g, nn::module::Mode::Train, true);
+                BatchNorm2d::new(4).forward(&s, x);
+            }),
+        ),
+        (
+            "probability must be in [0, 1]",
+            Box::new(|g| {
+                let x = g.input("x", DType::F32, shape!["N", 3, 8, 8]);
+                let s = nn::Scope::new(g, nn::module::Mode::Train, true);
+                nn::Dropout2d(1.5).forward(&s, x);
+            }),
+        ),
+        (
+            "must be divisible by groups 2",
+            Box::new(|g| {
+                let x = g.input("x", DType::F32, shape!["N", 3, 8, 8]);
+                let s = nn::Scope::new(g, nn::module::Mode::Train, true);
+                Conv2d::new(3, 4, 3).groups(2).forward(&s, x);
+            }),
+        ),
+        (
             "uneven bins",
             Box::new(|g| {
                 let x = g.input("x", DType::F32, shape!["N", 3, 7, 7]);
