@@ -233,7 +233,8 @@ fn wrong_inputs_are_refused() {
     );
 }
 
-/// The WGSL of a fused elementwise kernel and of the matmul, byte-stable.
+/// The WGSL of a matmul with its fused epilogue and of a fused elementwise kernel,
+/// byte-stable.
 #[test]
 fn wgsl_snapshots() {
     let (trainer, _) = aotgrad::bench::setup("mlp_ce_adam64").unwrap();
@@ -250,9 +251,17 @@ fn wgsl_snapshots() {
             .map_or(text.len(), |e| start + 1 + e);
         text[start..end].to_string()
     };
-    insta::assert_snapshot!("wgsl_bias_relu", kernel("k1"));
-    insta::assert_snapshot!("wgsl_matmul", kernel("k0"));
-    insta::assert_snapshot!("wgsl_adam_update", kernel("k32"));
+    use aotgrad::compiler::lower::KernelBody;
+    let index = |pick: &dyn Fn(&KernelBody) -> bool| {
+        let t = program.kernels.iter().position(|k| pick(&k.body)).unwrap();
+        format!("k{t}")
+    };
+    // The first layer's product with its bias + ReLU epilogue (the forward's first
+    // matmul), and a multi-output Adam update loop (the last kernel: a bias's update).
+    let first_matmul = index(&|b| matches!(b, KernelBody::MatMul(m) if m.epilogue.is_some()));
+    insta::assert_snapshot!("wgsl_matmul_bias_relu", kernel(&first_matmul));
+    let last = format!("k{}", program.kernels.len() - 1);
+    insta::assert_snapshot!("wgsl_adam_update", kernel(&last));
 }
 
 /// Random numbers are the interpreter's Threefry stream: uniforms bit for bit, normals to

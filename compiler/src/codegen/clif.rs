@@ -27,6 +27,7 @@ use cranelift_codegen::ir::{
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::{FuncId, Linkage, Module};
 
+use super::tiles::{EpilogueSchedule, epilogue_plan};
 use crate::lower::{Affine, FlatOp, KernelBody, LoopKernel, Program, reduce_identity};
 
 /// Runtime functions the generated code calls, with their parameter and return types
@@ -64,6 +65,9 @@ pub struct CodegenOptions {
     pub simd: bool,
     /// After every kernel with a float output, call `aotgrad_check` (NaN/Inf scan).
     pub check_numerics: bool,
+    /// Output tiles per large matmul (`tiles::matmul_tiles`): a fused epilogue gets one
+    /// function per tile.
+    pub matmul_tiles: usize,
 }
 
 impl Default for CodegenOptions {
@@ -72,6 +76,7 @@ impl Default for CodegenOptions {
             threads: 1,
             simd: true,
             check_numerics: false,
+            matmul_tiles: super::tiles::DEFAULT_TILES,
         }
     }
 }
@@ -83,6 +88,9 @@ pub struct Emitted {
     /// The Cranelift IR of every function, as handed to Cranelift (before its own
     /// optimisation), in definition order.
     pub clif: String,
+    /// Per matmul kernel with a fused epilogue: its index, when the runtime runs the
+    /// epilogue, and the epilogue's functions (`k<i>e<j>`, one per tile or one in all).
+    pub epilogues: Vec<(usize, EpilogueSchedule, Vec<FuncId>)>,
 }
 
 fn merr(function: &str, e: impl std::fmt::Display) -> CodegenError {
@@ -126,11 +134,7 @@ pub fn emit<M: Module>(
     let mut fctx = FunctionBuilderContext::new();
     let mut ctx = module.make_context();
     let mut kernel_ids = HashMap::new();
-    for (t, k) in p.kernels.iter().enumerate() {
-        let KernelBody::Loop(lk) = &k.body else {
-            continue;
-        };
-        let name = format!("k{t}");
+    let mut define = |name: String, lk: &LoopKernel, header: String, clif: &mut String| {
         let mut sig = module.make_signature();
         sig.params.push(AbiParam::new(ptr));
         // The range [lo, hi) of the split axis (see `split_len`) this call computes.
@@ -144,7 +148,7 @@ pub fn emit<M: Module>(
             let mut fb = FunctionBuilder::new(&mut ctx.func, &mut fctx);
             let mut g = KernelGen {
                 fb: &mut fb,
-                module,
+                module: &mut *module,
                 helpers: &helpers,
                 imported: HashMap::new(),
                 ptr,
@@ -154,16 +158,38 @@ pub fn emit<M: Module>(
             fb.seal_all_blocks();
             fb.finalize(module.target_config());
         }
-        clif.push_str(&format!(
-            "; kernel k{t}: {}\n{}\n",
-            k.node,
-            ctx.func.display()
-        ));
+        clif.push_str(&format!("; {header}\n{}\n", ctx.func.display()));
         module
             .define_function(id, &mut ctx)
             .map_err(|e| merr(&name, format!("{e:?}")))?;
         module.clear_context(&mut ctx);
-        kernel_ids.insert(t, id);
+        Ok::<FuncId, CodegenError>(id)
+    };
+    let mut epilogues = Vec::new();
+    for (t, k) in p.kernels.iter().enumerate() {
+        match &k.body {
+            KernelBody::Loop(lk) => {
+                let id = define(
+                    format!("k{t}"),
+                    lk,
+                    format!("kernel k{t}: {}", k.node),
+                    &mut clif,
+                )?;
+                kernel_ids.insert(t, id);
+            }
+            KernelBody::MatMul(m) => {
+                let Some((schedule, parts)) = epilogue_plan(m, opts.matmul_tiles) else {
+                    continue;
+                };
+                let mut ids = Vec::with_capacity(parts.len());
+                for (j, lk) in parts.iter().enumerate() {
+                    let header = format!("epilogue {j} of k{t}: {}", lk.outs[0].node);
+                    ids.push(define(format!("k{t}e{j}"), lk, header, &mut clif)?);
+                }
+                epilogues.push((t, schedule, ids));
+            }
+            KernelBody::Library(_) => {}
+        }
     }
     // The entry function: kernels in order, stopping at the first non-zero status.
     let mut sig = module.make_signature();
@@ -231,7 +257,11 @@ pub fn emit<M: Module>(
         .define_function(entry, &mut ctx)
         .map_err(|e| merr("step", format!("{e:?}")))?;
     module.clear_context(&mut ctx);
-    Ok(Emitted { entry, clif })
+    Ok(Emitted {
+        entry,
+        clif,
+        epilogues,
+    })
 }
 
 /// The Cranelift type holding one element (bool is a 0/1 byte).

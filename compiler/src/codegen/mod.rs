@@ -7,6 +7,7 @@
 //! base addresses (see [`crate::lower::BufferId`]).
 
 pub mod clif;
+pub mod tiles;
 pub mod wgsl;
 
 pub use clif::{CodegenError, CodegenOptions, Emitted, HELPERS, emit};

@@ -197,7 +197,39 @@ pub fn emit(
         match &k.body {
             KernelBody::Loop(l) if l.reduce.is_some() => e.reduce_kernel(l)?,
             KernelBody::Loop(l) => e.loop_kernel(l)?,
-            KernelBody::MatMul(m) => e.matmul_kernel(m)?,
+            KernelBody::MatMul(m) => {
+                // The product alone, then its epilogue as a pass of its own.
+                let split = |kernels: &mut Vec<WgslKernel>, epilogue: &LoopKernel| {
+                    let mut e = Emitter::new(program, graph, i, k.node, limits);
+                    e.matmul_kernel(m, None)?;
+                    kernels.push(e.finish()?);
+                    let mut e = Emitter::new(program, graph, i, k.node, limits);
+                    e.loop_kernel(epilogue)?;
+                    kernels.push(e.finish()?);
+                    Ok::<(), WgslError>(())
+                };
+                match m.epilogue.as_deref() {
+                    None => {
+                        e.matmul_kernel(m, None)?;
+                        kernels.push(e.finish()?);
+                    }
+                    // An epilogue in another order than `c` (a convolution's bias + ReLU
+                    // in pooling layout) would need the inverse of its access to find the
+                    // elements an invocation finished.
+                    Some(epilogue) if !m.epilogue_in_order() => split(&mut kernels, epilogue)?,
+                    Some(epilogue) => {
+                        e.matmul_kernel(m, Some(epilogue))?;
+                        match e.finish() {
+                            Ok(fused) => kernels.push(fused),
+                            // The epilogue's buffers push the product past the adapter's
+                            // storage bindings.
+                            Err(WgslError::Limit { .. }) => split(&mut kernels, epilogue)?,
+                            Err(err) => return Err(err),
+                        }
+                    }
+                }
+                continue;
+            }
             KernelBody::Library(l) => e.library_kernel(l)?,
         }
         kernels.push(e.finish()?);
@@ -618,7 +650,15 @@ impl<'a> Emitter<'a> {
         Ok(())
     }
 
-    fn matmul_kernel(&mut self, m: &MatMulKernel) -> Result<(), WgslError> {
+    /// The tiled product; with `epilogue`, each invocation runs the epilogue on the
+    /// elements of `c` it has just written (a function `epilogue_(i0, .., i<r+1>)` over
+    /// the epilogue's index), so the fused pass costs no dispatch and no extra read of
+    /// `c` from another invocation.
+    fn matmul_kernel(
+        &mut self,
+        m: &MatMulKernel,
+        epilogue: Option<&LoopKernel>,
+    ) -> Result<(), WgslError> {
         if DevType::of(m.dtype) != DevType::F32 {
             return Err(self.unsupported("an integer matrix product outside a library kernel"));
         }
@@ -674,6 +714,22 @@ impl<'a> Emitter<'a> {
         let (mm, nn, kk) = (m.m, m.n, m.k);
         let ra = self.read(a.0, &format!("abase + i32(gi) * {sam} + i32(gk) * {sak}"));
         let rb = self.read(b.0, &format!("bbase + i32(gk) * {sbk} + i32(gj) * {sbn}"));
+        let mut epi_call = String::new();
+        if let Some(e) = epilogue {
+            let params: Vec<String> = (0..nb + 2).map(|d| format!("i{d}: i32")).collect();
+            let lines = self.expr_lines(e, "  ")?;
+            let mut f = format!("fn epilogue_({}) {{\n{lines}", params.join(", "));
+            for s in &e.outs {
+                let idx = Self::affine(&s.at, &e.shape);
+                let st = self.write(s.buf, &idx, &format!("e{}", s.value));
+                let _ = writeln!(f, "  {st}");
+            }
+            f.push_str("}\n");
+            self.decls.push_str(&f);
+            let mut args: Vec<String> = (0..nb).map(|d| format!("i{d}")).collect();
+            args.extend(["i32(gi)".into(), "i32(gj)".into()]);
+            epi_call = format!(" epilogue_({});", args.join(", "));
+        }
         // 16 named accumulators and unrolled 4x4 updates: a private array indexed by
         // loop counters lives in scratch memory on some drivers (llvmpipe: 5x slower).
         let mut stores = String::new();
@@ -686,7 +742,7 @@ impl<'a> Emitter<'a> {
                 );
                 let _ = writeln!(
                     stores,
-                    "  {{ let gi = row0 + lid.y * 4u + {r}u; let gj = col0 + lid.x * 4u + {c}u; if (gi < {mm}u && gj < {nn}u) {{ {wc} }} }}"
+                    "  {{ let gi = row0 + lid.y * 4u + {r}u; let gj = col0 + lid.x * 4u + {c}u; if (gi < {mm}u && gj < {nn}u) {{ {wc}{epi_call} }} }}"
                 );
             }
         }

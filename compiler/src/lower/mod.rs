@@ -101,6 +101,66 @@ pub struct LoopKernel {
     pub reduce: Option<ReduceOp>,
 }
 
+impl LoopKernel {
+    /// Applies `f` to every affine access: loads, stores and iota (`Index`) values.
+    fn map_accesses(&mut self, f: &dyn Fn(&Affine) -> Affine) {
+        self.loads.iter_mut().for_each(|(_, a)| *a = f(a));
+        self.outs.iter_mut().for_each(|o| o.at = f(&o.at));
+        for n in &mut self.expr.nodes {
+            if let FlatOp::Index(a) = &mut n.op {
+                *a = f(a);
+            }
+        }
+    }
+
+    /// The same kernel over `to`, a shape with the same axes of size above 1 in the
+    /// same order (only size-1 axes added or removed); `None` when the axes differ.
+    pub fn reshaped(&self, to: &[usize]) -> Option<LoopKernel> {
+        let from: Vec<usize> = (0..self.shape.len())
+            .filter(|&d| self.shape[d] > 1)
+            .collect();
+        let onto: Vec<usize> = (0..to.len()).filter(|&d| to[d] > 1).collect();
+        if from.len() != onto.len()
+            || from
+                .iter()
+                .zip(&onto)
+                .any(|(&a, &b)| self.shape[a] != to[b])
+        {
+            return None;
+        }
+        let mut k = self.clone();
+        k.shape = to.to_vec();
+        k.map_accesses(&|a| {
+            let mut strides = vec![0; to.len()];
+            for (&a_d, &b_d) in from.iter().zip(&onto) {
+                strides[b_d] = a.strides[a_d];
+            }
+            Affine {
+                offset: a.offset,
+                strides,
+            }
+        });
+        Some(k)
+    }
+
+    /// The kernel restricted to the block of its domain that starts at `origin` and has
+    /// `shape`: every access shifted to the block's first element.
+    pub fn sub_block(&self, origin: &[usize], shape: &[usize]) -> LoopKernel {
+        let mut k = self.clone();
+        k.shape = shape.to_vec();
+        k.map_accesses(&|a| Affine {
+            offset: a.offset
+                + origin
+                    .iter()
+                    .zip(&a.strides)
+                    .map(|(&o, &s)| o as i64 * s)
+                    .sum::<i64>(),
+            strides: a.strides.clone(),
+        });
+        k
+    }
+}
+
 /// One output of a loop kernel: `expr.nodes[value]` stored into `buf` through `at`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Store {
@@ -123,6 +183,36 @@ pub struct MatMulKernel {
     pub a: (BufferId, Affine),
     pub b: (BufferId, Affine),
     pub c: BufferId,
+    /// A plain loop kernel fused into the product (see `plan::fuse_epilogues`), so a
+    /// backend may run it on each block of `c` as soon as that block is computed, while
+    /// the block is still in cache (bias + ReLU in forward, the ReLU mask in backward,
+    /// an optimizer update after a weight gradient). Either *in order* (see
+    /// [`MatMulKernel::epilogue_in_order`]) or, for a product batched over one axis, a
+    /// loop whose first axis is the batch and which reads each entry's block of `c` in
+    /// another order (a convolution's bias + ReLU in the pooling windows' layout).
+    pub epilogue: Option<Box<LoopKernel>>,
+}
+
+impl MatMulKernel {
+    /// `[batch..., m, n]`: the shape of `c`.
+    pub fn domain(&self) -> Vec<usize> {
+        let mut d = self.batch.clone();
+        d.extend([self.m, self.n]);
+        d
+    }
+
+    /// Whether the epilogue runs over `c`'s own domain and reads `c` only at the element
+    /// its index names: then any block of `c` (a tile, one element) can be finished on
+    /// its own.
+    pub fn epilogue_in_order(&self) -> bool {
+        let d = self.domain();
+        self.epilogue.as_deref().is_some_and(|e| {
+            e.shape == d
+                && e.loads
+                    .iter()
+                    .all(|(b, at)| *b != self.c || at.is_contiguous(&d))
+        })
+    }
 }
 
 /// An op without a generated kernel yet (gather, scatter-add, pad, concat, argmax,
@@ -163,7 +253,29 @@ impl Kernel {
     pub fn outputs(&self) -> Vec<BufferId> {
         match &self.body {
             KernelBody::Loop(k) => k.outs.iter().map(|s| s.buf).collect(),
+            KernelBody::MatMul(m) => {
+                let mut outs = vec![m.c];
+                if let Some(e) = &m.epilogue {
+                    outs.extend(e.outs.iter().map(|s| s.buf));
+                }
+                outs
+            }
             _ => vec![self.output()],
+        }
+    }
+
+    /// Every output with the graph node whose value it holds (check-numerics names it).
+    pub fn output_nodes(&self) -> Vec<(BufferId, NodeId)> {
+        match &self.body {
+            KernelBody::Loop(l) => l.outs.iter().map(|o| (o.buf, o.node)).collect(),
+            KernelBody::MatMul(m) => {
+                let mut outs = vec![(m.c, self.node)];
+                if let Some(e) = &m.epilogue {
+                    outs.extend(e.outs.iter().map(|o| (o.buf, o.node)));
+                }
+                outs
+            }
+            KernelBody::Library(l) => vec![(l.out, self.node)],
         }
     }
 
@@ -171,7 +283,13 @@ impl Kernel {
     pub fn reads(&self) -> Vec<BufferId> {
         match &self.body {
             KernelBody::Loop(k) => k.loads.iter().map(|(b, _)| *b).collect(),
-            KernelBody::MatMul(k) => vec![k.a.0, k.b.0],
+            KernelBody::MatMul(k) => {
+                let mut reads = vec![k.a.0, k.b.0];
+                if let Some(e) = &k.epilogue {
+                    reads.extend(e.loads.iter().map(|(b, _)| *b));
+                }
+                reads
+            }
             KernelBody::Library(k) => k.inputs.iter().map(|(b, _)| *b).collect(),
         }
     }
@@ -191,6 +309,10 @@ impl Kernel {
                 r(&mut k.a.0);
                 r(&mut k.b.0);
                 r(&mut k.c);
+                if let Some(e) = &mut k.epilogue {
+                    e.loads.iter_mut().for_each(|(b, _)| r(b));
+                    e.outs.iter_mut().for_each(|s| r(&mut s.buf));
+                }
             }
             KernelBody::Library(k) => {
                 k.inputs.iter_mut().for_each(|(b, _)| r(b));
@@ -316,6 +438,8 @@ pub fn lower(graph: &Graph, env: &SymbolEnv, opts: LowerOptions) -> Result<Progr
     }
     if opts.fuse {
         plan::merge_loops(&mut p);
+        plan::hoist_scalar_loops(&mut p);
+        plan::fuse_epilogues(&mut p);
     }
     plan::assign_offsets(&mut p);
     p.saved = saved_for_backward(graph, &p);
@@ -726,6 +850,7 @@ impl<'g> Lowerer<'g> {
                 a,
                 b,
                 c,
+                epilogue: None,
             }),
         });
         value
@@ -895,6 +1020,14 @@ impl Program {
                     check(&what, m.a.0, &m.a.1, &sa)?;
                     check(&what, m.b.0, &m.b.1, &sb)?;
                     check(&what, m.c, &Affine::contiguous(&sc), &sc)?;
+                    if let Some(e) = &m.epilogue {
+                        for (b, a) in &e.loads {
+                            check(&what, *b, a, &e.shape)?;
+                        }
+                        for o in &e.outs {
+                            check(&what, o.buf, &o.at, &e.shape)?;
+                        }
+                    }
                 }
                 KernelBody::Library(l) => {
                     for (b, s) in &l.inputs {

@@ -1,7 +1,7 @@
 //! The memory plan: in-place updates of persistent buffers, then arena offsets for the
 //! intermediates by liveness over the kernel schedule.
 
-use super::{BufferId, BufferKind, Kernel, KernelBody, LoopKernel, Program};
+use super::{BufferId, BufferKind, Kernel, KernelBody, LoopKernel, MatMulKernel, Program};
 
 /// Arena offsets are multiples of this (a cache line; also enough for any vector load).
 pub const ALIGN: usize = 64;
@@ -209,10 +209,160 @@ fn merge_into(a: &mut LoopKernel, b: &LoopKernel) {
     }));
 }
 
-/// Live ranges over the schedule, then a greedy first-fit placement of the arena
-/// buffers (largest first) so that buffers whose ranges overlap never share bytes.
-pub(super) fn assign_offsets(p: &mut Program) {
-    let end = p.kernels.len();
+/// Moves every scalar loop kernel (a domain of one element: a learning rate's bias
+/// correction, a step counter) up to just after the last kernel it depends on. Their
+/// buffers are a few bytes, and computing them early lets the kernels that read them
+/// move up too (a matmul epilogue that applies an optimizer update, below).
+pub(super) fn hoist_scalar_loops(p: &mut Program) {
+    for u in 0..p.kernels.len() {
+        let KernelBody::Loop(lk) = &p.kernels[u].body else {
+            continue;
+        };
+        if lk.reduce.is_some() || lk.shape.iter().product::<usize>() != 1 {
+            continue;
+        }
+        let mut q = u;
+        while q > 0 && independent(&p.kernels[q - 1], &p.kernels[u]) {
+            q -= 1;
+        }
+        if q < u {
+            let k = p.kernels.remove(u);
+            p.kernels.insert(q, k);
+        }
+    }
+}
+
+/// Whether two kernels may run in either order: neither writes what the other reads or
+/// writes.
+fn independent(x: &Kernel, y: &Kernel) -> bool {
+    let (xr, xw, yr, yw) = (x.reads(), x.outputs(), y.reads(), y.outputs());
+    !xw.iter().any(|b| yr.contains(b) || yw.contains(b)) && !yw.iter().any(|b| xr.contains(b))
+}
+
+/// Fuses into each float matrix product the first later kernel that reads its result,
+/// when that kernel can run on each block of the product as soon as the block exists
+/// (a matmul *epilogue*: the forward's bias + ReLU, the backward's ReLU mask, an
+/// optimizer update after a weight gradient). Conditions:
+/// - it is a plain loop over the product's `[batch..., m, n]` (up to size-1 axes) that
+///   reads the product only at the element its index names;
+/// - it writes neither operand nor the product (the product's blocks may be computed
+///   concurrently, each followed by its part of the epilogue);
+/// - it can move up to the product past the kernels in between ([`independent`]), or,
+///   where it cannot, the product can move down to it: no kernel in between writes an
+///   operand;
+/// - the schedule change does not raise the most bytes live at once (moving a product
+///   down keeps its operands alive longer).
+///
+/// Never fuses two products (only loop kernels are epilogues), so no matmul is
+/// duplicated or merged with another.
+pub(super) fn fuse_epilogues(p: &mut Program) {
+    let mut peak = peak_live(p, &p.kernels);
+    let mut t = 0;
+    while t < p.kernels.len() {
+        if let Some(kernels) = fused_at(p, t) {
+            let after = peak_live(p, &kernels);
+            if after <= peak {
+                p.kernels = kernels;
+                peak = after;
+                // Index `t` now holds the fused product or the kernel after it.
+                continue;
+            }
+        }
+        t += 1;
+    }
+}
+
+/// The schedule with product `t` and its epilogue fused, if it has one that qualifies.
+fn fused_at(p: &Program, t: usize) -> Option<Vec<Kernel>> {
+    let ks = &p.kernels;
+    let KernelBody::MatMul(m) = &ks[t].body else {
+        return None;
+    };
+    if m.epilogue.is_some() || !m.dtype.is_float() {
+        return None;
+    }
+    let c = m.c;
+    let mut domain = m.batch.clone();
+    domain.extend([m.m, m.n]);
+    let own = [m.a.0, m.b.0, c];
+    // The first plain loop reading the product that qualifies (a reduction reading it
+    // first, such as a bias gradient, is no obstacle when the epilogue can move up).
+    let (u, epilogue) = (t + 1..ks.len()).find_map(|u| {
+        let KernelBody::Loop(lk) = &ks[u].body else {
+            return None;
+        };
+        if lk.reduce.is_some() || !lk.loads.iter().any(|(b, _)| *b == c) {
+            return None;
+        }
+        if lk.outs.iter().any(|o| own.contains(&o.buf)) {
+            return None;
+        }
+        if let Some(e) = lk.reshaped(&domain)
+            && e.loads
+                .iter()
+                .all(|(b, at)| *b != c || at.is_contiguous(&domain))
+        {
+            return Some((u, e));
+        }
+        per_batch_permutation(m, lk).then(|| (u, lk.clone()))
+    })?;
+    // The epilogue moves up to `q`, the product down to just before it: the kernels it
+    // passes must neither read its result nor change its operands.
+    let mut q = u;
+    while q > t + 1 && independent(&ks[q - 1], &ks[u]) {
+        q -= 1;
+    }
+    let passes = ks[t + 1..q]
+        .iter()
+        .any(|k| k.reads().contains(&c) || k.outputs().iter().any(|b| *b == m.a.0 || *b == m.b.0));
+    if passes {
+        return None;
+    }
+    let mut fused = ks[t].clone();
+    if let KernelBody::MatMul(fm) = &mut fused.body {
+        fm.epilogue = Some(Box::new(epilogue));
+    }
+    let mut out = Vec::with_capacity(ks.len() - 1);
+    out.extend_from_slice(&ks[..t]);
+    out.extend_from_slice(&ks[t + 1..q]);
+    out.push(fused);
+    out.extend_from_slice(&ks[q..u]);
+    out.extend_from_slice(&ks[u + 1..]);
+    Some(out)
+}
+
+/// Whether loop `lk` reads product `m` (batched over one axis) as a permutation of each
+/// batch entry's block: its first axis is the batch and walks the blocks, and the rest
+/// of its index visits every element of the block once (a convolution's bias + ReLU
+/// written in the pooling windows' order). Such an epilogue can run after each batch
+/// entry's product, though not inside a tile.
+fn per_batch_permutation(m: &MatMulKernel, lk: &LoopKernel) -> bool {
+    let batches: usize = m.batch.iter().product();
+    let block = m.m * m.n;
+    let one_batch_axis = m.batch.iter().filter(|&&b| b > 1).count() == 1;
+    if !one_batch_axis || lk.shape.first() != Some(&batches) {
+        return false;
+    }
+    let rest: usize = lk.shape[1..].iter().product();
+    lk.loads.iter().filter(|(b, _)| *b == m.c).all(|(_, at)| {
+        let span: i64 = at.strides[1..]
+            .iter()
+            .zip(&lk.shape[1..])
+            .map(|(&s, &n)| s * (n as i64 - 1))
+            .sum();
+        at.offset == 0
+            && at.strides[0] == block as i64
+            && at.strides.iter().all(|&s| s >= 0)
+            && rest == block
+            && span < block as i64
+            && injective(at, &lk.shape)
+    })
+}
+
+/// `(first kernel, last kernel)` each buffer is touched over, in schedule `kernels`
+/// (outputs and staged updates are read after the last kernel).
+fn live_ranges(p: &Program, kernels: &[Kernel]) -> Vec<Option<(usize, usize)>> {
+    let end = kernels.len();
     let mut live: Vec<Option<(usize, usize)>> = vec![None; p.buffers.len()];
     let mut touch = |b: BufferId, t: usize| {
         let r = &mut live[b.index()];
@@ -221,7 +371,7 @@ pub(super) fn assign_offsets(p: &mut Program) {
             Some((a, z)) => (a.min(t), z.max(t)),
         });
     };
-    for (t, k) in p.kernels.iter().enumerate() {
+    for (t, k) in kernels.iter().enumerate() {
         for b in k.outputs() {
             touch(b, t);
         }
@@ -237,6 +387,33 @@ pub(super) fn assign_offsets(p: &mut Program) {
             touch(*b, end);
         }
     }
+    live
+}
+
+/// The most arena bytes live at once in schedule `kernels`.
+fn peak_live(p: &Program, kernels: &[Kernel]) -> usize {
+    let live = live_ranges(p, kernels);
+    let mut delta = vec![0i64; kernels.len() + 2];
+    for (b, r) in p.buffers.iter().zip(&live) {
+        if let (BufferKind::Arena { .. }, true, Some((a, z))) = (&b.kind, b.elems > 0, r) {
+            let bytes = (b.bytes().div_ceil(ALIGN) * ALIGN) as i64;
+            delta[*a] += bytes;
+            delta[z + 1] -= bytes;
+        }
+    }
+    let mut cur = 0i64;
+    let mut peak = 0i64;
+    for d in delta {
+        cur += d;
+        peak = peak.max(cur);
+    }
+    peak as usize
+}
+
+/// Live ranges over the schedule, then a greedy first-fit placement of the arena
+/// buffers (largest first) so that buffers whose ranges overlap never share bytes.
+pub(super) fn assign_offsets(p: &mut Program) {
+    let live = live_ranges(p, &p.kernels);
     let bufs: Vec<usize> = (0..p.buffers.len())
         .filter(|&i| {
             matches!(p.buffers[i].kind, BufferKind::Arena { .. })

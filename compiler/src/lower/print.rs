@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::{Affine, BufferKind, KernelBody, Program};
+use super::{Affine, BufferKind, KernelBody, LoopKernel, Program};
 
 fn dims(v: &[usize]) -> String {
     let parts: Vec<String> = v.iter().map(|d| d.to_string()).collect();
@@ -13,6 +13,29 @@ fn dims(v: &[usize]) -> String {
 fn access(a: &Affine) -> String {
     let parts: Vec<String> = a.strides.iter().map(|d| d.to_string()).collect();
     format!("{{{} [{}]}}", a.offset, parts.join(","))
+}
+
+/// `HEAD over [shape] -> outputs`, then the loads and the expression.
+fn write_loop(f: &mut fmt::Formatter<'_>, head: &str, l: &LoopKernel) -> fmt::Result {
+    // One output that is the expression's root prints as `-> b3 {..}`; a merged
+    // kernel names each output's value.
+    let single = l.outs.len() == 1 && l.outs[0].value == l.expr.root();
+    let outs: Vec<String> = l
+        .outs
+        .iter()
+        .map(|o| {
+            if single {
+                format!("b{} {}", o.buf.0, access(&o.at))
+            } else {
+                format!("b{} {} = e{}", o.buf.0, access(&o.at), o.value)
+            }
+        })
+        .collect();
+    writeln!(f, "{head} over {} -> {}", dims(&l.shape), outs.join(", "))?;
+    for (j, (b, a)) in l.loads.iter().enumerate() {
+        writeln!(f, "      l{j} = b{} {}", b.0, access(a))?;
+    }
+    write!(f, "{}", l.expr)
 }
 
 impl fmt::Display for Program {
@@ -55,31 +78,7 @@ impl fmt::Display for Program {
                         Some(r) => format!("reduce.{}", r.name()),
                         None => "loop".into(),
                     };
-                    // One output that is the expression's root prints as `-> b3 {..}`;
-                    // a merged kernel names each output's value.
-                    let single = l.outs.len() == 1 && l.outs[0].value == l.expr.root();
-                    let outs: Vec<String> = l
-                        .outs
-                        .iter()
-                        .map(|o| {
-                            if single {
-                                format!("b{} {}", o.buf.0, access(&o.at))
-                            } else {
-                                format!("b{} {} = e{}", o.buf.0, access(&o.at), o.value)
-                            }
-                        })
-                        .collect();
-                    writeln!(
-                        f,
-                        "  k{t}: {kind} {} over {} -> {}",
-                        k.node,
-                        dims(&l.shape),
-                        outs.join(", ")
-                    )?;
-                    for (j, (b, a)) in l.loads.iter().enumerate() {
-                        writeln!(f, "      l{j} = b{} {}", b.0, access(a))?;
-                    }
-                    write!(f, "{}", l.expr)?;
+                    write_loop(f, &format!("  k{t}: {kind} {}", k.node), l)?;
                 }
                 KernelBody::MatMul(m) => {
                     writeln!(
@@ -97,6 +96,9 @@ impl fmt::Display for Program {
                         access(&m.b.1),
                         m.c.0
                     )?;
+                    if let Some(e) = &m.epilogue {
+                        write_loop(f, &format!("    epilogue {}", e.outs[0].node), e)?;
+                    }
                 }
                 KernelBody::Library(l) => {
                     let ins: Vec<String> =

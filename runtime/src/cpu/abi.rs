@@ -6,6 +6,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use aotgrad_compiler::codegen::tiles::EpilogueSchedule;
 use aotgrad_compiler::lower::{Affine, BufferId, KernelBody, LibraryKernel, Program};
 use aotgrad_ir::{DType, Data, Graph, NodeId, Op};
 
@@ -23,10 +24,19 @@ pub(crate) struct Ctx<'a> {
     pub pool: Option<&'a rayon::ThreadPool>,
     /// Output tiles per large matmul (fixed per program, never by thread count).
     pub matmul_tiles: usize,
+    /// Per kernel: the generated functions of a matmul's fused epilogue.
+    pub epilogues: &'a [Option<Epilogue>],
     /// The error a helper reports with a non-zero status.
     pub error: RefCell<Option<RunError>>,
     /// `bufs` of this call, for helpers that read buffers by id.
     pub bufs: &'a [*mut u8],
+}
+
+/// A matmul's fused epilogue: when it runs, and its generated functions (one per tile
+/// for `PerTile`, otherwise one).
+pub(crate) struct Epilogue {
+    pub schedule: EpilogueSchedule,
+    pub fns: Vec<LoopFn>,
 }
 
 /// The buffer `id` of this call as a typed slice.
@@ -156,8 +166,8 @@ pub(crate) unsafe extern "C" fn aotgrad_kernel(
             // SAFETY: the memory plan keeps `c` apart from `a`/`b`, bounds were checked.
             unsafe {
                 match mm.dtype {
-                    DType::F32 => run_matmul::<f32>(ctx, mm),
-                    _ => run_matmul::<f64>(ctx, mm),
+                    DType::F32 => run_matmul::<f32>(ctx, k, mm),
+                    _ => run_matmul::<f64>(ctx, k, mm),
                 }
             }
             0
@@ -317,9 +327,48 @@ unsafe fn part_mut<'a, T>(ctx: &Ctx<'a>, id: BufferId, n: usize) -> &'a mut [T] 
     unsafe { std::slice::from_raw_parts_mut(ctx.bufs[id.index()] as *mut T, n) }
 }
 
+/// Matmul kernel `kernel` and its fused epilogue, if any (see `EpilogueSchedule`).
+///
 /// # Safety
 /// As [`matmul::matmul`], with the buffers of `ctx`.
-unsafe fn run_matmul<T: Real>(ctx: &Ctx<'_>, mm: &aotgrad_compiler::lower::MatMulKernel) {
+unsafe fn run_matmul<T: Real>(
+    ctx: &Ctx<'_>,
+    kernel: usize,
+    mm: &aotgrad_compiler::lower::MatMulKernel,
+) {
+    let epilogue = ctx.epilogues.get(kernel).and_then(Option::as_ref);
+    let bufs = ctx.bufs.as_ptr();
+    let table = Table(bufs);
+    let call = |f: LoopFn, lo: i64, hi: i64| {
+        let job = Split {
+            f,
+            bufs: { table }.0,
+        };
+        // SAFETY: `f` is this kernel's epilogue function, generated for this program's
+        // buffer table; [lo, hi) is inside its split axis (see `EpilogueSchedule`), and
+        // the elements it writes are disjoint from those of every other call made
+        // while it runs (other tiles' or batches' blocks).
+        unsafe { (job.f)(job.bufs, lo, hi) };
+    };
+    let per_tile = |i: usize| {
+        if let Some(Epilogue {
+            schedule: EpilogueSchedule::PerTile(tiles),
+            fns,
+        }) = epilogue
+        {
+            call(fns[i], 0, tiles[i].1);
+        }
+    };
+    let per_batch = |bi: usize| {
+        if let Some(Epilogue {
+            schedule: EpilogueSchedule::PerBatch { len, batches },
+            fns,
+        }) = epilogue
+        {
+            let b = *batches as i64;
+            call(fns[0], bi as i64 * len / b, (bi as i64 + 1) * len / b);
+        }
+    };
     let r = mm.batch.len();
     let (a, b) = (&mm.a.1, &mm.b.1);
     let base = BatchPtrs {
@@ -352,9 +401,14 @@ unsafe fn run_matmul<T: Real>(ctx: &Ctx<'_>, mm: &aotgrad_compiler::lower::MatMu
                     cs: b.strides[r + 1] as isize,
                 },
                 p.c.add(bi * mm.m * mm.n),
-                matmul::Parallel { pool, tiles },
+                matmul::Parallel {
+                    pool,
+                    tiles,
+                    after_tile: &per_tile,
+                },
             );
         }
+        per_batch(bi);
     };
     match ctx.pool {
         // Many small products (a convolution's per-sample GEMMs): threads take whole
@@ -366,6 +420,14 @@ unsafe fn run_matmul<T: Real>(ctx: &Ctx<'_>, mm: &aotgrad_compiler::lower::MatMu
             pool.install(|| jobs.par_iter().for_each(|j| one(j, None)));
         }
         pool => jobs.iter().for_each(|j| one(j, pool)),
+    }
+    if let Some(Epilogue {
+        schedule: EpilogueSchedule::After { len },
+        fns,
+    }) = epilogue
+    {
+        // SAFETY: as `call`: the whole epilogue, after every product has finished.
+        unsafe { run_split(ctx.pool, Split { f: fns[0], bufs }, *len) };
     }
 }
 
@@ -388,8 +450,16 @@ impl<T> Copy for BatchPtrs<T> {}
 unsafe impl<T> Send for BatchPtrs<T> {}
 unsafe impl<T> Sync for BatchPtrs<T> {}
 
+/// The buffer table of the running call, shared with the pool's workers.
+#[derive(Clone, Copy)]
+struct Table(*const *mut u8);
+
+// SAFETY: the table is only read, while the call that owns it waits for the workers.
+unsafe impl Send for Table {}
+unsafe impl Sync for Table {}
+
 /// A generated loop kernel: computes `[lo, hi)` of its first axis.
-type LoopFn = unsafe extern "C" fn(*const *mut u8, i64, i64);
+pub(crate) type LoopFn = unsafe extern "C" fn(*const *mut u8, i64, i64);
 
 /// The buffer table and kernel, handed to the pool's workers.
 #[derive(Clone, Copy)]
@@ -420,8 +490,16 @@ pub(crate) unsafe extern "C" fn aotgrad_parallel(
 ) {
     // SAFETY: as in `aotgrad_kernel`.
     let ctx = unsafe { &*ctx };
-    let job = Split { f, bufs };
-    let Some(pool) = ctx.pool else {
+    // SAFETY: the caller's contract.
+    unsafe { run_split(ctx.pool, Split { f, bufs }, n) };
+}
+
+/// Runs `job` over `[0, n)`, one contiguous range per thread of `pool`.
+///
+/// # Safety
+/// As [`aotgrad_parallel`].
+unsafe fn run_split(pool: Option<&rayon::ThreadPool>, job: Split, n: i64) {
+    let Some(pool) = pool else {
         // SAFETY: the whole range, on this thread.
         unsafe { (job.f)(job.bufs, 0, n) };
         return;
@@ -456,12 +534,8 @@ pub(crate) unsafe extern "C" fn aotgrad_check(
     // SAFETY: as in `aotgrad_kernel`.
     let ctx = unsafe { &*ctx };
     let kernel = &ctx.program.kernels[k];
-    // A merged loop names the node of the output that went bad.
-    let outs: Vec<(BufferId, NodeId)> = match &kernel.body {
-        KernelBody::Loop(l) => l.outs.iter().map(|o| (o.buf, o.node)).collect(),
-        _ => vec![(kernel.output(), kernel.node)],
-    };
-    for (out, node) in outs {
+    // A merged loop or a fused epilogue names the node of the output that went bad.
+    for (out, node) in kernel.output_nodes() {
         let bad = match ctx.program.buffer(out).dtype {
             // SAFETY: the kernel just wrote this buffer; nothing writes it concurrently.
             DType::F32 => unsafe { slice::<f32>(ctx, out) }

@@ -1,12 +1,14 @@
 //! Matrix multiply for the CPU backend: the `gemm` crate's packed, register-blocked
 //! kernels (AVX2/AVX-512/FMA chosen at run time), called on fixed tiles of the output.
 //!
-//! Determinism: the output is cut into tiles that depend only on the problem shape,
-//! never on the thread count, and each tile is one single-threaded GEMM call that owns
-//! its output elements and sums over the whole `k` in the same order. So 1 thread and
-//! 2 threads produce bitwise-identical results; threads only decide who runs a tile.
+//! Determinism: the output is cut into tiles that depend only on the problem shape
+//! (`aotgrad_compiler::codegen::tiles`), never on the thread count, and each tile is one
+//! single-threaded GEMM call that owns its output elements and sums over the whole `k`
+//! in the same order. So 1 thread and 2 threads produce bitwise-identical results;
+//! threads only decide who runs a tile.
 //! Measurements behind the choice of crate: docs/decisions/matmul.md.
 
+use aotgrad_compiler::codegen::tiles::{Tile, matmul_tiles};
 use rayon::prelude::*;
 
 /// One operand: base pointer, row stride and column stride in elements.
@@ -20,47 +22,16 @@ pub(crate) struct Operand<T> {
 /// Below this many multiply-adds a plain loop beats packing (and is bitwise the
 /// interpreter's order, which keeps tiny models exactly reproducible).
 const SMALL: usize = 16 * 16 * 16;
-/// Tiles are at least this many rows/columns (multiple of the micro-kernel sizes).
-const MIN_TILE: usize = 32;
-/// The default number of tiles a large product is cut into (`CpuOptions::matmul_tiles`):
-/// every tile packs the whole operand it does not split, so more tiles than threads
-/// only repack. Two fit this project's 2-core machines (measured against 4 and 8:
-/// docs/decisions/matmul.md); a many-core machine wants as many as it has cores.
-pub const DEFAULT_TILES: usize = 2;
-/// Products below this many multiply-adds run as a single tile.
-const PARALLEL_MIN: usize = 1 << 18;
-
-/// Output tiles `(row0, rows, col0, cols)` for an `m x n` product with inner size `k`.
-pub(crate) fn tiles(
-    m: usize,
-    n: usize,
-    k: usize,
-    max_tiles: usize,
-) -> Vec<(usize, usize, usize, usize)> {
-    if m * n * k < PARALLEL_MIN {
-        return vec![(0, m, 0, n)];
-    }
-    let split = |len: usize| -> Vec<(usize, usize)> {
-        let count = (len / MIN_TILE).clamp(1, max_tiles.max(1));
-        let size = len.div_ceil(count).div_ceil(16) * 16;
-        (0..len)
-            .step_by(size.max(1))
-            .map(|s| (s, size.min(len - s)))
-            .collect()
-    };
-    if m >= n {
-        split(m).into_iter().map(|(r, h)| (r, h, 0, n)).collect()
-    } else {
-        split(n).into_iter().map(|(c, w)| (0, m, c, w)).collect()
-    }
-}
 
 /// How a product may be split: into at most `tiles` output tiles (a function of the
-/// shape and this number only), run on `pool` when there is one.
+/// shape and this number only), run on `pool` when there is one; `after_tile(i)` runs
+/// on the thread that computed tile `i` right after it, while the tile is in cache (the
+/// product's fused epilogue).
 #[derive(Clone, Copy)]
 pub(crate) struct Parallel<'a> {
     pub pool: Option<&'a rayon::ThreadPool>,
     pub tiles: usize,
+    pub after_tile: &'a (dyn Fn(usize) + Sync),
 }
 
 /// Element types the GEMM path handles.
@@ -93,7 +64,8 @@ struct SendOperand<T>(Operand<T>);
 unsafe impl<T> Send for SendOperand<T> {}
 unsafe impl<T> Sync for SendOperand<T> {}
 
-/// `c[m x n] (row-major, row stride n) = a[m x k] @ b[k x n]`.
+/// `c[m x n] (row-major, row stride n) = a[m x k] @ b[k x n]`, then `par.after_tile(i)`
+/// for each tile `i` of `matmul_tiles(m, n, k, par.tiles)`.
 ///
 /// # Safety
 /// `a` and `b` must be valid for reads at every `(i, p)` / `(p, j)` their strides
@@ -110,6 +82,7 @@ pub(crate) unsafe fn matmul<T: Real>(
     let Parallel {
         pool,
         tiles: max_tiles,
+        after_tile,
     } = par;
     if m == 0 || n == 0 {
         return;
@@ -117,14 +90,19 @@ pub(crate) unsafe fn matmul<T: Real>(
     if m * n * k <= SMALL {
         // SAFETY: as the function's contract.
         unsafe { small(m, n, k, a, b, c) };
+        after_tile(0);
         return;
     }
-    let tiles = tiles(m, n, k, max_tiles);
+    let tiles: Vec<(usize, Tile)> = matmul_tiles(m, n, k, max_tiles)
+        .into_iter()
+        .enumerate()
+        .collect();
     let (a, b, c) = (SendOperand(a), SendOperand(b), SendPtr(c));
-    let run = |&(r0, rows, c0, cols): &(usize, usize, usize, usize)| {
+    let run = |&(i, t): &(usize, Tile)| {
         let (a, b, c) = (a, b, c);
         // SAFETY: the tile lies inside the m x n output and the operands' ranges.
-        unsafe { gemm_tile(r0, rows, c0, cols, n, k, a.0, b.0, c.0) };
+        unsafe { gemm_tile(t.row0, t.rows, t.col0, t.cols, n, k, a.0, b.0, c.0) };
+        after_tile(i);
     };
     match pool {
         Some(pool) if tiles.len() > 1 => pool.install(|| tiles.par_iter().for_each(run)),
@@ -192,32 +170,6 @@ unsafe fn small<T: Real>(m: usize, n: usize, k: usize, a: Operand<T>, b: Operand
             }
             // SAFETY: (i, j) is inside the m x n output.
             unsafe { *c.add(i * n + j) = acc };
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::tiles;
-
-    #[test]
-    fn tiles_cover_the_output_exactly_once() {
-        for (m, n, k) in [
-            (64, 256, 784),
-            (512, 256, 784),
-            (784, 256, 512),
-            (7, 3000, 100),
-            (1000, 10, 64),
-        ] {
-            let mut seen = vec![0u8; m * n];
-            for (r0, rows, c0, cols) in tiles(m, n, k, 8) {
-                for i in r0..r0 + rows {
-                    for j in c0..c0 + cols {
-                        seen[i * n + j] += 1;
-                    }
-                }
-            }
-            assert!(seen.iter().all(|&s| s == 1), "{m}x{n}x{k}");
         }
     }
 }

@@ -54,7 +54,7 @@ impl Default for CpuOptions {
             in_place_updates: true,
             simd: true,
             fuse: true,
-            matmul_tiles: matmul::DEFAULT_TILES,
+            matmul_tiles: codegen::tiles::DEFAULT_TILES,
         }
     }
 }
@@ -104,6 +104,8 @@ pub struct Variant {
     clif: String,
     module: Option<JITModule>,
     entry: unsafe extern "C" fn(*const *mut u8, *const abi::Ctx<'_>) -> i32,
+    /// Per kernel: a matmul's fused-epilogue functions (in `module`).
+    epilogues: Vec<Option<abi::Epilogue>>,
     /// Owned storage the buffer table points into (never read through these fields).
     _arena: Vec<Line>,
     _consts: Vec<Vec<Line>>,
@@ -272,6 +274,7 @@ impl CpuProgram {
                 threads: self.opts.threads,
                 simd: self.opts.simd,
                 check_numerics: self.opts.check_numerics,
+                matmul_tiles: self.opts.matmul_tiles,
             },
         )
         .map_err(|e| RunError::Compile(e.to_string()))?;
@@ -287,6 +290,20 @@ impl CpuProgram {
                 unsafe extern "C" fn(*const *mut u8, *const abi::Ctx<'_>) -> i32,
             >(code)
         };
+        let mut epilogues: Vec<Option<abi::Epilogue>> =
+            (0..program.kernels.len()).map(|_| None).collect();
+        for (t, schedule, ids) in emitted.epilogues {
+            let fns = ids
+                .into_iter()
+                .map(|id| {
+                    let code = module.get_finalized_function(id);
+                    // SAFETY: every epilogue function was emitted as a loop kernel,
+                    // `k(bufs, lo, hi)` in the host's C convention.
+                    unsafe { std::mem::transmute::<*const u8, abi::LoopFn>(code) }
+                })
+                .collect();
+            epilogues[t] = Some(abi::Epilogue { schedule, fns });
+        }
         let mut arena = lines(program.arena_bytes);
         let mut consts = Vec::new();
         let mut table = vec![std::ptr::null_mut::<u8>(); program.buffers.len()];
@@ -335,6 +352,7 @@ impl CpuProgram {
             program,
             module: Some(module),
             entry,
+            epilogues,
             _arena: arena,
             _consts: consts,
             table,
@@ -394,6 +412,7 @@ impl CpuProgram {
             env: &v.program.env,
             pool: self.pool.as_deref(),
             matmul_tiles: self.opts.matmul_tiles,
+            epilogues: &v.epilogues,
             error: RefCell::new(None),
             bufs: table,
         };
