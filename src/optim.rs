@@ -194,8 +194,8 @@ impl Optimizer {
                 // PyTorch divides `sqrt(v)` by `sqrt(bc2)` per element; folding that
                 // scalar into the step size and eps (the Adam paper's "more efficient
                 // order", Kingma & Ba section 2) leaves one division per element instead
-                // of two. Same value up to rounding; the update loop is bound by its
-                // divider (measured: 0.28 -> 0.19 ms for the MNIST MLP's first layer).
+                // of two. Same value up to rounding (measured: the MNIST MLP's first-layer
+                // update went from 27% to 24% of the step; the rest is moving p, m, v).
                 let bc2_sqrt = bc2.sqrt();
                 let neg_step_size = (-(lr / bc1) * bc2_sqrt).cast(DType::F32);
                 let eps_hat = (bc2_sqrt * o.eps).cast(DType::F32);

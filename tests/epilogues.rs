@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use aotgrad::Evaluation;
 use aotgrad::compiler::codegen::tiles::{DEFAULT_TILES, EpilogueSchedule, epilogue_plan};
 use aotgrad::compiler::lower::{self, KernelBody, MatMulKernel};
 use aotgrad::ir::{Conv2dOptions, Pool2dOptions};
@@ -60,6 +61,21 @@ fn fused_product(graph: &Graph) -> MatMulKernel {
     // The epilogue replaced the separate loop: product plus nothing else.
     assert_eq!(program.kernels.len(), 1, "{program}");
     products[0].clone()
+}
+
+/// Output `y` of two evaluations agrees within f32 round-off of the GEMM's summation.
+fn assert_close(want: &Evaluation, got: &Evaluation, what: &str) {
+    let (a, b) = (
+        want.output("y").unwrap().to_f64_vec(),
+        got.output("y").unwrap().to_f64_vec(),
+    );
+    assert_eq!(a.len(), b.len(), "{what}");
+    for (x, y) in a.iter().zip(&b) {
+        assert!(
+            (x - y).abs() <= 1e-4 * (1.0 + x.abs()),
+            "{what}: {x} vs {y}"
+        );
+    }
 }
 
 fn bits(t: &Tensor) -> Vec<u64> {
@@ -120,21 +136,11 @@ fn every_cpu_schedule_matches_the_unfused_program_bitwise() {
             assert_eq!(first_diff, None, "{kind}, {threads} threads");
         }
         let interp = aotgrad::run(&graph, &feeds).unwrap();
-        let (a, b) = (
-            interp.output("y").unwrap().to_f64_vec(),
-            unfused.output("y").unwrap().to_f64_vec(),
-        );
-        for (x, y) in a.iter().zip(&b) {
-            assert!(
-                (x - y).abs() <= 1e-4 * (1.0 + x.abs()),
-                "{kind}: {x} vs {y}"
-            );
-        }
+        assert_close(&interp, &unfused, kind);
     }
 }
 
-/// An epilogue whose buffers would pass the adapter's storage-binding limit is emitted
-/// as its own pass after the product instead (same values).
+/// Every shape's epilogue, inlined into the matmul shader, agrees with the interpreter.
 #[test]
 fn gpu_epilogues_match_the_interpreter() {
     if !gpu::available_for_tests().expect("a GPU adapter (set AOTGRAD_SKIP_GPU_TESTS=1 to skip)") {
@@ -145,17 +151,7 @@ fn gpu_epilogues_match_the_interpreter() {
         fused_product(&graph);
         let want = aotgrad::run(&graph, &feeds).unwrap();
         let got = gpu::run_once(&graph, &feeds).unwrap();
-        let (a, b) = (
-            want.output("y").unwrap().to_f64_vec(),
-            got.output("y").unwrap().to_f64_vec(),
-        );
-        assert_eq!(a.len(), b.len());
-        for (x, y) in a.iter().zip(&b) {
-            assert!(
-                (x - y).abs() <= 1e-4 * (1.0 + x.abs()),
-                "{kind}: {x} vs {y}"
-            );
-        }
+        assert_close(&want, &got, kind);
     }
 }
 
@@ -262,12 +258,6 @@ fn a_convolutions_bias_relu_runs_after_each_samples_product() {
     }
     if gpu::available_for_tests().expect("a GPU adapter (set AOTGRAD_SKIP_GPU_TESTS=1 to skip)") {
         let got = gpu::run_once(&graph, &feeds).unwrap();
-        let (a, b) = (
-            unfused.output("y").unwrap().to_f64_vec(),
-            got.output("y").unwrap().to_f64_vec(),
-        );
-        for (x, y) in a.iter().zip(&b) {
-            assert!((x - y).abs() <= 1e-4 * (1.0 + x.abs()), "{x} vs {y}");
-        }
+        assert_close(&unfused, &got, "conv on the GPU");
     }
 }

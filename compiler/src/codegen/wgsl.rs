@@ -577,12 +577,20 @@ impl<'a> Emitter<'a> {
         self.unflatten("gid", &k.shape, &axes, "  ");
         let lines = self.expr_lines(k, "  ")?;
         self.body.push_str(&lines);
+        let stores = self.store_lines(k, "  ");
+        self.body.push_str(&stores);
+        Ok(())
+    }
+
+    /// One statement per output of `k`, storing its value at its access.
+    fn store_lines(&mut self, k: &LoopKernel, indent: &str) -> String {
+        let mut out = String::new();
         for s in &k.outs {
             let idx = Self::affine(&s.at, &k.shape);
             let st = self.write(s.buf, &idx, &format!("e{}", s.value));
-            let _ = writeln!(self.body, "  {st}");
+            let _ = writeln!(out, "{indent}{st}");
         }
-        Ok(())
+        out
     }
 
     fn reduce_kernel(&mut self, k: &LoopKernel) -> Result<(), WgslError> {
@@ -718,14 +726,12 @@ impl<'a> Emitter<'a> {
         if let Some(e) = epilogue {
             let params: Vec<String> = (0..nb + 2).map(|d| format!("i{d}: i32")).collect();
             let lines = self.expr_lines(e, "  ")?;
-            let mut f = format!("fn epilogue_({}) {{\n{lines}", params.join(", "));
-            for s in &e.outs {
-                let idx = Self::affine(&s.at, &e.shape);
-                let st = self.write(s.buf, &idx, &format!("e{}", s.value));
-                let _ = writeln!(f, "  {st}");
-            }
-            f.push_str("}\n");
-            self.decls.push_str(&f);
+            let stores = self.store_lines(e, "  ");
+            let _ = writeln!(
+                self.decls,
+                "fn epilogue_({}) {{\n{lines}{stores}}}",
+                params.join(", ")
+            );
             let mut args: Vec<String> = (0..nb).map(|d| format!("i{d}")).collect();
             args.extend(["i32(gi)".into(), "i32(gj)".into()]);
             epi_call = format!(" epilogue_({});", args.join(", "));

@@ -143,6 +143,16 @@ impl LoopKernel {
         Some(k)
     }
 
+    /// Whether the kernel runs over `domain` and reads `buf` (dense over `domain`) only
+    /// at the element its index names.
+    pub fn reads_in_order(&self, buf: BufferId, domain: &[usize]) -> bool {
+        self.shape == domain
+            && self
+                .loads
+                .iter()
+                .all(|(b, at)| *b != buf || at.is_contiguous(domain))
+    }
+
     /// The kernel restricted to the block of its domain that starts at `origin` and has
     /// `shape`: every access shifted to the block's first element.
     pub fn sub_block(&self, origin: &[usize], shape: &[usize]) -> LoopKernel {
@@ -205,13 +215,9 @@ impl MatMulKernel {
     /// its index names: then any block of `c` (a tile, one element) can be finished on
     /// its own.
     pub fn epilogue_in_order(&self) -> bool {
-        let d = self.domain();
-        self.epilogue.as_deref().is_some_and(|e| {
-            e.shape == d
-                && e.loads
-                    .iter()
-                    .all(|(b, at)| *b != self.c || at.is_contiguous(&d))
-        })
+        self.epilogue
+            .as_deref()
+            .is_some_and(|e| e.reads_in_order(self.c, &self.domain()))
     }
 }
 
@@ -251,17 +257,7 @@ impl Kernel {
 
     /// Every buffer this kernel writes.
     pub fn outputs(&self) -> Vec<BufferId> {
-        match &self.body {
-            KernelBody::Loop(k) => k.outs.iter().map(|s| s.buf).collect(),
-            KernelBody::MatMul(m) => {
-                let mut outs = vec![m.c];
-                if let Some(e) = &m.epilogue {
-                    outs.extend(e.outs.iter().map(|s| s.buf));
-                }
-                outs
-            }
-            _ => vec![self.output()],
-        }
+        self.output_nodes().into_iter().map(|(b, _)| b).collect()
     }
 
     /// Every output with the graph node whose value it holds (check-numerics names it).
@@ -394,22 +390,7 @@ impl Program {
     /// alignment): no placement can use a smaller arena, so `arena_bytes` equal to this
     /// is an optimal plan.
     pub fn peak_live_bytes(&self) -> usize {
-        let mut peak = 0;
-        for t in 0..=self.kernels.len() {
-            let live: usize = self
-                .buffers
-                .iter()
-                .zip(&self.live)
-                .filter(|(b, r)| {
-                    matches!(b.kind, BufferKind::Arena { .. })
-                        && b.elems > 0
-                        && r.is_some_and(|(a, z)| a <= t && t <= z)
-                })
-                .map(|(b, _)| b.bytes().div_ceil(plan::ALIGN) * plan::ALIGN)
-                .sum();
-            peak = peak.max(live);
-        }
-        peak
+        plan::peak_live(self, &self.kernels)
     }
 
     /// Sum of the sizes of all arena buffers (what the arena would be without reuse).

@@ -244,7 +244,9 @@ fn independent(x: &Kernel, y: &Kernel) -> bool {
 /// (a matmul *epilogue*: the forward's bias + ReLU, the backward's ReLU mask, an
 /// optimizer update after a weight gradient). Conditions:
 /// - it is a plain loop over the product's `[batch..., m, n]` (up to size-1 axes) that
-///   reads the product only at the element its index names;
+///   reads the product only at the element its index names, or, for a product batched
+///   over one axis, a loop that reads each entry's block in another order
+///   ([`per_batch_permutation`]: a convolution's bias + ReLU in pooling layout);
 /// - it writes neither operand nor the product (the product's blocks may be computed
 ///   concurrently, each followed by its part of the epilogue);
 /// - it can move up to the product past the kernels in between ([`independent`]), or,
@@ -282,8 +284,7 @@ fn fused_at(p: &Program, t: usize) -> Option<Vec<Kernel>> {
         return None;
     }
     let c = m.c;
-    let mut domain = m.batch.clone();
-    domain.extend([m.m, m.n]);
+    let domain = m.domain();
     let own = [m.a.0, m.b.0, c];
     // The first plain loop reading the product that qualifies (a reduction reading it
     // first, such as a bias gradient, is no obstacle when the epilogue can move up).
@@ -298,9 +299,7 @@ fn fused_at(p: &Program, t: usize) -> Option<Vec<Kernel>> {
             return None;
         }
         if let Some(e) = lk.reshaped(&domain)
-            && e.loads
-                .iter()
-                .all(|(b, at)| *b != c || at.is_contiguous(&domain))
+            && e.reads_in_order(c, &domain)
         {
             return Some((u, e));
         }
@@ -391,7 +390,7 @@ fn live_ranges(p: &Program, kernels: &[Kernel]) -> Vec<Option<(usize, usize)>> {
 }
 
 /// The most arena bytes live at once in schedule `kernels`.
-fn peak_live(p: &Program, kernels: &[Kernel]) -> usize {
+pub(super) fn peak_live(p: &Program, kernels: &[Kernel]) -> usize {
     let live = live_ranges(p, kernels);
     let mut delta = vec![0i64; kernels.len() + 2];
     for (b, r) in p.buffers.iter().zip(&live) {
