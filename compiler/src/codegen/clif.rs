@@ -28,7 +28,9 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::{FuncId, Linkage, Module};
 
 use super::tiles::{EpilogueSchedule, epilogue_plan};
-use crate::lower::{Affine, FlatOp, KernelBody, LoopKernel, Program, reduce_identity};
+use crate::lower::{
+    Affine, BufferId, FlatOp, KernelBody, LoopKernel, Program, RowKernel, reduce_identity,
+};
 
 /// Runtime functions the generated code calls, with their parameter and return types
 /// (`p` = pointer-sized integer, `i` = i32, `f`/`d` = f32/f64, `-` = no return).
@@ -109,6 +111,13 @@ fn sig_type(c: char, ptr: Type) -> Type {
     }
 }
 
+/// What one generated kernel function computes.
+#[derive(Clone, Copy)]
+enum Body<'a> {
+    Loop(&'a LoopKernel),
+    Rows(&'a RowKernel),
+}
+
 /// Defines the kernels and the entry function of `p` in `module`.
 pub fn emit<M: Module>(
     p: &Program,
@@ -134,7 +143,7 @@ pub fn emit<M: Module>(
     let mut fctx = FunctionBuilderContext::new();
     let mut ctx = module.make_context();
     let mut kernel_ids = HashMap::new();
-    let mut define = |name: String, lk: &LoopKernel, header: String, clif: &mut String| {
+    let mut define = |name: String, body: Body<'_>, header: String, clif: &mut String| {
         let mut sig = module.make_signature();
         sig.params.push(AbiParam::new(ptr));
         // The range [lo, hi) of the split axis (see `split_len`) this call computes.
@@ -154,7 +163,10 @@ pub fn emit<M: Module>(
                 ptr,
                 p,
             };
-            g.kernel(lk, opts.simd);
+            match body {
+                Body::Loop(lk) => g.kernel(lk, opts.simd),
+                Body::Rows(r) => g.rows_kernel(r, opts.simd),
+            }
             fb.seal_all_blocks();
             fb.finalize(module.target_config());
         }
@@ -171,8 +183,17 @@ pub fn emit<M: Module>(
             KernelBody::Loop(lk) => {
                 let id = define(
                     format!("k{t}"),
-                    lk,
+                    Body::Loop(lk),
                     format!("kernel k{t}: {}", k.node),
+                    &mut clif,
+                )?;
+                kernel_ids.insert(t, id);
+            }
+            KernelBody::Rows(r) => {
+                let id = define(
+                    format!("k{t}"),
+                    Body::Rows(r),
+                    format!("row kernel k{t}: {}", k.node),
                     &mut clif,
                 )?;
                 kernel_ids.insert(t, id);
@@ -184,7 +205,12 @@ pub fn emit<M: Module>(
                 let mut ids = Vec::with_capacity(parts.len());
                 for (j, lk) in parts.iter().enumerate() {
                     let header = format!("epilogue {j} of k{t}: {}", lk.outs[0].node);
-                    ids.push(define(format!("k{t}e{j}"), lk, header, &mut clif)?);
+                    ids.push(define(
+                        format!("k{t}e{j}"),
+                        Body::Loop(lk),
+                        header,
+                        &mut clif,
+                    )?);
                 }
                 epilogues.push((t, schedule, ids));
             }
@@ -223,11 +249,13 @@ pub fn emit<M: Module>(
             match kernel_ids.get(&t) {
                 Some(id) => {
                     let f = module.declare_func_in_func(*id, fb.func);
-                    let KernelBody::Loop(lk) = &k.body else {
-                        unreachable!("only loop kernels have functions")
+                    let (n, parallel) = match &k.body {
+                        KernelBody::Loop(lk) => (split_len(lk), parallel_worthy(lk)),
+                        // Rows are independent (each fills its own reduction outputs).
+                        KernelBody::Rows(r) => (r.rows as i64, rows_parallel_worthy(r)),
+                        _ => unreachable!("only loop and row kernels have functions"),
                     };
-                    let n = split_len(lk);
-                    if opts.threads > 1 && parallel_worthy(lk) {
+                    if opts.threads > 1 && parallel {
                         // The runtime splits [0, n) over the pool: elementwise kernels
                         // compute each element the same way whichever call does it.
                         let addr = fb.ins().func_addr(ptr, f);
@@ -285,6 +313,12 @@ struct Collapsed {
 }
 
 fn collapse(k: &LoopKernel) -> Collapsed {
+    collapse_from(k, false)
+}
+
+/// [`collapse`], but with the first axis never merged into the next when `keep_first`
+/// (a row kernel's stages index their rows by it).
+fn collapse_from(k: &LoopKernel, keep_first: bool) -> Collapsed {
     let mut all: Vec<&Affine> = k.loads.iter().map(|(_, a)| a).collect();
     all.extend(k.outs.iter().map(|o| &o.at));
     let index_nodes: Vec<(usize, &Affine)> = k
@@ -305,7 +339,10 @@ fn collapse(k: &LoopKernel) -> Collapsed {
         if n == 1 {
             continue;
         }
+        // With `keep_first`, nothing merges into the first axis kept.
+        let onto_first = keep_first && shape.len() == 1;
         let merge = !shape.is_empty()
+            && !onto_first
             && all
                 .iter()
                 .zip(&strides)
@@ -391,47 +428,136 @@ impl<M: Module> KernelGen<'_, '_, M> {
         }
     }
 
-    fn kernel(&mut self, k: &LoopKernel, simd: bool) {
+    /// The entry block of a kernel function: `(bufs, lo, hi)`.
+    fn start(&mut self) -> (Value, Value, Value) {
         let start = self.fb.create_block();
         self.fb.append_block_params_for_function_params(start);
         self.fb.switch_to_block(start);
         let params = self.fb.block_params(start).to_vec();
-        let (bufs, lo, hi) = (params[0], params[1], params[2]);
-        let c = collapse(k);
-        // Base addresses, loaded once.
+        (params[0], params[1], params[2])
+    }
+
+    /// Base addresses of every buffer the loops access, loaded once.
+    fn bases<'k>(
+        &mut self,
+        bufs: Value,
+        loops: impl Iterator<Item = &'k LoopKernel>,
+    ) -> HashMap<BufferId, Value> {
         let mut base = HashMap::new();
-        for b in k
-            .loads
-            .iter()
-            .map(|(b, _)| *b)
-            .chain(k.outs.iter().map(|o| o.buf))
-        {
-            if let std::collections::hash_map::Entry::Vacant(e) = base.entry(b) {
-                let v = self.fb.ins().load(
-                    self.ptr,
-                    MemFlagsData::trusted().with_readonly(),
-                    bufs,
-                    (b.index() * 8) as i32,
-                );
-                e.insert(v);
+        for k in loops {
+            for b in k
+                .loads
+                .iter()
+                .map(|(b, _)| *b)
+                .chain(k.outs.iter().map(|o| o.buf))
+            {
+                if let std::collections::hash_map::Entry::Vacant(e) = base.entry(b) {
+                    let v = self.fb.ins().load(
+                        self.ptr,
+                        MemFlagsData::trusted().with_readonly(),
+                        bufs,
+                        (b.index() * 8) as i32,
+                    );
+                    e.insert(v);
+                }
             }
         }
-        // Merged kernels share one element type (see `plan::merge_loops`); a reduction
-        // has exactly one output.
+        base
+    }
+
+    /// Fills a reduction's whole output with its identity (a reduction has exactly one
+    /// output).
+    fn fill_identity(&mut self, k: &LoopKernel, base: &HashMap<BufferId, Value>) {
+        let Some(op) = k.reduce else {
+            return;
+        };
         let out_dtype = self.p.buffer(k.outs[0].buf).dtype;
-        if let Some(op) = k.reduce {
-            // Fill the whole output with the identity first.
-            let n = self.p.buffer(k.outs[0].buf).elems;
-            let id = reduce_identity(op, out_dtype);
-            let idv = self.scalar_const(id);
-            let esz = out_dtype.size_bytes() as i64;
-            let ob = base[&k.outs[0].buf];
-            self.counted_loop(n as i64, &mut |g, i| {
-                let off = g.fb.ins().imul_imm_s(i, esz);
-                let addr = g.fb.ins().iadd(ob, off);
-                g.fb.ins().store(data_mem(), idv, addr, 0);
-            });
+        let n = self.p.buffer(k.outs[0].buf).elems;
+        let id = reduce_identity(op, out_dtype);
+        let idv = self.scalar_const(id);
+        let esz = out_dtype.size_bytes() as i64;
+        let ob = base[&k.outs[0].buf];
+        self.counted_loop(n as i64, &mut |g, i| {
+            let off = g.fb.ins().imul_imm_s(i, esz);
+            let addr = g.fb.ins().iadd(ob, off);
+            g.fb.ins().store(data_mem(), idv, addr, 0);
+        });
+    }
+
+    /// Fills the outputs of row `r` of a reduction stage (collapsed as `c`) with the
+    /// identity: the output's elements over its non-reduced axes.
+    fn fill_row(
+        &mut self,
+        k: &LoopKernel,
+        c: &Collapsed,
+        base: &HashMap<BufferId, Value>,
+        r: Value,
+    ) {
+        let Some(op) = k.reduce else {
+            return;
+        };
+        let at = &c.outs[0];
+        let mut dims = vec![c.shape[0]];
+        let mut strides = vec![at.strides[0]];
+        for d in 1..c.shape.len() {
+            if at.strides[d] != 0 {
+                dims.push(c.shape[d]);
+                strides.push(at.strides[d]);
+            }
         }
+        let sub = Affine {
+            offset: at.offset,
+            strides,
+        };
+        let out_dtype = self.p.buffer(k.outs[0].buf).dtype;
+        let idv = self.scalar_const(reduce_identity(op, out_dtype));
+        let esz = out_dtype.size_bytes() as i64;
+        let ob = base[&k.outs[0].buf];
+        let mut idx = vec![r];
+        self.nest(&dims, &mut idx, &mut |g, idx| {
+            let off = g.row_offset(&sub, idx);
+            let bytes = g.fb.ins().imul_imm_s(off, esz);
+            let addr = g.fb.ins().iadd(ob, bytes);
+            g.fb.ins().store(data_mem(), idv, addr, 0);
+        });
+    }
+
+    /// A row kernel: for each row in `[lo, hi)`, every stage on that row (a reduction's
+    /// outputs of the row filled with its identity first, so any range of rows can run
+    /// on its own thread). A stage's first axis is kept apart from the next
+    /// (`collapse_from`), so its inner loops are those it has as a kernel of its own.
+    fn rows_kernel(&mut self, r: &RowKernel, simd: bool) {
+        let (bufs, lo, hi) = self.start();
+        let base = self.bases(bufs, r.stages.iter());
+        let collapsed: Vec<Collapsed> = r.stages.iter().map(|s| collapse_from(s, true)).collect();
+        self.range_loop(Some(lo), End::Var(hi), 1, &mut |g, i| {
+            for (s, c) in r.stages.iter().zip(&collapsed) {
+                g.fill_row(s, c, &base, i);
+                let rank = c.shape.len();
+                if rank == 1 {
+                    // One element per row: the row axis is the inner loop, run on [i, i+1).
+                    let next = g.fb.ins().iadd_imm_s(i, 1);
+                    let span = Span {
+                        len: c.shape[0] as i64,
+                        range: Some((i, next)),
+                    };
+                    g.inner(s, c, &base, &[], span, false);
+                } else {
+                    let mut idx = vec![i];
+                    g.nest(&c.shape[..rank - 1], &mut idx, &mut |g, idx| {
+                        g.inner(s, c, &base, idx, Span::whole(c.shape[rank - 1]), simd);
+                    });
+                }
+            }
+        });
+        self.fb.ins().return_(&[]);
+    }
+
+    fn kernel(&mut self, k: &LoopKernel, simd: bool) {
+        let (bufs, lo, hi) = self.start();
+        let c = collapse(k);
+        let base = self.bases(bufs, std::iter::once(k));
+        self.fill_identity(k, &base);
         if c.shape.contains(&0) {
             self.fb.ins().return_(&[]);
             return;
@@ -545,7 +671,7 @@ impl<M: Module> KernelGen<'_, '_, M> {
         &mut self,
         k: &LoopKernel,
         c: &Collapsed,
-        base: &HashMap<crate::lower::BufferId, Value>,
+        base: &HashMap<BufferId, Value>,
         idx: &[Value],
         span: Span,
         simd: bool,
@@ -1141,6 +1267,16 @@ pub fn parallel_worthy(k: &LoopKernel) -> bool {
     k.reduce.is_none()
         && k.shape.iter().product::<usize>() >= PARALLEL_MIN_ELEMS
         && split_len(k) > 1
+}
+
+/// Whether a row kernel is worth splitting over threads by rows.
+pub fn rows_parallel_worthy(r: &RowKernel) -> bool {
+    let elems: usize = r
+        .stages
+        .iter()
+        .map(|s| s.shape.iter().product::<usize>())
+        .sum();
+    elems >= PARALLEL_MIN_ELEMS
 }
 
 /// The vector type for the inner loop, if every varying node is vectorisable.

@@ -197,6 +197,19 @@ pub fn emit(
         match &k.body {
             KernelBody::Loop(l) if l.reduce.is_some() => e.reduce_kernel(l)?,
             KernelBody::Loop(l) => e.loop_kernel(l)?,
+            // One pass per stage: the stages' reductions are workgroup tree reductions,
+            // which a row-at-a-time invocation would give up.
+            KernelBody::Rows(r) => {
+                for l in &r.stages {
+                    let mut e = Emitter::new(program, graph, i, k.node, limits);
+                    match l.reduce {
+                        Some(_) => e.reduce_kernel(l)?,
+                        None => e.loop_kernel(l)?,
+                    }
+                    kernels.push(e.finish()?);
+                }
+                continue;
+            }
             KernelBody::MatMul(m) => {
                 // The product alone, then its epilogue as a pass of its own.
                 let split = |kernels: &mut Vec<WgslKernel>, epilogue: &LoopKernel| {

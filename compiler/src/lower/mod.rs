@@ -231,9 +231,24 @@ pub struct LibraryKernel {
     pub shape: Vec<usize>,
 }
 
+/// Loop kernels that share their first axis, the *rows*, run as one kernel: for each
+/// row, every stage in order on that row alone (softmax's max, shifted exponentials,
+/// sum and log-probabilities over a batch of logits; its gradient's row sum and
+/// combination). A row's values stay in cache from one stage to the next, and one
+/// kernel replaces several passes. `plan::fuse_rows` decides which loops join and why
+/// that cannot change a value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowKernel {
+    /// The extent of every stage's first axis.
+    pub rows: usize,
+    /// Each over `[rows, ..]`, its first axis not reduced.
+    pub stages: Vec<LoopKernel>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum KernelBody {
     Loop(LoopKernel),
+    Rows(RowKernel),
     MatMul(MatMulKernel),
     Library(LibraryKernel),
 }
@@ -250,6 +265,7 @@ impl Kernel {
     pub fn output(&self) -> BufferId {
         match &self.body {
             KernelBody::Loop(k) => k.outs[0].buf,
+            KernelBody::Rows(r) => r.stages[0].outs[0].buf,
             KernelBody::MatMul(k) => k.c,
             KernelBody::Library(k) => k.out,
         }
@@ -264,6 +280,11 @@ impl Kernel {
     pub fn output_nodes(&self) -> Vec<(BufferId, NodeId)> {
         match &self.body {
             KernelBody::Loop(l) => l.outs.iter().map(|o| (o.buf, o.node)).collect(),
+            KernelBody::Rows(r) => r
+                .stages
+                .iter()
+                .flat_map(|l| l.outs.iter().map(|o| (o.buf, o.node)))
+                .collect(),
             KernelBody::MatMul(m) => {
                 let mut outs = vec![(m.c, self.node)];
                 if let Some(e) = &m.epilogue {
@@ -279,6 +300,11 @@ impl Kernel {
     pub fn reads(&self) -> Vec<BufferId> {
         match &self.body {
             KernelBody::Loop(k) => k.loads.iter().map(|(b, _)| *b).collect(),
+            KernelBody::Rows(r) => r
+                .stages
+                .iter()
+                .flat_map(|l| l.loads.iter().map(|(b, _)| *b))
+                .collect(),
             KernelBody::MatMul(k) => {
                 let mut reads = vec![k.a.0, k.b.0];
                 if let Some(e) = &k.epilogue {
@@ -300,6 +326,12 @@ impl Kernel {
             KernelBody::Loop(k) => {
                 k.loads.iter_mut().for_each(|(b, _)| r(b));
                 k.outs.iter_mut().for_each(|s| r(&mut s.buf));
+            }
+            KernelBody::Rows(rows) => {
+                for k in &mut rows.stages {
+                    k.loads.iter_mut().for_each(|(b, _)| r(b));
+                    k.outs.iter_mut().for_each(|s| r(&mut s.buf));
+                }
             }
             KernelBody::MatMul(k) => {
                 r(&mut k.a.0);
@@ -348,6 +380,9 @@ pub struct LowerOptions {
     /// Fuse elementwise trees across ops (`-O2`); off, every op is its own kernel
     /// (`-O0`, to bisect a miscompile).
     pub fuse: bool,
+    /// With `fuse`, join neighbouring loops over the same rows into row kernels
+    /// (`plan::fuse_rows`); off to compare with or bisect it.
+    pub rows: bool,
 }
 
 impl Default for LowerOptions {
@@ -355,6 +390,7 @@ impl Default for LowerOptions {
         LowerOptions {
             in_place_updates: true,
             fuse: true,
+            rows: true,
         }
     }
 }
@@ -421,6 +457,9 @@ pub fn lower(graph: &Graph, env: &SymbolEnv, opts: LowerOptions) -> Result<Progr
         plan::merge_loops(&mut p);
         plan::hoist_scalar_loops(&mut p);
         plan::fuse_epilogues(&mut p);
+        if opts.rows {
+            plan::fuse_rows(&mut p);
+        }
     }
     plan::assign_offsets(&mut p);
     p.saved = saved_for_backward(graph, &p);
@@ -980,15 +1019,22 @@ impl Program {
             }
             Ok(())
         };
+        let check_loop = |what: &str, l: &LoopKernel| {
+            for (b, a) in &l.loads {
+                check(what, *b, a, &l.shape)?;
+            }
+            for o in &l.outs {
+                check(what, o.buf, &o.at, &l.shape)?;
+            }
+            Ok::<(), String>(())
+        };
         for (t, k) in self.kernels.iter().enumerate() {
             let what = format!("k{t} ({})", k.node);
             match &k.body {
-                KernelBody::Loop(l) => {
-                    for (b, a) in &l.loads {
-                        check(&what, *b, a, &l.shape)?;
-                    }
-                    for o in &l.outs {
-                        check(&what, o.buf, &o.at, &l.shape)?;
+                KernelBody::Loop(l) => check_loop(&what, l)?,
+                KernelBody::Rows(r) => {
+                    for l in &r.stages {
+                        check_loop(&what, l)?;
                     }
                 }
                 KernelBody::MatMul(m) => {
@@ -1002,12 +1048,7 @@ impl Program {
                     check(&what, m.b.0, &m.b.1, &sb)?;
                     check(&what, m.c, &Affine::contiguous(&sc), &sc)?;
                     if let Some(e) = &m.epilogue {
-                        for (b, a) in &e.loads {
-                            check(&what, *b, a, &e.shape)?;
-                        }
-                        for o in &e.outs {
-                            check(&what, o.buf, &o.at, &e.shape)?;
-                        }
+                        check_loop(&what, e)?;
                     }
                 }
                 KernelBody::Library(l) => {

@@ -1,7 +1,9 @@
 //! The memory plan: in-place updates of persistent buffers, then arena offsets for the
 //! intermediates by liveness over the kernel schedule.
 
-use super::{BufferId, BufferKind, Kernel, KernelBody, LoopKernel, MatMulKernel, Program};
+use super::{
+    BufferId, BufferKind, Kernel, KernelBody, LoopKernel, MatMulKernel, Program, RowKernel,
+};
 
 /// Arena offsets are multiples of this (a cache line; also enough for any vector load).
 pub const ALIGN: usize = 64;
@@ -356,6 +358,156 @@ fn per_batch_permutation(m: &MatMulKernel, lk: &LoopKernel) -> bool {
             && span < block as i64
             && injective(at, &lk.shape)
     })
+}
+
+/// Joins runs of neighbouring loop kernels that share their first axis into row
+/// kernels ([`super::RowKernel`]): each row runs every stage in order, so softmax's max,
+/// shifted exponentials, sum and log-probabilities read a row of logits while it is in
+/// cache, in one kernel. A loop joins the run when
+/// - its first axis has the run's extent (more than 1) and is not reduced;
+/// - every buffer it shares with an earlier stage, where either writes it, is accessed
+///   by both in *row blocks*: the same offset and first-axis stride `s`, and the rest
+///   of the index staying in `[0, s)`. Then what row `r` of one stage touches in that
+///   buffer is exactly what row `r` of the other does, so running row by row reads
+///   and writes the same values as running stage by stage;
+/// - no earlier stage touches a buffer it reduces into (each row's part is filled
+///   with the identity just before the stage runs on the row);
+/// - the schedule's peak of live bytes does not rise.
+///
+/// Each stage computes every element with the same code as on its own (its first axis
+/// is never merged with the next, so the inner loops are unchanged), so results are
+/// bitwise those of the unfused program.
+pub(super) fn fuse_rows(p: &mut Program) {
+    let mut peak = peak_live(p, &p.kernels);
+    let mut t = 0;
+    while t + 1 < p.kernels.len() {
+        let stages = match &p.kernels[t].body {
+            KernelBody::Loop(a) => vec![a.clone()],
+            KernelBody::Rows(r) => r.stages.clone(),
+            _ => {
+                t += 1;
+                continue;
+            }
+        };
+        let joined = match &p.kernels[t + 1].body {
+            KernelBody::Loop(b) => row_join(&stages, b),
+            _ => None,
+        };
+        let Some(rows) = joined else {
+            t += 1;
+            continue;
+        };
+        let mut kernels = p.kernels.clone();
+        let KernelBody::Loop(b) = kernels.remove(t + 1).body else {
+            unreachable!("checked above")
+        };
+        let mut stages = stages;
+        stages.push(b);
+        kernels[t].body = KernelBody::Rows(RowKernel { rows, stages });
+        let after = peak_live(p, &kernels);
+        if after <= peak {
+            p.kernels = kernels;
+            peak = after;
+        } else {
+            t += 1;
+        }
+    }
+    // Stages of one element per row gain nothing from running row by row, and on
+    // their own they vectorise across the rows: such row kernels are split again
+    // (which only shortens live ranges).
+    let kernels = std::mem::take(&mut p.kernels);
+    for k in kernels {
+        match &k.body {
+            KernelBody::Rows(r) if r.stages.iter().all(|s| one_per_row(s, r.rows)) => {
+                p.kernels.extend(r.stages.iter().map(|s| Kernel {
+                    node: s.outs[0].node,
+                    body: KernelBody::Loop(s.clone()),
+                }));
+            }
+            _ => p.kernels.push(k),
+        }
+    }
+}
+
+fn one_per_row(k: &LoopKernel, rows: usize) -> bool {
+    k.shape.iter().product::<usize>() == rows
+}
+
+/// The rows extent when loop `b` can run as a stage after `stages` (see [`fuse_rows`]).
+fn row_join(stages: &[LoopKernel], b: &LoopKernel) -> Option<usize> {
+    let rows = row_extent(&stages[0])?;
+    if stages.iter().any(|s| row_extent(s) != Some(rows)) || row_extent(b) != Some(rows) {
+        return None;
+    }
+    let writes = |k: &LoopKernel, buf: BufferId| k.outs.iter().any(|o| o.buf == buf);
+    let accesses = |k: &LoopKernel, buf: BufferId| -> Vec<super::Affine> {
+        k.loads
+            .iter()
+            .filter(|(x, _)| *x == buf)
+            .map(|(_, a)| a.clone())
+            .chain(k.outs.iter().filter(|o| o.buf == buf).map(|o| o.at.clone()))
+            .collect()
+    };
+    let mut bufs: Vec<BufferId> = b.loads.iter().map(|(x, _)| *x).collect();
+    bufs.extend(b.outs.iter().map(|o| o.buf));
+    bufs.sort();
+    bufs.dedup();
+    for buf in bufs {
+        let earlier: Vec<&LoopKernel> = stages
+            .iter()
+            .filter(|s| !accesses(s, buf).is_empty())
+            .collect();
+        if earlier.is_empty() {
+            continue;
+        }
+        if b.reduce.is_some() && writes(b, buf) {
+            return None;
+        }
+        if !writes(b, buf) && !earlier.iter().any(|s| writes(s, buf)) {
+            continue; // read by both, written by neither
+        }
+        let mut all: Vec<(super::Affine, &[usize])> = accesses(b, buf)
+            .into_iter()
+            .map(|a| (a, b.shape.as_slice()))
+            .collect();
+        for s in &earlier {
+            all.extend(
+                accesses(s, buf)
+                    .into_iter()
+                    .map(|a| (a, s.shape.as_slice())),
+            );
+        }
+        let block = row_block(&all[0].0, all[0].1)?;
+        if all
+            .iter()
+            .any(|(a, shape)| row_block(a, shape) != Some(block))
+        {
+            return None;
+        }
+    }
+    Some(rows)
+}
+
+/// The first-axis extent of a loop that can be a row stage: more than one row, the
+/// first axis not reduced, nothing empty.
+fn row_extent(k: &LoopKernel) -> Option<usize> {
+    let rows = *k.shape.first()?;
+    let elems: usize = k.shape.iter().product();
+    let kept = k.outs.iter().all(|o| o.at.strides[0] != 0);
+    (rows > 1 && elems > 0 && kept).then_some(rows)
+}
+
+/// `(offset, s)` when access `at` over `shape` keeps each row `r` inside
+/// `[offset + r*s, offset + (r+1)*s)` with `s > 0`.
+fn row_block(at: &super::Affine, shape: &[usize]) -> Option<(i64, i64)> {
+    let s = at.strides[0];
+    let (mut lo, mut hi) = (0i64, 0i64);
+    for (&st, &n) in at.strides.iter().zip(shape).skip(1) {
+        let reach = st * (n as i64 - 1);
+        lo += reach.min(0);
+        hi += reach.max(0);
+    }
+    (s > 0 && lo >= 0 && hi < s).then_some((at.offset, s))
 }
 
 /// `(first kernel, last kernel)` each buffer is touched over, in schedule `kernels`

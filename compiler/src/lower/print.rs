@@ -15,6 +15,13 @@ fn access(a: &Affine) -> String {
     format!("{{{} [{}]}}", a.offset, parts.join(","))
 }
 
+fn loop_kind(l: &LoopKernel) -> String {
+    match l.reduce {
+        Some(r) => format!("reduce.{}", r.name()),
+        None => "loop".into(),
+    }
+}
+
 /// `HEAD over [shape] -> outputs`, then the loads and the expression.
 fn write_loop(f: &mut fmt::Formatter<'_>, head: &str, l: &LoopKernel) -> fmt::Result {
     // One output that is the expression's root prints as `-> b3 {..}`; a merged
@@ -74,11 +81,14 @@ impl fmt::Display for Program {
         for (t, k) in self.kernels.iter().enumerate() {
             match &k.body {
                 KernelBody::Loop(l) => {
-                    let kind = match l.reduce {
-                        Some(r) => format!("reduce.{}", r.name()),
-                        None => "loop".into(),
-                    };
-                    write_loop(f, &format!("  k{t}: {kind} {}", k.node), l)?;
+                    write_loop(f, &format!("  k{t}: {} {}", loop_kind(l), k.node), l)?;
+                }
+                KernelBody::Rows(r) => {
+                    writeln!(f, "  k{t}: rows {} {} stages", r.rows, r.stages.len())?;
+                    for l in &r.stages {
+                        let node = l.outs[0].node;
+                        write_loop(f, &format!("    {} {node}", loop_kind(l)), l)?;
+                    }
                 }
                 KernelBody::MatMul(m) => {
                     writeln!(
@@ -143,7 +153,7 @@ impl fmt::Display for Program {
         }
         writeln!(
             f,
-            "arena: {} B (peak live {} B) for {} B of intermediates; {} kernels ({} loops, {} matmuls, {} library)",
+            "arena: {} B (peak live {} B) for {} B of intermediates; {} kernels ({} loops, {} row kernels, {} matmuls, {} library)",
             self.arena_bytes,
             self.peak_live_bytes(),
             self.intermediate_bytes(),
@@ -151,6 +161,10 @@ impl fmt::Display for Program {
             self.kernels
                 .iter()
                 .filter(|k| matches!(k.body, KernelBody::Loop(_)))
+                .count(),
+            self.kernels
+                .iter()
+                .filter(|k| matches!(k.body, KernelBody::Rows(_)))
                 .count(),
             self.kernels
                 .iter()

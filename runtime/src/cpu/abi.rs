@@ -209,7 +209,9 @@ pub(crate) unsafe extern "C" fn aotgrad_kernel(
                 }
             }
         }
-        KernelBody::Loop(_) => unreachable!("loop kernels are generated code"),
+        KernelBody::Loop(_) | KernelBody::Rows(_) => {
+            unreachable!("loop and row kernels are generated code")
+        }
     }
 }
 

@@ -40,6 +40,8 @@ pub struct CpuOptions {
     pub simd: bool,
     /// Elementwise fusion (`-O2`); off is `-O0`, one kernel per op.
     pub fuse: bool,
+    /// Row kernels (`LowerOptions::rows`); results do not depend on it.
+    pub rows: bool,
     /// Output tiles a large matrix product is cut into. Results depend on it (the
     /// GEMM's blocking follows the tile shape) but never on `threads`, which only
     /// decides who runs a tile; more tiles than threads only repack operands.
@@ -54,6 +56,7 @@ impl Default for CpuOptions {
             in_place_updates: true,
             simd: true,
             fuse: true,
+            rows: true,
             matmul_tiles: codegen::tiles::DEFAULT_TILES,
         }
     }
@@ -244,6 +247,7 @@ impl CpuProgram {
                 // Check-numerics names the node that made the first NaN, so every op is
                 // its own kernel there.
                 fuse: self.opts.fuse && !self.opts.check_numerics,
+                rows: self.opts.rows,
             },
         )
         .map_err(|e| RunError::Compile(e.to_string()))?;
