@@ -10,8 +10,11 @@ use aotgrad::compiler::codegen::tiles::{DEFAULT_TILES, EpilogueSchedule, epilogu
 use aotgrad::compiler::lower::{self, KernelBody, MatMulKernel};
 use aotgrad::ir::{Conv2dOptions, Pool2dOptions};
 use aotgrad::prelude::*;
-use aotgrad::runtime::cpu::{self, CpuOptions};
+use aotgrad::runtime::cpu::CpuOptions;
 use aotgrad::runtime::gpu;
+
+mod support;
+use support::assert_bitwise_at_1_and_2_threads;
 
 /// `relu(x @ w + bias) * 0.5` with `x: [batch.., m, k]`, and its feeds.
 fn case(batch: &[usize], m: usize, k: usize, n: usize) -> (Graph, HashMap<String, Tensor>) {
@@ -78,10 +81,6 @@ fn assert_close(want: &Evaluation, got: &Evaluation, what: &str) {
     }
 }
 
-fn bits(t: &Tensor) -> Vec<u64> {
-    t.to_f64_vec().into_iter().map(f64::to_bits).collect()
-}
-
 /// (batch, m, k, n, which schedule the CPU uses for it)
 const CASES: &[(&[usize], usize, usize, usize, &str)] = &[
     (&[], 16, 32, 24, "one tile"),
@@ -110,31 +109,16 @@ fn every_cpu_schedule_matches_the_unfused_program_bitwise() {
         if let EpilogueSchedule::PerTile(t) = &schedule {
             assert_eq!(parts.len(), t.len(), "one function per tile");
         }
-        let unfused = cpu::run_once(
+        let unfused = assert_bitwise_at_1_and_2_threads(
             &graph,
             &feeds,
             CpuOptions {
                 fuse: false,
                 ..Default::default()
             },
-        )
-        .unwrap();
-        let want = bits(unfused.output("y").unwrap());
-        for threads in [1, 2] {
-            let fused = cpu::run_once(
-                &graph,
-                &feeds,
-                CpuOptions {
-                    threads,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-            let got = bits(fused.output("y").unwrap());
-            let first_diff = got.iter().zip(&want).position(|(a, b)| a != b);
-            assert_eq!(got.len(), want.len());
-            assert_eq!(first_diff, None, "{kind}, {threads} threads");
-        }
+            &["y"],
+            kind,
+        );
         let interp = aotgrad::run(&graph, &feeds).unwrap();
         assert_close(&interp, &unfused, kind);
     }
@@ -233,29 +217,16 @@ fn a_convolutions_bias_relu_runs_after_each_samples_product() {
     feeds.insert("bias".into(), Tensor::from_f32(&fill(o), &[o]).unwrap());
     let wide = Tensor::from_f32(&fill(o * 25 * 8000), &[o * 25, 8000]).unwrap();
     feeds.insert("wide".into(), wide);
-    let unfused = cpu::run_once(
+    let unfused = assert_bitwise_at_1_and_2_threads(
         &graph,
         &feeds,
         CpuOptions {
             fuse: false,
             ..Default::default()
         },
-    )
-    .unwrap();
-    let want = bits(unfused.output("y").unwrap());
-    for threads in [1, 2] {
-        let opts = CpuOptions {
-            threads,
-            ..Default::default()
-        };
-        let got = bits(
-            cpu::run_once(&graph, &feeds, opts)
-                .unwrap()
-                .output("y")
-                .unwrap(),
-        );
-        assert_eq!(got, want, "{threads} threads");
-    }
+        &["y"],
+        "conv",
+    );
     if gpu::available_for_tests().expect("a GPU adapter (set AOTGRAD_SKIP_GPU_TESTS=1 to skip)") {
         let got = gpu::run_once(&graph, &feeds).unwrap();
         assert_close(&unfused, &got, "conv on the GPU");

@@ -10,8 +10,11 @@ use aotgrad::Evaluation;
 use aotgrad::compiler::autodiff::{self, Seed};
 use aotgrad::compiler::lower::{self, KernelBody, Program};
 use aotgrad::prelude::*;
-use aotgrad::runtime::cpu::{self, CpuOptions};
+use aotgrad::runtime::cpu::CpuOptions;
 use aotgrad::runtime::gpu;
+
+mod support;
+use support::assert_bitwise_at_1_and_2_threads;
 
 fn fill(len: usize, seed: u32) -> Vec<f32> {
     (0..len as u32)
@@ -27,15 +30,6 @@ fn row_stages(p: &Program) -> Vec<usize> {
             KernelBody::Rows(r) => Some(r.stages.len()),
             _ => None,
         })
-        .collect()
-}
-
-fn bits(e: &Evaluation, name: &str) -> Vec<u64> {
-    e.output(name)
-        .unwrap()
-        .to_f64_vec()
-        .into_iter()
-        .map(f64::to_bits)
         .collect()
 }
 
@@ -58,29 +52,16 @@ fn assert_close(want: &Evaluation, got: &Evaluation, names: &[&str], what: &str)
 /// The program with row kernels against the same program without them (bitwise, 1 and
 /// 2 threads), the interpreter and, where an adapter exists, the GPU.
 fn check_everywhere(graph: &Graph, feeds: &HashMap<String, Tensor>, names: &[&str], what: &str) {
-    let unfused = cpu::run_once(
+    let unfused = assert_bitwise_at_1_and_2_threads(
         graph,
         feeds,
         CpuOptions {
             rows: false,
             ..Default::default()
         },
-    )
-    .unwrap();
-    for threads in [1, 2] {
-        let opts = CpuOptions {
-            threads,
-            ..Default::default()
-        };
-        let fused = cpu::run_once(graph, feeds, opts).unwrap();
-        for name in names {
-            assert_eq!(
-                bits(&fused, name),
-                bits(&unfused, name),
-                "{what} {name}, {threads} threads"
-            );
-        }
-    }
+        names,
+        what,
+    );
     let interp = aotgrad::run(graph, feeds).unwrap();
     assert_close(&interp, &unfused, names, what);
     if gpu::available_for_tests().expect("a GPU adapter (set AOTGRAD_SKIP_GPU_TESTS=1 to skip)") {

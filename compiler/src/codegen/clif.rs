@@ -179,25 +179,9 @@ pub fn emit<M: Module>(
     };
     let mut epilogues = Vec::new();
     for (t, k) in p.kernels.iter().enumerate() {
-        match &k.body {
-            KernelBody::Loop(lk) => {
-                let id = define(
-                    format!("k{t}"),
-                    Body::Loop(lk),
-                    format!("kernel k{t}: {}", k.node),
-                    &mut clif,
-                )?;
-                kernel_ids.insert(t, id);
-            }
-            KernelBody::Rows(r) => {
-                let id = define(
-                    format!("k{t}"),
-                    Body::Rows(r),
-                    format!("row kernel k{t}: {}", k.node),
-                    &mut clif,
-                )?;
-                kernel_ids.insert(t, id);
-            }
+        let (body, what) = match &k.body {
+            KernelBody::Loop(lk) => (Body::Loop(lk), "kernel"),
+            KernelBody::Rows(r) => (Body::Rows(r), "row kernel"),
             KernelBody::MatMul(m) => {
                 let Some((schedule, parts)) = epilogue_plan(m, opts.matmul_tiles) else {
                     continue;
@@ -213,9 +197,12 @@ pub fn emit<M: Module>(
                     )?);
                 }
                 epilogues.push((t, schedule, ids));
+                continue;
             }
-            KernelBody::Library(_) => {}
-        }
+            KernelBody::Library(_) => continue,
+        };
+        let header = format!("{what} k{t}: {}", k.node);
+        kernel_ids.insert(t, define(format!("k{t}"), body, header, &mut clif)?);
     }
     // The entry function: kernels in order, stopping at the first non-zero status.
     let mut sig = module.make_signature();
@@ -465,18 +452,26 @@ impl<M: Module> KernelGen<'_, '_, M> {
         base
     }
 
+    /// For a reduction: its identity as a value, the output's element size and base
+    /// address (what a fill stores where); `None` for a plain loop.
+    fn identity_store(
+        &mut self,
+        k: &LoopKernel,
+        base: &HashMap<BufferId, Value>,
+    ) -> Option<(Value, i64, Value)> {
+        let op = k.reduce?;
+        let out_dtype = self.p.buffer(k.outs[0].buf).dtype;
+        let idv = self.scalar_const(reduce_identity(op, out_dtype));
+        Some((idv, out_dtype.size_bytes() as i64, base[&k.outs[0].buf]))
+    }
+
     /// Fills a reduction's whole output with its identity (a reduction has exactly one
     /// output).
     fn fill_identity(&mut self, k: &LoopKernel, base: &HashMap<BufferId, Value>) {
-        let Some(op) = k.reduce else {
+        let Some((idv, esz, ob)) = self.identity_store(k, base) else {
             return;
         };
-        let out_dtype = self.p.buffer(k.outs[0].buf).dtype;
         let n = self.p.buffer(k.outs[0].buf).elems;
-        let id = reduce_identity(op, out_dtype);
-        let idv = self.scalar_const(id);
-        let esz = out_dtype.size_bytes() as i64;
-        let ob = base[&k.outs[0].buf];
         self.counted_loop(n as i64, &mut |g, i| {
             let off = g.fb.ins().imul_imm_s(i, esz);
             let addr = g.fb.ins().iadd(ob, off);
@@ -493,7 +488,7 @@ impl<M: Module> KernelGen<'_, '_, M> {
         base: &HashMap<BufferId, Value>,
         r: Value,
     ) {
-        let Some(op) = k.reduce else {
+        let Some((idv, esz, ob)) = self.identity_store(k, base) else {
             return;
         };
         let at = &c.outs[0];
@@ -509,10 +504,6 @@ impl<M: Module> KernelGen<'_, '_, M> {
             offset: at.offset,
             strides,
         };
-        let out_dtype = self.p.buffer(k.outs[0].buf).dtype;
-        let idv = self.scalar_const(reduce_identity(op, out_dtype));
-        let esz = out_dtype.size_bytes() as i64;
-        let ob = base[&k.outs[0].buf];
         let mut idx = vec![r];
         self.nest(&dims, &mut idx, &mut |g, idx| {
             let off = g.row_offset(&sub, idx);

@@ -195,17 +195,13 @@ pub fn emit(
     for (i, k) in program.kernels.iter().enumerate() {
         let mut e = Emitter::new(program, graph, i, k.node, limits);
         match &k.body {
-            KernelBody::Loop(l) if l.reduce.is_some() => e.reduce_kernel(l)?,
-            KernelBody::Loop(l) => e.loop_kernel(l)?,
+            KernelBody::Loop(l) => e.plain_or_reduce(l)?,
             // One pass per stage: the stages' reductions are workgroup tree reductions,
             // which a row-at-a-time invocation would give up.
             KernelBody::Rows(r) => {
                 for l in &r.stages {
                     let mut e = Emitter::new(program, graph, i, k.node, limits);
-                    match l.reduce {
-                        Some(_) => e.reduce_kernel(l)?,
-                        None => e.loop_kernel(l)?,
-                    }
+                    e.plain_or_reduce(l)?;
                     kernels.push(e.finish()?);
                 }
                 continue;
@@ -580,6 +576,14 @@ impl<'a> Emitter<'a> {
             DevType::U32 => format!("{}u", int_value(s) & 0xff),
             DevType::Bool => (s.as_f64() != 0.0).to_string(),
         })
+    }
+
+    /// A loop kernel's shader: elementwise or reducing.
+    fn plain_or_reduce(&mut self, k: &LoopKernel) -> Result<(), WgslError> {
+        match k.reduce {
+            Some(_) => self.reduce_kernel(k),
+            None => self.loop_kernel(k),
+        }
     }
 
     fn loop_kernel(&mut self, k: &LoopKernel) -> Result<(), WgslError> {

@@ -453,30 +453,28 @@ fn row_join(stages: &[LoopKernel], b: &LoopKernel) -> Option<usize> {
     bufs.sort();
     bufs.dedup();
     for buf in bufs {
-        let earlier: Vec<&LoopKernel> = stages
-            .iter()
-            .filter(|s| !accesses(s, buf).is_empty())
-            .collect();
-        if earlier.is_empty() {
+        // Every access to `buf` by `b` and by the earlier stages, with its domain.
+        let mut all: Vec<(super::Affine, &[usize])> = Vec::new();
+        let mut earlier_writes = false;
+        for s in stages {
+            let found = accesses(s, buf);
+            earlier_writes |= writes(s, buf);
+            all.extend(found.into_iter().map(|a| (a, s.shape.as_slice())));
+        }
+        if all.is_empty() {
             continue;
         }
         if b.reduce.is_some() && writes(b, buf) {
             return None;
         }
-        if !writes(b, buf) && !earlier.iter().any(|s| writes(s, buf)) {
+        if !writes(b, buf) && !earlier_writes {
             continue; // read by both, written by neither
         }
-        let mut all: Vec<(super::Affine, &[usize])> = accesses(b, buf)
-            .into_iter()
-            .map(|a| (a, b.shape.as_slice()))
-            .collect();
-        for s in &earlier {
-            all.extend(
-                accesses(s, buf)
-                    .into_iter()
-                    .map(|a| (a, s.shape.as_slice())),
-            );
-        }
+        all.extend(
+            accesses(b, buf)
+                .into_iter()
+                .map(|a| (a, b.shape.as_slice())),
+        );
         let block = row_block(&all[0].0, all[0].1)?;
         if all
             .iter()
