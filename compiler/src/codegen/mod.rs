@@ -9,5 +9,6 @@
 pub mod clif;
 pub mod tiles;
 pub mod wgsl;
+pub mod windows;
 
 pub use clif::{CodegenError, CodegenOptions, Emitted, HELPERS, emit};

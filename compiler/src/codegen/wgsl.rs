@@ -38,6 +38,8 @@ use crate::lower::{
     Program,
 };
 
+use super::windows::{self, BindingLimit, Block, Window};
+
 /// Invocations per workgroup of 1-D kernels (WebGPU's guaranteed minimum maximum).
 pub const WORKGROUP: u32 = 256;
 /// Reductions whose reduced extent is at least this run a workgroup per output.
@@ -68,6 +70,11 @@ pub enum WgslError {
 pub struct WgslLimits {
     pub max_workgroups_per_dimension: u32,
     pub max_storage_buffers_per_stage: u32,
+    /// Bytes one storage binding may span; a memory larger than this is bound through
+    /// windows and the kernels touching it are split (see [`windows`]).
+    pub max_storage_buffer_binding_size: u64,
+    /// Bytes a binding's offset must be a multiple of.
+    pub min_storage_buffer_offset_alignment: u32,
 }
 
 impl Default for WgslLimits {
@@ -76,7 +83,18 @@ impl Default for WgslLimits {
         WgslLimits {
             max_workgroups_per_dimension: 65535,
             max_storage_buffers_per_stage: 8,
+            max_storage_buffer_binding_size: 128 << 20,
+            min_storage_buffer_offset_alignment: 256,
         }
+    }
+}
+
+impl WgslLimits {
+    fn binding(&self) -> BindingLimit {
+        BindingLimit::new(
+            self.max_storage_buffer_binding_size,
+            self.min_storage_buffer_offset_alignment,
+        )
     }
 }
 
@@ -92,15 +110,28 @@ pub enum Mem {
     Status,
 }
 
-/// One compute pipeline.
+/// One `@binding` of a kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Binding {
+    pub mem: Mem,
+    /// `None` binds the whole memory; a window binds only those words (a memory larger
+    /// than the adapter's binding limit, see [`windows`]).
+    pub window: Option<Window>,
+    /// Whether the kernel writes it (then it is `read_write`).
+    pub written: bool,
+}
+
+/// One compute pipeline. Lowered kernels can give several: a row kernel one per
+/// stage, a matrix product with a split-off epilogue two, and a kernel over a memory
+/// too large to bind whole one per block of its iteration space; they share `name`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WgslKernel {
     /// `k<i>`: the kernel's index in the lowered program.
     pub name: String,
     pub node: NodeId,
     pub source: String,
-    /// `@binding(i)` is `bindings[i]`; `true` when the kernel writes it.
-    pub bindings: Vec<(Mem, bool)>,
+    /// `@binding(i)` is `bindings[i]`.
+    pub bindings: Vec<Binding>,
     /// Workgroups to dispatch (x, y, z); all zero for an empty kernel.
     pub workgroups: [u32; 3],
 }
@@ -122,16 +153,20 @@ impl fmt::Display for WgslProgram {
                 "// ---- {} ({}) dispatch ({x}, {y}, {z})",
                 k.name, k.node
             )?;
-            for (i, (m, w)) in k.bindings.iter().enumerate() {
-                let m = match m {
+            for (i, b) in k.bindings.iter().enumerate() {
+                let m = match b.mem {
                     Mem::Arena => "arena".to_string(),
                     Mem::Buffer(b) => b.to_string(),
                     Mem::Status => "status".to_string(),
                 };
+                let window = match b.window {
+                    Some(w) => format!(" words [{}, {})", w.start, w.start + w.words),
+                    None => String::new(),
+                };
                 writeln!(
                     f,
-                    "// binding {i}: {m}{}",
-                    if *w { " (written)" } else { "" }
+                    "// binding {i}: {m}{window}{}",
+                    if b.written { " (written)" } else { "" }
                 )?;
             }
             f.write_str(&k.source)?;
@@ -191,63 +226,280 @@ pub fn emit(
     limits: WgslLimits,
 ) -> Result<WgslProgram, WgslError> {
     check_types(program, graph)?;
-    let mut kernels = Vec::with_capacity(program.kernels.len());
+    let mut out = Gen {
+        p: program,
+        g: graph,
+        limits,
+        kernels: Vec::with_capacity(program.kernels.len()),
+    };
     for (i, k) in program.kernels.iter().enumerate() {
-        let mut e = Emitter::new(program, graph, i, k.node, limits);
         match &k.body {
-            KernelBody::Loop(l) => e.plain_or_reduce(l)?,
+            KernelBody::Loop(l) => out.loop_kernel(i, k.node, l)?,
             // One pass per stage: the stages' reductions are workgroup tree reductions,
             // which a row-at-a-time invocation would give up.
             KernelBody::Rows(r) => {
                 for l in &r.stages {
-                    let mut e = Emitter::new(program, graph, i, k.node, limits);
-                    e.plain_or_reduce(l)?;
-                    kernels.push(e.finish()?);
+                    out.loop_kernel(i, k.node, l)?;
                 }
-                continue;
             }
-            KernelBody::MatMul(m) => {
-                // The product alone, then its epilogue as a pass of its own.
-                let split = |kernels: &mut Vec<WgslKernel>, epilogue: &LoopKernel| {
-                    let mut e = Emitter::new(program, graph, i, k.node, limits);
-                    e.matmul_kernel(m, None)?;
-                    kernels.push(e.finish()?);
-                    let mut e = Emitter::new(program, graph, i, k.node, limits);
-                    e.loop_kernel(epilogue)?;
-                    kernels.push(e.finish()?);
-                    Ok::<(), WgslError>(())
-                };
-                match m.epilogue.as_deref() {
-                    None => {
-                        e.matmul_kernel(m, None)?;
-                        kernels.push(e.finish()?);
-                    }
-                    // An epilogue in another order than `c` (a convolution's bias + ReLU
-                    // in pooling layout) would need the inverse of its access to find the
-                    // elements an invocation finished.
-                    Some(epilogue) if !m.epilogue_in_order() => split(&mut kernels, epilogue)?,
-                    Some(epilogue) => {
-                        e.matmul_kernel(m, Some(epilogue))?;
-                        match e.finish() {
-                            Ok(fused) => kernels.push(fused),
-                            // The epilogue's buffers push the product past the adapter's
-                            // storage bindings.
-                            Err(WgslError::Limit { .. }) => split(&mut kernels, epilogue)?,
-                            Err(err) => return Err(err),
-                        }
-                    }
-                }
-                continue;
-            }
-            KernelBody::Library(l) => e.library_kernel(l)?,
+            KernelBody::MatMul(m) => out.matmul(i, k.node, m)?,
+            KernelBody::Library(l) => out.library(i, k.node, l)?,
         }
-        kernels.push(e.finish()?);
     }
     let arena_words = program.arena_bytes.div_ceil(4);
     Ok(WgslProgram {
-        kernels,
+        kernels: out.kernels,
         arena_words,
     })
+}
+
+/// `[batch..., m, n, k]`: the iteration space of a product, which windows split.
+fn matmul_space(m: &MatMulKernel) -> Vec<usize> {
+    let mut s = m.batch.clone();
+    s.extend([m.m, m.n, m.k]);
+    s
+}
+
+/// Every access of a loop kernel (loads and stores) over its shape.
+fn loop_accesses(l: &LoopKernel) -> Vec<(BufferId, Affine)> {
+    let loads = l.loads.iter().cloned();
+    loads
+        .chain(l.outs.iter().map(|o| (o.buf, o.at.clone())))
+        .collect()
+}
+
+/// The axes a loop kernel reduces over.
+fn reduced_axes(l: &LoopKernel) -> Vec<bool> {
+    (0..l.shape.len())
+        .map(|d| {
+            l.reduce.is_some() && l.shape[d] != 1 && l.outs.iter().all(|o| o.at.strides[d] == 0)
+        })
+        .collect()
+}
+
+/// The operands and result of a product over [`matmul_space`], and with `epilogue`
+/// its accesses too (over `[batch..., m, n]`, constant along `k`).
+fn matmul_accesses(m: &MatMulKernel, epilogue: Option<&LoopKernel>) -> Vec<(BufferId, Affine)> {
+    let nb = m.batch.len();
+    let lift = |at: &Affine, zero: usize| {
+        let mut strides = at.strides.clone();
+        strides.insert(zero, 0);
+        Affine {
+            offset: at.offset,
+            strides,
+        }
+    };
+    // a over [batch, m, k], b over [batch, k, n], c dense over [batch, m, n].
+    let a = lift(&m.a.1, nb + 1);
+    let mut b = m.b.1.clone();
+    let sbk = b.strides.remove(nb);
+    b.strides.insert(nb, 0);
+    b.strides.push(sbk);
+    let c = lift(&Affine::contiguous(&m.domain()), nb + 2);
+    let mut out = vec![(m.a.0, a), (m.b.0, b), (m.c, c)];
+    if let Some(e) = epilogue {
+        out.extend(
+            loop_accesses(e)
+                .into_iter()
+                .map(|(buf, at)| (buf, lift(&at, nb + 2))),
+        );
+    }
+    out
+}
+
+/// Emission of a whole program: each lowered kernel becomes one or more dispatches.
+struct Gen<'a> {
+    p: &'a Program,
+    g: &'a Graph,
+    limits: WgslLimits,
+    kernels: Vec<WgslKernel>,
+}
+
+impl<'a> Gen<'a> {
+    fn emitter(&self, i: usize, node: NodeId) -> Emitter<'a> {
+        Emitter::new(self.p, self.g, i, node, self.limits)
+    }
+
+    fn needs_window(&self, b: BufferId) -> bool {
+        windows::windowed(self.p, b, self.limits.binding())
+    }
+
+    fn too_wide(&self, node: NodeId, buf: BufferId, words: usize) -> WgslError {
+        WgslError::Limit {
+            node,
+            op: self.g.node(node).op.name(),
+            what: format!(
+                "{buf} accessed over {} bytes by one dispatch (the kernel cannot be cut \
+                 so that its accesses fit one storage binding)",
+                words * 4
+            ),
+            limit: self.limits.max_storage_buffer_binding_size,
+        }
+    }
+
+    /// The window of every buffer that needs one, for `accesses` over the block: the
+    /// arena's buffers share windows where their ranges fit one together.
+    fn windows_for(
+        &self,
+        accesses: &[(BufferId, Affine)],
+        origin: &[usize],
+        shape: &[usize],
+    ) -> Vec<(BufferId, Window)> {
+        let lim = self.limits.binding();
+        let mut out = Vec::new();
+        let mut arena = Vec::new();
+        for (b, lo, hi) in windows::ranges(accesses, origin, shape) {
+            if !self.needs_window(b) {
+                continue;
+            }
+            let base = base_word(self.p, b) as i64;
+            let (lo, hi) = ((base + lo) as usize, (base + hi) as usize);
+            match mem_of(self.p, b) {
+                Mem::Arena => arena.push((b, lo, hi)),
+                _ => out.push((b, lim.window(lo, hi))),
+            }
+        }
+        arena.sort_by_key(|&(b, lo, _)| (lo, b.0));
+        let mut groups: Vec<(usize, usize, Vec<BufferId>)> = Vec::new();
+        for (b, lo, hi) in arena {
+            if let Some(g) = groups.last_mut()
+                && lim.window(g.0, g.1.max(hi)).words <= lim.max_words
+            {
+                g.1 = g.1.max(hi);
+                g.2.push(b);
+                continue;
+            }
+            groups.push((lo, hi, vec![b]));
+        }
+        for (lo, hi, bufs) in groups {
+            let w = lim.window(lo, hi);
+            out.extend(bufs.into_iter().map(|b| (b, w)));
+        }
+        out
+    }
+
+    /// A loop kernel: one dispatch, or one per block when it touches a memory too large
+    /// to bind whole.
+    fn loop_kernel(&mut self, i: usize, node: NodeId, l: &LoopKernel) -> Result<(), WgslError> {
+        let lim = self.limits.binding();
+        let blocks = windows::split(
+            &l.shape,
+            &loop_accesses(l),
+            &reduced_axes(l),
+            &|b| self.needs_window(b),
+            lim,
+        )
+        .map_err(|u| self.too_wide(node, u.buf, u.words))?;
+        let whole = blocks.len() == 1;
+        for block in blocks {
+            let sub = if whole {
+                l.clone()
+            } else {
+                l.sub_block(&block.origin, &block.shape)
+            };
+            let mut e = self.emitter(i, node);
+            e.windows = self.windows_for(&loop_accesses(&sub), &vec![0; sub.shape.len()], &sub.shape);
+            e.accumulate = block.accumulate;
+            e.plain_or_reduce(&sub)?;
+            self.kernels.push(e.finish()?);
+        }
+        Ok(())
+    }
+
+    /// The product's dispatches over `blocks`, with `epilogue` fused into each.
+    fn product(
+        &self,
+        i: usize,
+        node: NodeId,
+        m: &MatMulKernel,
+        epilogue: Option<&LoopKernel>,
+        blocks: &[Block],
+    ) -> Result<Vec<WgslKernel>, WgslError> {
+        let accesses = matmul_accesses(m, epilogue);
+        let mut out = Vec::with_capacity(blocks.len());
+        for block in blocks {
+            let mut e = self.emitter(i, node);
+            e.windows = self.windows_for(&accesses, &block.origin, &block.shape);
+            e.accumulate = block.accumulate;
+            e.matmul_kernel(m, epilogue, Some(block))?;
+            out.push(e.finish()?);
+        }
+        Ok(out)
+    }
+
+    fn product_blocks(
+        &self,
+        node: NodeId,
+        m: &MatMulKernel,
+        epilogue: Option<&LoopKernel>,
+    ) -> Result<Vec<Block>, WgslError> {
+        let nb = m.batch.len();
+        let mut reduced = vec![false; nb + 2];
+        reduced.push(true);
+        windows::split(
+            &matmul_space(m),
+            &matmul_accesses(m, epilogue),
+            &reduced,
+            &|b| self.needs_window(b),
+            self.limits.binding(),
+        )
+        .map_err(|u| self.too_wide(node, u.buf, u.words))
+    }
+
+    /// A matrix product: its epilogue fused into the product's dispatches where it can
+    /// be, otherwise the product alone and then the epilogue as a loop kernel.
+    fn matmul(&mut self, i: usize, node: NodeId, m: &MatMulKernel) -> Result<(), WgslError> {
+        let nb = m.batch.len();
+        // An epilogue in another order than `c` (a convolution's bias + ReLU in pooling
+        // layout) would need the inverse of its access to find the elements an
+        // invocation finished.
+        if let Some(epilogue) = m.epilogue.as_deref().filter(|_| m.epilogue_in_order()) {
+            let blocks = self.product_blocks(node, m, Some(epilogue))?;
+            // A block that covers part of `k` leaves partial sums, not `c`.
+            if blocks.iter().all(|b| b.shape[nb + 2] == m.k) {
+                match self.product(i, node, m, Some(epilogue), &blocks) {
+                    Ok(ks) => {
+                        self.kernels.extend(ks);
+                        return Ok(());
+                    }
+                    // The epilogue's buffers push the product past the adapter's
+                    // storage bindings.
+                    Err(WgslError::Limit { .. }) => {}
+                    Err(err) => return Err(err),
+                }
+            }
+        }
+        let blocks = self.product_blocks(node, m, None)?;
+        let ks = self.product(i, node, m, None, &blocks)?;
+        self.kernels.extend(ks);
+        if let Some(epilogue) = m.epilogue.as_deref() {
+            self.loop_kernel(i, node, epilogue)?;
+        }
+        Ok(())
+    }
+
+    /// A library kernel reads and writes its buffers anywhere: each must fit a window.
+    fn library(&mut self, i: usize, node: NodeId, l: &LibraryKernel) -> Result<(), WgslError> {
+        let mut windows = Vec::new();
+        for b in l.inputs.iter().map(|(b, _)| *b).chain([l.out]) {
+            let n = self.p.buffer(b).elems;
+            let whole = Affine {
+                offset: 0,
+                strides: vec![1],
+            };
+            for (b, w) in self.windows_for(&[(b, whole)], &[0], &[n]) {
+                if w.words > self.limits.binding().max_words {
+                    return Err(self.too_wide(node, b, n));
+                }
+                windows.push((b, w));
+            }
+        }
+        let mut e = self.emitter(i, node);
+        e.windows = windows;
+        e.library_kernel(l)?;
+        self.kernels.push(e.finish()?);
+        Ok(())
+    }
 }
 
 /// f64 tensors of more than one element have no device type; i64 constants must fit.
@@ -325,7 +577,11 @@ struct Emitter<'a> {
     index: usize,
     node: NodeId,
     limits: WgslLimits,
-    bindings: Vec<(Mem, bool)>,
+    bindings: Vec<Binding>,
+    /// The windows this dispatch binds its windowed buffers through.
+    windows: Vec<(BufferId, Window)>,
+    /// A block past the start of a reduced axis: combine with the output's value.
+    accumulate: bool,
     body: String,
     /// Module-scope declarations (workgroup arrays).
     decls: String,
@@ -348,6 +604,8 @@ impl<'a> Emitter<'a> {
             node,
             limits,
             bindings: Vec::new(),
+            windows: Vec::new(),
+            accumulate: false,
             body: String::new(),
             decls: String::new(),
             workgroup_size: (WORKGROUP, 1),
@@ -367,20 +625,30 @@ impl<'a> Emitter<'a> {
         }
     }
 
-    /// The binding index of `mem`, marking it written when `write`.
-    fn bind(&mut self, mem: Mem, write: bool) -> usize {
-        if let Some(i) = self.bindings.iter().position(|(m, _)| *m == mem) {
-            self.bindings[i].1 |= write;
+    /// The binding index of `mem` (through `window`), marking it written when `write`.
+    fn bind(&mut self, mem: Mem, window: Option<Window>, write: bool) -> usize {
+        if let Some(i) = self
+            .bindings
+            .iter()
+            .position(|b| b.mem == mem && b.window == window)
+        {
+            self.bindings[i].written |= write;
             return i;
         }
-        self.bindings.push((mem, write));
+        self.bindings.push(Binding {
+            mem,
+            window,
+            written: write,
+        });
         self.bindings.len() - 1
     }
 
-    /// `m<k>[u32(base + idx)]` for buffer `b` at element index `idx` (an i32 expression).
+    /// `m<k>[u32(base + idx)]` for buffer `b` at element index `idx` (an i32 expression);
+    /// through a window, `base` is relative to the window's first word.
     fn word(&mut self, b: BufferId, idx: &str, write: bool) -> String {
-        let m = self.bind(mem_of(self.p, b), write);
-        let base = base_word(self.p, b);
+        let window = self.windows.iter().find(|(x, _)| *x == b).map(|(_, w)| *w);
+        let m = self.bind(mem_of(self.p, b), window, write);
+        let base = base_word(self.p, b) as i64 - window.map_or(0, |w| w.start as i64);
         if base == 0 {
             format!("m{m}[u32({idx})]")
         } else if idx == "0" {
@@ -452,21 +720,46 @@ impl<'a> Emitter<'a> {
 
     /// Declares `i<d>: i32` for each axis in `axes` of `shape` from the linear `var`.
     fn unflatten(&mut self, var: &str, shape: &[usize], axes: &[usize], indent: &str) {
+        self.unflatten_from(var, shape, axes, &[], indent);
+    }
+
+    /// [`Self::unflatten`], plus `origin[k]` on the `k`-th of `axes` (where given).
+    fn unflatten_from(
+        &mut self,
+        var: &str,
+        shape: &[usize],
+        axes: &[usize],
+        origin: &[usize],
+        indent: &str,
+    ) {
         let _ = writeln!(self.body, "{indent}var rem_{var} = {var};");
         for (k, &d) in axes.iter().enumerate().rev() {
             let n = shape[d];
+            let plus = match origin.get(k) {
+                Some(&o) if o > 0 => format!(" + {o}"),
+                _ => String::new(),
+            };
             if k == 0 {
-                let _ = writeln!(self.body, "{indent}let i{d} = i32(rem_{var});");
+                let _ = writeln!(self.body, "{indent}let i{d} = i32(rem_{var}){plus};");
             } else {
                 let _ = writeln!(
                     self.body,
-                    "{indent}let i{d} = i32(rem_{var} % {n}u); rem_{var} = rem_{var} / {n}u;"
+                    "{indent}let i{d} = i32(rem_{var} % {n}u){plus}; rem_{var} = rem_{var} / {n}u;"
                 );
             }
         }
     }
 
-    fn finish(self) -> Result<WgslKernel, WgslError> {
+    fn finish(mut self) -> Result<WgslKernel, WgslError> {
+        // wgpu tracks usage per buffer, not per range: read-only and read-write bindings
+        // of one buffer in a dispatch conflict, so windows of a written memory are all
+        // bound read-write.
+        for i in 0..self.bindings.len() {
+            let mem = self.bindings[i].mem;
+            if self.bindings.iter().any(|b| b.mem == mem && b.written) {
+                self.bindings[i].written = true;
+            }
+        }
         if self.bindings.len() > self.limits.max_storage_buffers_per_stage as usize {
             return Err(WgslError::Limit {
                 node: self.node,
@@ -476,9 +769,9 @@ impl<'a> Emitter<'a> {
             });
         }
         let mut src = String::new();
-        for (i, (m, w)) in self.bindings.iter().enumerate() {
-            let access = if *w { "read_write" } else { "read" };
-            let ty = if *m == Mem::Status {
+        for (i, b) in self.bindings.iter().enumerate() {
+            let access = if b.written { "read_write" } else { "read" };
+            let ty = if b.mem == Mem::Status {
                 "array<atomic<u32>>"
             } else {
                 "array<u32>"
@@ -664,34 +957,65 @@ impl<'a> Emitter<'a> {
                 s /= 2;
             }
             self.body.push_str("  if (lid.x == 0u) {\n");
-            let idx = Self::affine(&out.at, &k.shape);
-            let st = self.write(out.buf, &idx, "red[0]");
+            let st = self.reduce_store(op, dt, out.buf, &out.at, &k.shape, "red[0]");
             let _ = writeln!(self.body, "    {st}\n  }}");
         } else {
-            let idx = Self::affine(&out.at, &k.shape);
-            let st = self.write(out.buf, &idx, "acc");
+            let st = self.reduce_store(op, dt, out.buf, &out.at, &k.shape, "acc");
             let _ = writeln!(self.body, "  {st}");
         }
         Ok(())
     }
 
+    /// The store of a reduction's result `value`; in a block that continues a reduced
+    /// axis (`accumulate`), combined with what the earlier blocks stored.
+    fn reduce_store(
+        &mut self,
+        op: ReduceOp,
+        dt: DevType,
+        buf: BufferId,
+        at: &Affine,
+        shape: &[usize],
+        value: &str,
+    ) -> String {
+        let idx = Self::affine(at, shape);
+        if self.accumulate {
+            let old = self.read(buf, &idx);
+            let v = combine(op, dt, &old, value);
+            self.write(buf, &idx, &v)
+        } else {
+            self.write(buf, &idx, value)
+        }
+    }
+
     /// The tiled product; with `epilogue`, each invocation runs the epilogue on the
     /// elements of `c` it has just written (a function `epilogue_(i0, .., i<r+1>)` over
     /// the epilogue's index), so the fused pass costs no dispatch and no extra read of
-    /// `c` from another invocation.
+    /// `c` from another invocation. With `block` (over `[batch..., m, n, k]`, see
+    /// [`windows`]), only that block of the product; one that starts past 0 along `k`
+    /// adds its partial sums to `c`.
     fn matmul_kernel(
         &mut self,
         m: &MatMulKernel,
         epilogue: Option<&LoopKernel>,
+        block: Option<&Block>,
     ) -> Result<(), WgslError> {
         if DevType::of(m.dtype) != DevType::F32 {
             return Err(self.unsupported("an integer matrix product outside a library kernel"));
         }
         let t = MATMUL_TILE;
         let nb = m.batch.len();
-        let batch: usize = m.batch.iter().product();
+        let (origin, shape) = match block {
+            Some(b) => (b.origin.clone(), b.shape.clone()),
+            None => (vec![0; nb + 3], matmul_space(m)),
+        };
+        let whole_batch = origin[..nb].iter().all(|&o| o == 0) && shape[..nb] == m.batch[..];
+        let (m0, n0, k0) = (origin[nb], origin[nb + 1], origin[nb + 2]);
+        let (bm, bn) = (shape[nb], shape[nb + 1]);
+        // Ends of the block along m, n, k (the whole product's extents by default).
+        let (m1, n1, k1) = (m0 + bm, n0 + bn, k0 + shape[nb + 2]);
+        let batch: usize = shape[..nb].iter().product();
         let max = self.limits.max_workgroups_per_dimension as usize;
-        let (gx, gy) = (m.n.div_ceil(t), m.m.div_ceil(t));
+        let (gx, gy) = (bn.div_ceil(t), bm.div_ceil(t));
         if gx > max || gy > max || batch > max {
             return Err(WgslError::Limit {
                 node: self.node,
@@ -700,7 +1024,7 @@ impl<'a> Emitter<'a> {
                 limit: max as u64,
             });
         }
-        self.workgroups = if batch * m.m * m.n == 0 {
+        self.workgroups = if batch * bm * bn == 0 {
             [0, 0, 0]
         } else {
             [gx as u32, gy as u32, batch as u32]
@@ -714,16 +1038,25 @@ impl<'a> Emitter<'a> {
         );
         let (a, b) = (&m.a, &m.b);
         // Batch offsets of each operand and of C (dense [batch, m, n]).
-        let mut bshape = m.batch.clone();
+        let mut bshape = shape[..nb].to_vec();
         bshape.push(1);
         let axes: Vec<usize> = (0..nb).collect();
         let body = &mut self.body;
         let _ = writeln!(body, "  let tid = lid.y * 16u + lid.x;");
+        let from = |o: usize| {
+            if o == 0 {
+                String::new()
+            } else {
+                format!("{o}u + ")
+            }
+        };
         let _ = writeln!(
             body,
-            "  let row0 = wg.y * {t}u;\n  let col0 = wg.x * {t}u;\n  let z = wg.z;"
+            "  let row0 = {}wg.y * {t}u;\n  let col0 = {}wg.x * {t}u;\n  let z = wg.z;",
+            from(m0),
+            from(n0)
         );
-        self.unflatten("z", &bshape, &axes, "  ");
+        self.unflatten_from("z", &bshape, &axes, &origin[..nb], "  ");
         let boff = |at: &Affine| {
             let mut s = at.offset.to_string();
             for d in 0..nb {
@@ -736,7 +1069,14 @@ impl<'a> Emitter<'a> {
         let (sam, sak) = (a.1.strides[nb], a.1.strides[nb + 1]);
         let (sbk, sbn) = (b.1.strides[nb], b.1.strides[nb + 1]);
         let (ab, bb) = (boff(&a.1), boff(&b.1));
-        let (mm, nn, kk) = (m.m, m.n, m.k);
+        let (mm, nn) = (m.m, m.n);
+        // The flat batch index of `c`: the dispatch's `z` unless the block cuts the batch.
+        let zc = if whole_batch {
+            "i32(z)".to_string()
+        } else {
+            let dense = Affine::contiguous(&m.batch);
+            format!("({})", Self::affine(&dense, &m.batch))
+        };
         let ra = self.read(a.0, &format!("abase + i32(gi) * {sam} + i32(gk) * {sak}"));
         let rb = self.read(b.0, &format!("bbase + i32(gk) * {sbk} + i32(gj) * {sbn}"));
         let mut epi_call = String::new();
@@ -758,14 +1098,16 @@ impl<'a> Emitter<'a> {
         let mut stores = String::new();
         for r in 0..4 {
             for c in 0..4 {
-                let wc = self.write(
-                    m.c,
-                    &format!("i32(z) * {} + i32(gi) * {nn} + i32(gj)", mm * nn),
-                    &format!("acc{r}{c}"),
-                );
+                let at = format!("{zc} * {} + i32(gi) * {nn} + i32(gj)", mm * nn);
+                let value = if self.accumulate {
+                    format!("{} + acc{r}{c}", self.read(m.c, &at))
+                } else {
+                    format!("acc{r}{c}")
+                };
+                let wc = self.write(m.c, &at, &value);
                 let _ = writeln!(
                     stores,
-                    "  {{ let gi = row0 + lid.y * 4u + {r}u; let gj = col0 + lid.x * 4u + {c}u; if (gi < {mm}u && gj < {nn}u) {{ {wc}{epi_call} }} }}"
+                    "  {{ let gi = row0 + lid.y * 4u + {r}u; let gj = col0 + lid.x * 4u + {c}u; if (gi < {m1}u && gj < {n1}u) {{ {wc}{epi_call} }} }}"
                 );
             }
         }
@@ -779,7 +1121,7 @@ impl<'a> Emitter<'a> {
         }
         let _ = writeln!(
             body,
-            "  for (var k0: u32 = 0u; k0 < {kk}u; k0 = k0 + 16u) {{"
+            "  for (var k0: u32 = {k0}u; k0 < {k1}u; k0 = k0 + 16u) {{"
         );
         for q in 0..16 * t / 256 {
             let _ = writeln!(
@@ -789,7 +1131,7 @@ impl<'a> Emitter<'a> {
       let i = e / 16u; let kq = e % 16u;
       let gi = row0 + i; let gk = k0 + kq;
       var v: f32 = 0.0;
-      if (gi < {mm}u && gk < {kk}u) {{ v = {ra}; }}
+      if (gi < {m1}u && gk < {k1}u) {{ v = {ra}; }}
       ta[kq * {t}u + i] = v;
     }}
     {{
@@ -797,7 +1139,7 @@ impl<'a> Emitter<'a> {
       let kb = e / {t}u; let j = e % {t}u;
       let gj = col0 + j; let gk = k0 + kb;
       var w: f32 = 0.0;
-      if (gj < {nn}u && gk < {kk}u) {{ w = {rb}; }}
+      if (gj < {n1}u && gk < {k1}u) {{ w = {rb}; }}
       tb[kb * {t}u + j] = w;
     }}"
             );
@@ -1129,7 +1471,7 @@ impl<'a> Emitter<'a> {
     /// Records an out-of-range `var` (an i32 index into an axis of `size`) in the status
     /// words and clamps nothing: the run reports the error instead of returning numbers.
     fn bounds_check(&mut self, var: &str, size: usize) {
-        let s = self.bind(Mem::Status, true);
+        let s = self.bind(Mem::Status, None, true);
         let code = self.index + 1;
         let _ = writeln!(
             self.body,

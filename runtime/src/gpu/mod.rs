@@ -77,6 +77,8 @@ pub struct GpuProgram {
     ctx: Arc<GpuContext>,
     variants: Vec<(Vec<usize>, GpuVariant)>,
     last: Option<usize>,
+    /// A binding limit below the adapter's (see [`GpuProgram::limit_binding_bytes`]).
+    binding_limit: Option<u64>,
 }
 
 impl GpuProgram {
@@ -91,7 +93,19 @@ impl GpuProgram {
             ctx: context()?,
             variants: Vec::new(),
             last: None,
+            binding_limit: None,
         })
+    }
+
+    /// Compiles as if the adapter's storage binding limit were `bytes` (when lower):
+    /// larger tensors and arenas are then bound through windows, kernels split into
+    /// blocks. This runs programs the way an adapter with WebGPU's default 128 MiB
+    /// limit (a browser) would, and lets tests exercise the splitting with small
+    /// tensors. Drops the variants compiled so far.
+    pub fn limit_binding_bytes(&mut self, bytes: u64) {
+        self.binding_limit = Some(bytes);
+        self.variants.clear();
+        self.last = None;
     }
 
     pub fn graph(&self) -> &Graph {
@@ -145,26 +159,32 @@ impl GpuProgram {
             }
         }
         let limits = &self.ctx.limits;
+        let max_binding = limits
+            .max_storage_buffer_binding_size
+            .min(self.binding_limit.unwrap_or(u64::MAX));
         let wl = WgslLimits {
             max_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
             max_storage_buffers_per_stage: limits.max_storage_buffers_per_shader_stage,
+            max_storage_buffer_binding_size: max_binding,
+            min_storage_buffer_offset_alignment: limits.min_storage_buffer_offset_alignment,
         };
         let wgsl =
             wgsl::emit(&program, &self.graph, wl).map_err(|e| RunError::Compile(e.to_string()))?;
-        let max_binding = limits.max_storage_buffer_binding_size;
+        // Larger than a binding is fine (kernels bind windows); larger than a buffer is not.
+        let max_buffer = limits.max_buffer_size;
         for b in &program.buffers {
             let bytes = (b.elems * 4) as u64;
-            if bytes > max_binding {
+            if bytes > max_buffer {
                 return Err(RunError::Compile(format!(
-                    "{} ({} bytes on the device) exceeds the adapter's storage binding limit of {max_binding} bytes",
+                    "{} ({} bytes on the device) exceeds the adapter's buffer size limit of {max_buffer} bytes",
                     b.node.map(|n| n.to_string()).unwrap_or_default(),
                     bytes
                 )));
             }
         }
-        if (wgsl.arena_words * 4) as u64 > max_binding {
+        if (wgsl.arena_words * 4) as u64 > max_buffer {
             return Err(RunError::Compile(format!(
-                "the activation arena ({} bytes) exceeds the adapter's storage binding limit of {max_binding} bytes",
+                "the activation arena ({} bytes) exceeds the adapter's buffer size limit of {max_buffer} bytes",
                 wgsl.arena_words * 4
             )));
         }
@@ -418,13 +438,24 @@ fn build_bind_groups(
             .bindings
             .iter()
             .enumerate()
-            .map(|(i, (m, _))| wgpu::BindGroupEntry {
-                binding: i as u32,
-                resource: match m {
-                    Mem::Arena => v.arena.as_entire_binding(),
-                    Mem::Status => v.status.as_entire_binding(),
-                    Mem::Buffer(b) => buffer_of(v, store, *b).as_entire_binding(),
-                },
+            .map(|(i, b)| {
+                let buffer = match b.mem {
+                    Mem::Arena => &v.arena,
+                    Mem::Status => &v.status,
+                    Mem::Buffer(id) => buffer_of(v, store, id),
+                };
+                let resource = match b.window {
+                    None => buffer.as_entire_binding(),
+                    Some(w) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer,
+                        offset: (w.start * 4) as u64,
+                        size: wgpu::BufferSize::new((w.words * 4) as u64),
+                    }),
+                };
+                wgpu::BindGroupEntry {
+                    binding: i as u32,
+                    resource,
+                }
             })
             .collect();
         let g = ctx.checked(&format!("binding {} ({})", k.name, k.node), || {
