@@ -387,8 +387,8 @@ fn lower_cmd(model: &str, clif: bool, wgsl: bool) -> Result<String, String> {
         let env = [(std::sync::Arc::from("N"), batch.x.shape()[0])]
             .into_iter()
             .collect();
-        let p = aotgrad::compiler::lower::lower(graph, &env, Default::default())
-            .map_err(|e| e.to_string())?;
+        let opts = aotgrad::compiler::codegen::wgsl::lower_options();
+        let p = aotgrad::compiler::lower::lower(graph, &env, opts).map_err(|e| e.to_string())?;
         let w = aotgrad::compiler::codegen::wgsl::emit(&p, graph, Default::default())
             .map_err(|e| e.to_string())?;
         return Ok(format!("{p}\n{w}"));

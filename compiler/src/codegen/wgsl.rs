@@ -34,8 +34,8 @@ use aotgrad_ir::{
 };
 
 use crate::lower::{
-    Affine, BufferId, BufferKind, FlatOp, KernelBody, LibraryKernel, LoopKernel, MatMulKernel,
-    Program,
+    Affine, BufferId, BufferKind, FlatOp, KernelBody, LibraryKernel, LoopKernel, LowerOptions,
+    MatMulKernel, Program,
 };
 
 use super::windows::{self, BindingLimit, Block, Window};
@@ -46,6 +46,19 @@ pub const WORKGROUP: u32 = 256;
 pub const TREE_REDUCE_MIN: usize = 256;
 /// Output tile of the matrix-product shader (square).
 pub const MATMUL_TILE: usize = 64;
+/// The arena alignment GPU programs are lowered with (`LowerOptions::arena_align`):
+/// WebGPU's largest `min_storage_buffer_offset_alignment`, so a binding window that
+/// starts inside an arena buffer, rounded down to the alignment, stays inside it and
+/// two buffers' windows never overlap (WebGPU forbids aliasing a written binding).
+pub const ARENA_ALIGN: usize = 256;
+
+/// How programs for the GPU are lowered: the defaults, with [`ARENA_ALIGN`].
+pub fn lower_options() -> LowerOptions {
+    LowerOptions {
+        arena_align: ARENA_ALIGN,
+        ..LowerOptions::default()
+    }
+}
 
 /// Why a program cannot run as WGSL.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -62,6 +75,16 @@ pub enum WgslError {
         op: &'static str,
         what: String,
         limit: u64,
+    },
+    #[error(
+        "the arena ({arena_bytes} bytes) is larger than a storage binding, and its offsets \
+         are aligned to {arena_align} bytes where binding windows need {binding_align} \
+         (lower GPU programs with `arena_align: wgsl::ARENA_ALIGN`)"
+    )]
+    ArenaAlignment {
+        arena_bytes: usize,
+        arena_align: usize,
+        binding_align: u32,
     },
 }
 
@@ -226,6 +249,16 @@ pub fn emit(
     limits: WgslLimits,
 ) -> Result<WgslProgram, WgslError> {
     check_types(program, graph)?;
+    let binding_align = limits.min_storage_buffer_offset_alignment;
+    if program.arena_bytes.div_ceil(4) > limits.binding().max_words
+        && binding_align as usize > program.arena_align
+    {
+        return Err(WgslError::ArenaAlignment {
+            arena_bytes: program.arena_bytes,
+            arena_align: program.arena_align,
+            binding_align,
+        });
+    }
     let mut out = Gen {
         p: program,
         g: graph,
@@ -398,7 +431,8 @@ impl<'a> Gen<'a> {
                 l.sub_block(&block.origin, &block.shape)
             };
             let mut e = self.emitter(i, node);
-            e.windows = self.windows_for(&loop_accesses(&sub), &vec![0; sub.shape.len()], &sub.shape);
+            e.windows =
+                self.windows_for(&loop_accesses(&sub), &vec![0; sub.shape.len()], &sub.shape);
             e.accumulate = block.accumulate;
             e.plain_or_reduce(&sub)?;
             self.kernels.push(e.finish()?);

@@ -174,10 +174,7 @@ impl Splitter<'_> {
             .filter(|&(_, w)| w > self.span)
             .max_by_key(|&(b, w)| (w, std::cmp::Reverse(b.0)));
         let Some((buf, words)) = worst else {
-            let accumulate = origin
-                .iter()
-                .zip(self.reduced)
-                .any(|(&o, &r)| r && o > 0);
+            let accumulate = origin.iter().zip(self.reduced).any(|(&o, &r)| r && o > 0);
             self.out.push(Block {
                 origin,
                 shape,
@@ -242,7 +239,10 @@ mod tests {
                 }
             }
         }
-        assert!(seen.iter().all(|&c| c == 1), "blocks overlap or leave holes");
+        assert!(
+            seen.iter().all(|&c| c == 1),
+            "blocks overlap or leave holes"
+        );
     }
 
     #[test]

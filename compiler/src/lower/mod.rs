@@ -383,6 +383,10 @@ pub struct LowerOptions {
     /// With `fuse`, join neighbouring loops over the same rows into row kernels
     /// (`plan::fuse_rows`); off to compare with or bisect it.
     pub rows: bool,
+    /// Arena offsets are multiples of this many bytes: [`plan::ALIGN`] (a cache line)
+    /// on the CPU; the GPU asks for WebGPU's largest storage-offset alignment, so a
+    /// binding window that starts inside a buffer never reaches into the one before.
+    pub arena_align: usize,
 }
 
 impl Default for LowerOptions {
@@ -391,6 +395,7 @@ impl Default for LowerOptions {
             in_place_updates: true,
             fuse: true,
             rows: true,
+            arena_align: plan::ALIGN,
         }
     }
 }
@@ -407,6 +412,8 @@ pub struct Program {
     pub updates: Vec<UpdateSpec>,
     /// Bytes of the activation arena after reuse.
     pub arena_bytes: usize,
+    /// Arena offsets (and the sizes reserved per buffer) are multiples of this.
+    pub arena_align: usize,
     /// `(first kernel, last kernel)` each arena buffer is live over.
     pub live: Vec<Option<(usize, usize)>>,
     /// Every graph value written to a buffer, with the reason it was not fused into its
@@ -930,6 +937,7 @@ impl<'g> Lowerer<'g> {
             outputs,
             updates,
             arena_bytes: 0,
+            arena_align: self.opts.arena_align.max(plan::ALIGN),
             live: vec![None; n],
             stored: self.stored,
             saved: Vec::new(),

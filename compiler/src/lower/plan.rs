@@ -545,7 +545,7 @@ pub(super) fn peak_live(p: &Program, kernels: &[Kernel]) -> usize {
     let mut delta = vec![0i64; kernels.len() + 2];
     for (b, r) in p.buffers.iter().zip(&live) {
         if let (BufferKind::Arena { .. }, true, Some((a, z))) = (&b.kind, b.elems > 0, r) {
-            let bytes = (b.bytes().div_ceil(ALIGN) * ALIGN) as i64;
+            let bytes = (b.bytes().div_ceil(p.arena_align) * p.arena_align) as i64;
             delta[*a] += bytes;
             delta[z + 1] -= bytes;
         }
@@ -570,7 +570,8 @@ pub(super) fn assign_offsets(p: &mut Program) {
                 && live[i].is_some()
         })
         .collect();
-    let size = |i: usize| p.buffers[i].bytes().div_ceil(ALIGN) * ALIGN;
+    let align = p.arena_align;
+    let size = |i: usize| p.buffers[i].bytes().div_ceil(align) * align;
     let range = |i: usize| live[i].expect("filtered");
     // First-fit is a heuristic: the placement depends on the order buffers are placed
     // in. A few orders cost microseconds each; keep the smallest arena (ties: the

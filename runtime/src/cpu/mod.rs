@@ -248,6 +248,7 @@ impl CpuProgram {
                 // its own kernel there.
                 fuse: self.opts.fuse && !self.opts.check_numerics,
                 rows: self.opts.rows,
+                ..LowerOptions::default()
             },
         )
         .map_err(|e| RunError::Compile(e.to_string()))?;

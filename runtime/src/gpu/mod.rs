@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use aotgrad_compiler::codegen::wgsl::{self, Mem, WgslLimits, WgslProgram};
-use aotgrad_compiler::lower::{self, BufferId, BufferKind, LowerOptions, Program};
+use aotgrad_compiler::lower::{self, BufferId, BufferKind, Program};
 use aotgrad_ir::{Graph, Op, verify};
 
 pub use device::{DeviceStore, GpuContext, context};
@@ -142,7 +142,7 @@ impl GpuProgram {
 
     fn compile(&self, env: &SymbolEnv) -> Result<GpuVariant, RunError> {
         let t0 = Instant::now();
-        let program = lower::lower(&self.graph, env, LowerOptions::default())
+        let program = lower::lower(&self.graph, env, wgsl::lower_options())
             .map_err(|e| RunError::Compile(e.to_string()))?;
         program.check_bounds().map_err(|e| {
             RunError::Compile(format!("lowering produced an out-of-bounds access: {e}"))
@@ -491,7 +491,20 @@ pub fn available_for_tests() -> Result<bool, RunError> {
 /// parameter and state in `feeds`; the new values of updated tensors come back in
 /// [`Evaluation::updates`].
 pub fn run_once(graph: &Graph, feeds: &HashMap<String, Tensor>) -> Result<Evaluation, RunError> {
+    run_once_with(graph, feeds, None)
+}
+
+/// [`run_once`] with the storage binding limit lowered to `binding_bytes` (see
+/// [`GpuProgram::limit_binding_bytes`]).
+pub fn run_once_with(
+    graph: &Graph,
+    feeds: &HashMap<String, Tensor>,
+    binding_bytes: Option<u64>,
+) -> Result<Evaluation, RunError> {
     let mut prog = GpuProgram::new(graph)?;
+    if let Some(bytes) = binding_bytes {
+        prog.limit_binding_bytes(bytes);
+    }
     let mut store = DeviceStore::new()?;
     let (inputs, persistent) = leaf::split_feeds(graph, feeds)?;
     for (name, t) in persistent {
