@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use aotgrad_compiler::codegen::{self, CodegenOptions};
-use aotgrad_compiler::lower::{self, BufferKind, LowerOptions, Program};
+use aotgrad_compiler::lower::{self, BufferKind, KernelBody, LowerOptions, Program};
 use aotgrad_ir::{Graph, verify};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
@@ -101,6 +101,14 @@ fn lines(bytes: usize) -> Vec<Line> {
     vec![Line([0; 64]); bytes.div_ceil(64).max(1)]
 }
 
+/// Moves the step's call onto a pool thread.
+struct AssertSend<F>(F);
+// SAFETY: the closure only runs while `pool.install` blocks the calling thread, so the
+// buffer table and the context it borrows are not used by two threads at once; the
+// generated code shares them with pool workers exactly as it does when the step runs
+// on the calling thread.
+unsafe impl<F> Send for AssertSend<F> {}
+
 /// One compiled specialisation.
 pub struct Variant {
     program: Program,
@@ -121,7 +129,25 @@ pub struct Variant {
     /// Where each leaf's address goes in `table` (leaves the program never reads have
     /// no buffer).
     leaf_buffers: Vec<Option<usize>>,
+    /// Whether some kernel of the step splits over the thread pool (see
+    /// [`uses_pool`]); then the whole step runs on a pool thread.
+    uses_pool: bool,
     compile_ms: f64,
+}
+
+/// Whether a kernel of `p` hands work to the thread pool: a large loop or row kernel,
+/// a product cut into several tiles, or a batch of products.
+fn uses_pool(p: &Program, max_tiles: usize) -> bool {
+    use aotgrad_compiler::codegen::{clif, tiles};
+    p.kernels.iter().any(|k| match &k.body {
+        KernelBody::Loop(l) => clif::parallel_worthy(l),
+        KernelBody::Rows(r) => clif::rows_parallel_worthy(r),
+        KernelBody::MatMul(m) => {
+            m.batch.iter().product::<usize>() > 1
+                || tiles::matmul_tiles(m.m, m.n, m.k, max_tiles).len() > 1
+        }
+        KernelBody::Library(_) => false,
+    })
 }
 
 impl Variant {
@@ -353,6 +379,7 @@ impl CpuProgram {
         Ok(Variant {
             leaf_types,
             leaf_buffers,
+            uses_pool: uses_pool(&program, self.opts.matmul_tiles),
             clif: emitted.clif,
             program,
             module: Some(module),
@@ -427,7 +454,21 @@ impl CpuProgram {
         // during the call: `persistent` is borrowed mutably). Every access of the
         // generated code was bounds-checked against these sizes when the variant was
         // compiled; inputs are only read (the program never writes an input buffer).
-        let status = unsafe { (v.entry)(table.as_ptr(), &ctx) };
+        let call = || unsafe { (v.entry)(table.as_ptr(), &ctx) };
+        let status = match self.pool.as_deref() {
+            // The step runs on a pool thread, so each parallel kernel's split runs in
+            // place (that thread takes a part, an idle worker steals the other) instead
+            // of the caller injecting a job and sleeping until a worker finishes it,
+            // which cost two cross-thread wake-ups per kernel.
+            Some(pool) if v.uses_pool => {
+                let call = AssertSend(call);
+                pool.install(move || {
+                    let call = call;
+                    (call.0)()
+                })
+            }
+            _ => call(),
+        };
         if status != 0 {
             return Err(ctx
                 .error
