@@ -67,6 +67,20 @@ fn fused_product(graph: &Graph) -> MatMulKernel {
 }
 
 /// Output `y` of two evaluations agrees within f32 round-off of the GEMM's summation.
+/// The fused program's `y` is bitwise the unfused program's, with 1 and 2 threads;
+/// returns the unfused evaluation.
+fn assert_y_bitwise_unfused(
+    graph: &Graph,
+    feeds: &HashMap<String, Tensor>,
+    what: &str,
+) -> Evaluation {
+    let unfused = CpuOptions {
+        fuse: false,
+        ..Default::default()
+    };
+    assert_bitwise_at_1_and_2_threads(graph, feeds, unfused, &["y"], what)
+}
+
 fn assert_close(want: &Evaluation, got: &Evaluation, what: &str) {
     let (a, b) = (
         want.output("y").unwrap().to_f64_vec(),
@@ -109,16 +123,7 @@ fn every_cpu_schedule_matches_the_unfused_program_bitwise() {
         if let EpilogueSchedule::PerTile(t) = &schedule {
             assert_eq!(parts.len(), t.len(), "one function per tile");
         }
-        let unfused = assert_bitwise_at_1_and_2_threads(
-            &graph,
-            &feeds,
-            CpuOptions {
-                fuse: false,
-                ..Default::default()
-            },
-            &["y"],
-            kind,
-        );
+        let unfused = assert_y_bitwise_unfused(&graph, &feeds, kind);
         let interp = aotgrad::run(&graph, &feeds).unwrap();
         assert_close(&interp, &unfused, kind);
     }
@@ -217,16 +222,7 @@ fn a_convolutions_bias_relu_runs_after_each_samples_product() {
     feeds.insert("bias".into(), Tensor::from_f32(&fill(o), &[o]).unwrap());
     let wide = Tensor::from_f32(&fill(o * 25 * 8000), &[o * 25, 8000]).unwrap();
     feeds.insert("wide".into(), wide);
-    let unfused = assert_bitwise_at_1_and_2_threads(
-        &graph,
-        &feeds,
-        CpuOptions {
-            fuse: false,
-            ..Default::default()
-        },
-        &["y"],
-        "conv",
-    );
+    let unfused = assert_y_bitwise_unfused(&graph, &feeds, "conv");
     if gpu::available_for_tests().expect("a GPU adapter (set AOTGRAD_SKIP_GPU_TESTS=1 to skip)") {
         let got = gpu::run_once(&graph, &feeds).unwrap();
         assert_close(&unfused, &got, "conv on the GPU");

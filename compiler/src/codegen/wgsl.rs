@@ -423,13 +423,9 @@ impl<'a> Gen<'a> {
             lim,
         )
         .map_err(|u| self.too_wide(node, u.buf, u.words))?;
-        let whole = blocks.len() == 1;
         for block in blocks {
-            let sub = if whole {
-                l.clone()
-            } else {
-                l.sub_block(&block.origin, &block.shape)
-            };
+            // The one block of a kernel that fits is the whole kernel, unshifted.
+            let sub = l.sub_block(&block.origin, &block.shape);
             let mut e = self.emitter(i, node);
             e.windows =
                 self.windows_for(&loop_accesses(&sub), &vec![0; sub.shape.len()], &sub.shape);
@@ -455,7 +451,7 @@ impl<'a> Gen<'a> {
             let mut e = self.emitter(i, node);
             e.windows = self.windows_for(&accesses, &block.origin, &block.shape);
             e.accumulate = block.accumulate;
-            e.matmul_kernel(m, epilogue, Some(block))?;
+            e.matmul_kernel(m, epilogue, block)?;
             out.push(e.finish()?);
         }
         Ok(out)
@@ -947,8 +943,8 @@ impl<'a> Emitter<'a> {
             return Err(self.unsupported("a bool reduction in a loop kernel"));
         }
         let t = dt.name();
-        let (reduced, kept): (Vec<usize>, Vec<usize>) =
-            (0..k.shape.len()).partition(|&d| out.at.strides[d] == 0 && k.shape[d] != 1);
+        let axes = reduced_axes(k);
+        let (reduced, kept): (Vec<usize>, Vec<usize>) = (0..k.shape.len()).partition(|&d| axes[d]);
         let outs: usize = kept.iter().map(|&d| k.shape[d]).product();
         let rn: usize = reduced.iter().map(|&d| k.shape[d]).product();
         let tree = rn >= TREE_REDUCE_MIN;
@@ -1024,28 +1020,25 @@ impl<'a> Emitter<'a> {
     /// The tiled product; with `epilogue`, each invocation runs the epilogue on the
     /// elements of `c` it has just written (a function `epilogue_(i0, .., i<r+1>)` over
     /// the epilogue's index), so the fused pass costs no dispatch and no extra read of
-    /// `c` from another invocation. With `block` (over `[batch..., m, n, k]`, see
-    /// [`windows`]), only that block of the product; one that starts past 0 along `k`
-    /// adds its partial sums to `c`.
+    /// `c` from another invocation. Computes `block` of the product (over
+    /// `[batch..., m, n, k]`, see [`windows`]; the whole of it unless a binding is too
+    /// small); a block that starts past 0 along `k` adds its partial sums to `c`.
     fn matmul_kernel(
         &mut self,
         m: &MatMulKernel,
         epilogue: Option<&LoopKernel>,
-        block: Option<&Block>,
+        block: &Block,
     ) -> Result<(), WgslError> {
         if DevType::of(m.dtype) != DevType::F32 {
             return Err(self.unsupported("an integer matrix product outside a library kernel"));
         }
         let t = MATMUL_TILE;
         let nb = m.batch.len();
-        let (origin, shape) = match block {
-            Some(b) => (b.origin.clone(), b.shape.clone()),
-            None => (vec![0; nb + 3], matmul_space(m)),
-        };
+        let (origin, shape) = (&block.origin, &block.shape);
         let whole_batch = origin[..nb].iter().all(|&o| o == 0) && shape[..nb] == m.batch[..];
         let (m0, n0, k0) = (origin[nb], origin[nb + 1], origin[nb + 2]);
         let (bm, bn) = (shape[nb], shape[nb + 1]);
-        // Ends of the block along m, n, k (the whole product's extents by default).
+        // Ends of the block along m, n, k.
         let (m1, n1, k1) = (m0 + bm, n0 + bn, k0 + shape[nb + 2]);
         let batch: usize = shape[..nb].iter().product();
         let max = self.limits.max_workgroups_per_dimension as usize;
