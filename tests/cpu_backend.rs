@@ -224,3 +224,87 @@ fn merged_update_loops_see_the_values_they_would_see_alone() {
     let lowered = prog.variant(&env).unwrap().program().to_string();
     assert!(lowered.contains(" = e"), "some loops merged:\n{lowered}");
 }
+
+/// Cross-entropy's label gather is fused into the loss kernel, where each label is
+/// checked: an out-of-range one stops the step right after that kernel, with the error
+/// the interpreter gives, before any parameter or optimizer state changes. The index
+/// reported is the same whichever thread met which bad label.
+#[test]
+fn an_out_of_range_label_stops_the_step_before_any_update() {
+    for threads in [1, 2] {
+        let (trainer, batch) = aotgrad::bench::setup("mlp_ce_adam64").unwrap();
+        let mut step = trainer.compile(&Backend::Cpu { threads }).unwrap();
+        step.run(&batch).unwrap();
+        let (params, state) = (step.parameters().to_vec(), step.optimizer_state());
+        let mut labels: Vec<i64> = batch.y.to_f64_vec().iter().map(|&v| v as i64).collect();
+        let n = labels.len();
+        labels[n - 1] = 12;
+        labels[n / 2] = 10;
+        labels[1] = -3;
+        let bad = Batch {
+            x: batch.x.clone(),
+            y: Tensor::from_i64(&labels, &[n]).unwrap(),
+        };
+        let e = step.run(&bad).unwrap_err().to_string();
+        assert!(
+            e.contains("(`gather`): index 10 is out of range for an axis of size 10"),
+            "{threads} threads: {e}"
+        );
+        assert_eq!(step.parameters(), &params[..], "{threads} threads");
+        assert_eq!(step.optimizer_state(), state, "{threads} threads");
+        // The next good step is the one that would have come without the bad batch.
+        let mut fresh = trainer.compile(&Backend::Cpu { threads }).unwrap();
+        fresh.run(&batch).unwrap();
+        assert_eq!(step.run(&batch).unwrap(), fresh.run(&batch).unwrap());
+        assert_eq!(weights_bits(&step), weights_bits(&fresh));
+    }
+}
+
+/// A scatter-add of one value per row (cross-entropy's gradient) is an elementwise
+/// select, bitwise the interpreter's sum, with its index checked like a gather's.
+#[test]
+fn a_one_per_row_scatter_add_is_fused_and_checked() {
+    let g = GraphBuilder::new("scatter");
+    let base = g.input("base", DType::F32, shape!["N", 5]);
+    let idx = g.input("idx", DType::I64, shape!["N", 1]);
+    let src = g.input("src", DType::F32, shape!["N", 1]);
+    g.output("y", base.scatter_add(1, idx, src * 3.0));
+    let graph = g.finish().unwrap();
+    let base_v: Vec<f32> = (0..20).map(|i| i as f32 * 0.25 - 2.0).collect();
+    let mut feeds: HashMap<String, Tensor> = [
+        (
+            "base".to_string(),
+            Tensor::from_f32(&base_v, &[4, 5]).unwrap(),
+        ),
+        (
+            "idx".to_string(),
+            Tensor::from_i64(&[4, 0, 2, 4], &[4, 1]).unwrap(),
+        ),
+        (
+            "src".to_string(),
+            Tensor::from_f32(&[0.5, -1.0, 2.0, 0.1], &[4, 1]).unwrap(),
+        ),
+    ]
+    .into();
+    let program =
+        aotgrad::compiler::lower::lower(&graph, &[("N".into(), 4)].into(), Default::default())
+            .unwrap();
+    let text = program.to_string();
+    assert!(
+        text.contains(", 0 library)") && text.contains("checked e0 < 5"),
+        "{text}"
+    );
+    let want = aotgrad::run(&graph, &feeds).unwrap();
+    let got = cpu::run_once(&graph, &feeds, CpuOptions::default()).unwrap();
+    assert_eq!(want.output("y"), got.output("y"));
+    feeds.insert(
+        "idx".to_string(),
+        Tensor::from_i64(&[4, 5, 2, -1], &[4, 1]).unwrap(),
+    );
+    match cpu::run_once(&graph, &feeds, CpuOptions::default()).unwrap_err() {
+        RunError::IndexOutOfRange {
+            op, index, size, ..
+        } => assert_eq!((op, index, size), ("scatter_add", 5, 5)),
+        e => panic!("{e}"),
+    }
+}

@@ -17,12 +17,13 @@
 
 use std::collections::HashMap;
 
-use aotgrad_ir::{BinaryOp, DType, ReduceOp, Scalar, UnaryOp};
+use aotgrad_ir::{BinaryOp, DType, NodeId, ReduceOp, Scalar, UnaryOp};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::immediates::{Ieee32, Ieee64};
 use cranelift_codegen::ir::types::{self, Type};
 use cranelift_codegen::ir::{
-    AbiParam, Endianness, FuncRef, Function, InstBuilder, MemFlagsData, UserFuncName, Value,
+    AbiParam, AtomicRmwOp, Endianness, FuncRef, Function, InstBuilder, MemFlagsData, UserFuncName,
+    Value,
 };
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::{FuncId, Linkage, Module};
@@ -93,6 +94,52 @@ pub struct Emitted {
     /// Per matmul kernel with a fused epilogue: its index, when the runtime runs the
     /// epilogue, and the epilogue's functions (`k<i>e<j>`, one per tile or one in all).
     pub epilogues: Vec<(usize, EpilogueSchedule, Vec<FuncId>)>,
+    /// The checked indices of the program (see [`FaultSlot`]), in slot order.
+    pub faults: Vec<FaultSlot>,
+}
+
+/// One graph node whose indices generated code checks (`FlatOp::Checked`). The
+/// runtime passes, after the buffers in the table, a pointer to two 64-bit words per
+/// slot, zero and `u64::MAX` before the call. An index outside `[0, len)` sets the
+/// first word to 1 and lowers the second to the index (as unsigned, with atomics, so
+/// the record is the same whichever thread saw which index), and the step stops after
+/// the kernel with a non-zero status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FaultSlot {
+    pub node: NodeId,
+    pub len: usize,
+}
+
+/// The slot of `node` in `faults`, added if new.
+fn fault_slot(faults: &mut Vec<FaultSlot>, node: NodeId, len: usize) -> usize {
+    faults
+        .iter()
+        .position(|f| f.node == node)
+        .unwrap_or_else(|| {
+            faults.push(FaultSlot { node, len });
+            faults.len() - 1
+        })
+}
+
+/// The checked index nodes of every loop a kernel runs.
+fn checked_nodes(k: &KernelBody) -> Vec<NodeId> {
+    let loops: Vec<&LoopKernel> = match k {
+        KernelBody::Loop(l) => vec![l],
+        KernelBody::Rows(r) => r.stages.iter().collect(),
+        KernelBody::MatMul(m) => m.epilogue.iter().map(|e| &**e).collect(),
+        KernelBody::Library(_) => Vec::new(),
+    };
+    let mut out = Vec::new();
+    for l in loops {
+        for n in &l.expr.nodes {
+            if let FlatOp::Checked { node, .. } = n.op
+                && !out.contains(&node)
+            {
+                out.push(node);
+            }
+        }
+    }
+    out
 }
 
 fn merr(function: &str, e: impl std::fmt::Display) -> CodegenError {
@@ -143,6 +190,7 @@ pub fn emit<M: Module>(
     let mut fctx = FunctionBuilderContext::new();
     let mut ctx = module.make_context();
     let mut kernel_ids = HashMap::new();
+    let mut faults: Vec<FaultSlot> = Vec::new();
     let mut define = |name: String, body: Body<'_>, header: String, clif: &mut String| {
         let mut sig = module.make_signature();
         sig.params.push(AbiParam::new(ptr));
@@ -162,6 +210,8 @@ pub fn emit<M: Module>(
                 imported: HashMap::new(),
                 ptr,
                 p,
+                bufs: None,
+                faults: &mut faults,
             };
             match body {
                 Body::Loop(lk) => g.kernel(lk, opts.simd),
@@ -238,7 +288,8 @@ pub fn emit<M: Module>(
                     let f = module.declare_func_in_func(*id, fb.func);
                     let (n, parallel) = match &k.body {
                         KernelBody::Loop(lk) => (split_len(lk), parallel_worthy(lk)),
-                        // Rows are independent (each fills its own reduction outputs).
+                        // Rows are independent (each fills its own reduction outputs),
+                        // unless a stage sums across them (never split then).
                         KernelBody::Rows(r) => (r.rows as i64, rows_parallel_worthy(r)),
                         _ => unreachable!("only loop and row kernels have functions"),
                     };
@@ -255,6 +306,35 @@ pub fn emit<M: Module>(
                     }
                 }
                 None => call_status(&mut fb, kernel_fn, t),
+            }
+            // A kernel that checks indices stops the step when one was out of range,
+            // before any later kernel (an optimizer update) runs.
+            let checked = checked_nodes(&k.body);
+            if !checked.is_empty() {
+                let table = fb.ins().load(
+                    ptr,
+                    MemFlagsData::trusted().with_readonly(),
+                    bufs,
+                    (p.buffers.len() * 8) as i32,
+                );
+                let mut any = fb.ins().iconst(types::I64, 0);
+                for node in checked {
+                    let slot = faults
+                        .iter()
+                        .position(|f| f.node == node)
+                        .expect("every checked node was emitted");
+                    let flag = fb.ins().load(
+                        types::I64,
+                        MemFlagsData::trusted(),
+                        table,
+                        (slot * 16) as i32,
+                    );
+                    any = fb.ins().bor(any, flag);
+                }
+                let s = fb.ins().ireduce(types::I32, any);
+                let next = fb.create_block();
+                fb.ins().brif(s, fail, &[s.into()], next, &[]);
+                fb.switch_to_block(next);
             }
             if opts.check_numerics && p.buffer(k.output()).dtype.is_float() {
                 call_status(&mut fb, check_fn, t);
@@ -276,6 +356,7 @@ pub fn emit<M: Module>(
         entry,
         clif,
         epilogues,
+        faults,
     })
 }
 
@@ -377,6 +458,9 @@ struct KernelGen<'a, 'b, M: Module> {
     imported: HashMap<&'static str, FuncRef>,
     ptr: Type,
     p: &'a Program,
+    /// The function's buffer table (set by `start`).
+    bufs: Option<Value>,
+    faults: &'a mut Vec<FaultSlot>,
 }
 
 /// How many lanes the inner loop evaluates at once.
@@ -421,6 +505,7 @@ impl<M: Module> KernelGen<'_, '_, M> {
         self.fb.append_block_params_for_function_params(start);
         self.fb.switch_to_block(start);
         let params = self.fb.block_params(start).to_vec();
+        self.bufs = Some(params[0]);
         (params[0], params[1], params[2])
     }
 
@@ -521,9 +606,16 @@ impl<M: Module> KernelGen<'_, '_, M> {
         let (bufs, lo, hi) = self.start();
         let base = self.bases(bufs, r.stages.iter());
         let collapsed: Vec<Collapsed> = r.stages.iter().map(|s| collapse_from(s, true)).collect();
+        // A stage summing across rows starts from its identity once (the kernel then
+        // runs all rows in one call, `RowKernel::serial`).
+        for s in r.stages.iter().filter(|s| s.reduces_rows()) {
+            self.fill_identity(s, &base);
+        }
         self.range_loop(Some(lo), End::Var(hi), 1, &mut |g, i| {
             for (s, c) in r.stages.iter().zip(&collapsed) {
-                g.fill_row(s, c, &base, i);
+                if !s.reduces_rows() {
+                    g.fill_row(s, c, &base, i);
+                }
                 let rank = c.shape.len();
                 if rank == 1 {
                     // One element per row: the row axis is the inner loop, run on [i, i+1).
@@ -708,6 +800,10 @@ impl<M: Module> KernelGen<'_, '_, M> {
                 FlatOp::Unary(_, a) | FlatOp::Cast(a) => invariant[*a],
                 FlatOp::Binary(_, x, y) => invariant[*x] && invariant[*y],
                 FlatOp::Where(c, x, y) => invariant[*c] && invariant[*x] && invariant[*y],
+                FlatOp::Checked { index, .. } => invariant[*index],
+                FlatOp::Gather { load, index, .. } => {
+                    inner_stride(&c.loads[*load]) == 0 && invariant[*index]
+                }
             };
         }
         let mut rows = Rows {
@@ -910,10 +1006,72 @@ impl<M: Module> KernelGen<'_, '_, M> {
                 }
                 FlatOp::Where(c, x, y) => self.select_any(lanes, v(*c), v(*x), v(*y)),
                 FlatOp::Cast(a) => self.cast(nodes[*a].dtype, n.dtype, v(*a)),
+                FlatOp::Checked { index, len, node } => {
+                    let idx = self.cast(nodes[*index].dtype, DType::I64, v(*index));
+                    self.checked(idx, *len, *node)
+                }
+                FlatOp::Gather {
+                    load,
+                    index,
+                    stride,
+                } => {
+                    // Scalar only (`vector_plan` refuses a varying gather); the index
+                    // is checked, so the address is inside the buffer.
+                    let (b, _) = k.loads[*load];
+                    let dt = self.p.buffer(b).dtype;
+                    let esz = dt.size_bytes() as i64;
+                    let row = self.elem_addr(rows.loads[*load], j, rows.load_strides[*load], esz);
+                    let off = self.fb.ins().imul_imm_s(v(*index), stride * esz);
+                    let addr = self.fb.ins().iadd(row, off);
+                    self.fb.ins().load(clif_type(dt), data_mem(), addr, 0)
+                }
             };
             vals[i] = Some(val);
         }
         vals
+    }
+
+    /// `idx` if it lies in `[0, len)`, else 0 with the fault recorded in `node`'s slot
+    /// (on a cold path: two atomic updates, see [`FaultSlot`]).
+    fn checked(&mut self, idx: Value, len: usize, node: NodeId) -> Value {
+        let ok = self
+            .fb
+            .ins()
+            .icmp_imm_u(IntCC::UnsignedLessThan, idx, len as i64);
+        let bad = self.fb.create_block();
+        let cont = self.fb.create_block();
+        self.fb.set_cold_block(bad);
+        self.fb.ins().brif(ok, cont, &[], bad, &[]);
+        self.fb.switch_to_block(bad);
+        let slot = fault_slot(self.faults, node, len);
+        let bufs = self.bufs.expect("inside a kernel function");
+        let table = self.fb.ins().load(
+            self.ptr,
+            MemFlagsData::trusted().with_readonly(),
+            bufs,
+            (self.p.buffers.len() * 8) as i32,
+        );
+        let flag = self.fb.ins().iadd_imm_s(table, (slot * 16) as i64);
+        let least = self.fb.ins().iadd_imm_s(table, (slot * 16 + 8) as i64);
+        let one = self.iconst(1);
+        self.fb.ins().atomic_rmw(
+            types::I64,
+            MemFlagsData::trusted(),
+            AtomicRmwOp::Or,
+            flag,
+            one,
+        );
+        self.fb.ins().atomic_rmw(
+            types::I64,
+            MemFlagsData::trusted(),
+            AtomicRmwOp::Umin,
+            least,
+            idx,
+        );
+        self.fb.ins().jump(cont, &[]);
+        self.fb.switch_to_block(cont);
+        let zero = self.iconst(0);
+        self.fb.ins().select(ok, idx, zero)
     }
 
     fn bitselect(&mut self, vt: Type, mask: Value, x: Value, y: Value) -> Value {
@@ -1262,6 +1420,9 @@ pub fn parallel_worthy(k: &LoopKernel) -> bool {
 
 /// Whether a row kernel is worth splitting over threads by rows.
 pub fn rows_parallel_worthy(r: &RowKernel) -> bool {
+    if r.serial() {
+        return false;
+    }
     let elems: usize = r
         .stages
         .iter()
@@ -1305,7 +1466,11 @@ fn vector_plan(
         let ok = ok_type
             && match &n.op {
                 FlatOp::Load(l) => c.loads[*l].strides[last] == 1 && n.dtype == out_dtype,
-                FlatOp::Index(_) | FlatOp::Const(_) | FlatOp::Cast(_) => false,
+                FlatOp::Index(_)
+                | FlatOp::Const(_)
+                | FlatOp::Cast(_)
+                | FlatOp::Checked { .. }
+                | FlatOp::Gather { .. } => false,
                 FlatOp::Unary(u, a) => {
                     matches!(
                         u,

@@ -874,6 +874,25 @@ impl<'a> Emitter<'a> {
                     let (a, from) = operand(*a);
                     cast(&a, from, n.dtype)
                 }
+                FlatOp::Checked { index, len, node } => {
+                    // Every invocation carries on (a row stage may meet a barrier
+                    // later) with index 0; the run reports the recorded fault.
+                    let rec = self.fault_record(&format!("e{index}"), *len, *node);
+                    let _ = writeln!(
+                        out,
+                        "{indent}let ok{i} = e{index} >= 0 && e{index} < {len};\n{indent}if (!ok{i}) {{ {rec} }}"
+                    );
+                    format!("select(0, e{index}, ok{i})")
+                }
+                FlatOp::Gather {
+                    load,
+                    index,
+                    stride,
+                } => {
+                    let (b, at) = &k.loads[*load];
+                    let idx = format!("{} + e{index} * {stride}", Self::affine(at, &k.shape));
+                    self.read(*b, &idx)
+                }
             };
             let _ = writeln!(out, "{indent}let e{i}: {} = {v};", t.name());
         }
@@ -1495,6 +1514,17 @@ impl<'a> Emitter<'a> {
         Ok(())
     }
 
+    /// The statements recording that `var` (an i32 index into an axis of `size`
+    /// checked inside a fused kernel) is out of range, under the code
+    /// `FAULT_NODE | node` so the runtime names the gather or scatter it belongs to.
+    fn fault_record(&mut self, var: &str, size: usize, node: NodeId) -> String {
+        let s = self.bind(Mem::Status, None, true);
+        let code = FAULT_NODE | node.index() as u32;
+        format!(
+            "if (atomicMax(&m{s}[0], {code}u) < {code}u) {{ atomicStore(&m{s}[1], bitcast<u32>({var})); atomicStore(&m{s}[2], {size}u); }}"
+        )
+    }
+
     /// Records an out-of-range `var` (an i32 index into an axis of `size`) in the status
     /// words and clamps nothing: the run reports the error instead of returning numbers.
     fn bounds_check(&mut self, var: &str, size: usize) {
@@ -1506,6 +1536,10 @@ impl<'a> Emitter<'a> {
         );
     }
 }
+
+/// Status codes with this bit set name a graph node (a checked index inside a fused
+/// kernel) rather than a kernel: `code & !FAULT_NODE` is the node's index.
+pub const FAULT_NODE: u32 = 1 << 31;
 
 fn float_literal(v: f32) -> String {
     let s = format!("{v:?}");

@@ -8,7 +8,7 @@
 use std::fmt;
 use std::rc::Rc;
 
-use aotgrad_ir::{BinaryOp, DType, Scalar, SliceAxis, UnaryOp, Window};
+use aotgrad_ir::{BinaryOp, DType, NodeId, Scalar, SliceAxis, UnaryOp, Window};
 
 /// Index of a buffer in a lowered program.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -192,6 +192,26 @@ pub enum Tree {
     Binary(BinaryOp, Rc<Node>, Rc<Node>),
     Where(Rc<Node>, Rc<Node>, Rc<Node>),
     Cast(Rc<Node>),
+    /// `index` as an i64 when it lies in `[0, len)`; otherwise 0, and the run fails
+    /// with an out-of-range error naming graph node `node` (a gather or scatter-add)
+    /// before any later kernel runs. Indices computed inside a kernel are checked here
+    /// instead of by a separate pass over them.
+    Checked {
+        index: Rc<Node>,
+        len: usize,
+        node: NodeId,
+    },
+    /// The element of `buf` at `at + index * stride`, where `index` is a `Checked`
+    /// node of the same `len`: a load along one axis at a data-dependent place
+    /// (gather). Loads are listed with both extreme accesses (`at` and `at + (len-1) *
+    /// stride`), so bounds, row and window analyses of affine loads cover its range.
+    Gather {
+        buf: BufferId,
+        at: Affine,
+        stride: i64,
+        len: usize,
+        index: Rc<Node>,
+    },
 }
 
 /// A tree node with its element type.
@@ -224,6 +244,24 @@ impl Node {
                 Tree::Where(c.map_leaves(f)?, x.map_leaves(f)?, y.map_leaves(f)?)
             }
             Tree::Cast(a) => Tree::Cast(a.map_leaves(f)?),
+            Tree::Checked { index, len, node } => Tree::Checked {
+                index: index.map_leaves(f)?,
+                len: *len,
+                node: *node,
+            },
+            Tree::Gather {
+                buf,
+                at,
+                stride,
+                len,
+                index,
+            } => Tree::Gather {
+                buf: *buf,
+                at: f(at)?,
+                stride: *stride,
+                len: *len,
+                index: index.map_leaves(f)?,
+            },
         };
         Some(Node::new(tree, self.dtype))
     }
@@ -252,6 +290,7 @@ impl Node {
             }
             Tree::Where(c, x, y) => 1 + c.cost() + x.cost() + y.cost(),
             Tree::Cast(a) => 1 + a.cost(),
+            Tree::Checked { index, .. } | Tree::Gather { index, .. } => 2 + index.cost(),
         }
     }
 
@@ -259,7 +298,10 @@ impl Node {
     pub fn size(&self) -> usize {
         match &self.tree {
             Tree::Load { .. } | Tree::Index(_) | Tree::Const(_) => 1,
-            Tree::Unary(_, a) | Tree::Cast(a) => 1 + a.size(),
+            Tree::Unary(_, a)
+            | Tree::Cast(a)
+            | Tree::Checked { index: a, .. }
+            | Tree::Gather { index: a, .. } => 1 + a.size(),
             Tree::Binary(_, x, y) => 1 + x.size() + y.size(),
             Tree::Where(c, x, y) => 1 + c.size() + x.size() + y.size(),
         }
@@ -277,7 +319,18 @@ impl Node {
         match &self.tree {
             Tree::Load { buf, at } => f(*buf, at),
             Tree::Index(_) | Tree::Const(_) => {}
-            Tree::Unary(_, a) | Tree::Cast(a) => a.visit_loads(f),
+            Tree::Unary(_, a) | Tree::Cast(a) | Tree::Checked { index: a, .. } => a.visit_loads(f),
+            Tree::Gather {
+                buf,
+                at,
+                stride,
+                len,
+                index,
+            } => {
+                f(*buf, at);
+                f(*buf, &gather_end(at, *stride, *len));
+                index.visit_loads(f);
+            }
             Tree::Binary(_, x, y) => {
                 x.visit_loads(f);
                 y.visit_loads(f);
@@ -314,6 +367,36 @@ pub enum FlatOp {
     Binary(BinaryOp, usize, usize),
     Where(usize, usize, usize),
     Cast(usize),
+    /// See [`Tree::Checked`].
+    Checked {
+        index: usize,
+        len: usize,
+        node: NodeId,
+    },
+    /// `loads[load]` moved by `index * stride` elements (see [`Tree::Gather`]);
+    /// `index` is a `Checked` node.
+    Gather {
+        load: usize,
+        index: usize,
+        stride: i64,
+    },
+}
+
+impl FlatOp {
+    /// Whether the op reads memory at a data-dependent place or checks an index
+    /// (such a kernel can fail, and does not vectorise).
+    pub fn is_indexed(&self) -> bool {
+        matches!(self, FlatOp::Checked { .. } | FlatOp::Gather { .. })
+    }
+}
+
+/// The last element a gather along an axis of `len` elements `stride` apart reads,
+/// from `at`.
+pub fn gather_end(at: &Affine, stride: i64, len: usize) -> Affine {
+    Affine {
+        offset: at.offset + stride * (len as i64 - 1),
+        strides: at.strides.clone(),
+    }
 }
 
 impl Flat {
@@ -334,15 +417,35 @@ impl Flat {
     }
 
     fn push(&mut self, n: &Node, loads: &mut Vec<(BufferId, Affine)>) -> usize {
+        let mut load = |key: (BufferId, Affine)| {
+            loads.iter().position(|l| *l == key).unwrap_or_else(|| {
+                loads.push(key);
+                loads.len() - 1
+            })
+        };
         let op = match &n.tree {
-            Tree::Load { buf, at } => {
-                let key = (*buf, at.clone());
-                let i = loads.iter().position(|l| *l == key).unwrap_or_else(|| {
-                    loads.push(key);
-                    loads.len() - 1
-                });
-                FlatOp::Load(i)
+            Tree::Load { buf, at } => FlatOp::Load(load((*buf, at.clone()))),
+            Tree::Gather {
+                buf,
+                at,
+                stride,
+                len,
+                index,
+            } => {
+                let l = load((*buf, at.clone()));
+                load((*buf, gather_end(at, *stride, *len)));
+                let index = self.push(index, loads);
+                FlatOp::Gather {
+                    load: l,
+                    index,
+                    stride: *stride,
+                }
             }
+            Tree::Checked { index, len, node } => FlatOp::Checked {
+                index: self.push(index, loads),
+                len: *len,
+                node: *node,
+            },
             Tree::Index(a) => FlatOp::Index(a.clone()),
             Tree::Const(s) => FlatOp::Const(*s),
             Tree::Unary(UnaryOp::StopGradient, a) => return self.push(a, loads),
@@ -387,6 +490,20 @@ impl Flat {
                 FlatOp::Binary(b, x, y) => FlatOp::Binary(*b, m(x), m(y)),
                 FlatOp::Where(c, x, y) => FlatOp::Where(m(c), m(x), m(y)),
                 FlatOp::Cast(a) => FlatOp::Cast(m(a)),
+                FlatOp::Checked { index, len, node } => FlatOp::Checked {
+                    index: m(index),
+                    len: *len,
+                    node: *node,
+                },
+                FlatOp::Gather {
+                    load,
+                    index,
+                    stride,
+                } => FlatOp::Gather {
+                    load: load_map[*load],
+                    index: m(index),
+                    stride: *stride,
+                },
             };
             let i = self.intern(op, n.dtype);
             at.push(i);
@@ -407,6 +524,14 @@ impl fmt::Display for Flat {
                 FlatOp::Binary(b, x, y) => write!(f, "{} e{x}, e{y}", b.name())?,
                 FlatOp::Where(c, x, y) => write!(f, "where e{c}, e{x}, e{y}")?,
                 FlatOp::Cast(a) => write!(f, "cast e{a}")?,
+                FlatOp::Checked { index, len, node } => {
+                    write!(f, "checked e{index} < {len} ({node})")?
+                }
+                FlatOp::Gather {
+                    load,
+                    index,
+                    stride,
+                } => write!(f, "gather l{load} + e{index} * {stride}")?,
             }
             writeln!(f)?;
         }

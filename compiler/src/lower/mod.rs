@@ -145,6 +145,18 @@ impl LoopKernel {
 
     /// Whether the kernel runs over `domain` and reads `buf` (dense over `domain`) only
     /// at the element its index names.
+    /// A reduction over the first axis (its outputs do not move along it): as a row
+    /// stage, it adds every row into one output, so its row kernel runs serially.
+    pub fn reduces_rows(&self) -> bool {
+        self.reduce.is_some() && self.outs.iter().all(|o| o.at.strides[0] == 0)
+    }
+
+    /// Whether the expression gathers or checks an index (see [`Tree::Checked`]): the
+    /// kernel can fail, so the step checks for that right after it.
+    pub fn is_indexed(&self) -> bool {
+        self.expr.nodes.iter().any(|n| n.op.is_indexed())
+    }
+
     pub fn reads_in_order(&self, buf: BufferId, domain: &[usize]) -> bool {
         self.shape == domain
             && self
@@ -241,8 +253,17 @@ pub struct LibraryKernel {
 pub struct RowKernel {
     /// The extent of every stage's first axis.
     pub rows: usize,
-    /// Each over `[rows, ..]`, its first axis not reduced.
+    /// Each over `[rows, ..]`; a stage that reduces its first axis (`reduces_rows`)
+    /// owns its output, which no other stage touches.
     pub stages: Vec<LoopKernel>,
+}
+
+impl RowKernel {
+    /// Whether some stage sums across rows: the rows then run in order on one thread
+    /// (that stage adds row after row, the interpreter's order).
+    pub fn serial(&self) -> bool {
+        self.stages.iter().any(LoopKernel::reduces_rows)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -730,12 +751,12 @@ impl<'g> Lowerer<'g> {
             Op::MatMul { trans_a, trans_b } if dtype.is_float() => {
                 self.matmul(id, *trans_a, *trans_b)
             }
+            Op::Gather { axis } => self.gather(id, *axis),
+            Op::ScatterAdd { axis } => self.scatter_add(id, *axis),
             Op::MatMul { .. }
             | Op::ArgReduce { .. }
             | Op::Pad { .. }
             | Op::Concat { .. }
-            | Op::Gather { .. }
-            | Op::ScatterAdd { .. }
             | Op::Fold { .. }
             | Op::Random { .. } => self.library(id),
         };
@@ -881,6 +902,81 @@ impl<'g> Lowerer<'g> {
             }),
         });
         value
+    }
+
+    /// `out[i] = x[i with i[axis] replaced by index[i]]` as a tree: a load of `x` at a
+    /// checked place along `axis`, fused with the index's computation and with what
+    /// reads the result (cross-entropy's pick of each row's target log-probability
+    /// joins the softmax row kernel).
+    fn gather(&mut self, id: NodeId, axis: usize) -> Rc<Node> {
+        let node = self.g.node(id);
+        let (xi, ii) = (node.inputs[0], node.inputs[1]);
+        let xs = self.shapes[xi.index()].clone();
+        let len = xs[axis];
+        if len == 0 || self.shapes[id.index()].contains(&0) {
+            return self.library(id);
+        }
+        let (buf, mut at) = self.as_load(xi);
+        // Strides off `axis` are valid for the output's index: the index is no larger
+        // than `x` on every other axis (the shape rule).
+        let stride = std::mem::take(&mut at.strides[axis]);
+        let index = Node::new(
+            Tree::Checked {
+                index: self.val(ii),
+                len,
+                node: id,
+            },
+            DType::I64,
+        );
+        Node::new(
+            Tree::Gather {
+                buf,
+                at,
+                stride,
+                len,
+                index,
+            },
+            node.ty.dtype,
+        )
+    }
+
+    /// Scatter-add of one value per line along `axis` (an index of extent 1 there, the
+    /// shape of `base` elsewhere: cross-entropy's gradient) as the elementwise tree
+    /// `where(checked(index) == i[axis], base + src, base)`, the interpreter's sum
+    /// exactly. Other scatters stay library kernels.
+    fn scatter_add(&mut self, id: NodeId, axis: usize) -> Rc<Node> {
+        let node = self.g.node(id);
+        let (bi, ii, si) = (node.inputs[0], node.inputs[1], node.inputs[2]);
+        let bs = self.shapes[bi.index()].clone();
+        let is = self.shapes[ii.index()].clone();
+        let one_per_line =
+            is[axis] == 1 && bs[axis] > 0 && (0..bs.len()).all(|d| d == axis || is[d] == bs[d]);
+        if !one_per_line || bs.contains(&0) {
+            return self.library(id);
+        }
+        let dtype = node.ty.dtype;
+        let spread = |v: Rc<Node>| {
+            v.map_leaves(&mut |a| Some(a.expand(&is, &bs)))
+                .expect("expand is affine")
+        };
+        let index = Node::new(
+            Tree::Checked {
+                index: spread(self.val(ii)),
+                len: bs[axis],
+                node: id,
+            },
+            DType::I64,
+        );
+        let mut strides = vec![0i64; bs.len()];
+        strides[axis] = 1;
+        let here = Node::new(Tree::Index(Affine { offset: 0, strides }), DType::I64);
+        let hit = Node::new(Tree::Binary(BinaryOp::Eq, index, here), DType::Bool);
+        let base = self.val(bi);
+        let sum = Node::new(
+            Tree::Binary(BinaryOp::Add, base.clone(), spread(self.val(si))),
+            dtype,
+        );
+        Node::new(Tree::Where(hit, sum, base), dtype)
     }
 
     fn library(&mut self, id: NodeId) -> Rc<Node> {

@@ -85,7 +85,10 @@ pub(super) fn updates_in_place(p: &mut Program) {
             continue;
         };
         let out_at = &lk.outs[0].at;
+        // A kernel that can fail on an index never writes a persistent buffer: a
+        // failing step leaves parameters and optimizer state as they were.
         let elementwise = lk.reduce.is_none()
+            && !lk.is_indexed()
             && lk.outs.len() == 1
             && lk.shape == shape
             && out_at.is_contiguous(&shape)
@@ -155,6 +158,9 @@ fn can_merge(p: &Program, a: &LoopKernel, b: &LoopKernel) -> bool {
     if a.reduce.is_some() || b.reduce.is_some() || a.shape != b.shape {
         return false;
     }
+    if (a.is_indexed() || b.is_indexed()) && (writes_persistent(p, a) || writes_persistent(p, b)) {
+        return false;
+    }
     // One element type for all outputs, so the loop vectorises as one.
     let dtype = p.buffer(a.outs[0].buf).dtype;
     if b.outs.iter().any(|o| p.buffer(o.buf).dtype != dtype) {
@@ -170,6 +176,13 @@ fn can_merge(p: &Program, a: &LoopKernel, b: &LoopKernel) -> bool {
             .iter()
             .all(|(buf, at)| *buf != o.buf || (visits_once && at.same_as(&o.at, &a.shape)))
     })
+}
+
+/// Whether loop `k` writes a parameter's or optimizer state's buffer.
+fn writes_persistent(p: &Program, k: &LoopKernel) -> bool {
+    k.outs
+        .iter()
+        .any(|o| matches!(p.buffer(o.buf).kind, BufferKind::Persistent(_)))
 }
 
 /// Whether `at` maps distinct indices of `shape` to distinct elements (no zero stride
@@ -294,7 +307,9 @@ fn fused_at(p: &Program, t: usize) -> Option<Vec<Kernel>> {
         let KernelBody::Loop(lk) = &ks[u].body else {
             return None;
         };
-        if lk.reduce.is_some() || !lk.loads.iter().any(|(b, _)| *b == c) {
+        // An epilogue runs inside the product's call, past the step's checks between
+        // kernels, and may update parameters: one that can fail on an index stays apart.
+        if lk.reduce.is_some() || lk.is_indexed() || !lk.loads.iter().any(|(b, _)| *b == c) {
             return None;
         }
         if lk.outs.iter().any(|o| own.contains(&o.buf)) {
@@ -366,10 +381,13 @@ fn per_batch_permutation(m: &MatMulKernel, lk: &LoopKernel) -> bool {
 /// cache, in one kernel. A loop joins the run when
 /// - its first axis has the run's extent (more than 1) and is not reduced;
 /// - every buffer it shares with an earlier stage, where either writes it, is accessed
-///   by both in *row blocks*: the same offset and first-axis stride `s`, and the rest
-///   of the index staying in `[0, s)`. Then what row `r` of one stage touches in that
-///   buffer is exactly what row `r` of the other does, so running row by row reads
-///   and writes the same values as running stage by stage;
+///   by both in *row blocks*: the same first-axis stride `s`, and what every access
+///   touches on row `r` lying in one block `[b + r*s, b + (r+1)*s)` (a gather's loads
+///   count with the whole axis they may read). Then row `r` of one stage touches only
+///   what row `r` of the others does, so running row by row reads and writes the same
+///   values as running stage by stage;
+/// - no stage can fail on an index while a stage writes a persistent buffer (a failing
+///   step must leave parameters and optimizer state untouched);
 /// - no earlier stage touches a buffer it reduces into (each row's part is filled
 ///   with the identity just before the stage runs on the row);
 /// - the schedule's peak of live bytes does not rise.
@@ -390,7 +408,7 @@ pub(super) fn fuse_rows(p: &mut Program) {
             }
         };
         let joined = match &p.kernels[t + 1].body {
-            KernelBody::Loop(b) => row_join(&stages, b),
+            KernelBody::Loop(b) => row_join(p, &stages, b),
             _ => None,
         };
         let Some(rows) = joined else {
@@ -434,9 +452,13 @@ fn one_per_row(k: &LoopKernel, rows: usize) -> bool {
 }
 
 /// The rows extent when loop `b` can run as a stage after `stages` (see [`fuse_rows`]).
-fn row_join(stages: &[LoopKernel], b: &LoopKernel) -> Option<usize> {
+fn row_join(p: &Program, stages: &[LoopKernel], b: &LoopKernel) -> Option<usize> {
     let rows = row_extent(&stages[0])?;
     if stages.iter().any(|s| row_extent(s) != Some(rows)) || row_extent(b) != Some(rows) {
+        return None;
+    }
+    let all = || stages.iter().chain(std::iter::once(b));
+    if all().any(LoopKernel::is_indexed) && all().any(|k| writes_persistent(p, k)) {
         return None;
     }
     let writes = |k: &LoopKernel, buf: BufferId| k.outs.iter().any(|o| o.buf == buf);
@@ -452,7 +474,30 @@ fn row_join(stages: &[LoopKernel], b: &LoopKernel) -> Option<usize> {
     bufs.extend(b.outs.iter().map(|o| o.buf));
     bufs.sort();
     bufs.dedup();
+    // A stage summing across rows makes the kernel serial: not worth it where the
+    // stages would otherwise split over threads.
+    let serial = all().any(LoopKernel::reduces_rows);
+    let elems: usize = all().map(|k| k.shape.iter().product::<usize>()).sum();
+    if serial && elems >= crate::codegen::clif::PARALLEL_MIN_ELEMS {
+        return None;
+    }
+    // What a stage reducing across rows writes holds a partial sum until the last row:
+    // no other stage may touch it.
+    let touches = |k: &LoopKernel, buf: BufferId| !accesses(k, buf).is_empty();
+    for s in stages.iter().chain(std::iter::once(b)) {
+        if s.reduces_rows() {
+            for o in &s.outs {
+                let others = stages.iter().chain(std::iter::once(b));
+                if others.filter(|k| touches(k, o.buf)).count() > 1 {
+                    return None;
+                }
+            }
+        }
+    }
     for buf in bufs {
+        if all_stages_reducing_rows_into(stages, b, buf) {
+            continue;
+        }
         // Every access to `buf` by `b` and by the earlier stages, with its domain.
         let mut all: Vec<(super::Affine, &[usize])> = Vec::new();
         let mut earlier_writes = false;
@@ -475,29 +520,41 @@ fn row_join(stages: &[LoopKernel], b: &LoopKernel) -> Option<usize> {
                 .into_iter()
                 .map(|a| (a, b.shape.as_slice())),
         );
-        let block = row_block(&all[0].0, all[0].1)?;
-        if all
-            .iter()
-            .any(|(a, shape)| row_block(a, shape) != Some(block))
-        {
+        // Every access's part of row `r` lies in one common block of the rows' stride.
+        let spans: Option<Vec<(i64, i64, i64)>> =
+            all.iter().map(|(a, shape)| row_span(a, shape)).collect();
+        let spans = spans?;
+        let s = spans[0].2;
+        let start = spans.iter().map(|x| x.0).min()?;
+        let end = spans.iter().map(|x| x.1).max()?;
+        if spans.iter().any(|x| x.2 != s) || end >= start + s {
             return None;
         }
     }
     Some(rows)
 }
 
+/// Whether `buf` is the output of a stage reducing across rows (which, checked
+/// above, no other stage touches).
+fn all_stages_reducing_rows_into(stages: &[LoopKernel], b: &LoopKernel, buf: BufferId) -> bool {
+    stages
+        .iter()
+        .chain(std::iter::once(b))
+        .any(|k| k.reduces_rows() && k.outs.iter().any(|o| o.buf == buf))
+}
+
 /// The first-axis extent of a loop that can be a row stage: more than one row, the
-/// first axis not reduced, nothing empty.
+/// first axis kept or reduced as a whole, nothing empty.
 fn row_extent(k: &LoopKernel) -> Option<usize> {
     let rows = *k.shape.first()?;
     let elems: usize = k.shape.iter().product();
     let kept = k.outs.iter().all(|o| o.at.strides[0] != 0);
-    (rows > 1 && elems > 0 && kept).then_some(rows)
+    (rows > 1 && elems > 0 && (kept || k.reduces_rows())).then_some(rows)
 }
 
-/// `(offset, s)` when access `at` over `shape` keeps each row `r` inside
-/// `[offset + r*s, offset + (r+1)*s)` with `s > 0`.
-fn row_block(at: &super::Affine, shape: &[usize]) -> Option<(i64, i64)> {
+/// `(lo, hi, s)` when access `at` over `shape` touches, on row `r`, elements within
+/// `[lo + r*s, hi + r*s]` with `0 <= hi - lo < s`: rows `s > 0` apart that never overlap.
+fn row_span(at: &super::Affine, shape: &[usize]) -> Option<(i64, i64, i64)> {
     let s = at.strides[0];
     let (mut lo, mut hi) = (0i64, 0i64);
     for (&st, &n) in at.strides.iter().zip(shape).skip(1) {
@@ -505,7 +562,7 @@ fn row_block(at: &super::Affine, shape: &[usize]) -> Option<(i64, i64)> {
         lo += reach.min(0);
         hi += reach.max(0);
     }
-    (s > 0 && lo >= 0 && hi < s).then_some((at.offset, s))
+    (s > 0 && hi - lo < s).then_some((at.offset + lo, at.offset + hi, s))
 }
 
 /// `(first kernel, last kernel)` each buffer is touched over, in schedule `kernels`

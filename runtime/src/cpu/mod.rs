@@ -12,9 +12,11 @@ mod matmul;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
+use aotgrad_compiler::codegen::clif::FaultSlot;
 use aotgrad_compiler::codegen::{self, CodegenOptions};
 use aotgrad_compiler::lower::{self, BufferKind, KernelBody, LowerOptions, Program};
 use aotgrad_ir::{Graph, verify};
@@ -132,6 +134,11 @@ pub struct Variant {
     /// Whether some kernel of the step splits over the thread pool (see
     /// [`uses_pool`]); then the whole step runs on a pool thread.
     uses_pool: bool,
+    /// The graph nodes whose indices generated code checks, and their fault words
+    /// (two per slot, see `codegen::clif::FaultSlot`), addressed by the table's last
+    /// entry.
+    faults: Vec<FaultSlot>,
+    fault_words: Box<[AtomicU64]>,
     compile_ms: f64,
 }
 
@@ -376,7 +383,13 @@ impl CpuProgram {
                 })
             })
             .collect();
+        let fault_words: Box<[AtomicU64]> = (0..2 * emitted.faults.len().max(1))
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        table.push(fault_words.as_ptr() as *mut u8);
         Ok(Variant {
+            faults: emitted.faults,
+            fault_words,
             leaf_types,
             leaf_buffers,
             uses_pool: uses_pool(&program, self.opts.matmul_tiles),
@@ -437,6 +450,10 @@ impl CpuProgram {
         };
         self.last = Some(idx);
         let v = &*self.variants[idx].1;
+        for w in v.fault_words.chunks(2) {
+            w[0].store(0, Ordering::Relaxed);
+            w[1].store(u64::MAX, Ordering::Relaxed);
+        }
         let table = &v.table;
         let ctx = abi::Ctx {
             program: &v.program,
@@ -470,10 +487,24 @@ impl CpuProgram {
             _ => call(),
         };
         if status != 0 {
-            return Err(ctx
-                .error
-                .into_inner()
-                .unwrap_or_else(|| RunError::Compile(format!("kernel status {status}"))));
+            if let Some(e) = ctx.error.into_inner() {
+                return Err(e);
+            }
+            // A checked index: the first slot (program order) that saw one out of range.
+            let fault = v
+                .faults
+                .iter()
+                .zip(v.fault_words.chunks(2))
+                .find(|(_, w)| w[0].load(Ordering::Relaxed) != 0);
+            return Err(match fault {
+                Some((f, w)) => RunError::IndexOutOfRange {
+                    node: f.node,
+                    op: self.graph.node(f.node).op.name(),
+                    index: w[1].load(Ordering::Relaxed) as i64,
+                    size: f.len,
+                },
+                None => RunError::Compile(format!("kernel status {status}")),
+            });
         }
         let p = &v.program;
         let outputs = p

@@ -371,11 +371,17 @@ impl GpuProgram {
         }
         let words = ctx.read_words(&ranges, Some(encoder))?;
         if words[0][0] != 0 {
-            let k = &v.program.kernels[words[0][0] as usize - 1];
-            let node = graph.node(k.node);
+            let code = words[0][0];
+            // A fused kernel's checked index names its gather or scatter; a library
+            // kernel's code is its index + 1.
+            let id = if code & wgsl::FAULT_NODE != 0 {
+                aotgrad_ir::NodeId((code & !wgsl::FAULT_NODE) as u32)
+            } else {
+                v.program.kernels[code as usize - 1].node
+            };
             return Err(RunError::IndexOutOfRange {
-                node: k.node,
-                op: node.op.name(),
+                node: id,
+                op: graph.node(id).op.name(),
                 index: words[0][1] as i32 as i64,
                 size: words[0][2] as usize,
             });
