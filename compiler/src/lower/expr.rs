@@ -307,6 +307,17 @@ impl Node {
         }
     }
 
+    /// Whether the tree gathers or checks an index somewhere.
+    pub fn is_indexed(&self) -> bool {
+        match &self.tree {
+            Tree::Checked { .. } | Tree::Gather { .. } => true,
+            Tree::Load { .. } | Tree::Index(_) | Tree::Const(_) => false,
+            Tree::Unary(_, a) | Tree::Cast(a) => a.is_indexed(),
+            Tree::Binary(_, x, y) => x.is_indexed() || y.is_indexed(),
+            Tree::Where(c, x, y) => c.is_indexed() || x.is_indexed() || y.is_indexed(),
+        }
+    }
+
     /// The leaf access if this tree is a bare load.
     pub fn as_load(&self) -> Option<(BufferId, &Affine)> {
         match &self.tree {

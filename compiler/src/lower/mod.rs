@@ -716,6 +716,20 @@ impl<'g> Lowerer<'g> {
                 let idx = Node::new(Tree::Index(Affine { offset: 0, strides }), DType::I64);
                 Node::new(Tree::Cast(idx), dtype)
             }
+            // A view that reads elements several times (a broadcast, overlapping
+            // windows) would repeat a gather's scalar, checked load for each read:
+            // the gathered value is stored once first (max-pooling's pick, then the
+            // next convolution's im2col windows over it).
+            Op::Expand(_) | Op::Unfold(_) if arg(self, 0).is_indexed() => {
+                let from = ashape(self, 0);
+                let (buf, at) = self.as_load(node.inputs[0]);
+                let at = match &node.op {
+                    Op::Expand(_) => at.expand(&from, &shape),
+                    Op::Unfold(w) => at.unfold(w),
+                    _ => unreachable!("matched above"),
+                };
+                Node::new(Tree::Load { buf, at }, dtype)
+            }
             Op::Expand(_) => {
                 let from = ashape(self, 0);
                 arg(self, 0)
@@ -940,8 +954,9 @@ impl<'g> Lowerer<'g> {
         )
     }
 
-    /// Scatter-add of one value per line along `axis` (an index of extent 1 there, the
-    /// shape of `base` elsewhere: cross-entropy's gradient) as the elementwise tree
+    /// Scatter-add of one value per line along the last axis (an index of extent 1
+    /// there, the shape of `base` elsewhere: cross-entropy's gradient) as the
+    /// elementwise tree
     /// `where(checked(index) == i[axis], base + src, base)`, the interpreter's sum
     /// exactly. Other scatters stay library kernels.
     fn scatter_add(&mut self, id: NodeId, axis: usize) -> Rc<Node> {
@@ -949,8 +964,14 @@ impl<'g> Lowerer<'g> {
         let (bi, ii, si) = (node.inputs[0], node.inputs[1], node.inputs[2]);
         let bs = self.shapes[bi.index()].clone();
         let is = self.shapes[ii.index()].clone();
-        let one_per_line =
-            is[axis] == 1 && bs[axis] > 0 && (0..bs.len()).all(|d| d == axis || is[d] == bs[d]);
+        // Only along the last axis: the select evaluates the index for every element
+        // of the line, which there is a row stage's scalar inner loop; along another
+        // axis the whole pass turns scalar, and LeNet's max-pool gradient measured
+        // slower that way than a zero fill plus the library scatter.
+        let one_per_line = is[axis] == 1
+            && axis + 1 == bs.len()
+            && bs[axis] > 0
+            && (0..bs.len()).all(|d| d == axis || is[d] == bs[d]);
         if !one_per_line || bs.contains(&0) {
             return self.library(id);
         }
