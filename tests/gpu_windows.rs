@@ -305,7 +305,7 @@ fn a_fused_gather_over_a_table_larger_than_a_binding_runs_split() {
         split
             .kernels
             .iter()
-            .any(|k| k.source.contains("ok") && k.bindings.iter().any(|b| b.window.is_some())),
+            .any(|k| k.source.contains("let ok") && k.bindings.iter().any(|b| b.window.is_some())),
         "the checked gather is not in a windowed block"
     );
     if !gpu_on() {

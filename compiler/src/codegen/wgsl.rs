@@ -1518,8 +1518,13 @@ impl<'a> Emitter<'a> {
     /// checked inside a fused kernel) is out of range, under the code
     /// `FAULT_NODE | node` so the runtime names the gather or scatter it belongs to.
     fn fault_record(&mut self, var: &str, size: usize, node: NodeId) -> String {
+        self.status_record(var, size, FAULT_NODE | node.index() as u32)
+    }
+
+    /// The statement writing `[code, var, size]` to the status words unless a larger
+    /// code is there already (so the record is one fault's, whichever invocation won).
+    fn status_record(&mut self, var: &str, size: usize, code: u32) -> String {
         let s = self.bind(Mem::Status, None, true);
-        let code = FAULT_NODE | node.index() as u32;
         format!(
             "if (atomicMax(&m{s}[0], {code}u) < {code}u) {{ atomicStore(&m{s}[1], bitcast<u32>({var})); atomicStore(&m{s}[2], {size}u); }}"
         )
@@ -1528,11 +1533,10 @@ impl<'a> Emitter<'a> {
     /// Records an out-of-range `var` (an i32 index into an axis of `size`) in the status
     /// words and clamps nothing: the run reports the error instead of returning numbers.
     fn bounds_check(&mut self, var: &str, size: usize) {
-        let s = self.bind(Mem::Status, None, true);
-        let code = self.index + 1;
+        let rec = self.status_record(var, size, self.index as u32 + 1);
         let _ = writeln!(
             self.body,
-            "  if ({var} < 0 || {var} >= {size}) {{ if (atomicMax(&m{s}[0], {code}u) < {code}u) {{ atomicStore(&m{s}[1], bitcast<u32>({var})); atomicStore(&m{s}[2], {size}u); }} return; }}"
+            "  if ({var} < 0 || {var} >= {size}) {{ {rec} return; }}"
         );
     }
 }

@@ -716,23 +716,9 @@ impl<'g> Lowerer<'g> {
                 let idx = Node::new(Tree::Index(Affine { offset: 0, strides }), DType::I64);
                 Node::new(Tree::Cast(idx), dtype)
             }
-            // A view that reads elements several times (a broadcast, overlapping
-            // windows) would repeat a gather's scalar, checked load for each read:
-            // the gathered value is stored once first (max-pooling's pick, then the
-            // next convolution's im2col windows over it).
-            Op::Expand(_) | Op::Unfold(_) if arg(self, 0).is_indexed() => {
-                let from = ashape(self, 0);
-                let (buf, at) = self.as_load(node.inputs[0]);
-                let at = match &node.op {
-                    Op::Expand(_) => at.expand(&from, &shape),
-                    Op::Unfold(w) => at.unfold(w),
-                    _ => unreachable!("matched above"),
-                };
-                Node::new(Tree::Load { buf, at }, dtype)
-            }
             Op::Expand(_) => {
                 let from = ashape(self, 0);
-                arg(self, 0)
+                self.repeated_view_source(node.inputs[0])
                     .map_leaves(&mut |a| Some(a.expand(&from, &shape)))
                     .expect("expand is affine")
             }
@@ -742,7 +728,8 @@ impl<'g> Lowerer<'g> {
             Op::Slice(ranges) => arg(self, 0)
                 .map_leaves(&mut |a| Some(a.slice(ranges)))
                 .expect("slice is affine"),
-            Op::Unfold(w) => arg(self, 0)
+            Op::Unfold(w) => self
+                .repeated_view_source(node.inputs[0])
                 .map_leaves(&mut |a| Some(a.unfold(w)))
                 .expect("unfold is affine"),
             Op::Reshape(_) => {
@@ -785,6 +772,19 @@ impl<'g> Lowerer<'g> {
             None => v,
         };
         self.vals[id.index()] = Some(v);
+    }
+
+    /// The value of `id` under a view that reads elements several times (a broadcast,
+    /// overlapping windows). Such a view would repeat a gather's scalar, checked load
+    /// for each read, so a gathered value is stored once first (max-pooling's pick,
+    /// then the next convolution's im2col windows over it); any other tree fuses.
+    fn repeated_view_source(&mut self, id: NodeId) -> Rc<Node> {
+        let v = self.val(id);
+        if !v.is_indexed() {
+            return v;
+        }
+        let (buf, at) = self.as_load(id);
+        Node::new(Tree::Load { buf, at }, v.dtype)
     }
 
     fn reduce(&mut self, id: NodeId, op: ReduceOp, axes: &[usize]) -> Rc<Node> {

@@ -457,8 +457,8 @@ fn row_join(p: &Program, stages: &[LoopKernel], b: &LoopKernel) -> Option<usize>
     if stages.iter().any(|s| row_extent(s) != Some(rows)) || row_extent(b) != Some(rows) {
         return None;
     }
-    let all = || stages.iter().chain(std::iter::once(b));
-    if all().any(LoopKernel::is_indexed) && all().any(|k| writes_persistent(p, k)) {
+    let joined = || stages.iter().chain(std::iter::once(b));
+    if joined().any(LoopKernel::is_indexed) && joined().any(|k| writes_persistent(p, k)) {
         return None;
     }
     let writes = |k: &LoopKernel, buf: BufferId| k.outs.iter().any(|o| o.buf == buf);
@@ -476,26 +476,24 @@ fn row_join(p: &Program, stages: &[LoopKernel], b: &LoopKernel) -> Option<usize>
     bufs.dedup();
     // A stage summing across rows makes the kernel serial: not worth it where the
     // stages would otherwise split over threads.
-    let serial = all().any(LoopKernel::reduces_rows);
-    let elems: usize = all().map(|k| k.shape.iter().product::<usize>()).sum();
+    let serial = joined().any(LoopKernel::reduces_rows);
+    let elems: usize = joined().map(|k| k.shape.iter().product::<usize>()).sum();
     if serial && elems >= crate::codegen::clif::PARALLEL_MIN_ELEMS {
         return None;
     }
     // What a stage reducing across rows writes holds a partial sum until the last row:
-    // no other stage may touch it.
-    let touches = |k: &LoopKernel, buf: BufferId| !accesses(k, buf).is_empty();
-    for s in stages.iter().chain(std::iter::once(b)) {
-        if s.reduces_rows() {
-            for o in &s.outs {
-                let others = stages.iter().chain(std::iter::once(b));
-                if others.filter(|k| touches(k, o.buf)).count() > 1 {
-                    return None;
-                }
-            }
+    // no other stage may touch it (and the row-block rule below does not apply to it).
+    let partial: Vec<BufferId> = joined()
+        .filter(|k| k.reduces_rows())
+        .flat_map(|k| k.outs.iter().map(|o| o.buf))
+        .collect();
+    for &buf in &partial {
+        if joined().filter(|k| !accesses(k, buf).is_empty()).count() > 1 {
+            return None;
         }
     }
     for buf in bufs {
-        if all_stages_reducing_rows_into(stages, b, buf) {
+        if partial.contains(&buf) {
             continue;
         }
         // Every access to `buf` by `b` and by the earlier stages, with its domain.
@@ -532,15 +530,6 @@ fn row_join(p: &Program, stages: &[LoopKernel], b: &LoopKernel) -> Option<usize>
         }
     }
     Some(rows)
-}
-
-/// Whether `buf` is the output of a stage reducing across rows (which, checked
-/// above, no other stage touches).
-fn all_stages_reducing_rows_into(stages: &[LoopKernel], b: &LoopKernel, buf: BufferId) -> bool {
-    stages
-        .iter()
-        .chain(std::iter::once(b))
-        .any(|k| k.reduces_rows() && k.outs.iter().any(|o| o.buf == buf))
 }
 
 /// The first-axis extent of a loop that can be a row stage: more than one row, the

@@ -450,7 +450,8 @@ impl CpuProgram {
         };
         self.last = Some(idx);
         let v = &*self.variants[idx].1;
-        for w in v.fault_words.chunks(2) {
+        // Only the real slots (a program without checked indices has one unused).
+        for w in v.fault_words.chunks(2).take(v.faults.len()) {
             w[0].store(0, Ordering::Relaxed);
             w[1].store(u64::MAX, Ordering::Relaxed);
         }
