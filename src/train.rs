@@ -20,7 +20,7 @@ use std::rc::Rc;
 use aotgrad_compiler::passes::{self, OptLevel};
 use aotgrad_compiler::{GradError, vjp_in};
 use aotgrad_ir::{BuildError, DType, Dim, Graph, GraphBuilder, Shape, Var};
-use aotgrad_runtime::cpu::{CpuOptions, CpuProgram};
+use aotgrad_runtime::cpu::{CpuOptions, CpuProgram, ParamArena};
 use aotgrad_runtime::gpu::Fetch;
 use aotgrad_runtime::{RunError, Tensor};
 
@@ -579,6 +579,7 @@ impl Trainer {
             check_numerics: self.check_numerics,
             cpu: RefCell::new(HashMap::new()),
             gpu: RefCell::new(None),
+            arena: RefCell::new(None),
             device_ahead: false,
             mirror: OnceCell::new(),
             loss_name: self
@@ -680,7 +681,12 @@ pub struct TrainStep {
     cpu: RefCell<HashMap<&'static str, CpuProgram>>,
     /// The GPU device store and programs, created on first use.
     gpu: RefCell<Option<GpuSession>>,
-    /// The device holds newer parameters and state than `params` and `state`.
+    /// The CPU backend's parameter arena (created from `params` and `state` on the
+    /// first CPU run, dropped when the host copies change): the programs run on it, and
+    /// their optimizer loops over neighbouring tensors are merged into one.
+    arena: RefCell<Option<ParamArena>>,
+    /// The device (the GPU's store, or the CPU's parameter arena) holds newer
+    /// parameters and state than `params` and `state`.
     device_ahead: bool,
     /// The parameters read back from the device for [`TrainStep::parameters`] (reset
     /// by every update).
@@ -812,22 +818,34 @@ impl TrainStep {
                 aotgrad_runtime::run(g, &feeds).map_err(|error| TrainError::Run { program, error })
             }
             Backend::Cpu { threads } => {
-                // Read-only programs (grads, eval, predict) get copies of the parameters
-                // they read, so they can run through `&self`.
-                let mut store: HashMap<String, Tensor> = HashMap::new();
-                for (name, _) in g.params().chain(g.states()) {
-                    let t = self
-                        .params
-                        .iter()
-                        .find(|(n, _)| n == name)
-                        .map(|(_, t)| t)
-                        .or_else(|| self.state.get(name))
-                        .ok_or_else(|| TrainError::StateDict(format!("no value for {name:?}")))?;
-                    store.insert(name.to_string(), t.clone());
-                }
-                let mut cpu = self.cpu.borrow_mut();
-                let prog = cpu_program(&mut cpu, program, g, threads, self.check_numerics)?;
                 let lr = Tensor::from_f64(&[self.lr], &[]).expect("scalar");
+                let mut cpu = self.cpu.borrow_mut();
+                // Read-only programs (grads, eval, predict) run on the arena itself.
+                if g.updates().is_empty() {
+                    let mut arena = self.cpu_arena();
+                    let arena = arena.as_mut().expect("created");
+                    let layout = arena.layout().clone();
+                    let prog = cpu_program(
+                        &mut cpu,
+                        program,
+                        g,
+                        threads,
+                        self.check_numerics,
+                        Some(layout),
+                    )?;
+                    let inputs = inputs_of(prog, extra, &lr);
+                    return prog
+                        .run(arena, &inputs)
+                        .map_err(|error| TrainError::Run { program, error });
+                }
+                // A program that would update state through `&self` gets copies, and
+                // its updates are dropped.
+                let mut store: HashMap<String, Tensor> = HashMap::new();
+                let names: Vec<&str> = g.params().chain(g.states()).map(|(n, _)| n).collect();
+                for (name, t) in self.current(&names)? {
+                    store.insert(name, t);
+                }
+                let prog = cpu_program(&mut cpu, program, g, threads, self.check_numerics, None)?;
                 let inputs = inputs_of(prog, extra, &lr);
                 prog.run(&mut store, &inputs)
                     .map_err(|error| TrainError::Run { program, error })
@@ -859,12 +877,62 @@ impl TrainStep {
             return self.exec_fetch(program, g, extra, fetch);
         };
         let mut cpu = self.cpu.borrow_mut();
-        let prog = cpu_program(&mut cpu, program, g, threads, self.check_numerics)?;
+        let mut arena_ref = self.cpu_arena();
+        let arena = arena_ref.as_mut().expect("created");
+        let layout = arena.layout().clone();
+        let prog = cpu_program(
+            &mut cpu,
+            program,
+            g,
+            threads,
+            self.check_numerics,
+            Some(layout),
+        )?;
         let lr = Tensor::from_f64(&[self.lr], &[]).expect("scalar");
         let inputs = inputs_of(prog, extra, &lr);
-        let mut store = aotgrad_runtime::cpu::Chain(&mut self.params, &mut self.state);
-        prog.run(&mut store, &inputs)
-            .map_err(|error| TrainError::Run { program, error })
+        let ev = prog
+            .run(arena, &inputs)
+            .map_err(|error| TrainError::Run { program, error });
+        drop(arena_ref);
+        drop(cpu);
+        let ev = ev?;
+        self.device_ahead = true;
+        self.mirror = OnceCell::new();
+        Ok(ev)
+    }
+
+    /// The CPU parameter arena, made from the host copies if there is none.
+    fn cpu_arena(&self) -> std::cell::RefMut<'_, Option<ParamArena>> {
+        let mut arena = self.arena.borrow_mut();
+        if arena.is_none() {
+            *arena = Some(ParamArena::for_training(
+                self.params.iter().map(|(n, t)| (n.as_str(), t)),
+                self.state.iter().map(|(n, t)| (n.as_str(), t)),
+            ));
+        }
+        arena
+    }
+
+    /// The current values of the named parameters and state, wherever they live.
+    fn current(&self, names: &[&str]) -> Result<Vec<(String, Tensor)>, TrainError> {
+        if self.device_ahead {
+            return self.download(names).map_err(|error| TrainError::Run {
+                program: "sync",
+                error,
+            });
+        }
+        names
+            .iter()
+            .map(|&name| {
+                self.params
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, t)| t)
+                    .or_else(|| self.state.get(name))
+                    .map(|t| (name.to_string(), t.clone()))
+                    .ok_or_else(|| TrainError::StateDict(format!("no value for {name:?}")))
+            })
+            .collect()
     }
 
     /// The lowered program and the WGSL of program `program` (`"step"`, `"eval"`, ...)
@@ -902,6 +970,19 @@ impl TrainStep {
     }
 
     fn download(&self, names: &[&str]) -> Result<Vec<(String, Tensor)>, RunError> {
+        if let Some(arena) = self.arena.borrow().as_ref() {
+            return names
+                .iter()
+                .map(|&n| {
+                    arena
+                        .get(n)
+                        .map(|t| (n.to_string(), t))
+                        .ok_or_else(|| RunError::Unknown {
+                            name: n.to_string(),
+                        })
+                })
+                .collect();
+        }
         let gpu = self.gpu.borrow();
         let session = gpu
             .as_ref()
@@ -914,6 +995,7 @@ impl TrainStep {
         if let Some(s) = self.gpu.get_mut().as_mut() {
             s.invalidate();
         }
+        *self.arena.get_mut() = None;
         self.mirror = OnceCell::new();
     }
 
@@ -1321,14 +1403,24 @@ fn cpu_program<'a>(
     g: &Graph,
     threads: usize,
     check_numerics: bool,
+    layout: Option<std::sync::Arc<aotgrad_compiler::lower::ParamLayout>>,
 ) -> Result<&'a mut CpuProgram, TrainError> {
-    if !cache.contains_key(name) {
+    // A program made for another arena layout (the arena was rebuilt with other
+    // tensors) is made again.
+    let stale = cache
+        .get(name)
+        .is_some_and(|p| p.layout().map(|l| &**l) != layout.as_deref());
+    if stale || !cache.contains_key(name) {
         let opts = CpuOptions {
             threads,
             check_numerics,
             ..CpuOptions::default()
         };
-        let p = CpuProgram::new(g, opts).map_err(|error| TrainError::Run {
+        let p = match layout {
+            Some(l) => CpuProgram::for_arena(g, opts, l),
+            None => CpuProgram::new(g, opts),
+        }
+        .map_err(|error| TrainError::Run {
             program: name,
             error,
         })?;

@@ -172,6 +172,9 @@ fn mnist_mlp_adam_step_shape_of_the_program() {
     let (program, _) = step.cpu_artifacts("step").unwrap();
     let summary = program.lines().last().unwrap().to_string();
     assert!(!program.contains(" <- "), "every update in place");
+    // The weights' Adam updates run in their gradient GEMMs' epilogues; the biases' in
+    // one loop over the parameter arena (tests/param_arena.rs).
+    assert_eq!(program.matches("persistent span").count(), 3, "{program}");
     insta::assert_snapshot!("mnist_mlp_adam64_summary", summary);
 }
 

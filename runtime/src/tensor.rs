@@ -196,6 +196,50 @@ impl Tensor {
                 })
     }
 
+    /// A tensor of `dtype` and `shape` from little-endian bytes (the inverse of
+    /// [`Tensor::to_le_bytes`]).
+    pub fn from_le_bytes(
+        dtype: DType,
+        shape: &[usize],
+        bytes: &[u8],
+    ) -> Result<Tensor, TensorError> {
+        let w = dtype.size_bytes();
+        let need: usize = shape.iter().product();
+        if bytes.len() != need * w {
+            return Err(TensorError::SizeMismatch {
+                shape: shape.to_vec(),
+                need,
+                got: bytes.len() / w.max(1),
+            });
+        }
+        let words = bytes.chunks_exact(w);
+        let data = match dtype {
+            DType::Bool => Data::Bool(bytes.iter().map(|&b| b != 0).collect()),
+            DType::U8 => Data::U8(bytes.to_vec()),
+            DType::I32 => Data::I32(
+                words
+                    .map(|c| i32::from_le_bytes(c.try_into().expect("4")))
+                    .collect(),
+            ),
+            DType::I64 => Data::I64(
+                words
+                    .map(|c| i64::from_le_bytes(c.try_into().expect("8")))
+                    .collect(),
+            ),
+            DType::F32 => Data::F32(
+                words
+                    .map(|c| f32::from_le_bytes(c.try_into().expect("4")))
+                    .collect(),
+            ),
+            DType::F64 => Data::F64(
+                words
+                    .map(|c| f64::from_le_bytes(c.try_into().expect("8")))
+                    .collect(),
+            ),
+        };
+        Tensor::new(shape, data)
+    }
+
     /// Bytes of the data in little-endian order (bool as 0/1 bytes).
     pub fn to_le_bytes(&self) -> Vec<u8> {
         match &self.data {

@@ -551,15 +551,28 @@ impl<M: Module> KernelGen<'_, '_, M> {
     }
 
     /// Fills a reduction's whole output with its identity (a reduction has exactly one
-    /// output).
+    /// output, dense over the axes it keeps: a block of that many elements from the
+    /// access's offset, which is not 0 when the output was moved into a group buffer,
+    /// see `lower::param_arena`).
     fn fill_identity(&mut self, k: &LoopKernel, base: &HashMap<BufferId, Value>) {
         let Some((idv, esz, ob)) = self.identity_store(k, base) else {
             return;
         };
-        let n = self.p.buffer(k.outs[0].buf).elems;
+        let at = &k.outs[0].at;
+        let n: usize = k
+            .shape
+            .iter()
+            .zip(&at.strides)
+            .filter(|(_, s)| **s != 0)
+            .map(|(d, _)| *d)
+            .product();
+        let start = match at.offset {
+            0 => ob,
+            o => self.fb.ins().iadd_imm_s(ob, o * esz),
+        };
         self.counted_loop(n as i64, &mut |g, i| {
             let off = g.fb.ins().imul_imm_s(i, esz);
-            let addr = g.fb.ins().iadd(ob, off);
+            let addr = g.fb.ins().iadd(start, off);
             g.fb.ins().store(data_mem(), idv, addr, 0);
         });
     }

@@ -548,6 +548,16 @@ fn check_types(p: &Program, g: &Graph) -> Result<(), WgslError> {
                 ),
             });
         }
+        if let BufferKind::PersistentSpan(names) = &b.kind {
+            return Err(WgslError::Unsupported {
+                node,
+                op,
+                why: format!(
+                    "the program was lowered for a CPU parameter arena (a span over {names:?}); \
+                     lower GPU programs with `lower::lower`"
+                ),
+            });
+        }
         if let BufferKind::Const(d) = &b.kind
             && b.dtype == DType::I64
             && (0..d.len()).any(|i| i32::try_from(int_value(d.get(i))).is_err())

@@ -20,6 +20,7 @@
 //!   non-overlapping live ranges.
 
 pub mod expr;
+pub mod param_arena;
 mod plan;
 mod print;
 
@@ -30,6 +31,7 @@ use std::sync::Arc;
 use aotgrad_ir::{BinaryOp, ConstValue, DType, Data, Graph, NodeId, Op, ReduceOp, Scalar, verify};
 
 pub use expr::{Affine, BufferId, Flat, FlatNode, FlatOp, Node, Tree};
+pub use param_arena::{ParamLayout, ParamSlot};
 pub use print::explain_fusion;
 
 /// A tree whose per-element cost is at most this is recomputed in every consumer
@@ -63,6 +65,10 @@ pub enum BufferKind {
     Input(String),
     /// A parameter or state tensor that lives across calls.
     Persistent(String),
+    /// Consecutive persistent tensors of one dtype seen as one buffer: the tensors a
+    /// merged optimizer loop updates (see [`param_arena`]). The caller's storage must
+    /// hold them back to back in this order (a parameter arena does).
+    PersistentSpan(Vec<String>),
     /// Dense constant data embedded in the program.
     Const(Data),
     /// An intermediate in the activation arena; `offset` is set by the memory plan.
@@ -337,6 +343,32 @@ impl Kernel {
         }
     }
 
+    /// Moves buffer `from` into buffer `to`, starting `offset` elements in: every access
+    /// of a loop or row kernel is shifted (other kernels must not touch `from`).
+    fn relocate(&mut self, from: BufferId, to: BufferId, offset: i64) {
+        let shift = |l: &mut LoopKernel| {
+            for (b, a) in &mut l.loads {
+                if *b == from {
+                    *b = to;
+                    a.offset += offset;
+                }
+            }
+            for s in &mut l.outs {
+                if s.buf == from {
+                    s.buf = to;
+                    s.at.offset += offset;
+                }
+            }
+        };
+        match &mut self.body {
+            KernelBody::Loop(l) => shift(l),
+            KernelBody::Rows(r) => r.stages.iter_mut().for_each(shift),
+            KernelBody::MatMul(_) | KernelBody::Library(_) => {
+                debug_assert!(!self.reads().contains(&from) && !self.outputs().contains(&from));
+            }
+        }
+    }
+
     fn rename(&mut self, from: BufferId, to: BufferId) {
         let r = |b: &mut BufferId| {
             if *b == from {
@@ -469,6 +501,28 @@ impl Program {
 
 /// Lowers `graph` with its symbols bound by `env`.
 pub fn lower(graph: &Graph, env: &SymbolEnv, opts: LowerOptions) -> Result<Program, LowerError> {
+    lower_in(graph, env, opts, None)
+}
+
+/// [`lower`] for parameters and state that live in a parameter arena laid out as
+/// `layout`: update loops over neighbouring tensors merge into one
+/// ([`param_arena::merge_update_loops`]), and the program then needs storage with that
+/// layout (spans of [`BufferKind::PersistentSpan`]).
+pub fn lower_for_arena(
+    graph: &Graph,
+    env: &SymbolEnv,
+    opts: LowerOptions,
+    layout: &ParamLayout,
+) -> Result<Program, LowerError> {
+    lower_in(graph, env, opts, Some(layout))
+}
+
+fn lower_in(
+    graph: &Graph,
+    env: &SymbolEnv,
+    opts: LowerOptions,
+    layout: Option<&ParamLayout>,
+) -> Result<Program, LowerError> {
     verify(graph).map_err(|e| LowerError::Invalid(e.to_string()))?;
     let mut l = Lowerer::new(graph, env, opts)?;
     for (id, _) in graph.nodes() {
@@ -487,6 +541,9 @@ pub fn lower(graph: &Graph, env: &SymbolEnv, opts: LowerOptions) -> Result<Progr
         plan::fuse_epilogues(&mut p);
         if opts.rows {
             plan::fuse_rows(&mut p);
+        }
+        if let Some(layout) = layout {
+            param_arena::merge_update_loops(&mut p, layout);
         }
     }
     plan::assign_offsets(&mut p);

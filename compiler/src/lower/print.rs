@@ -61,6 +61,14 @@ impl fmt::Display for Program {
             let what = match &b.kind {
                 BufferKind::Input(n) => format!("input {n:?}"),
                 BufferKind::Persistent(n) => format!("persistent {n:?}"),
+                BufferKind::PersistentSpan(names) => format!(
+                    "persistent span {}",
+                    names
+                        .iter()
+                        .map(|n| format!("{n:?}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ),
                 BufferKind::Const(_) => "const".to_string(),
                 BufferKind::Arena { offset } => {
                     let live = self.live[i]

@@ -9,6 +9,9 @@
 mod abi;
 mod library;
 mod matmul;
+mod param_arena;
+
+pub use param_arena::ParamArena;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -18,7 +21,7 @@ use std::time::Instant;
 
 use aotgrad_compiler::codegen::clif::FaultSlot;
 use aotgrad_compiler::codegen::{self, CodegenOptions};
-use aotgrad_compiler::lower::{self, BufferKind, KernelBody, LowerOptions, Program};
+use aotgrad_compiler::lower::{self, BufferKind, KernelBody, LowerOptions, ParamLayout, Program};
 use aotgrad_ir::{Graph, verify};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
@@ -64,21 +67,57 @@ impl Default for CpuOptions {
     }
 }
 
-/// Where a program's parameters and state live between calls.
+/// A persistent tensor's storage as generated code sees it.
+pub struct Slot<'a> {
+    pub dtype: aotgrad_ir::DType,
+    pub shape: &'a [usize],
+    /// The first element; valid for the shape's elements while the store is borrowed.
+    pub ptr: *mut u8,
+}
+
+impl Slot<'_> {
+    fn of(t: &mut Tensor) -> Slot<'_> {
+        let ptr = t.data_ptr_mut();
+        let t: &Tensor = t;
+        Slot {
+            dtype: t.dtype(),
+            shape: t.shape(),
+            ptr,
+        }
+    }
+}
+
+/// Where a program's parameters and state live between calls: the caller's tensors
+/// (a map, a list) or a [`ParamArena`].
 pub trait Persistent {
-    fn tensor_mut(&mut self, name: &str) -> Option<&mut Tensor>;
+    /// The storage of `name`.
+    fn slot(&mut self, name: &str) -> Option<Slot<'_>>;
+    /// Replaces `name`'s value with `t`, which has its dtype and shape (a staged update).
+    fn store(&mut self, name: &str, t: Tensor);
 }
 
 impl Persistent for HashMap<String, Tensor> {
-    fn tensor_mut(&mut self, name: &str) -> Option<&mut Tensor> {
-        self.get_mut(name)
+    fn slot(&mut self, name: &str) -> Option<Slot<'_>> {
+        self.get_mut(name).map(Slot::of)
+    }
+
+    fn store(&mut self, name: &str, t: Tensor) {
+        self.insert(name.to_string(), t);
     }
 }
 
 /// A persistent store made of `(name, tensor)` pairs.
 impl Persistent for Vec<(String, Tensor)> {
-    fn tensor_mut(&mut self, name: &str) -> Option<&mut Tensor> {
-        self.iter_mut().find(|(n, _)| n == name).map(|(_, t)| t)
+    fn slot(&mut self, name: &str) -> Option<Slot<'_>> {
+        self.iter_mut()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| Slot::of(t))
+    }
+
+    fn store(&mut self, name: &str, t: Tensor) {
+        if let Some((_, slot)) = self.iter_mut().find(|(n, _)| n == name) {
+            *slot = t;
+        }
     }
 }
 
@@ -86,10 +125,18 @@ impl Persistent for Vec<(String, Tensor)> {
 pub struct Chain<'a>(pub &'a mut dyn Persistent, pub &'a mut dyn Persistent);
 
 impl Persistent for Chain<'_> {
-    fn tensor_mut(&mut self, name: &str) -> Option<&mut Tensor> {
-        match self.0.tensor_mut(name) {
-            Some(t) => Some(t),
-            None => self.1.tensor_mut(name),
+    fn slot(&mut self, name: &str) -> Option<Slot<'_>> {
+        if self.0.slot(name).is_some() {
+            return self.0.slot(name);
+        }
+        self.1.slot(name)
+    }
+
+    fn store(&mut self, name: &str, t: Tensor) {
+        if self.0.slot(name).is_some() {
+            self.0.store(name, t);
+        } else {
+            self.1.store(name, t);
         }
     }
 }
@@ -139,6 +186,9 @@ pub struct Variant {
     /// entry.
     faults: Vec<FaultSlot>,
     fault_words: Box<[AtomicU64]>,
+    /// `PersistentSpan` buffers: the table entry and the tensors it spans, pointed at
+    /// the first of them by each call once they are found back to back.
+    spans: Vec<(usize, Vec<String>)>,
     compile_ms: f64,
 }
 
@@ -194,6 +244,8 @@ pub struct CpuProgram {
     /// Index of the variant the last call ran.
     last: Option<usize>,
     pool: Option<Arc<rayon::ThreadPool>>,
+    /// The parameter arena the program is lowered for (`lower::lower_for_arena`).
+    layout: Option<Arc<ParamLayout>>,
 }
 
 /// Thread pools shared by every program with the same thread count.
@@ -231,7 +283,27 @@ impl CpuProgram {
             variants: Vec::new(),
             last: None,
             pool: pool(opts.threads)?,
+            layout: None,
         })
+    }
+
+    /// A program whose parameters and state live in a [`ParamArena`] laid out as
+    /// `layout`: its optimizer loops over neighbouring tensors are merged, so it runs
+    /// only on a store that holds them back to back (the arena; otherwise
+    /// [`RunError::NotInArena`]).
+    pub fn for_arena(
+        graph: &Graph,
+        opts: CpuOptions,
+        layout: Arc<ParamLayout>,
+    ) -> Result<CpuProgram, RunError> {
+        let mut p = CpuProgram::new(graph, opts)?;
+        p.layout = Some(layout);
+        Ok(p)
+    }
+
+    /// The parameter-arena layout the program was made for, if any.
+    pub fn layout(&self) -> Option<&Arc<ParamLayout>> {
+        self.layout.as_ref()
     }
 
     pub fn graph(&self) -> &Graph {
@@ -272,18 +344,18 @@ impl CpuProgram {
 
     fn compile(&self, env: &SymbolEnv) -> Result<Variant, RunError> {
         let t0 = Instant::now();
-        let program = lower::lower(
-            &self.graph,
-            env,
-            LowerOptions {
-                in_place_updates: self.opts.in_place_updates,
-                // Check-numerics names the node that made the first NaN, so every op is
-                // its own kernel there.
-                fuse: self.opts.fuse && !self.opts.check_numerics,
-                rows: self.opts.rows,
-                ..LowerOptions::default()
-            },
-        )
+        let opts = LowerOptions {
+            in_place_updates: self.opts.in_place_updates,
+            // Check-numerics names the node that made the first NaN, so every op is
+            // its own kernel there.
+            fuse: self.opts.fuse && !self.opts.check_numerics,
+            rows: self.opts.rows,
+            ..LowerOptions::default()
+        };
+        let program = match &self.layout {
+            Some(layout) => lower::lower_for_arena(&self.graph, env, opts, layout),
+            None => lower::lower(&self.graph, env, opts),
+        }
         .map_err(|e| RunError::Compile(e.to_string()))?;
         program.check_bounds().map_err(|e| {
             RunError::Compile(format!("lowering produced an out-of-bounds access: {e}"))
@@ -345,6 +417,7 @@ impl CpuProgram {
         let mut arena = lines(program.arena_bytes);
         let mut consts = Vec::new();
         let mut table = vec![std::ptr::null_mut::<u8>(); program.buffers.len()];
+        let mut spans = Vec::new();
         let base = arena.as_mut_ptr() as *mut u8;
         for (i, b) in program.buffers.iter().enumerate() {
             match &b.kind {
@@ -362,6 +435,7 @@ impl CpuProgram {
                     table[i] = ptr;
                     consts.push(store);
                 }
+                BufferKind::PersistentSpan(names) => spans.push((i, names.clone())),
                 BufferKind::Input(_) | BufferKind::Persistent(_) => {}
             }
         }
@@ -388,6 +462,7 @@ impl CpuProgram {
             .collect();
         table.push(fault_words.as_ptr() as *mut u8);
         Ok(Variant {
+            spans,
             faults: emitted.faults,
             fault_words,
             leaf_types,
@@ -448,6 +523,7 @@ impl CpuProgram {
                 i
             }
         };
+        point_spans(&mut self.variants[idx].1, persistent)?;
         self.last = Some(idx);
         let v = &*self.variants[idx].1;
         // Only the real slots (a program without checked indices has one unused).
@@ -530,7 +606,7 @@ impl CpuProgram {
         }
         if self.opts.in_place_updates {
             for (name, t) in updates.drain(..) {
-                *persistent.tensor_mut(&name).expect("bound above") = t;
+                persistent.store(&name, t);
             }
         }
         Ok(Evaluation { outputs, updates })
@@ -548,11 +624,9 @@ fn leaf_tensor<'a>(
             .iter()
             .find(|(n, _)| *n == leaf.name)
             .map(|(_, t)| (t.dtype(), t.shape(), t.data_ptr() as *mut u8)),
-        LeafKind::Persistent => persistent.tensor_mut(&leaf.name).map(|t| {
-            let ptr = t.data_ptr_mut();
-            let t: &'a Tensor = t;
-            (t.dtype(), t.shape(), ptr)
-        }),
+        LeafKind::Persistent => persistent
+            .slot(&leaf.name)
+            .map(|s| (s.dtype, s.shape, s.ptr)),
     }
 }
 
@@ -575,6 +649,41 @@ fn point_table(
         }
     }
     true
+}
+
+/// Points each span of `v` at the first of its tensors, after checking that they lie
+/// back to back in `persistent` with the span's dtype and total size.
+fn point_spans(v: &mut Variant, persistent: &mut dyn Persistent) -> Result<(), RunError> {
+    for (i, names) in &v.spans {
+        let b = v
+            .program
+            .buffer(aotgrad_compiler::lower::BufferId(*i as u32));
+        let mut first: Option<*mut u8> = None;
+        let mut next: Option<usize> = None;
+        let mut elems = 0;
+        for n in names {
+            let s = persistent.slot(n);
+            let ok = s
+                .as_ref()
+                .is_some_and(|s| s.dtype == b.dtype && next.is_none_or(|a| a == s.ptr as usize));
+            let Some(s) = s.filter(|_| ok) else {
+                return Err(RunError::NotInArena {
+                    names: names.clone(),
+                });
+            };
+            let count: usize = s.shape.iter().product();
+            first.get_or_insert(s.ptr);
+            next = Some(s.ptr as usize + count * b.dtype.size_bytes());
+            elems += count;
+        }
+        if elems != b.elems {
+            return Err(RunError::NotInArena {
+                names: names.clone(),
+            });
+        }
+        v.table[*i] = first.expect("a span has members");
+    }
+    Ok(())
 }
 
 /// Runs `graph` once on the CPU backend with the interpreter's interface: every input,

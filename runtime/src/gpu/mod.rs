@@ -232,7 +232,11 @@ impl GpuProgram {
                 BufferKind::Input(name) => {
                     owned.insert(id, ctx.storage(name, b.elems));
                 }
-                BufferKind::Persistent(_) | BufferKind::Arena { .. } => {}
+                // Spans exist only in programs lowered for a CPU parameter arena, which
+                // WGSL emission refuses above.
+                BufferKind::Persistent(_)
+                | BufferKind::PersistentSpan(_)
+                | BufferKind::Arena { .. } => {}
             }
         }
         Ok(GpuVariant {

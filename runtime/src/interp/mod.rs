@@ -63,6 +63,13 @@ pub enum RunError {
         op: &'static str,
         value: f64,
     },
+    #[error(
+        "the program was compiled for a parameter arena and updates {names:?} as one span, \
+         but they are not stored back to back (run it with the `ParamArena` of its layout)"
+    )]
+    NotInArena { names: Vec<String> },
+    #[error("the parameter arena has no tensor {name:?} of type {ty}")]
+    NotInLayout { name: String, ty: TensorType },
 }
 
 /// What one evaluation produced: each output and each update's new value, by name.

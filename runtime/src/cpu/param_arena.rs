@@ -1,0 +1,137 @@
+//! The storage of a parameter arena (`aotgrad_compiler::lower::param_arena`): one
+//! cache-line-aligned allocation holding every parameter and optimizer-state tensor of
+//! a model at the offsets of its [`ParamLayout`]. A program lowered for that layout
+//! updates neighbouring tensors (all biases, all their moments) with one loop, which
+//! needs exactly this: the tensors back to back in memory.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aotgrad_compiler::lower::{ParamLayout, ParamSlot};
+use aotgrad_ir::TensorType;
+
+use super::{Line, Persistent, Slot, lines};
+use crate::Tensor;
+use crate::interp::RunError;
+
+/// Every persistent tensor of a model in one allocation laid out by a [`ParamLayout`].
+pub struct ParamArena {
+    layout: Arc<ParamLayout>,
+    index: HashMap<String, usize>,
+    storage: Vec<Line>,
+}
+
+impl ParamArena {
+    /// A zeroed arena for `layout`.
+    pub fn new(layout: ParamLayout) -> ParamArena {
+        let index = layout
+            .slots()
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.clone(), i))
+            .collect();
+        ParamArena {
+            storage: lines(layout.bytes()),
+            layout: Arc::new(layout),
+            index,
+        }
+    }
+
+    /// An arena laid out for training ([`ParamLayout::for_training`]) holding `params`
+    /// (declaration order) and `state`.
+    pub fn for_training<'a>(
+        params: impl IntoIterator<Item = (&'a str, &'a Tensor)>,
+        state: impl IntoIterator<Item = (&'a str, &'a Tensor)>,
+    ) -> ParamArena {
+        let entry = |(n, t): (&str, &Tensor)| (n.to_string(), t.dtype(), t.shape().to_vec());
+        let params: Vec<_> = params.into_iter().collect();
+        let state: Vec<_> = state.into_iter().collect();
+        let layout = ParamLayout::for_training(
+            &params.iter().copied().map(entry).collect::<Vec<_>>(),
+            &state.iter().copied().map(entry).collect::<Vec<_>>(),
+        );
+        let mut arena = ParamArena::new(layout);
+        for (n, t) in params.into_iter().chain(state) {
+            arena.set(n, t).expect("laid out from these tensors");
+        }
+        arena
+    }
+
+    pub fn layout(&self) -> &Arc<ParamLayout> {
+        &self.layout
+    }
+
+    fn slot_of(&self, name: &str) -> Option<&ParamSlot> {
+        self.index.get(name).map(|&i| &self.layout.slots()[i])
+    }
+
+    /// Copies `t` into `name`'s slot; its dtype and shape must be the slot's.
+    pub fn set(&mut self, name: &str, t: &Tensor) -> Result<(), RunError> {
+        let not_in = || RunError::NotInLayout {
+            name: name.to_string(),
+            ty: t.ty(),
+        };
+        let s = self.slot_of(name).ok_or_else(not_in)?;
+        if s.dtype != t.dtype() || s.shape != t.shape() {
+            return Err(not_in());
+        }
+        let offset = s.offset;
+        self.write(offset, &t.to_le_bytes());
+        Ok(())
+    }
+
+    /// A copy of `name`'s tensor.
+    pub fn get(&self, name: &str) -> Option<Tensor> {
+        let s = self.slot_of(name)?;
+        let mut bytes = vec![0u8; s.bytes()];
+        self.read(s.offset, &mut bytes);
+        Some(Tensor::from_le_bytes(s.dtype, &s.shape, &bytes).expect("slot-sized"))
+    }
+
+    /// The type of `name`'s slot.
+    pub fn ty(&self, name: &str) -> Option<TensorType> {
+        let s = self.slot_of(name)?;
+        Some(TensorType::new(s.dtype, aotgrad_ir::Shape::known(&s.shape)))
+    }
+
+    // The storage is cache lines (for alignment); bytes cross them in chunks.
+    fn write(&mut self, mut at: usize, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let (line, col) = (at / 64, at % 64);
+            let n = bytes.len().min(64 - col);
+            self.storage[line].0[col..col + n].copy_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            at += n;
+        }
+    }
+
+    fn read(&self, mut at: usize, mut out: &mut [u8]) {
+        while !out.is_empty() {
+            let (line, col) = (at / 64, at % 64);
+            let n = out.len().min(64 - col);
+            out[..n].copy_from_slice(&self.storage[line].0[col..col + n]);
+            out = &mut out[n..];
+            at += n;
+        }
+    }
+}
+
+impl Persistent for ParamArena {
+    fn slot(&mut self, name: &str) -> Option<Slot<'_>> {
+        let i = *self.index.get(name)?;
+        let s = &self.layout.slots()[i];
+        // `wrapping_add` keeps this a plain address computation; the slot lies inside the
+        // storage by construction of the layout.
+        let ptr = (self.storage.as_mut_ptr() as *mut u8).wrapping_add(s.offset);
+        Some(Slot {
+            dtype: s.dtype,
+            shape: &s.shape,
+            ptr,
+        })
+    }
+
+    fn store(&mut self, name: &str, t: Tensor) {
+        self.set(name, &t)
+            .expect("updates have the type of the tensor they replace");
+    }
+}
