@@ -1409,7 +1409,12 @@ fn cpu_program<'a>(
     // tensors) is made again.
     let stale = cache
         .get(name)
-        .is_some_and(|p| p.layout().map(|l| &**l) != layout.as_deref());
+        .is_some_and(|p| match (p.layout(), &layout) {
+            // The same arena's layout (every call but the first): no deep comparison.
+            (Some(a), Some(b)) => !std::sync::Arc::ptr_eq(a, b) && **a != **b,
+            (None, None) => false,
+            _ => true,
+        });
     if stale || !cache.contains_key(name) {
         let opts = CpuOptions {
             threads,

@@ -62,7 +62,17 @@ impl ParamArena {
     }
 
     fn slot_of(&self, name: &str) -> Option<&ParamSlot> {
-        self.index.get(name).map(|&i| &self.layout.slots()[i])
+        self.position(name).map(|i| &self.layout.slots()[i])
+    }
+
+    /// Every call looks up each persistent leaf by name: for the few tensors of small
+    /// models a scan of the names beats hashing them (the per-call overhead of a
+    /// scalar step is a few hundred nanoseconds).
+    fn position(&self, name: &str) -> Option<usize> {
+        if self.layout.slots().len() <= 16 {
+            return self.layout.slots().iter().position(|s| s.name == name);
+        }
+        self.index.get(name).copied()
     }
 
     /// Copies `t` into `name`'s slot; its dtype and shape must be the slot's.
@@ -118,7 +128,7 @@ impl ParamArena {
 
 impl Persistent for ParamArena {
     fn slot(&mut self, name: &str) -> Option<Slot<'_>> {
-        let i = *self.index.get(name)?;
+        let i = self.position(name)?;
         let s = &self.layout.slots()[i];
         // `wrapping_add` keeps this a plain address computation; the slot lies inside the
         // storage by construction of the layout.
