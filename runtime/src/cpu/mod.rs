@@ -2,9 +2,11 @@
 //! Cranelift IR (`aotgrad_compiler::codegen`) and JIT-compiled into one entry function
 //! per concrete binding of its symbols (a new batch size compiles a new variant, once).
 //!
-//! Parameters and optimizer state live in the caller's tensors ([`Persistent`]) and
-//! are updated in place by the generated code; inputs are read straight from the
-//! caller's tensors; intermediates live in one arena per variant.
+//! Parameters and optimizer state live in the caller's store ([`Persistent`]: its own
+//! tensors, or a [`ParamArena`] that holds them all in one allocation so that merged
+//! optimizer loops can span neighbouring tensors) and are updated in place by the
+//! generated code; inputs are read straight from the caller's tensors; intermediates
+//! live in one arena per variant.
 
 mod abi;
 mod library;
@@ -545,7 +547,9 @@ impl CpuProgram {
         // SAFETY: `table` holds a valid pointer for every buffer the program uses:
         // arena and constants owned by the variant, inputs borrowed for this call, and
         // persistent tensors of the checked dtype and shape (the caller cannot touch them
-        // during the call: `persistent` is borrowed mutably). Every access of the
+        // during the call: `persistent` is borrowed mutably), and spans pointed at the
+        // first of tensors checked to lie back to back with the span's size
+        // (`point_spans`). Every access of the
         // generated code was bounds-checked against these sizes when the variant was
         // compiled; inputs are only read (the program never writes an input buffer).
         let call = || unsafe { (v.entry)(table.as_ptr(), &ctx) };
