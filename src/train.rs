@@ -818,33 +818,17 @@ impl TrainStep {
                 aotgrad_runtime::run(g, &feeds).map_err(|error| TrainError::Run { program, error })
             }
             Backend::Cpu { threads } => {
-                let lr = Tensor::from_f64(&[self.lr], &[]).expect("scalar");
-                let mut cpu = self.cpu.borrow_mut();
                 // Read-only programs (grads, eval, predict) run on the arena itself.
                 if g.updates().is_empty() {
-                    let mut arena = self.cpu_arena();
-                    let arena = arena.as_mut().expect("created");
-                    let layout = arena.layout().clone();
-                    let prog = cpu_program(
-                        &mut cpu,
-                        program,
-                        g,
-                        threads,
-                        self.check_numerics,
-                        Some(layout),
-                    )?;
-                    let inputs = inputs_of(prog, extra, &lr);
-                    return prog
-                        .run(arena, &inputs)
-                        .map_err(|error| TrainError::Run { program, error });
+                    return self.run_on_arena(program, g, threads, extra);
                 }
+                let lr = Tensor::from_f64(&[self.lr], &[]).expect("scalar");
+                let mut cpu = self.cpu.borrow_mut();
                 // A program that would update state through `&self` gets copies, and
                 // its updates are dropped.
-                let mut store: HashMap<String, Tensor> = HashMap::new();
                 let names: Vec<&str> = g.params().chain(g.states()).map(|(n, _)| n).collect();
-                for (name, t) in self.current(&names)? {
-                    store.insert(name, t);
-                }
+                let mut store: HashMap<String, Tensor> =
+                    self.current(&names)?.into_iter().collect();
                 let prog = cpu_program(&mut cpu, program, g, threads, self.check_numerics, None)?;
                 let inputs = inputs_of(prog, extra, &lr);
                 prog.run(&mut store, &inputs)
@@ -867,18 +851,28 @@ impl TrainStep {
             "apply" => &self.accumulate.as_ref().expect("accumulating").1,
             _ => &self.step,
         };
-        if self.backend == Backend::Gpu {
-            let ev = self.exec_gpu(program, g, extra, fetch)?;
-            self.device_ahead = true;
-            self.mirror = OnceCell::new();
-            return Ok(ev);
-        }
-        let Backend::Cpu { threads } = self.backend else {
-            return self.exec_fetch(program, g, extra, fetch);
+        let ev = match self.backend {
+            Backend::Gpu => self.exec_gpu(program, g, extra, fetch)?,
+            Backend::Cpu { threads } => self.run_on_arena(program, g, threads, extra)?,
+            Backend::Interpreter => return self.exec_fetch(program, g, extra, fetch),
         };
+        // The device store or the CPU arena now holds newer values than the host copies.
+        self.device_ahead = true;
+        self.mirror = OnceCell::new();
+        Ok(ev)
+    }
+
+    /// Runs CPU program `program` (compiled from `g` for the arena's layout on first
+    /// use) on the parameter arena.
+    fn run_on_arena(
+        &self,
+        program: &'static str,
+        g: &Graph,
+        threads: usize,
+        extra: &[(&str, &Tensor)],
+    ) -> Result<aotgrad_runtime::Evaluation, TrainError> {
         let mut cpu = self.cpu.borrow_mut();
-        let mut arena_ref = self.cpu_arena();
-        let arena = arena_ref.as_mut().expect("created");
+        let mut arena = self.cpu_arena();
         let layout = arena.layout().clone();
         let prog = cpu_program(
             &mut cpu,
@@ -890,27 +884,20 @@ impl TrainStep {
         )?;
         let lr = Tensor::from_f64(&[self.lr], &[]).expect("scalar");
         let inputs = inputs_of(prog, extra, &lr);
-        let ev = prog
-            .run(arena, &inputs)
-            .map_err(|error| TrainError::Run { program, error });
-        drop(arena_ref);
-        drop(cpu);
-        let ev = ev?;
-        self.device_ahead = true;
-        self.mirror = OnceCell::new();
-        Ok(ev)
+        prog.run(&mut *arena, &inputs)
+            .map_err(|error| TrainError::Run { program, error })
     }
 
     /// The CPU parameter arena, made from the host copies if there is none.
-    fn cpu_arena(&self) -> std::cell::RefMut<'_, Option<ParamArena>> {
-        let mut arena = self.arena.borrow_mut();
-        if arena.is_none() {
-            *arena = Some(ParamArena::for_training(
-                self.params.iter().map(|(n, t)| (n.as_str(), t)),
-                self.state.iter().map(|(n, t)| (n.as_str(), t)),
-            ));
-        }
-        arena
+    fn cpu_arena(&self) -> std::cell::RefMut<'_, ParamArena> {
+        std::cell::RefMut::map(self.arena.borrow_mut(), |arena| {
+            arena.get_or_insert_with(|| {
+                ParamArena::for_training(
+                    self.params.iter().map(|(n, t)| (n.as_str(), t)),
+                    self.state.iter().map(|(n, t)| (n.as_str(), t)),
+                )
+            })
+        })
     }
 
     /// The current values of the named parameters and state, wherever they live.
