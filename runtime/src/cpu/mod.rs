@@ -123,26 +123,6 @@ impl Persistent for Vec<(String, Tensor)> {
     }
 }
 
-/// Two stores searched in order (e.g. parameters, then optimizer state).
-pub struct Chain<'a>(pub &'a mut dyn Persistent, pub &'a mut dyn Persistent);
-
-impl Persistent for Chain<'_> {
-    fn slot(&mut self, name: &str) -> Option<Slot<'_>> {
-        if self.0.slot(name).is_some() {
-            return self.0.slot(name);
-        }
-        self.1.slot(name)
-    }
-
-    fn store(&mut self, name: &str, t: Tensor) {
-        if self.0.slot(name).is_some() {
-            self.0.store(name, t);
-        } else {
-            self.1.store(name, t);
-        }
-    }
-}
-
 /// 64-byte aligned storage.
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]

@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use aotgrad_compiler::lower::{ParamLayout, ParamSlot};
-use aotgrad_ir::TensorType;
 
 use super::{Line, Persistent, Slot, lines};
 use crate::Tensor;
@@ -96,12 +95,6 @@ impl ParamArena {
         let mut bytes = vec![0u8; s.bytes()];
         self.read(s.offset, &mut bytes);
         Some(Tensor::from_le_bytes(s.dtype, &s.shape, &bytes).expect("slot-sized"))
-    }
-
-    /// The type of `name`'s slot.
-    pub fn ty(&self, name: &str) -> Option<TensorType> {
-        let s = self.slot_of(name)?;
-        Some(TensorType::new(s.dtype, aotgrad_ir::Shape::known(&s.shape)))
     }
 
     // The storage is cache lines (for alignment); bytes cross them in chunks.
