@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 
-use aotgrad_ir::{DType, Data};
+use aotgrad_ir::DType;
 use aotgrad_runtime::Tensor;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
@@ -38,19 +38,15 @@ fn st_dtype(d: DType) -> Dtype {
     }
 }
 
-fn decode(dtype: Dtype, bytes: &[u8]) -> Option<Data> {
-    fn chunks<const N: usize, T>(b: &[u8], f: fn([u8; N]) -> T) -> Vec<T> {
-        b.chunks_exact(N)
-            .map(|c| f(c.try_into().expect("exact chunks")))
-            .collect()
-    }
-    Some(match dtype {
-        Dtype::BOOL => Data::Bool(bytes.iter().map(|&b| b != 0).collect()),
-        Dtype::U8 => Data::U8(bytes.to_vec()),
-        Dtype::I32 => Data::I32(chunks(bytes, i32::from_le_bytes)),
-        Dtype::I64 => Data::I64(chunks(bytes, i64::from_le_bytes)),
-        Dtype::F32 => Data::F32(chunks(bytes, f32::from_le_bytes)),
-        Dtype::F64 => Data::F64(chunks(bytes, f64::from_le_bytes)),
+/// The inverse of [`st_dtype`]; `None` for safetensors dtypes aotgrad has no tensor of.
+fn our_dtype(d: Dtype) -> Option<DType> {
+    Some(match d {
+        Dtype::BOOL => DType::Bool,
+        Dtype::U8 => DType::U8,
+        Dtype::I32 => DType::I32,
+        Dtype::I64 => DType::I64,
+        Dtype::F32 => DType::F32,
+        Dtype::F64 => DType::F64,
         _ => return None,
     })
 }
@@ -72,12 +68,13 @@ pub fn read_safetensors(
     let st = SafeTensors::deserialize(&bytes).map_err(|e| format(e.to_string()))?;
     let mut out = Vec::new();
     for (name, view) in st.tensors() {
-        let data = decode(view.dtype(), view.data()).ok_or_else(|| TensorFileError::Dtype {
+        let dtype = our_dtype(view.dtype()).ok_or_else(|| TensorFileError::Dtype {
             path: p.clone(),
             name: name.clone(),
             dtype: format!("{:?}", view.dtype()),
         })?;
-        let t = Tensor::new(view.shape(), data).map_err(|e| format(format!("{name}: {e}")))?;
+        let t = Tensor::from_le_bytes(dtype, view.shape(), view.data())
+            .map_err(|e| format(format!("{name}: {e}")))?;
         out.push((name, t));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));

@@ -3,7 +3,7 @@
 use std::io::{Read, Write};
 use std::path::Path;
 
-use aotgrad_ir::{DType, Data};
+use aotgrad_ir::DType;
 
 use crate::Tensor;
 
@@ -163,37 +163,13 @@ pub fn from_npy_bytes(bytes: &[u8], path: &str) -> Result<Tensor, NpyError> {
             got: body.len(),
         });
     }
-    let body = &body[..need];
-    let data = match dtype {
-        DType::Bool => Data::Bool(body.iter().map(|&b| b != 0).collect()),
-        DType::U8 => Data::U8(body.to_vec()),
-        DType::I32 => Data::I32(
-            body.chunks_exact(4)
-                .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-        ),
-        DType::I64 => Data::I64(
-            body.chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-        ),
-        DType::F32 => Data::F32(
-            body.chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-        ),
-        DType::F64 => Data::F64(
-            body.chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-        ),
-    };
-    Ok(Tensor::new(&shape, data).expect("length computed from shape"))
+    Ok(Tensor::from_le_bytes(dtype, &shape, &body[..need]).expect("length computed from shape"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aotgrad_ir::Data;
 
     #[test]
     fn round_trip_every_dtype() {

@@ -212,30 +212,18 @@ impl Tensor {
                 got: bytes.len() / w.max(1),
             });
         }
-        let words = bytes.chunks_exact(w);
+        fn words<const N: usize, T>(b: &[u8], f: fn([u8; N]) -> T) -> Vec<T> {
+            b.chunks_exact(N)
+                .map(|c| f(c.try_into().expect("exact chunks")))
+                .collect()
+        }
         let data = match dtype {
             DType::Bool => Data::Bool(bytes.iter().map(|&b| b != 0).collect()),
             DType::U8 => Data::U8(bytes.to_vec()),
-            DType::I32 => Data::I32(
-                words
-                    .map(|c| i32::from_le_bytes(c.try_into().expect("4")))
-                    .collect(),
-            ),
-            DType::I64 => Data::I64(
-                words
-                    .map(|c| i64::from_le_bytes(c.try_into().expect("8")))
-                    .collect(),
-            ),
-            DType::F32 => Data::F32(
-                words
-                    .map(|c| f32::from_le_bytes(c.try_into().expect("4")))
-                    .collect(),
-            ),
-            DType::F64 => Data::F64(
-                words
-                    .map(|c| f64::from_le_bytes(c.try_into().expect("8")))
-                    .collect(),
-            ),
+            DType::I32 => Data::I32(words(bytes, i32::from_le_bytes)),
+            DType::I64 => Data::I64(words(bytes, i64::from_le_bytes)),
+            DType::F32 => Data::F32(words(bytes, f32::from_le_bytes)),
+            DType::F64 => Data::F64(words(bytes, f64::from_le_bytes)),
         };
         Tensor::new(shape, data)
     }
