@@ -195,10 +195,19 @@ fn a_span_program_refuses_tensors_that_are_not_back_to_back() {
     let x = Tensor::from_f32(&[0.5; 20], &[4, 5]).unwrap();
     let z = Tensor::from_f32(&[0.5; 12], &[4, 3]).unwrap();
     let lr = Tensor::from_f32(&[0.1], &[]).unwrap();
-    match prog.run(&mut map, &[("x", &x), ("z", &z), ("lr", &lr)]) {
-        Err(RunError::NotInArena { names }) => assert!(names.contains(&"a".to_string())),
-        other => panic!("expected NotInArena, got {other:?}"),
-    }
+    let e = prog
+        .run(&mut map, &[("x", &x), ("z", &z), ("lr", &lr)])
+        .unwrap_err();
+    assert!(
+        matches!(&e, RunError::NotInArena { names } if names.contains(&"a".to_string())),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.to_string(),
+        "the program was compiled for a parameter arena and updates [\"a\", \"b\"] as one \
+         span, but they are not stored back to back (run it with the `ParamArena` of its \
+         layout)"
+    );
     assert_eq!(map, before, "nothing ran");
 }
 
@@ -240,4 +249,38 @@ fn mlp_bias_updates_are_one_loop_and_bitwise_unchanged() {
         "{program}"
     );
     assert!(program.contains("over [330] ->"), "{program}");
+}
+
+#[test]
+fn the_arena_refuses_tensors_it_has_no_slot_for() {
+    let graph = sgd_updates(false);
+    let mut arena = ParamArena::new(layout_of(&graph));
+    let wrong_shape = Tensor::from_f32(&[1.0; 4], &[4]).unwrap();
+    assert_eq!(
+        arena.set("a", &wrong_shape).unwrap_err().to_string(),
+        "the parameter arena has no tensor \"a\" of type f32[4]"
+    );
+    assert_eq!(
+        arena.set("nope", &wrong_shape).unwrap_err().to_string(),
+        "the parameter arena has no tensor \"nope\" of type f32[4]"
+    );
+    // Nothing was written: the slot still holds its zeros.
+    assert_eq!(
+        arena.get("a").unwrap(),
+        Tensor::from_f32(&[0.0; 5], &[5]).unwrap()
+    );
+    let a = Tensor::from_f32(&[1.0, 2.0, 3.0, 4.0, 5.0], &[5]).unwrap();
+    arena.set("a", &a).unwrap();
+    assert_eq!(arena.get("a").unwrap(), a);
+}
+
+#[test]
+fn decoding_bytes_of_the_wrong_size_is_an_error() {
+    let e = Tensor::from_le_bytes(DType::F32, &[2], &[0; 7]).unwrap_err();
+    assert_eq!(e.to_string(), "shape [2] needs 2 elements but 1 were given");
+    let t = Tensor::from_f64(&[1.5, -2.0, 3.25], &[3]).unwrap();
+    assert_eq!(
+        Tensor::from_le_bytes(DType::F64, &[3], &t.to_le_bytes()).unwrap(),
+        t
+    );
 }
