@@ -221,9 +221,19 @@ pub fn emit<M: Module>(
             fb.finalize(module.target_config());
         }
         clif.push_str(&format!("; {header}\n{}\n", ctx.func.display()));
+        let dbg = std::env::var("AOTGRAD_DISASM").ok().as_deref() == Some(name.as_str());
+        if dbg {
+            ctx.set_disasm(true);
+        }
         module
             .define_function(id, &mut ctx)
             .map_err(|e| merr(&name, format!("{e:?}")))?;
+        if dbg {
+            eprintln!("{}", ctx.func.display());
+            if let Some(v) = ctx.compiled_code().and_then(|c| c.vcode.as_ref()) {
+                eprintln!("{v}");
+            }
+        }
         module.clear_context(&mut ctx);
         Ok::<FuncId, CodegenError>(id)
     };
@@ -692,6 +702,24 @@ impl<M: Module> KernelGen<'_, '_, M> {
     }
 
     /// `for (i = from; i + step <= n; i += step) { body(i) }`; returns the final `i`.
+    ///
+    /// Emitted rotated — a guard, then a do-while body whose back edge is its own
+    /// branch — so that the loop's exit is dominated by the guard, not by the loop:
+    ///
+    /// ```text
+    /// guard:      brif from+step <= n, body(from), exit(from)
+    /// body(i):    ...; brif i+2*step <= n, body(i+step), exit(i+step)
+    /// exit(end):
+    /// ```
+    ///
+    /// Why: Cranelift 0.135's elaborator (the pass that does its loop-invariant code
+    /// motion) keeps its stack of enclosing loops while walking the dominator tree
+    /// but does not restore it when it leaves a subtree, so a loop exit visited
+    /// before the loop body (a `while` header's two children) drops the loop and
+    /// every invariant — splats, row pointers, the finiteness gate — is recomputed
+    /// inside the loop. In this shape no block outside a loop is dominated by a block
+    /// inside it, so the stack is always right. Measured: the MNIST MLP's Adam
+    /// epilogue went from 17 to 11 instructions per vector (`docs/decisions/licm.md`).
     fn range_loop(
         &mut self,
         from: Option<Value>,
@@ -699,36 +727,37 @@ impl<M: Module> KernelGen<'_, '_, M> {
         step: i64,
         body: &mut dyn FnMut(&mut Self, Value),
     ) -> Value {
-        let var = self.fb.declare_var(types::I64);
         let init = match from {
             Some(v) => v,
             None => self.iconst(0),
         };
-        self.fb.def_var(var, init);
-        let header = self.fb.create_block();
         let body_block = self.fb.create_block();
+        let i = self.fb.append_block_param(body_block, types::I64);
         let exit = self.fb.create_block();
-        self.fb.ins().jump(header, &[]);
-        self.fb.switch_to_block(header);
-        let i = self.fb.use_var(var);
-        let next = self.fb.ins().iadd_imm_s(i, step);
-        let ok = match n {
-            End::Const(n) => self
-                .fb
-                .ins()
-                .icmp_imm_s(IntCC::SignedLessThanOrEqual, next, n),
-            End::Var(n) => self.fb.ins().icmp(IntCC::SignedLessThanOrEqual, next, n),
+        let end = self.fb.append_block_param(exit, types::I64);
+        let fits = |g: &mut Self, at: Value| {
+            let next = g.fb.ins().iadd_imm_s(at, step);
+            match n {
+                End::Const(n) => g
+                    .fb
+                    .ins()
+                    .icmp_imm_s(IntCC::SignedLessThanOrEqual, next, n),
+                End::Var(n) => g.fb.ins().icmp(IntCC::SignedLessThanOrEqual, next, n),
+            }
         };
-        self.fb.ins().brif(ok, body_block, &[], exit, &[]);
+        let ok = fits(self, init);
+        self.fb
+            .ins()
+            .brif(ok, body_block, &[init.into()], exit, &[init.into()]);
         self.fb.switch_to_block(body_block);
-        let i = self.fb.use_var(var);
         body(self, i);
-        let i = self.fb.use_var(var);
         let next = self.fb.ins().iadd_imm_s(i, step);
-        self.fb.def_var(var, next);
-        self.fb.ins().jump(header, &[]);
+        let again = fits(self, next);
+        self.fb
+            .ins()
+            .brif(again, body_block, &[next.into()], exit, &[next.into()]);
         self.fb.switch_to_block(exit);
-        self.fb.use_var(var)
+        end
     }
 
     fn nest(
