@@ -58,6 +58,10 @@ enum Cmd {
         /// Also print the WGSL compute shaders of the GPU backend (no adapter needed).
         #[arg(long)]
         wgsl: bool,
+        /// Also print every function as Cranelift optimised it and the machine code it
+        /// emitted for this host (depends on the host's CPU features).
+        #[arg(long)]
+        machine: bool,
     },
     /// Print an IR file in canonical form.
     Fmt { file: PathBuf },
@@ -375,7 +379,7 @@ fn opt_cmd(a: OptArgs) -> Result<String, String> {
     Ok(out)
 }
 
-fn lower_cmd(model: &str, clif: bool, wgsl: bool) -> Result<String, String> {
+fn lower_cmd(model: &str, clif: bool, wgsl: bool, machine: bool) -> Result<String, String> {
     let (trainer, batch) = aotgrad::bench::setup(model)?;
     if wgsl {
         // The GPU's code is generated from the same lowered program; printing it needs
@@ -400,11 +404,21 @@ fn lower_cmd(model: &str, clif: bool, wgsl: bool) -> Result<String, String> {
     let (program, ir) = step
         .cpu_artifacts("step")
         .ok_or("no CPU program was compiled")?;
-    Ok(if clif {
-        format!("{program}\n{ir}")
-    } else {
-        program
-    })
+    let mut out = program;
+    if clif {
+        out = format!("{out}\n{ir}");
+    }
+    if machine {
+        let env = [(std::sync::Arc::from("N"), batch.x.shape()[0])]
+            .into_iter()
+            .collect();
+        let code = step
+            .cpu_machine_code("step", &env)
+            .ok_or("no CPU program was compiled")?
+            .map_err(|e| e.to_string())?;
+        out = format!("{out}\n{code}");
+    }
+    Ok(out)
 }
 
 fn main() -> ExitCode {
@@ -428,7 +442,12 @@ fn main() -> ExitCode {
             *steps,
             *json,
         ),
-        Cmd::Lower { model, clif, wgsl } => lower_cmd(model, *clif, *wgsl),
+        Cmd::Lower {
+            model,
+            clif,
+            wgsl,
+            machine,
+        } => lower_cmd(model, *clif, *wgsl, *machine),
         Cmd::Opt {
             file,
             model,

@@ -995,6 +995,34 @@ impl TrainStep {
         Some((v.program().to_string(), v.clif().to_string()))
     }
 
+    /// What Cranelift made of the CPU program `program` for symbol values `env`: every
+    /// function after Cranelift's own optimisation, then as machine code for this host
+    /// ([`CpuOptions::machine_code`]). Compiles the program again with that option (the
+    /// running one keeps no such text); `None` before the program's first run or on
+    /// another backend.
+    pub fn cpu_machine_code(
+        &self,
+        program: &str,
+        env: &aotgrad_runtime::interp::SymbolEnv,
+    ) -> Option<Result<String, TrainError>> {
+        let cpu = self.cpu.borrow();
+        let p = cpu.get(program)?;
+        let opts = CpuOptions {
+            machine_code: true,
+            ..p.options()
+        };
+        let made = match p.layout() {
+            Some(l) => CpuProgram::for_arena(p.graph(), opts, l.clone()),
+            None => CpuProgram::new(p.graph(), opts),
+        }
+        .and_then(|mut q| q.variant(env).map(|v| v.machine_code().to_string()));
+        let name = cpu.keys().find(|k| **k == program).copied()?;
+        Some(made.map_err(|error| TrainError::Run {
+            program: name,
+            error,
+        }))
+    }
+
     fn check(&self, ev: &aotgrad_runtime::Evaluation) -> Result<f64, TrainError> {
         let loss = loss_of(ev);
         if self.checked {

@@ -5,8 +5,10 @@
 use std::collections::HashMap;
 
 use aotgrad::RunError;
+use aotgrad::nn::{Linear, ReLU, Sequential};
 use aotgrad::prelude::*;
 use aotgrad::runtime::cpu::{self, CpuOptions, CpuProgram};
+use aotgrad::train::TrainError;
 
 mod common_models;
 use common_models::take_rows;
@@ -309,5 +311,134 @@ fn a_one_per_row_scatter_add_is_fused_and_checked() {
             op, index, size, ..
         } => assert_eq!((op, index, size), ("scatter_add", 5, 5)),
         e => panic!("{e}"),
+    }
+}
+
+/// The blocks of one function in Cranelift's optimised IR (`Variant::machine_code`),
+/// each as its lines.
+fn optimised_blocks<'a>(machine: &'a str, kernel: &str) -> Vec<Vec<&'a str>> {
+    let start = machine
+        .lines()
+        .find(|l| l.contains(&format!(" {kernel}: ")) && l.ends_with(": optimised"))
+        .and_then(|l| machine.find(l))
+        .unwrap_or_else(|| panic!("no optimised IR for {kernel}:\n{machine}"));
+    let text = &machine[start..];
+    let end = text.find(": machine code").expect("machine code follows");
+    let mut blocks: Vec<Vec<&str>> = Vec::new();
+    for line in text[..end].lines() {
+        if line.starts_with("block") {
+            blocks.push(Vec::new());
+        } else if let Some(b) = blocks.last_mut() {
+            b.push(line);
+        }
+    }
+    blocks
+}
+
+/// Loop invariants of a vector loop — the splat of a scalar read from memory and what
+/// is computed from it — are computed once before the loop, not per vector. Cranelift
+/// only hoists them when the loop is emitted in the rotated shape `range_loop` uses
+/// (`docs/decisions/licm.md`); before it, the body recomputed both.
+#[test]
+fn vector_loop_invariants_are_hoisted_out_of_the_loop() {
+    let g = GraphBuilder::new("licm");
+    let x = g.input("x", DType::F32, shape!["N", 64]);
+    let s = g.input("s", DType::F32, shape![]);
+    // A 2-d loop nest (rows, then vectors along a row) with a broadcast scalar and a
+    // value computed from it alone.
+    g.output("y", (x * s + s.sqrt()).relu());
+    let graph = g.finish().unwrap();
+    let opts = CpuOptions {
+        machine_code: true,
+        ..CpuOptions::default()
+    };
+    let mut p = CpuProgram::new(&graph, opts).unwrap();
+    let env = [("N".into(), 3usize)].into();
+    let v = p.variant(&env).unwrap();
+    assert_eq!(v.program().kernels.len(), 1, "{}", v.program());
+    let blocks = optimised_blocks(v.machine_code(), "k0");
+    let vector_bodies: Vec<&Vec<&str>> = blocks
+        .iter()
+        .filter(|b| b.iter().any(|l| l.contains("load.f32x4")))
+        .collect();
+    assert!(!vector_bodies.is_empty(), "a vector loop:\n{blocks:#?}");
+    for body in vector_bodies {
+        for line in body {
+            assert!(
+                !line.contains("splat") && !line.contains("sqrt"),
+                "invariant computed per vector: {line}\n{body:#?}"
+            );
+        }
+    }
+    // Not vacuous: the splat and the square root exist, outside the loop.
+    let all: Vec<&str> = blocks.iter().flatten().copied().collect();
+    assert!(all.iter().any(|l| l.contains("splat.f32x4")), "{all:#?}");
+    assert!(all.iter().any(|l| l.contains("sqrt")), "{all:#?}");
+    // And the program still computes the right thing.
+    let xs: Vec<f32> = (0..192).map(|i| i as f32 * 0.25 - 20.0).collect();
+    let feeds: HashMap<String, Tensor> = [
+        ("x".to_string(), Tensor::from_f32(&xs, &[3, 64]).unwrap()),
+        ("s".to_string(), Tensor::from_f32(&[4.0], &[]).unwrap()),
+    ]
+    .into();
+    let got = cpu::run_once(&graph, &feeds, CpuOptions::default()).unwrap();
+    let want: Vec<f64> = xs
+        .iter()
+        .map(|&x| f64::from((x * 4.0 + 2.0).max(0.0)))
+        .collect();
+    assert_eq!(got.output("y").unwrap().to_f64_vec(), want);
+}
+
+/// The finiteness gate of checked mode on the CPU backend, whose optimizer loops are
+/// emitted twice (once per value of the gate, see `inner`'s unswitching): a step with a
+/// NaN loss leaves every parameter and Adam moment bit-for-bit as it was, and the good
+/// steps around it match the interpreter.
+#[test]
+fn a_non_finite_step_leaves_parameters_and_moments_untouched_on_cpu() {
+    let make = |backend: &Backend| {
+        Trainer::new(
+            Sequential::new()
+                .push(Linear::new(8, 16))
+                .push(ReLU)
+                .push(Linear::new(16, 6)),
+            Loss::mse(Reduction::Mean),
+            Optimizer::adam(0.01),
+        )
+        .input(DType::F32, &[8])
+        .target(DType::F32, &[6])
+        .seed(11)
+        .compile(backend)
+        .unwrap()
+    };
+    let batch = |bad: bool| {
+        let mut x: Vec<f32> = (0..40).map(|i| (i as f32 * 0.37).sin()).collect();
+        if bad {
+            x[13] = f32::NAN;
+        }
+        let y: Vec<f32> = (0..30).map(|i| (i as f32 * 0.11).cos()).collect();
+        Batch {
+            x: Tensor::from_f32(&x, &[5, 8]).unwrap(),
+            y: Tensor::from_f32(&y, &[5, 6]).unwrap(),
+        }
+    };
+    let mut cpu = make(&Backend::Cpu { threads: 1 });
+    let mut interp = make(&Backend::Interpreter);
+    cpu.run(&batch(false)).unwrap();
+    interp.run(&batch(false)).unwrap();
+    let before = (cpu.parameters().to_vec(), cpu.optimizer_state());
+    let e = cpu.run(&batch(true)).unwrap_err();
+    assert!(matches!(e, TrainError::NonFiniteLoss { .. }), "{e}");
+    assert_eq!(cpu.parameters(), &before.0[..], "parameters untouched");
+    assert_eq!(cpu.optimizer_state(), before.1, "moments untouched");
+    // The next good step is the interpreter's second step.
+    cpu.run(&batch(false)).unwrap();
+    interp.run(&batch(false)).unwrap();
+    for ((name, a), (_, b)) in cpu.parameters().iter().zip(interp.parameters()) {
+        for (x, y) in a.to_f64_vec().iter().zip(b.to_f64_vec()) {
+            assert!(
+                (x - y).abs() <= 1e-5 * (1.0 + y.abs()),
+                "{name}: {x} vs {y}"
+            );
+        }
     }
 }

@@ -71,6 +71,9 @@ pub struct CodegenOptions {
     /// Output tiles per large matmul (`tiles::matmul_tiles`): a fused epilogue gets one
     /// function per tile.
     pub matmul_tiles: usize,
+    /// Keep, per function, Cranelift's optimised IR and the machine code it emitted
+    /// ([`Emitted::machine`]). Off by default: formatting it costs compile time.
+    pub machine_code: bool,
 }
 
 impl Default for CodegenOptions {
@@ -80,6 +83,7 @@ impl Default for CodegenOptions {
             simd: true,
             check_numerics: false,
             matmul_tiles: super::tiles::DEFAULT_TILES,
+            machine_code: false,
         }
     }
 }
@@ -91,6 +95,10 @@ pub struct Emitted {
     /// The Cranelift IR of every function, as handed to Cranelift (before its own
     /// optimisation), in definition order.
     pub clif: String,
+    /// With [`CodegenOptions::machine_code`]: every function as Cranelift optimised it
+    /// and the machine code it emitted for this host (depends on the host's ISA
+    /// features, so not byte-stable across machines, unlike `clif`); empty otherwise.
+    pub machine: String,
     /// Per matmul kernel with a fused epilogue: its index, when the runtime runs the
     /// epilogue, and the epilogue's functions (`k<i>e<j>`, one per tile or one in all).
     pub epilogues: Vec<(usize, EpilogueSchedule, Vec<FuncId>)>,
@@ -187,56 +195,55 @@ pub fn emit<M: Module>(
         helpers.insert(*name, id);
     }
     let mut clif = String::new();
+    let mut machine = String::new();
     let mut fctx = FunctionBuilderContext::new();
     let mut ctx = module.make_context();
     let mut kernel_ids = HashMap::new();
     let mut faults: Vec<FaultSlot> = Vec::new();
-    let mut define = |name: String, body: Body<'_>, header: String, clif: &mut String| {
-        let mut sig = module.make_signature();
-        sig.params.push(AbiParam::new(ptr));
-        // The range [lo, hi) of the split axis (see `split_len`) this call computes.
-        sig.params.push(AbiParam::new(types::I64));
-        sig.params.push(AbiParam::new(types::I64));
-        let id = module
-            .declare_function(&name, Linkage::Local, &sig)
-            .map_err(|e| merr(&name, e))?;
-        ctx.func = Function::with_name_signature(UserFuncName::user(0, id.as_u32()), sig);
-        {
-            let mut fb = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-            let mut g = KernelGen {
-                fb: &mut fb,
-                module: &mut *module,
-                helpers: &helpers,
-                imported: HashMap::new(),
-                ptr,
-                p,
-                bufs: None,
-                faults: &mut faults,
-            };
-            match body {
-                Body::Loop(lk) => g.kernel(lk, opts.simd),
-                Body::Rows(r) => g.rows_kernel(r, opts.simd),
+    let mut define =
+        |name: String, body: Body<'_>, header: String, clif: &mut String, machine: &mut String| {
+            let mut sig = module.make_signature();
+            sig.params.push(AbiParam::new(ptr));
+            // The range [lo, hi) of the split axis (see `split_len`) this call computes.
+            sig.params.push(AbiParam::new(types::I64));
+            sig.params.push(AbiParam::new(types::I64));
+            let id = module
+                .declare_function(&name, Linkage::Local, &sig)
+                .map_err(|e| merr(&name, e))?;
+            ctx.func = Function::with_name_signature(UserFuncName::user(0, id.as_u32()), sig);
+            {
+                let mut fb = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+                let mut g = KernelGen {
+                    fb: &mut fb,
+                    module: &mut *module,
+                    helpers: &helpers,
+                    imported: HashMap::new(),
+                    ptr,
+                    p,
+                    bufs: None,
+                    faults: &mut faults,
+                    known: HashMap::new(),
+                };
+                match body {
+                    Body::Loop(lk) => g.kernel(lk, opts.simd),
+                    Body::Rows(r) => g.rows_kernel(r, opts.simd),
+                }
+                fb.seal_all_blocks();
+                fb.finalize(module.target_config());
             }
-            fb.seal_all_blocks();
-            fb.finalize(module.target_config());
-        }
-        clif.push_str(&format!("; {header}\n{}\n", ctx.func.display()));
-        let dbg = std::env::var("AOTGRAD_DISASM").ok().as_deref() == Some(name.as_str());
-        if dbg {
-            ctx.set_disasm(true);
-        }
-        module
-            .define_function(id, &mut ctx)
-            .map_err(|e| merr(&name, format!("{e:?}")))?;
-        if dbg {
-            eprintln!("{}", ctx.func.display());
-            if let Some(v) = ctx.compiled_code().and_then(|c| c.vcode.as_ref()) {
-                eprintln!("{v}");
+            clif.push_str(&format!("; {header}\n{}\n", ctx.func.display()));
+            if opts.machine_code {
+                ctx.set_disasm(true);
             }
-        }
-        module.clear_context(&mut ctx);
-        Ok::<FuncId, CodegenError>(id)
-    };
+            module
+                .define_function(id, &mut ctx)
+                .map_err(|e| merr(&name, format!("{e:?}")))?;
+            if opts.machine_code {
+                machine_text(&ctx, &header, machine);
+            }
+            module.clear_context(&mut ctx);
+            Ok::<FuncId, CodegenError>(id)
+        };
     let mut epilogues = Vec::new();
     for (t, k) in p.kernels.iter().enumerate() {
         let (body, what) = match &k.body {
@@ -254,6 +261,7 @@ pub fn emit<M: Module>(
                         Body::Loop(lk),
                         header,
                         &mut clif,
+                        &mut machine,
                     )?);
                 }
                 epilogues.push((t, schedule, ids));
@@ -262,7 +270,10 @@ pub fn emit<M: Module>(
             KernelBody::Library(_) => continue,
         };
         let header = format!("{what} k{t}: {}", k.node);
-        kernel_ids.insert(t, define(format!("k{t}"), body, header, &mut clif)?);
+        kernel_ids.insert(
+            t,
+            define(format!("k{t}"), body, header, &mut clif, &mut machine)?,
+        );
     }
     // The entry function: kernels in order, stopping at the first non-zero status.
     let mut sig = module.make_signature();
@@ -358,16 +369,33 @@ pub fn emit<M: Module>(
         fb.finalize(module.target_config());
     }
     clif.push_str(&format!("; entry\n{}\n", ctx.func.display()));
+    if opts.machine_code {
+        ctx.set_disasm(true);
+    }
     module
         .define_function(entry, &mut ctx)
         .map_err(|e| merr("step", format!("{e:?}")))?;
+    if opts.machine_code {
+        machine_text(&ctx, "entry", &mut machine);
+    }
     module.clear_context(&mut ctx);
     Ok(Emitted {
         entry,
         clif,
+        machine,
         epilogues,
         faults,
     })
+}
+
+/// Appends what Cranelift made of the function just compiled in `ctx`: its IR after
+/// Cranelift's own optimisation (egraph rewrites, loop-invariant code motion) and the
+/// target's instructions before register allocation is finalised (`VCode`).
+fn machine_text(ctx: &cranelift_codegen::Context, header: &str, out: &mut String) {
+    out.push_str(&format!("; {header}: optimised\n{}\n", ctx.func.display()));
+    if let Some(v) = ctx.compiled_code().and_then(|c| c.vcode.as_ref()) {
+        out.push_str(&format!("; {header}: machine code\n{v}\n"));
+    }
 }
 
 /// The Cranelift type holding one element (bool is a 0/1 byte).
@@ -471,6 +499,9 @@ struct KernelGen<'a, 'b, M: Module> {
     /// The function's buffer table (set by `start`).
     bufs: Option<Value>,
     faults: &'a mut Vec<FaultSlot>,
+    /// Expression nodes whose value is known while emitting one version of an
+    /// unswitched vector loop (see `inner`): a `where` on them picks its branch.
+    known: HashMap<usize, bool>,
 }
 
 /// How many lanes the inner loop evaluates at once.
@@ -738,10 +769,7 @@ impl<M: Module> KernelGen<'_, '_, M> {
         let fits = |g: &mut Self, at: Value| {
             let next = g.fb.ins().iadd_imm_s(at, step);
             match n {
-                End::Const(n) => g
-                    .fb
-                    .ins()
-                    .icmp_imm_s(IntCC::SignedLessThanOrEqual, next, n),
+                End::Const(n) => g.fb.ins().icmp_imm_s(IntCC::SignedLessThanOrEqual, next, n),
                 End::Var(n) => g.fb.ins().icmp(IntCC::SignedLessThanOrEqual, next, n),
             }
         };
@@ -897,33 +925,61 @@ impl<M: Module> KernelGen<'_, '_, M> {
                 self.fb.def_var(v, s);
                 v
             });
-            let stop = self.range_loop(start, end, lanes, &mut |g, j| {
-                let vals = g.eval(k, &mut rows, j, Lanes::Vector(vt), &invariant, &vhoist);
-                let v = vals[k.outs[0].value].expect("output evaluated");
-                match (reduce, vacc) {
-                    (None, _) => {
-                        // Every load of this index is above; now the stores.
-                        for (o, (&row, &stride)) in
-                            k.outs.iter().zip(out_rows.iter().zip(&out_strides))
-                        {
-                            let v = vals[o.value].expect("output evaluated");
-                            let addr = g.elem_addr(row, j, stride, out_esz);
-                            g.fb.ins().store(data_mem(), v, addr, 0);
+            let mut vector_loop = |g: &mut Self| {
+                g.range_loop(start, end, lanes, &mut |g, j| {
+                    let vals = g.eval(k, &mut rows, j, Lanes::Vector(vt), &invariant, &vhoist);
+                    let v = vals[k.outs[0].value].expect("output evaluated");
+                    match (reduce, vacc) {
+                        (None, _) => {
+                            // Every load of this index is above; now the stores.
+                            for (o, (&row, &stride)) in
+                                k.outs.iter().zip(out_rows.iter().zip(&out_strides))
+                            {
+                                let v = vals[o.value].expect("output evaluated");
+                                let addr = g.elem_addr(row, j, stride, out_esz);
+                                g.fb.ins().store(data_mem(), v, addr, 0);
+                            }
+                        }
+                        (Some(op), Some(acc)) => {
+                            let a = g.fb.use_var(acc);
+                            let r = g.combine(op, out_dtype, a, v, Lanes::Vector(vt));
+                            g.fb.def_var(acc, r);
+                        }
+                        (Some(op), None) => {
+                            let addr = g.elem_addr(out_row, j, out_stride, out_esz);
+                            let a = g.fb.ins().load(vt, data_mem(), addr, 0);
+                            let r = g.combine(op, out_dtype, a, v, Lanes::Vector(vt));
+                            g.fb.ins().store(data_mem(), r, addr, 0);
                         }
                     }
-                    (Some(op), Some(acc)) => {
-                        let a = g.fb.use_var(acc);
-                        let r = g.combine(op, out_dtype, a, v, Lanes::Vector(vt));
-                        g.fb.def_var(acc, r);
-                    }
-                    (Some(op), None) => {
-                        let addr = g.elem_addr(out_row, j, out_stride, out_esz);
-                        let a = g.fb.ins().load(vt, data_mem(), addr, 0);
-                        let r = g.combine(op, out_dtype, a, v, Lanes::Vector(vt));
-                        g.fb.ins().store(data_mem(), r, addr, 0);
-                    }
-                }
+                })
+            };
+            // Unswitching: a `where` whose condition is the same for the whole row (the
+            // optimizer's finiteness gate) would cost three vector operations per
+            // output and vector; instead the loop is emitted twice, once per value of
+            // the condition, and a branch before it picks one.
+            let switch = nodes.iter().enumerate().find_map(|(i, n)| match n.op {
+                FlatOp::Where(c, _, _) if !invariant[i] && invariant[c] => Some(c),
+                _ => None,
             });
+            let stop = match switch.and_then(|c| hoisted[c].map(|h| (c, h))) {
+                None => vector_loop(self),
+                Some((c, h)) => {
+                    let (yes, no) = (self.fb.create_block(), self.fb.create_block());
+                    let join = self.fb.create_block();
+                    let stop = self.fb.append_block_param(join, types::I64);
+                    self.fb.ins().brif(h, yes, &[], no, &[]);
+                    for (block, value) in [(yes, true), (no, false)] {
+                        self.fb.switch_to_block(block);
+                        self.known.insert(c, value);
+                        let end = vector_loop(self);
+                        self.known.remove(&c);
+                        self.fb.ins().jump(join, &[end.into()]);
+                    }
+                    self.fb.switch_to_block(join);
+                    stop
+                }
+            };
             if let (Some(op), Some(vacc), Some(acc)) = (reduce, vacc, acc_var) {
                 // Lanes fold left to right into the scalar accumulator: fixed order.
                 let v = self.fb.use_var(vacc);
@@ -1046,7 +1102,11 @@ impl<M: Module> KernelGen<'_, '_, M> {
                     let xd = nodes[*x].dtype;
                     self.binary(*b, xd, v(*x), v(*y), lanes)
                 }
-                FlatOp::Where(c, x, y) => self.select_any(lanes, v(*c), v(*x), v(*y)),
+                FlatOp::Where(c, x, y) => match self.known.get(c) {
+                    Some(true) => v(*x),
+                    Some(false) => v(*y),
+                    None => self.select_any(lanes, v(*c), v(*x), v(*y)),
+                },
                 FlatOp::Cast(a) => self.cast(nodes[*a].dtype, n.dtype, v(*a)),
                 FlatOp::Checked { index, len, node } => {
                     let idx = self.cast(nodes[*index].dtype, DType::I64, v(*index));

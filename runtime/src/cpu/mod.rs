@@ -53,6 +53,9 @@ pub struct CpuOptions {
     /// GEMM's blocking follows the tile shape) but never on `threads`, which only
     /// decides who runs a tile; more tiles than threads only repack operands.
     pub matmul_tiles: usize,
+    /// Keep what Cranelift made of every function: its optimised IR and the machine
+    /// code ([`Variant::machine_code`]). Costs compile time; off by default.
+    pub machine_code: bool,
 }
 
 impl Default for CpuOptions {
@@ -65,6 +68,7 @@ impl Default for CpuOptions {
             fuse: true,
             rows: true,
             matmul_tiles: codegen::tiles::DEFAULT_TILES,
+            machine_code: false,
         }
     }
 }
@@ -144,6 +148,7 @@ unsafe impl<F> Send for AssertSend<F> {}
 pub struct Variant {
     program: Program,
     clif: String,
+    machine: String,
     module: Option<JITModule>,
     entry: unsafe extern "C" fn(*const *mut u8, *const abi::Ctx<'_>) -> i32,
     /// Per kernel: a matmul's fused-epilogue functions (in `module`).
@@ -198,6 +203,13 @@ impl Variant {
     /// The Cranelift IR handed to Cranelift for this variant.
     pub fn clif(&self) -> &str {
         &self.clif
+    }
+
+    /// With [`CpuOptions::machine_code`]: every function after Cranelift's optimisation
+    /// and as machine code for this host (empty otherwise). Unlike [`Variant::clif`] it
+    /// depends on the host's instruction-set features.
+    pub fn machine_code(&self) -> &str {
+        &self.machine
     }
 
     /// Wall time of lowering + code generation + JIT compilation.
@@ -367,6 +379,7 @@ impl CpuProgram {
                 simd: self.opts.simd,
                 check_numerics: self.opts.check_numerics,
                 matmul_tiles: self.opts.matmul_tiles,
+                machine_code: self.opts.machine_code,
             },
         )
         .map_err(|e| RunError::Compile(e.to_string()))?;
@@ -451,6 +464,7 @@ impl CpuProgram {
             leaf_buffers,
             uses_pool: uses_pool(&program, self.opts.matmul_tiles),
             clif: emitted.clif,
+            machine: emitted.machine,
             program,
             module: Some(module),
             entry,
