@@ -381,6 +381,11 @@ fn opt_cmd(a: OptArgs) -> Result<String, String> {
 
 fn lower_cmd(model: &str, clif: bool, wgsl: bool, machine: bool) -> Result<String, String> {
     let (trainer, batch) = aotgrad::bench::setup(model)?;
+    // The one symbol of the reference models: the batch size.
+    let env: aotgrad::runtime::interp::SymbolEnv =
+        [(std::sync::Arc::from("N"), batch.x.shape()[0])]
+            .into_iter()
+            .collect();
     if wgsl {
         // The GPU's code is generated from the same lowered program; printing it needs
         // no adapter.
@@ -388,9 +393,6 @@ fn lower_cmd(model: &str, clif: bool, wgsl: bool, machine: bool) -> Result<Strin
             .compile(&aotgrad::train::Backend::Interpreter)
             .map_err(|e| e.to_string())?;
         let graph = step.optimized_step_graph();
-        let env = [(std::sync::Arc::from("N"), batch.x.shape()[0])]
-            .into_iter()
-            .collect();
         let opts = aotgrad::compiler::codegen::wgsl::lower_options();
         let p = aotgrad::compiler::lower::lower(graph, &env, opts).map_err(|e| e.to_string())?;
         let w = aotgrad::compiler::codegen::wgsl::emit(&p, graph, Default::default())
@@ -409,9 +411,6 @@ fn lower_cmd(model: &str, clif: bool, wgsl: bool, machine: bool) -> Result<Strin
         out = format!("{out}\n{ir}");
     }
     if machine {
-        let env = [(std::sync::Arc::from("N"), batch.x.shape()[0])]
-            .into_iter()
-            .collect();
         let code = step
             .cpu_machine_code("step", &env)
             .ok_or("no CPU program was compiled")?

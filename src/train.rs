@@ -1006,7 +1006,7 @@ impl TrainStep {
         env: &aotgrad_runtime::interp::SymbolEnv,
     ) -> Option<Result<String, TrainError>> {
         let cpu = self.cpu.borrow();
-        let p = cpu.get(program)?;
+        let (&name, p) = cpu.get_key_value(program)?;
         let opts = CpuOptions {
             machine_code: true,
             ..p.options()
@@ -1016,7 +1016,6 @@ impl TrainStep {
             None => CpuProgram::new(p.graph(), opts),
         }
         .and_then(|mut q| q.variant(env).map(|v| v.machine_code().to_string()));
-        let name = cpu.keys().find(|k| **k == program).copied()?;
         Some(made.map_err(|error| TrainError::Run {
             program: name,
             error,

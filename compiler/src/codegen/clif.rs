@@ -194,56 +194,48 @@ pub fn emit<M: Module>(
             .map_err(|e| merr(name, e))?;
         helpers.insert(*name, id);
     }
-    let mut clif = String::new();
-    let mut machine = String::new();
+    let mut texts = Texts {
+        clif: String::new(),
+        machine: String::new(),
+        machine_code: opts.machine_code,
+    };
     let mut fctx = FunctionBuilderContext::new();
     let mut ctx = module.make_context();
     let mut kernel_ids = HashMap::new();
     let mut faults: Vec<FaultSlot> = Vec::new();
-    let mut define =
-        |name: String, body: Body<'_>, header: String, clif: &mut String, machine: &mut String| {
-            let mut sig = module.make_signature();
-            sig.params.push(AbiParam::new(ptr));
-            // The range [lo, hi) of the split axis (see `split_len`) this call computes.
-            sig.params.push(AbiParam::new(types::I64));
-            sig.params.push(AbiParam::new(types::I64));
-            let id = module
-                .declare_function(&name, Linkage::Local, &sig)
-                .map_err(|e| merr(&name, e))?;
-            ctx.func = Function::with_name_signature(UserFuncName::user(0, id.as_u32()), sig);
-            {
-                let mut fb = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-                let mut g = KernelGen {
-                    fb: &mut fb,
-                    module: &mut *module,
-                    helpers: &helpers,
-                    imported: HashMap::new(),
-                    ptr,
-                    p,
-                    bufs: None,
-                    faults: &mut faults,
-                    known: HashMap::new(),
-                };
-                match body {
-                    Body::Loop(lk) => g.kernel(lk, opts.simd),
-                    Body::Rows(r) => g.rows_kernel(r, opts.simd),
-                }
-                fb.seal_all_blocks();
-                fb.finalize(module.target_config());
+    let mut define = |name: String, body: Body<'_>, header: String, texts: &mut Texts| {
+        let mut sig = module.make_signature();
+        sig.params.push(AbiParam::new(ptr));
+        // The range [lo, hi) of the split axis (see `split_len`) this call computes.
+        sig.params.push(AbiParam::new(types::I64));
+        sig.params.push(AbiParam::new(types::I64));
+        let id = module
+            .declare_function(&name, Linkage::Local, &sig)
+            .map_err(|e| merr(&name, e))?;
+        ctx.func = Function::with_name_signature(UserFuncName::user(0, id.as_u32()), sig);
+        {
+            let mut fb = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+            let mut g = KernelGen {
+                fb: &mut fb,
+                module: &mut *module,
+                helpers: &helpers,
+                imported: HashMap::new(),
+                ptr,
+                p,
+                bufs: None,
+                faults: &mut faults,
+                known: HashMap::new(),
+            };
+            match body {
+                Body::Loop(lk) => g.kernel(lk, opts.simd),
+                Body::Rows(r) => g.rows_kernel(r, opts.simd),
             }
-            clif.push_str(&format!("; {header}\n{}\n", ctx.func.display()));
-            if opts.machine_code {
-                ctx.set_disasm(true);
-            }
-            module
-                .define_function(id, &mut ctx)
-                .map_err(|e| merr(&name, format!("{e:?}")))?;
-            if opts.machine_code {
-                machine_text(&ctx, &header, machine);
-            }
-            module.clear_context(&mut ctx);
-            Ok::<FuncId, CodegenError>(id)
-        };
+            fb.seal_all_blocks();
+            fb.finalize(module.target_config());
+        }
+        texts.define(&mut *module, &mut ctx, id, &name, &header)?;
+        Ok::<FuncId, CodegenError>(id)
+    };
     let mut epilogues = Vec::new();
     for (t, k) in p.kernels.iter().enumerate() {
         let (body, what) = match &k.body {
@@ -260,8 +252,7 @@ pub fn emit<M: Module>(
                         format!("k{t}e{j}"),
                         Body::Loop(lk),
                         header,
-                        &mut clif,
-                        &mut machine,
+                        &mut texts,
                     )?);
                 }
                 epilogues.push((t, schedule, ids));
@@ -270,10 +261,7 @@ pub fn emit<M: Module>(
             KernelBody::Library(_) => continue,
         };
         let header = format!("{what} k{t}: {}", k.node);
-        kernel_ids.insert(
-            t,
-            define(format!("k{t}"), body, header, &mut clif, &mut machine)?,
-        );
+        kernel_ids.insert(t, define(format!("k{t}"), body, header, &mut texts)?);
     }
     // The entry function: kernels in order, stopping at the first non-zero status.
     let mut sig = module.make_signature();
@@ -368,33 +356,55 @@ pub fn emit<M: Module>(
         fb.seal_all_blocks();
         fb.finalize(module.target_config());
     }
-    clif.push_str(&format!("; entry\n{}\n", ctx.func.display()));
-    if opts.machine_code {
-        ctx.set_disasm(true);
-    }
-    module
-        .define_function(entry, &mut ctx)
-        .map_err(|e| merr("step", format!("{e:?}")))?;
-    if opts.machine_code {
-        machine_text(&ctx, "entry", &mut machine);
-    }
-    module.clear_context(&mut ctx);
+    texts.define(module, &mut ctx, entry, "step", "entry")?;
     Ok(Emitted {
         entry,
-        clif,
-        machine,
+        clif: texts.clif,
+        machine: texts.machine,
         epilogues,
         faults,
     })
 }
 
-/// Appends what Cranelift made of the function just compiled in `ctx`: its IR after
-/// Cranelift's own optimisation (egraph rewrites, loop-invariant code motion) and the
-/// target's instructions before register allocation is finalised (`VCode`).
-fn machine_text(ctx: &cranelift_codegen::Context, header: &str, out: &mut String) {
-    out.push_str(&format!("; {header}: optimised\n{}\n", ctx.func.display()));
-    if let Some(v) = ctx.compiled_code().and_then(|c| c.vcode.as_ref()) {
-        out.push_str(&format!("; {header}: machine code\n{v}\n"));
+/// The text [`emit`] records for every function it defines (see [`Emitted`]).
+struct Texts {
+    clif: String,
+    machine: String,
+    /// [`CodegenOptions::machine_code`].
+    machine_code: bool,
+}
+
+impl Texts {
+    /// Hands the function built in `ctx` to Cranelift as `id`, recording it under
+    /// `header`: its IR as we built it in `clif`, and on request what Cranelift made
+    /// of it in `machine` — its IR after Cranelift's own optimisation (egraph
+    /// rewrites, loop-invariant code motion) and the target's instructions after
+    /// register allocation (`VCode`). Leaves `ctx` cleared for the next function.
+    fn define<M: Module>(
+        &mut self,
+        module: &mut M,
+        ctx: &mut cranelift_codegen::Context,
+        id: FuncId,
+        name: &str,
+        header: &str,
+    ) -> Result<(), CodegenError> {
+        self.clif
+            .push_str(&format!("; {header}\n{}\n", ctx.func.display()));
+        ctx.set_disasm(self.machine_code);
+        module
+            .define_function(id, ctx)
+            .map_err(|e| merr(name, format!("{e:?}")))?;
+        if self.machine_code {
+            let optimised = ctx.func.display();
+            self.machine
+                .push_str(&format!("; {header}: optimised\n{optimised}\n"));
+            if let Some(v) = ctx.compiled_code().and_then(|c| c.vcode.as_ref()) {
+                self.machine
+                    .push_str(&format!("; {header}: machine code\n{v}\n"));
+            }
+        }
+        module.clear_context(ctx);
+        Ok(())
     }
 }
 
