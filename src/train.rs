@@ -569,6 +569,12 @@ impl Trainer {
             accumulate,
             k: self.accumulate,
             micro: 0,
+            param_names: params.iter().map(|(n, _)| n.clone()).collect(),
+            state_names: {
+                let mut names: Vec<String> = state.keys().cloned().collect();
+                names.sort();
+                names
+            },
             params,
             state,
             buffers: declared.buffers.into_iter().map(|b| b.name).collect(),
@@ -665,9 +671,16 @@ pub struct TrainStep {
     accumulate: Option<(Graph, Graph)>,
     k: usize,
     micro: usize,
+    /// Host copies of the parameters (declaration order) and of the optimizer state,
+    /// the RNG key and the model's buffers (by name): current while `device_ahead` is
+    /// false. On the CPU backend the arena takes them over at the first update
+    /// ([`TrainStep::host_into_arena`]), so a model's weights and moments are held once;
+    /// their names stay in `param_names` and `state_names`.
     params: Vec<(String, Tensor)>,
-    /// Optimizer state, the RNG key and the model's buffers, by name.
     state: HashMap<String, Tensor>,
+    param_names: Vec<String>,
+    /// Sorted.
+    state_names: Vec<String>,
     /// The model's buffers (names in `state` that belong to the state dict).
     buffers: Vec<String>,
     /// Parameter and buffer names in PyTorch's `state_dict` order.
@@ -846,6 +859,9 @@ impl TrainStep {
         extra: &[(&str, &Tensor)],
         fetch: Fetch<'_>,
     ) -> Result<aotgrad_runtime::Evaluation, TrainError> {
+        if let Backend::Cpu { .. } = self.backend {
+            self.host_into_arena();
+        }
         let g = match program {
             "accumulate" => &self.accumulate.as_ref().expect("accumulating").0,
             "apply" => &self.accumulate.as_ref().expect("accumulating").1,
@@ -886,6 +902,25 @@ impl TrainStep {
         let inputs = inputs_of(prog, extra, &lr);
         prog.run(&mut *arena, &inputs)
             .map_err(|error| TrainError::Run { program, error })
+    }
+
+    /// Makes the CPU arena the only store of the parameters and state: builds it from
+    /// the host copies if there is none (moving them in, one tensor at a time), then
+    /// drops them. Before an update, so that training holds one copy of the model.
+    fn host_into_arena(&mut self) {
+        if self.params.is_empty() && self.state.is_empty() {
+            return;
+        }
+        let params = std::mem::take(&mut self.params);
+        let state = std::mem::take(&mut self.state);
+        let arena = self.arena.get_mut();
+        if arena.is_none() {
+            *arena = Some(ParamArena::for_training(params, state));
+        }
+        // Without an update, an existing arena holds what the host copies held (it is
+        // made from them and dropped whenever they change); from here on it is ahead.
+        self.device_ahead = true;
+        self.mirror = OnceCell::new();
     }
 
     /// The CPU parameter arena, made from the host copies if there is none.
@@ -936,22 +971,21 @@ impl TrainStep {
         if !self.device_ahead {
             return Ok(());
         }
-        let names: Vec<String> = self
-            .params
+        let names: Vec<&str> = self
+            .param_names
             .iter()
-            .map(|(n, _)| n.clone())
-            .chain(self.state.keys().cloned())
+            .chain(&self.state_names)
+            .map(String::as_str)
             .collect();
-        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let values = self.download(&refs).map_err(|error| TrainError::Run {
+        let mut values = self.download(&names).map_err(|error| TrainError::Run {
             program: "sync",
             error,
         })?;
+        // The CPU backend may have dropped the host copies: rebuild them whole.
+        let state = values.split_off(self.param_names.len());
+        self.params = values;
+        self.state = state.into_iter().collect();
         self.device_ahead = false;
-        self.commit(aotgrad_runtime::Evaluation {
-            outputs: Vec::new(),
-            updates: values,
-        });
         self.mirror = OnceCell::new();
         Ok(())
     }
@@ -1147,9 +1181,9 @@ impl TrainStep {
         )?;
         let loss = loss_of(&ev);
         let grads = self
-            .params
+            .param_names
             .iter()
-            .map(|(n, _)| {
+            .map(|n| {
                 let g = ev
                     .output(&format!("grad.{n}"))
                     .cloned()
@@ -1192,7 +1226,7 @@ impl TrainStep {
             return &self.params;
         }
         self.mirror.get_or_init(|| {
-            let names: Vec<&str> = self.params.iter().map(|(n, _)| n.as_str()).collect();
+            let names: Vec<&str> = self.param_names.iter().map(String::as_str).collect();
             self.download(&names)
                 .unwrap_or_else(|e| panic!("reading the parameters back from the GPU: {e}"))
         })
@@ -1232,8 +1266,8 @@ impl TrainStep {
     pub fn optimizer_state(&self) -> Vec<(String, Tensor)> {
         let mut v: Vec<_> = if self.device_ahead {
             let names: Vec<&str> = self
-                .state
-                .keys()
+                .state_names
+                .iter()
                 .filter(|k| !self.buffers.contains(k))
                 .map(String::as_str)
                 .collect();

@@ -284,3 +284,61 @@ fn decoding_bytes_of_the_wrong_size_is_an_error() {
         t
     );
 }
+
+/// An arena made for training, from borrowed host copies or by taking owned ones over
+/// (it is filled front to back, with zero padding between slots), holds exactly the
+/// tensors it was made from.
+#[test]
+fn an_arena_for_training_holds_every_tensor_it_was_made_from() {
+    let f = |n: usize, k: f32| (0..n).map(|i| i as f32 * k - 3.5).collect::<Vec<_>>();
+    let params = vec![
+        (
+            "w".to_string(),
+            Tensor::from_f32(&f(35, 0.25), &[5, 7]).unwrap(),
+        ),
+        (
+            "b".to_string(),
+            Tensor::from_f32(&f(3, -1.5), &[3]).unwrap(),
+        ),
+        (
+            "v".to_string(),
+            Tensor::from_f32(&f(17, 3.0), &[17]).unwrap(),
+        ),
+    ];
+    let state = vec![
+        (
+            "b.exp_avg".to_string(),
+            Tensor::from_f32(&f(3, 7.0), &[3]).unwrap(),
+        ),
+        (
+            "w.exp_avg".to_string(),
+            Tensor::from_f32(&f(35, 0.5), &[5, 7]).unwrap(),
+        ),
+        (
+            "optim.step".to_string(),
+            Tensor::from_f64(&[12.0], &[]).unwrap(),
+        ),
+        ("rng.key".to_string(), Tensor::from_i64(&[-9], &[]).unwrap()),
+    ];
+    let borrowed = ParamArena::for_training(
+        params.iter().map(|(n, t)| (n.as_str(), t)),
+        state.iter().map(|(n, t)| (n.as_str(), t)),
+    );
+    let owned = ParamArena::for_training(params.clone(), state.clone());
+    assert_eq!(borrowed.layout(), owned.layout());
+    let mut spans: Vec<(usize, usize)> = owned
+        .layout()
+        .slots()
+        .iter()
+        .map(|s| (s.offset, s.offset + s.bytes()))
+        .collect();
+    spans.sort();
+    assert!(
+        spans.windows(2).any(|w| w[1].0 > w[0].1),
+        "no gap between slots, so the padding is not exercised: {spans:?}"
+    );
+    for (name, t) in params.iter().chain(&state) {
+        assert_eq!(borrowed.get(name).as_ref(), Some(t), "{name} (borrowed)");
+        assert_eq!(owned.get(name).as_ref(), Some(t), "{name} (owned)");
+    }
+}

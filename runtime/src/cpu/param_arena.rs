@@ -38,22 +38,57 @@ impl ParamArena {
 
     /// An arena laid out for training ([`ParamLayout::for_training`]) holding `params`
     /// (declaration order) and `state`.
-    pub fn for_training<'a>(
-        params: impl IntoIterator<Item = (&'a str, &'a Tensor)>,
-        state: impl IntoIterator<Item = (&'a str, &'a Tensor)>,
+    pub fn for_training<N: AsRef<str>, T: std::borrow::Borrow<Tensor>>(
+        params: impl IntoIterator<Item = (N, T)>,
+        state: impl IntoIterator<Item = (N, T)>,
     ) -> ParamArena {
-        let entry = |(n, t): (&str, &Tensor)| (n.to_string(), t.dtype(), t.shape().to_vec());
+        let entry = |(n, t): &(N, T)| {
+            let t = t.borrow();
+            (n.as_ref().to_string(), t.dtype(), t.shape().to_vec())
+        };
         let params: Vec<_> = params.into_iter().collect();
         let state: Vec<_> = state.into_iter().collect();
         let layout = ParamLayout::for_training(
-            &params.iter().copied().map(entry).collect::<Vec<_>>(),
-            &state.iter().copied().map(entry).collect::<Vec<_>>(),
+            &params.iter().map(entry).collect::<Vec<_>>(),
+            &state.iter().map(entry).collect::<Vec<_>>(),
         );
-        let mut arena = ParamArena::new(layout);
-        for (n, t) in params.into_iter().chain(state) {
-            arena.set(n, t).expect("laid out from these tensors");
+        // The storage is written front to back, each tensor dropped (when owned) as soon
+        // as it is in: pages become resident only as they are written, so taking a
+        // model's host copies over never holds two copies of it (zeroing the storage
+        // first made all of it resident beside them: +22 MB of peak RSS on wide_adam).
+        let mut values: HashMap<String, T> = params
+            .into_iter()
+            .chain(state)
+            .map(|(n, t)| (n.as_ref().to_string(), t))
+            .collect();
+        let mut order: Vec<&ParamSlot> = layout.slots().iter().collect();
+        order.sort_by_key(|s| s.offset);
+        let lines_needed = layout.bytes().div_ceil(64).max(1);
+        let mut storage = Vec::with_capacity(lines_needed);
+        let mut end = 0;
+        for slot in order {
+            let t = values
+                .remove(&slot.name)
+                .expect("laid out from these tensors");
+            append(
+                &mut storage,
+                &mut end,
+                slot.offset,
+                &t.borrow().to_le_bytes(),
+            );
         }
-        arena
+        storage.resize(lines_needed, Line([0; 64]));
+        let index = layout
+            .slots()
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.clone(), i))
+            .collect();
+        ParamArena {
+            storage,
+            layout: Arc::new(layout),
+            index,
+        }
     }
 
     pub fn layout(&self) -> &Arc<ParamLayout> {
@@ -136,5 +171,31 @@ impl Persistent for ParamArena {
     fn store(&mut self, name: &str, t: Tensor) {
         self.set(name, &t)
             .expect("updates have the type of the tensor they replace");
+    }
+}
+
+/// Writes `bytes` at byte `at` of `storage`, whose first `*end` (at most `at`) bytes
+/// are written, zero-padding the gap.
+fn append(storage: &mut Vec<Line>, end: &mut usize, at: usize, bytes: &[u8]) {
+    let mut pad = at - *end;
+    let mut rest = bytes;
+    while pad > 0 || !rest.is_empty() {
+        if *end == storage.len() * 64 {
+            storage.push(Line([0; 64]));
+        }
+        let col = *end % 64;
+        let room = 64 - col;
+        let n = if pad > 0 {
+            // The line is zero already: padding only moves the end.
+            let n = pad.min(room);
+            pad -= n;
+            n
+        } else {
+            let n = rest.len().min(room);
+            storage.last_mut().expect("pushed above").0[col..col + n].copy_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            n
+        };
+        *end += n;
     }
 }
