@@ -442,3 +442,57 @@ fn a_non_finite_step_leaves_parameters_and_moments_untouched_on_cpu() {
         }
     }
 }
+
+/// A loop whose stores are contiguous but whose load is strided (a transpose feeding a
+/// bias + ReLU) runs as a vector loop: each vector's lanes are loaded one by one
+/// (`insertlane`), the arithmetic is on whole vectors. Rows of 7 leave a scalar tail.
+/// Values are bitwise the interpreter's, in f32 (4 lanes) and f64 (2 lanes).
+#[test]
+fn strided_loads_feed_a_vector_loop() {
+    for dtype in [DType::F32, DType::F64] {
+        let g = GraphBuilder::new("strided");
+        let x = g.input("x", dtype, shape![7, 13]);
+        let b = g.input("b", dtype, shape![7]);
+        g.output("y", (x.t() * 2.0 + b).relu());
+        let graph = g.finish().unwrap();
+        let opts = CpuOptions {
+            machine_code: true,
+            ..CpuOptions::default()
+        };
+        let mut p = CpuProgram::new(&graph, opts).unwrap();
+        let v = p.variant(&Default::default()).unwrap();
+        assert_eq!(v.program().kernels.len(), 1, "{}", v.program());
+        let lanes = if dtype == DType::F32 {
+            "f32x4"
+        } else {
+            "f64x2"
+        };
+        let blocks = optimised_blocks(v.machine_code(), "k0");
+        // The vector body: lanes inserted one by one, then vector arithmetic on them.
+        assert!(
+            blocks.iter().any(|b| {
+                b.iter()
+                    .any(|l| l.contains(&format!("scalar_to_vector.{lanes}")))
+                    && b.iter().any(|l| l.contains("insertlane"))
+                    && b.iter().any(|l| l.contains(&format!("bitselect.{lanes}")))
+            }),
+            "no vector loop over the strided load:\n{blocks:#?}"
+        );
+        let xs: Vec<f64> = (0..91).map(|i| (i as f64 * 0.37).sin() * 3.0).collect();
+        let bs: Vec<f64> = (0..7).map(|i| i as f64 * 0.5 - 1.5).collect();
+        let t = |v: &[f64], s: &[usize]| match dtype {
+            DType::F32 => {
+                Tensor::from_f32(&v.iter().map(|&x| x as f32).collect::<Vec<_>>(), s).unwrap()
+            }
+            _ => Tensor::from_f64(v, s).unwrap(),
+        };
+        let feeds: HashMap<String, Tensor> = [
+            ("x".to_string(), t(&xs, &[7, 13])),
+            ("b".to_string(), t(&bs, &[7])),
+        ]
+        .into();
+        let got = cpu::run_once(&graph, &feeds, CpuOptions::default()).unwrap();
+        let want = aotgrad::runtime::run(&graph, &feeds).unwrap();
+        assert_eq!(got.output("y"), want.output("y"), "{dtype}");
+    }
+}

@@ -6,8 +6,9 @@
 //!   two loops;
 //! - values that do not change along the innermost axis (broadcast operands, scalars
 //!   such as the learning rate) are computed once per row, outside the inner loop;
-//! - the inner loop runs 128-bit vectors (f32x4 / f64x2) when every access is
-//!   contiguous or broadcast along it, with a scalar tail;
+//! - the inner loop runs 128-bit vectors (f32x4 / f64x2) when every store is
+//!   contiguous along it, with a scalar tail; loads that are strided along it fill
+//!   their vectors lane by lane;
 //! - ReLU-style `where(x <= 0, 0, x)` is a compare and a bit-select; maximum/minimum
 //!   are written out with PyTorch's NaN rule rather than Cranelift's `fmax`;
 //! - reductions over the innermost axis keep the accumulator in a register.
@@ -903,7 +904,7 @@ impl<M: Module> KernelGen<'_, '_, M> {
         let out_strides: Vec<i64> = c.outs.iter().map(inner_stride).collect();
         let out_stride = out_strides[0];
         let vec_ty = simd
-            .then(|| vector_plan(k, c, &invariant, out_dtype, &out_strides, len))
+            .then(|| vector_plan(k, &invariant, out_dtype, &out_strides, len))
             .flatten();
         let reduce = k.reduce;
         let scalar_ty = clif_type(out_dtype);
@@ -1045,6 +1046,29 @@ impl<M: Module> KernelGen<'_, '_, M> {
         self.fb.ins().iadd(row, off)
     }
 
+    /// A vector of the elements at `addr`, `addr + step`, ... (bytes): a strided view
+    /// read inside a loop whose stores are contiguous (a transpose, the bias + ReLU
+    /// written in a pooling window's layout). Lanes are loaded one by one, reading only
+    /// the elements the index names, so the access stays inside what the bounds check
+    /// proved; the arithmetic after it runs on whole vectors.
+    fn strided_load(&mut self, vt: Type, addr: Value, step: i64) -> Value {
+        let lane_ty = vt.lane_type();
+        let first = self.fb.ins().load(lane_ty, data_mem(), addr, 0);
+        let mut v = self.fb.ins().scalar_to_vector(vt, first);
+        for lane in 1..vt.lane_count() {
+            let at = step * i64::from(lane);
+            let x = match i32::try_from(at) {
+                Ok(off) => self.fb.ins().load(lane_ty, data_mem(), addr, off),
+                Err(_) => {
+                    let a = self.fb.ins().iadd_imm_s(addr, at);
+                    self.fb.ins().load(lane_ty, data_mem(), a, 0)
+                }
+            };
+            v = self.fb.ins().insertlane(v, x, lane as u8);
+        }
+        v
+    }
+
     /// A scalar broadcast to every lane; bools become all-ones/all-zeros lane masks.
     fn splat(&mut self, v: Value, dtype: DType, vt: Type) -> Value {
         if dtype == DType::Bool {
@@ -1087,12 +1111,17 @@ impl<M: Module> KernelGen<'_, '_, M> {
                     let (b, _) = k.loads[*l];
                     let dt = self.p.buffer(b).dtype;
                     let esz = dt.size_bytes() as i64;
-                    let addr = self.elem_addr(rows.loads[*l], j, rows.load_strides[*l], esz);
-                    let ty = match lanes {
-                        Lanes::Vector(vt) if rows.load_strides[*l] != 0 => vt,
-                        _ => clif_type(dt),
-                    };
-                    self.fb.ins().load(ty, data_mem(), addr, 0)
+                    let stride = rows.load_strides[*l];
+                    let addr = self.elem_addr(rows.loads[*l], j, stride, esz);
+                    match lanes {
+                        Lanes::Vector(vt) if stride == 1 => {
+                            self.fb.ins().load(vt, data_mem(), addr, 0)
+                        }
+                        Lanes::Vector(vt) if stride != 0 => {
+                            self.strided_load(vt, addr, stride * esz)
+                        }
+                        _ => self.fb.ins().load(clif_type(dt), data_mem(), addr, 0),
+                    }
                 }
                 FlatOp::Index(_) => {
                     let row = rows.index[i].expect("index row");
@@ -1547,7 +1576,6 @@ pub fn rows_parallel_worthy(r: &RowKernel) -> bool {
 /// The vector type for the inner loop, if every varying node is vectorisable.
 fn vector_plan(
     k: &LoopKernel,
-    c: &Collapsed,
     invariant: &[bool],
     out_dtype: DType,
     out_strides: &[i64],
@@ -1565,7 +1593,6 @@ fn vector_plan(
     if len < vt.lane_count() as i64 || !stores_ok {
         return None;
     }
-    let last = c.shape.len() - 1;
     for (i, n) in k.expr.nodes.iter().enumerate() {
         if invariant[i] {
             continue;
@@ -1578,7 +1605,9 @@ fn vector_plan(
         };
         let ok = ok_type
             && match &n.op {
-                FlatOp::Load(l) => c.loads[*l].strides[last] == 1 && n.dtype == out_dtype,
+                // Any stride: contiguous rows load whole vectors, strided ones lane
+                // by lane (`strided_load`).
+                FlatOp::Load(_) => n.dtype == out_dtype,
                 FlatOp::Index(_)
                 | FlatOp::Const(_)
                 | FlatOp::Cast(_)
