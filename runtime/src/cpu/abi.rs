@@ -238,34 +238,54 @@ unsafe fn native_library(ctx: &Ctx<'_>, node: NodeId, lib: &LibraryKernel) -> bo
             run(x, out).is_some()
         }};
     }
+    // Each op runs over independent units (planes, or the outer index around its
+    // axis), split over the pool's threads by `library::par_units`.
+    let pool = ctx.pool;
     match &ctx.graph.node(node).op {
-        Op::Fold { window, size } => match dtype(lib.out) {
-            DType::F32 => float_case!(f32, |x, out| {
-                library::fold(window, x, out, *size);
-                Some(())
-            }),
-            DType::F64 => float_case!(f64, |x, out| {
-                library::fold(window, x, out, *size);
-                Some(())
-            }),
-            _ => false,
-        },
+        Op::Fold { window, size } => {
+            let (x_n, [h, w]) = (numel(&input(0).1), *size);
+            let per_out = h * w;
+            let planes = if per_out == 0 { 0 } else { out_n / per_out };
+            let per_src = if planes == 0 { 0 } else { x_n / planes };
+            macro_rules! fold_as {
+                ($t:ty) => {
+                    float_case!($t, |x, out| {
+                        library::par_units(pool, out, per_out, x_n, |first, o| {
+                            let src = &x[first * per_src..][..o.len() / per_out.max(1) * per_src];
+                            library::fold(window, src, o, *size);
+                            true
+                        })
+                        .then_some(())
+                    })
+                };
+            }
+            match dtype(lib.out) {
+                DType::F32 => fold_as!(f32),
+                DType::F64 => fold_as!(f64),
+                _ => false,
+            }
+        }
         Op::ArgReduce { op, axis, .. } => {
-            let dims = library::split_axis(&input(0).1, *axis);
-            if dims.1 == 0 {
+            let (_, len, inner) = library::split_axis(&input(0).1, *axis);
+            if len == 0 {
                 return false;
             }
             let out: &mut [i64] = unsafe { part_mut(ctx, lib.out, out_n) };
             let n = numel(&input(0).1);
+            macro_rules! arg_as {
+                ($t:ty) => {{
+                    let x: &[$t] = unsafe { part(ctx, input(0).0, n) };
+                    library::par_units(pool, out, inner, n, |first, o| {
+                        let rows = o.len() / inner.max(1);
+                        let x = &x[first * len * inner..][..rows * len * inner];
+                        library::arg_reduce(*op, x, o, (rows, len, inner));
+                        true
+                    });
+                }};
+            }
             match dtype(input(0).0) {
-                DType::F32 => {
-                    let x: &[f32] = unsafe { part(ctx, input(0).0, n) };
-                    library::arg_reduce(*op, x, out, dims);
-                }
-                DType::F64 => {
-                    let x: &[f64] = unsafe { part(ctx, input(0).0, n) };
-                    library::arg_reduce(*op, x, out, dims);
-                }
+                DType::F32 => arg_as!(f32),
+                DType::F64 => arg_as!(f64),
                 _ => return false,
             }
             true
@@ -275,12 +295,25 @@ unsafe fn native_library(ctx: &Ctx<'_>, node: NodeId, lib: &LibraryKernel) -> bo
             if !library::same_but_axis(xs, is, *axis) || dtype(input(1).0) != DType::I64 {
                 return false;
             }
-            let (outer, lx, inner) = library::split_axis(xs, *axis);
-            let dims = (outer, lx, is[*axis], inner);
+            let (_, lx, inner) = library::split_axis(xs, *axis);
+            let li = is[*axis];
             let index: &[i64] = unsafe { part(ctx, input(1).0, out_n) };
+            macro_rules! gather_as {
+                ($t:ty) => {
+                    float_case!($t, |x, out| {
+                        library::par_units(pool, out, li * inner, out_n, |first, o| {
+                            let rows = o.len() / (li * inner).max(1);
+                            let x = &x[first * lx * inner..][..rows * lx * inner];
+                            let index = &index[first * li * inner..][..o.len()];
+                            library::gather(x, index, o, (rows, lx, li, inner)).is_some()
+                        })
+                        .then_some(())
+                    })
+                };
+            }
             match dtype(lib.out) {
-                DType::F32 => float_case!(f32, |x, out| library::gather(x, index, out, dims)),
-                DType::F64 => float_case!(f64, |x, out| library::gather(x, index, out, dims)),
+                DType::F32 => gather_as!(f32),
+                DType::F64 => gather_as!(f64),
                 _ => false,
             }
         }
@@ -289,19 +322,28 @@ unsafe fn native_library(ctx: &Ctx<'_>, node: NodeId, lib: &LibraryKernel) -> bo
             if !library::same_but_axis(xs, is, *axis) || dtype(input(1).0) != DType::I64 {
                 return false;
             }
-            let (outer, lx, inner) = library::split_axis(xs, *axis);
-            let dims = (outer, lx, is[*axis], inner);
+            let (_, lx, inner) = library::split_axis(xs, *axis);
+            let li = is[*axis];
             let m = numel(is);
             let index: &[i64] = unsafe { part(ctx, input(1).0, m) };
+            macro_rules! scatter_as {
+                ($t:ty) => {{
+                    let src: &[$t] = unsafe { part(ctx, input(2).0, m) };
+                    float_case!($t, |x, out| {
+                        library::par_units(pool, out, lx * inner, out_n + m, |first, o| {
+                            let rows = o.len() / (lx * inner).max(1);
+                            let x = &x[first * lx * inner..][..o.len()];
+                            let at = first * li * inner..(first + rows) * li * inner;
+                            let (index, src) = (&index[at.clone()], &src[at]);
+                            library::scatter_add(x, index, src, o, (rows, lx, li, inner)).is_some()
+                        })
+                        .then_some(())
+                    })
+                }};
+            }
             match dtype(lib.out) {
-                DType::F32 => {
-                    let src: &[f32] = unsafe { part(ctx, input(2).0, m) };
-                    float_case!(f32, |x, out| library::scatter_add(x, index, src, out, dims))
-                }
-                DType::F64 => {
-                    let src: &[f64] = unsafe { part(ctx, input(2).0, m) };
-                    float_case!(f64, |x, out| library::scatter_add(x, index, src, out, dims))
-                }
+                DType::F32 => scatter_as!(f32),
+                DType::F64 => scatter_as!(f64),
                 _ => false,
             }
         }

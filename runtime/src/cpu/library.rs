@@ -164,6 +164,42 @@ pub(crate) fn scatter_add<T: Elem>(
     Some(())
 }
 
+/// Library kernels split over threads only above this many elements moved (below it a
+/// rayon dispatch costs more than it saves).
+const PARALLEL_MIN_ELEMS: usize = 1 << 15;
+
+/// Runs `f(first_unit, out_part)` over `out` cut into whole *units* of `per_out`
+/// elements (planes, the outer index of an axis op): all of it on this thread, or one
+/// contiguous run of units per thread of `pool` when `work` (elements moved) is large.
+/// Units are independent (each writes only its own part of `out`, reading its own part
+/// of the inputs), so the values do not depend on the split: 1 and 2 threads give the
+/// same bits. `f` returns `false` on a bad index; the result is whether every part
+/// succeeded.
+pub(crate) fn par_units<O: Send>(
+    pool: Option<&rayon::ThreadPool>,
+    out: &mut [O],
+    per_out: usize,
+    work: usize,
+    f: impl Fn(usize, &mut [O]) -> bool + Sync,
+) -> bool {
+    use rayon::prelude::*;
+    let units = if per_out == 0 { 0 } else { out.len() / per_out };
+    match pool {
+        Some(pool) if pool.current_num_threads() > 1 && units > 1 && work >= PARALLEL_MIN_ELEMS => {
+            let per_part = units.div_ceil(pool.current_num_threads());
+            pool.install(|| {
+                out.par_chunks_mut(per_part * per_out)
+                    .enumerate()
+                    .map(|(i, part)| f(i * per_part, part))
+                    .collect::<Vec<bool>>()
+                    .into_iter()
+                    .all(|ok| ok)
+            })
+        }
+        _ => f(0, out),
+    }
+}
+
 /// `[outer, len, inner]` of `shape` around `axis`.
 pub(crate) fn split_axis(shape: &[usize], axis: usize) -> (usize, usize, usize) {
     (
@@ -240,6 +276,50 @@ mod tests {
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&out), bits(&want), "{w:?} on {size:?}");
         }
+    }
+
+    /// Split over a pool, every unit is handed to `f` once, with its own index, in
+    /// whole units; a failing part makes the whole call fail.
+    #[test]
+    fn par_units_hands_out_every_unit_once() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        let per = 5;
+        let mut out = vec![usize::MAX; 7 * per];
+        let ok = par_units(
+            Some(&pool),
+            &mut out,
+            per,
+            PARALLEL_MIN_ELEMS,
+            |first, o| {
+                assert_eq!(o.len() % per, 0, "whole units");
+                for (u, chunk) in o.chunks_mut(per).enumerate() {
+                    chunk.fill(first + u);
+                }
+                true
+            },
+        );
+        assert!(ok);
+        let want: Vec<usize> = (0..7).flat_map(|u| [u; 5]).collect();
+        assert_eq!(out, want);
+        let failing = par_units(
+            Some(&pool),
+            &mut out,
+            per,
+            PARALLEL_MIN_ELEMS,
+            |first, _| first == 0,
+        );
+        assert!(!failing, "the second part failed");
+        // Small work stays on the calling thread, in one part.
+        let parts = std::sync::atomic::AtomicUsize::new(0);
+        par_units(Some(&pool), &mut out, per, 10, |_, o| {
+            assert_eq!(o.len(), 7 * per);
+            parts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            true
+        });
+        assert_eq!(parts.into_inner(), 1);
     }
 
     #[test]
