@@ -245,8 +245,8 @@ unsafe fn native_library(ctx: &Ctx<'_>, node: NodeId, lib: &LibraryKernel) -> bo
         Op::Fold { window, size } => {
             let (x_n, [h, w]) = (numel(&input(0).1), *size);
             let per_out = h * w;
-            let planes = if per_out == 0 { 0 } else { out_n / per_out };
-            let per_src = if planes == 0 { 0 } else { x_n / planes };
+            let planes = out_n.checked_div(per_out).unwrap_or(0);
+            let per_src = x_n.checked_div(planes).unwrap_or(0);
             macro_rules! fold_as {
                 ($t:ty) => {
                     float_case!($t, |x, out| {

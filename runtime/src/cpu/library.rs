@@ -183,7 +183,7 @@ pub(crate) fn par_units<O: Send>(
     f: impl Fn(usize, &mut [O]) -> bool + Sync,
 ) -> bool {
     use rayon::prelude::*;
-    let units = if per_out == 0 { 0 } else { out.len() / per_out };
+    let units = out.len().checked_div(per_out).unwrap_or(0);
     match pool {
         Some(pool) if pool.current_num_threads() > 1 && units > 1 && work >= PARALLEL_MIN_ELEMS => {
             let per_part = units.div_ceil(pool.current_num_threads());
