@@ -64,6 +64,9 @@ pub struct BenchResult {
     /// the first step, minus one median step.
     pub compile_ms: f64,
     pub peak_rss_mb: f64,
+    /// With [`BenchOptions::profile`] on the CPU backend: where a step's time goes,
+    /// kernel by kernel ([`profile_table`]).
+    pub profile: Option<String>,
 }
 
 impl BenchResult {
@@ -95,6 +98,8 @@ pub struct BenchOptions {
     pub min_steps: usize,
     pub max_steps: usize,
     pub max_time_s: f64,
+    /// Time every kernel of the CPU step too ([`Trainer::profile`]).
+    pub profile: bool,
 }
 
 impl Default for BenchOptions {
@@ -104,6 +109,7 @@ impl Default for BenchOptions {
             min_steps: 20,
             max_steps: 2000,
             max_time_s: 3.0,
+            profile: false,
         }
     }
 }
@@ -221,6 +227,40 @@ pub fn setup(model: &str) -> Result<(Trainer, Batch), String> {
     Ok((trainer.name(model), batch))
 }
 
+/// A kernel profile as a table, slowest kernel first: each kernel's share of the step,
+/// its mean time per call, and its line of the lowered program `program` (what it is,
+/// over which shape, reading and writing which buffers).
+pub fn profile_table(program: &str, p: &aotgrad_runtime::cpu::KernelProfile) -> String {
+    let calls = p.calls.max(1) as f64;
+    let total: f64 = p.kernels.iter().map(|d| d.as_secs_f64()).sum();
+    let mut rows: Vec<(usize, f64)> = p
+        .kernels
+        .iter()
+        .map(|d| d.as_secs_f64())
+        .enumerate()
+        .collect();
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut out = format!(
+        "kernel |  share | ms/step | ({} calls, {:.4} ms/step in kernels)\n",
+        p.calls,
+        total * 1e3 / calls
+    );
+    for (k, t) in rows {
+        let tag = format!("  k{k}: ");
+        let line = program
+            .lines()
+            .find_map(|l| l.strip_prefix(&tag))
+            .unwrap_or("");
+        let line: String = line.chars().take(100).collect();
+        out.push_str(&format!(
+            "k{k:<5} | {:5.1}% | {:7.4} | {line}\n",
+            100.0 * t / total.max(f64::MIN_POSITIVE),
+            t * 1e3 / calls
+        ));
+    }
+    out
+}
+
 /// Peak resident set size of this process in MiB (Linux; 0 elsewhere).
 pub fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -248,7 +288,10 @@ pub fn setup_any(model: &str) -> Result<(Trainer, Option<Batch>), String> {
 pub fn run(model: &str, backend: Backend, opts: BenchOptions) -> Result<BenchResult, String> {
     let t0 = Instant::now();
     let (trainer, batch) = setup_any(model)?;
-    let mut step = trainer.compile(&backend).map_err(|e| e.to_string())?;
+    let mut step = trainer
+        .profile(opts.profile)
+        .compile(&backend)
+        .map_err(|e| e.to_string())?;
     let one = |step: &mut crate::train::TrainStep| match &batch {
         Some(b) => step.run(b).map_err(|e| e.to_string()),
         None => step.step().map_err(|e| e.to_string()),
@@ -292,5 +335,8 @@ pub fn run(model: &str, backend: Backend, opts: BenchOptions) -> Result<BenchRes
         samples_per_s: b as f64 / (median / 1e3),
         compile_ms: (first - median).max(0.0),
         peak_rss_mb,
+        profile: step
+            .cpu_profile("step")
+            .map(|(program, p)| profile_table(&program, &p)),
     })
 }

@@ -47,6 +47,10 @@ enum Cmd {
         /// One JSON object per model instead of a table row.
         #[arg(long)]
         json: bool,
+        /// Also time every kernel of the CPU step and print where a step's time goes
+        /// (two clock reads per kernel; to stderr with --json).
+        #[arg(long)]
+        profile: bool,
     },
     /// Print the lowered program (kernels, buffers, memory plan) and the Cranelift IR of
     /// a reference model's training step, as the CPU backend compiles it, or its WGSL.
@@ -269,10 +273,12 @@ fn bench_cmd(
     max_time: f64,
     steps: usize,
     json: bool,
+    profile: bool,
 ) -> Result<String, String> {
     let opts = aotgrad::bench::BenchOptions {
         max_time_s: max_time,
         max_steps: steps.max(1),
+        profile,
         ..Default::default()
     };
     let mut out = String::new();
@@ -290,6 +296,17 @@ fn bench_cmd(
                 r.model, r.backend, r.threads, r.batch, r.median_ms, r.min_ms, r.max_ms, r.steps,
                 r.samples_per_s, r.compile_ms, r.peak_rss_mb
             ));
+        }
+        match (&r.profile, json) {
+            (Some(p), false) => out.push_str(&format!("\n{} step:\n{p}\n", r.model)),
+            (Some(p), true) => eprint!("{} step:\n{p}", r.model),
+            (None, _) if profile => {
+                return Err(format!(
+                    "--profile times the CPU backend's kernels; {} ran on {}",
+                    r.model, r.backend
+                ));
+            }
+            (None, _) => {}
         }
     }
     Ok(out)
@@ -434,12 +451,14 @@ fn main() -> ExitCode {
             max_time,
             steps,
             json,
+            profile,
         } => bench_cmd(
             models,
             backend.with_threads(*threads),
             *max_time,
             *steps,
             *json,
+            *profile,
         ),
         Cmd::Lower {
             model,

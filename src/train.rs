@@ -221,6 +221,7 @@ pub struct Trainer {
     accumulate: usize,
     checked: bool,
     check_numerics: bool,
+    profile: bool,
     opt_level: OptLevel,
     l1: f64,
     l2: f64,
@@ -244,6 +245,7 @@ impl Trainer {
             accumulate: 1,
             checked: true,
             check_numerics: false,
+            profile: false,
             opt_level: OptLevel::default(),
             l1: 0.0,
             l2: 0.0,
@@ -297,6 +299,13 @@ impl Trainer {
     /// error and the step's updates are not applied.
     /// On the CPU backend, scan every kernel's float output for NaN/Inf and fail the
     /// step naming the graph node that produced it (slower; for debugging).
+    /// Time every kernel of the CPU backend's programs ([`TrainStep::cpu_profile`];
+    /// `aotgrad bench --profile`). Two clock reads per kernel and step.
+    pub fn profile(mut self, on: bool) -> Trainer {
+        self.profile = on;
+        self
+    }
+
     pub fn check_numerics(mut self, on: bool) -> Trainer {
         self.check_numerics = on;
         self
@@ -583,6 +592,7 @@ impl Trainer {
             steps: 0,
             checked: self.checked,
             check_numerics: self.check_numerics,
+            profile: self.profile,
             cpu: RefCell::new(HashMap::new()),
             gpu: RefCell::new(None),
             arena: RefCell::new(None),
@@ -689,6 +699,7 @@ pub struct TrainStep {
     steps: u64,
     checked: bool,
     check_numerics: bool,
+    profile: bool,
     loss_name: String,
     /// Compiled CPU programs by program name, created on first use.
     cpu: RefCell<HashMap<&'static str, CpuProgram>>,
@@ -842,7 +853,7 @@ impl TrainStep {
                 let names: Vec<&str> = g.params().chain(g.states()).map(|(n, _)| n).collect();
                 let mut store: HashMap<String, Tensor> =
                     self.current(&names)?.into_iter().collect();
-                let prog = cpu_program(&mut cpu, program, g, threads, self.check_numerics, None)?;
+                let prog = cpu_program(&mut cpu, program, g, self.cpu_options(threads), None)?;
                 let inputs = inputs_of(prog, extra, &lr);
                 prog.run(&mut store, &inputs)
                     .map_err(|error| TrainError::Run { program, error })
@@ -894,8 +905,7 @@ impl TrainStep {
             &mut cpu,
             program,
             g,
-            threads,
-            self.check_numerics,
+            self.cpu_options(threads),
             Some(layout),
         )?;
         let lr = Tensor::from_f64(&[self.lr], &[]).expect("scalar");
@@ -921,6 +931,32 @@ impl TrainStep {
         // made from them and dropped whenever they change); from here on it is ahead.
         self.device_ahead = true;
         self.mirror = OnceCell::new();
+    }
+
+    /// The options of this trainer's CPU programs for `threads` threads.
+    fn cpu_options(&self, threads: usize) -> CpuOptions {
+        CpuOptions {
+            threads,
+            check_numerics: self.check_numerics,
+            profile: self.profile,
+            ..CpuOptions::default()
+        }
+    }
+
+    /// With [`Trainer::profile`], on the CPU backend: the lowered program `program`
+    /// (`"step"`, `"eval"`, ...) as it last ran, and the time of each of its kernels
+    /// summed over its calls. `None` before its first run, on another backend, or
+    /// without profiling.
+    pub fn cpu_profile(
+        &self,
+        program: &str,
+    ) -> Option<(String, aotgrad_runtime::cpu::KernelProfile)> {
+        if !self.profile {
+            return None;
+        }
+        let cpu = self.cpu.borrow();
+        let v = cpu.get(program)?.last_variant()?;
+        Some((v.program().to_string(), v.profile()))
     }
 
     /// The CPU parameter arena, made from the host copies if there is none.
@@ -1449,8 +1485,7 @@ fn cpu_program<'a>(
     cache: &'a mut HashMap<&'static str, CpuProgram>,
     name: &'static str,
     g: &Graph,
-    threads: usize,
-    check_numerics: bool,
+    opts: CpuOptions,
     layout: Option<std::sync::Arc<aotgrad_compiler::lower::ParamLayout>>,
 ) -> Result<&'a mut CpuProgram, TrainError> {
     // A program made for another arena layout (the arena was rebuilt with other
@@ -1464,11 +1499,6 @@ fn cpu_program<'a>(
             _ => true,
         });
     if stale || !cache.contains_key(name) {
-        let opts = CpuOptions {
-            threads,
-            check_numerics,
-            ..CpuOptions::default()
-        };
         let p = match layout {
             Some(l) => CpuProgram::for_arena(g, opts, l),
             None => CpuProgram::new(g, opts),

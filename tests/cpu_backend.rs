@@ -496,3 +496,49 @@ fn strided_loads_feed_a_vector_loop() {
         assert_eq!(got.output("y"), want.output("y"), "{dtype}");
     }
 }
+
+/// `Trainer::profile` times every kernel of the CPU step: one entry per kernel of the
+/// lowered program, every completed call counted, and the kernels' total no more than
+/// the wall time of the steps (nor far below it: the kernels are the step). Without it,
+/// there is no profile.
+#[test]
+fn the_kernel_profile_accounts_for_every_kernel_and_call() {
+    let (trainer, batch) = aotgrad::bench::setup("mlp_ce_adam64").unwrap();
+    let mut plain = aotgrad::bench::setup("mlp_ce_adam64")
+        .unwrap()
+        .0
+        .compile(&Backend::Cpu { threads: 1 })
+        .unwrap();
+    plain.run(&batch).unwrap();
+    assert!(plain.cpu_profile("step").is_none());
+
+    let mut step = trainer
+        .profile(true)
+        .compile(&Backend::Cpu { threads: 1 })
+        .unwrap();
+    step.run(&batch).unwrap(); // compiles
+    let (_, before) = step.cpu_profile("step").unwrap();
+    let t = std::time::Instant::now();
+    for _ in 0..20 {
+        step.run(&batch).unwrap();
+    }
+    let wall = t.elapsed();
+    let (program, p) = step.cpu_profile("step").unwrap();
+    let kernels = program
+        .lines()
+        .filter(|l| l.starts_with("  k") && l.contains(": "))
+        .count();
+    assert_eq!(p.kernels.len(), kernels, "{program}");
+    assert_eq!((before.calls, p.calls), (1, 21));
+    let sum = |p: &aotgrad::runtime::cpu::KernelProfile| -> std::time::Duration {
+        p.kernels.iter().sum()
+    };
+    let timed = sum(&p) - sum(&before);
+    assert!(timed <= wall, "{timed:?} in kernels, {wall:?} of wall time");
+    assert!(
+        timed.as_secs_f64() > 0.2 * wall.as_secs_f64(),
+        "{timed:?} in kernels, {wall:?} of wall time"
+    );
+    let table = aotgrad::bench::profile_table(&program, &p);
+    assert!(table.contains("matmul"), "{table}");
+}

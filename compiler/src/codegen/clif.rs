@@ -40,6 +40,7 @@ pub const HELPERS: &[(&str, &str, &str)] = &[
     ("aotgrad_kernel", "ppp", "i"),
     ("aotgrad_check", "ppp", "i"),
     ("aotgrad_parallel", "pppp", "-"),
+    ("aotgrad_mark", "pp", "-"),
     ("aotgrad_exp_f32", "f", "f"),
     ("aotgrad_log_f32", "f", "f"),
     ("aotgrad_sin_f32", "f", "f"),
@@ -75,6 +76,9 @@ pub struct CodegenOptions {
     /// Keep, per function, Cranelift's optimised IR and the machine code it emitted
     /// ([`Emitted::machine`]). Off by default: formatting it costs compile time.
     pub machine_code: bool,
+    /// Call `aotgrad_mark(ctx, k)` before kernel `k` and `aotgrad_mark(ctx, n)` after
+    /// the last of the `n` kernels, so the runtime can time every kernel.
+    pub profile: bool,
 }
 
 impl Default for CodegenOptions {
@@ -85,6 +89,7 @@ impl Default for CodegenOptions {
             check_numerics: false,
             matmul_tiles: super::tiles::DEFAULT_TILES,
             machine_code: false,
+            profile: false,
         }
     }
 }
@@ -292,7 +297,17 @@ pub fn emit<M: Module>(
             fb.switch_to_block(next);
         };
         let parallel_fn = module.declare_func_in_func(helpers["aotgrad_parallel"], fb.func);
+        let mark_fn = opts
+            .profile
+            .then(|| module.declare_func_in_func(helpers["aotgrad_mark"], fb.func));
+        let mark = |fb: &mut FunctionBuilder, t: usize| {
+            if let Some(f) = mark_fn {
+                let ti = fb.ins().iconst(ptr, t as i64);
+                fb.ins().call(f, &[hctx, ti]);
+            }
+        };
         for (t, k) in p.kernels.iter().enumerate() {
+            mark(&mut fb, t);
             match kernel_ids.get(&t) {
                 Some(id) => {
                     let f = module.declare_func_in_func(*id, fb.func);
@@ -350,6 +365,7 @@ pub fn emit<M: Module>(
                 call_status(&mut fb, check_fn, t);
             }
         }
+        mark(&mut fb, p.kernels.len());
         let zero = fb.ins().iconst(types::I32, 0);
         fb.ins().return_(&[zero]);
         fb.switch_to_block(fail);

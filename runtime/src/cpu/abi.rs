@@ -30,6 +30,8 @@ pub(crate) struct Ctx<'a> {
     pub error: RefCell<Option<RunError>>,
     /// `bufs` of this call, for helpers that read buffers by id.
     pub bufs: &'a [*mut u8],
+    /// With `CpuOptions::profile`: the variant's kernel times (`aotgrad_mark`).
+    pub profile: Option<&'a RefCell<super::KernelProfile>>,
 }
 
 /// A matmul's fused epilogue: when it runs, and its generated functions (one per tile
@@ -630,12 +632,27 @@ pub(crate) extern "C" fn aotgrad_pow_f64(x: f64, y: f64) -> f64 {
     x.powf(y)
 }
 
+/// Kernel `k` of the step starts (or, at the kernel count, the step ends): the entry
+/// function calls this around every kernel when compiled with `CpuOptions::profile`.
+///
+/// # Safety
+/// `ctx` is the context the entry function received (valid for the whole call); it is
+/// called from the thread running the entry function only.
+pub(crate) unsafe extern "C" fn aotgrad_mark(ctx: *const Ctx<'_>, k: usize) {
+    // SAFETY: the function's contract.
+    let ctx = unsafe { &*ctx };
+    if let Some(p) = ctx.profile {
+        p.borrow_mut().mark(k);
+    }
+}
+
 /// The helper symbols, by the names in `aotgrad_compiler::codegen::HELPERS`.
 pub(crate) fn symbols() -> Vec<(&'static str, *const u8)> {
     vec![
         ("aotgrad_kernel", aotgrad_kernel as *const u8),
         ("aotgrad_check", aotgrad_check as *const u8),
         ("aotgrad_parallel", aotgrad_parallel as *const u8),
+        ("aotgrad_mark", aotgrad_mark as *const u8),
         ("aotgrad_exp_f32", aotgrad_exp_f32 as *const u8),
         ("aotgrad_log_f32", aotgrad_log_f32 as *const u8),
         ("aotgrad_sin_f32", aotgrad_sin_f32 as *const u8),

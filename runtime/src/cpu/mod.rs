@@ -56,6 +56,9 @@ pub struct CpuOptions {
     /// Keep what Cranelift made of every function: its optimised IR and the machine
     /// code ([`Variant::machine_code`]). Costs compile time; off by default.
     pub machine_code: bool,
+    /// Time every kernel of every call ([`Variant::profile`]): two clock reads per
+    /// kernel, so off by default.
+    pub profile: bool,
 }
 
 impl Default for CpuOptions {
@@ -69,6 +72,7 @@ impl Default for CpuOptions {
             rows: true,
             matmul_tiles: codegen::tiles::DEFAULT_TILES,
             machine_code: false,
+            profile: false,
         }
     }
 }
@@ -177,6 +181,38 @@ pub struct Variant {
     /// the first of them by each call once they are found back to back.
     spans: Vec<(usize, Vec<String>)>,
     compile_ms: f64,
+    /// Per-kernel times with [`CpuOptions::profile`] (written by `aotgrad_mark`).
+    profile: RefCell<KernelProfile>,
+}
+
+/// Where a variant's calls spent their time, kernel by kernel ([`CpuOptions::profile`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KernelProfile {
+    /// Calls that ran to the end.
+    pub calls: u64,
+    /// Per kernel (the program's order): time from its start to the next kernel's,
+    /// summed over the calls. A matmul's includes its fused epilogue; a parallel
+    /// kernel's is wall time, not CPU time.
+    pub kernels: Vec<std::time::Duration>,
+    /// The kernel running now, and since when.
+    pub(crate) open: Option<(usize, std::time::Instant)>,
+}
+
+impl KernelProfile {
+    /// Kernel `k` starts (`k` = the kernel count: the call ends).
+    pub(crate) fn mark(&mut self, k: usize) {
+        let now = std::time::Instant::now();
+        if let Some((prev, since)) = self.open.take()
+            && let Some(t) = self.kernels.get_mut(prev)
+        {
+            *t += now - since;
+        }
+        if k < self.kernels.len() {
+            self.open = Some((k, now));
+        } else {
+            self.calls += 1;
+        }
+    }
 }
 
 /// Whether a kernel of `p` hands work to the thread pool: a large loop or row kernel,
@@ -210,6 +246,12 @@ impl Variant {
     /// depends on the host's instruction-set features.
     pub fn machine_code(&self) -> &str {
         &self.machine
+    }
+
+    /// With [`CpuOptions::profile`]: the time of every kernel summed over this
+    /// variant's calls (all zero otherwise).
+    pub fn profile(&self) -> KernelProfile {
+        self.profile.borrow().clone()
     }
 
     /// Wall time of lowering + code generation + JIT compilation.
@@ -380,6 +422,7 @@ impl CpuProgram {
                 check_numerics: self.opts.check_numerics,
                 matmul_tiles: self.opts.matmul_tiles,
                 machine_code: self.opts.machine_code,
+                profile: self.opts.profile,
             },
         )
         .map_err(|e| RunError::Compile(e.to_string()))?;
@@ -463,6 +506,10 @@ impl CpuProgram {
             leaf_types,
             leaf_buffers,
             uses_pool: uses_pool(&program, self.opts.matmul_tiles),
+            profile: RefCell::new(KernelProfile {
+                kernels: vec![std::time::Duration::ZERO; program.kernels.len()],
+                ..KernelProfile::default()
+            }),
             clif: emitted.clif,
             machine: emitted.machine,
             program,
@@ -537,7 +584,10 @@ impl CpuProgram {
             epilogues: &v.epilogues,
             error: RefCell::new(None),
             bufs: table,
+            profile: self.opts.profile.then_some(&v.profile),
         };
+        // A call that stopped early (a bad index) left its last kernel open.
+        v.profile.borrow_mut().open = None;
         // SAFETY: `table` holds a valid pointer for every buffer the program uses:
         // arena and constants owned by the variant, inputs borrowed for this call, and
         // persistent tensors of the checked dtype and shape (the caller cannot touch them
