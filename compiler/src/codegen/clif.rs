@@ -8,7 +8,7 @@
 //!   such as the learning rate) are computed once per row, outside the inner loop;
 //! - the inner loop runs 128-bit vectors (f32x4 / f64x2) when every store is
 //!   contiguous along it, with a scalar tail; loads that are strided along it fill
-//!   their vectors lane by lane;
+//!   their vectors lane by lane; a short inner loop of known length is unrolled;
 //! - ReLU-style `where(x <= 0, 0, x)` is a compare and a bit-select; maximum/minimum
 //!   are written out with PyTorch's NaN rule rather than Cranelift's `fmax`;
 //! - reductions over the innermost axis keep the accumulator in a register.
@@ -816,6 +816,49 @@ impl<M: Module> KernelGen<'_, '_, M> {
         end
     }
 
+    /// An innermost loop: as [`Self::range_loop`], but with few iterations known at
+    /// compile time (rows of 8 or 12 elements, a scalar tail of 1-3) the body is
+    /// emitted once per iteration, straight-line: the loop's guard, induction variable
+    /// and back edge cost as much as a 2-vector body.
+    fn inner_loop(
+        &mut self,
+        from: Option<Value>,
+        n: End,
+        step: i64,
+        body: &mut dyn FnMut(&mut Self, Value),
+    ) -> Value {
+        let first = match from {
+            None => Some(0),
+            Some(v) => self.const_of(v),
+        };
+        if let (Some(first), End::Const(n)) = (first, n) {
+            let trips = if n >= first { (n - first) / step } else { 0 };
+            if trips <= MAX_UNROLLED_TRIPS {
+                for t in 0..trips {
+                    let j = self.iconst(first + t * step);
+                    body(self, j);
+                }
+                return self.iconst(first + trips * step);
+            }
+        }
+        self.range_loop(from, n, step, body)
+    }
+
+    /// The value of `v` if it is an integer constant.
+    fn const_of(&self, v: Value) -> Option<i64> {
+        use cranelift_codegen::ir::{InstructionData, Opcode, ValueDef};
+        let ValueDef::Result(inst, _) = self.fb.func.dfg.value_def(v) else {
+            return None;
+        };
+        match self.fb.func.dfg.insts[inst] {
+            InstructionData::UnaryImm {
+                opcode: Opcode::Iconst,
+                imm,
+            } => Some(imm.bits()),
+            _ => None,
+        }
+    }
+
     fn nest(
         &mut self,
         dims: &[usize],
@@ -954,7 +997,7 @@ impl<M: Module> KernelGen<'_, '_, M> {
                 v
             });
             let mut vector_loop = |g: &mut Self| {
-                g.range_loop(start, end, lanes, &mut |g, j| {
+                g.inner_loop(start, end, lanes, &mut |g, j| {
                     let vals = g.eval(k, &mut rows, j, Lanes::Vector(vt), &invariant, &vhoist);
                     let v = vals[k.outs[0].value].expect("output evaluated");
                     match (reduce, vacc) {
@@ -1021,7 +1064,7 @@ impl<M: Module> KernelGen<'_, '_, M> {
             from = Some(stop);
         }
         // Scalar loop (all of it, or the vector loop's tail).
-        self.range_loop(from.or(start), end, 1, &mut |g, j| {
+        self.inner_loop(from.or(start), end, 1, &mut |g, j| {
             let vals = g.eval(k, &mut rows, j, Lanes::Scalar, &invariant, &hoisted);
             let v = vals[k.outs[0].value].expect("output evaluated");
             match (reduce, acc_var) {
@@ -1552,6 +1595,11 @@ enum End {
     Const(i64),
     Var(Value),
 }
+
+/// Innermost loops of at most this many iterations, all known at compile time, are
+/// emitted unrolled ([`KernelGen::inner_loop`]): LeNet's im2col rows of 8 and 24
+/// floats are 2 and 6 vectors.
+const MAX_UNROLLED_TRIPS: i64 = 8;
 
 /// The length of a loop kernel's first (collapsed) axis: the range its `lo`/`hi`
 /// parameters index.
