@@ -56,6 +56,32 @@ pub(crate) fn fold<T: Elem>(w: &Window, src: &[T], out: &mut [T], size: [usize; 
     if per_src == 0 {
         return;
     }
+    // Max-pool's 2-wide windows side by side (kernel 2, stride 2 across): a row of
+    // the output takes the j = 0 and j = 1 source rows interleaved, one pass that
+    // writes consecutive elements instead of two passes that write every other one.
+    // Each output element still sums its terms by increasing (i, j): per element,
+    // j is fixed by its column, and i runs in order.
+    if w.kernel[1] == 2 && w.stride[1] == 2 && w.dilation[1] == 1 {
+        let plane = kw * oh * ow;
+        for (s, o) in src.chunks_exact(per_src).zip(out.chunks_exact_mut(h * wd)) {
+            for (i, window_rows) in s.chunks_exact(plane).enumerate() {
+                let (left, right) = window_rows.split_at(oh * ow);
+                for (y, (a, b)) in left
+                    .chunks_exact(ow)
+                    .zip(right.chunks_exact(ow))
+                    .enumerate()
+                {
+                    let start = (y * w.stride[0] + i * w.dilation[0]) * wd;
+                    let dst = &mut o[start..start + 2 * ow];
+                    for (pair, (&u, &v)) in dst.chunks_exact_mut(2).zip(a.iter().zip(b)) {
+                        pair[0] = pair[0] + u;
+                        pair[1] = pair[1] + v;
+                    }
+                }
+            }
+        }
+        return;
+    }
     for (s, o) in src.chunks_exact(per_src).zip(out.chunks_exact_mut(h * wd)) {
         // One source row of `ow` elements adds into every `stride`-th element of one
         // output row: slice iterators without index checks, so stride 1 vectorises.
@@ -244,6 +270,10 @@ mod tests {
             ([2, 3], [1, 3], [2, 1], [7, 10]),
             ([5, 5], [1, 1], [1, 1], [12, 12]),
             ([3, 2], [3, 2], [2, 2], [11, 9]),
+            // The paired path: kernel and stride 2 across, with rows overlapping down
+            // (each output sums up to three terms, by increasing i), and a width that
+            // leaves the last column uncovered.
+            ([3, 2], [1, 2], [1, 1], [7, 9]),
         ] {
             let w = Window {
                 kernel,
