@@ -1000,9 +1000,10 @@ impl TrainStep {
         self.gpu.borrow().as_ref()?.artifacts(program)
     }
 
-    /// Reads the parameters and optimizer state back from the GPU into the host copies
-    /// (a no-op on other backends or when they are current). Accessors do this lazily;
-    /// call it to handle a device error instead of panicking on it.
+    /// Reads the parameters and optimizer state back from the GPU's store or the CPU's
+    /// parameter arena into host copies (a no-op on the interpreter or when they are
+    /// current). Accessors do this lazily; call it to handle a device error instead of
+    /// panicking on it. On the CPU backend the next update drops the copies again.
     pub fn sync(&mut self) -> Result<(), TrainError> {
         if !self.device_ahead {
             return Ok(());
@@ -1255,8 +1256,9 @@ impl TrainStep {
 
     /// Parameters in declaration order, with PyTorch `state_dict` names.
     ///
-    /// On the GPU backend they are read back from the device on the first call after an
-    /// update (a device failure then panics; [`TrainStep::sync`] reports it instead).
+    /// On the GPU and CPU backends they are read back from the device (the GPU's store,
+    /// the CPU's parameter arena) on the first call after an update (a GPU failure then
+    /// panics; [`TrainStep::sync`] reports it instead).
     pub fn parameters(&self) -> &[(String, Tensor)] {
         if !self.device_ahead {
             return &self.params;
@@ -1264,7 +1266,7 @@ impl TrainStep {
         self.mirror.get_or_init(|| {
             let names: Vec<&str> = self.param_names.iter().map(String::as_str).collect();
             self.download(&names)
-                .unwrap_or_else(|e| panic!("reading the parameters back from the GPU: {e}"))
+                .unwrap_or_else(|e| panic!("reading the parameters back from the device: {e}"))
         })
     }
 
@@ -1284,7 +1286,7 @@ impl TrainStep {
         let names: Vec<&str> = self.buffers.iter().map(String::as_str).collect();
         let buffers: Vec<(String, Tensor)> = if self.device_ahead {
             self.download(&names)
-                .unwrap_or_else(|e| panic!("reading the buffers back from the GPU: {e}"))
+                .unwrap_or_else(|e| panic!("reading the buffers back from the device: {e}"))
         } else {
             names
                 .iter()
@@ -1308,7 +1310,7 @@ impl TrainStep {
                 .map(String::as_str)
                 .collect();
             self.download(&names)
-                .unwrap_or_else(|e| panic!("reading the optimizer state back from the GPU: {e}"))
+                .unwrap_or_else(|e| panic!("reading the optimizer state back from the device: {e}"))
         } else {
             self.state
                 .iter()
