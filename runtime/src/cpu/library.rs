@@ -213,13 +213,12 @@ pub(crate) fn par_units<O: Send>(
     match pool {
         Some(pool) if pool.current_num_threads() > 1 && units > 1 && work >= PARALLEL_MIN_ELEMS => {
             let per_part = units.div_ceil(pool.current_num_threads());
+            // A failed part may leave others unrun: the caller then recomputes the
+            // whole output with the reference arm, which reports the bad index.
             pool.install(|| {
                 out.par_chunks_mut(per_part * per_out)
                     .enumerate()
-                    .map(|(i, part)| f(i * per_part, part))
-                    .collect::<Vec<bool>>()
-                    .into_iter()
-                    .all(|ok| ok)
+                    .all(|(i, part)| f(i * per_part, part))
             })
         }
         _ => f(0, out),

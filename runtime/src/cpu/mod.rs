@@ -137,7 +137,12 @@ impl Persistent for Vec<(String, Tensor)> {
 struct Line([u8; 64]);
 
 fn lines(bytes: usize) -> Vec<Line> {
-    vec![Line([0; 64]); bytes.div_ceil(64).max(1)]
+    vec![Line([0; 64]); line_count(bytes)]
+}
+
+/// Cache lines holding `bytes` bytes (at least one, so every buffer has an address).
+fn line_count(bytes: usize) -> usize {
+    bytes.div_ceil(64).max(1)
 }
 
 /// Moves the step's call onto a pool thread.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use aotgrad_compiler::lower::{ParamLayout, ParamSlot};
 
-use super::{Line, Persistent, Slot, lines};
+use super::{Line, Persistent, Slot, line_count, lines};
 use crate::Tensor;
 use crate::interp::RunError;
 
@@ -23,6 +23,12 @@ pub struct ParamArena {
 impl ParamArena {
     /// A zeroed arena for `layout`.
     pub fn new(layout: ParamLayout) -> ParamArena {
+        let storage = lines(layout.bytes());
+        ParamArena::with_storage(layout, storage)
+    }
+
+    /// `layout` over `storage` (its [`line_count`] lines), with the name index.
+    fn with_storage(layout: ParamLayout, storage: Vec<Line>) -> ParamArena {
         let index = layout
             .slots()
             .iter()
@@ -30,7 +36,7 @@ impl ParamArena {
             .map(|(i, s)| (s.name.clone(), i))
             .collect();
         ParamArena {
-            storage: lines(layout.bytes()),
+            storage,
             layout: Arc::new(layout),
             index,
         }
@@ -63,7 +69,7 @@ impl ParamArena {
             .collect();
         let mut order: Vec<&ParamSlot> = layout.slots().iter().collect();
         order.sort_by_key(|s| s.offset);
-        let lines_needed = layout.bytes().div_ceil(64).max(1);
+        let lines_needed = line_count(layout.bytes());
         let mut storage = Vec::with_capacity(lines_needed);
         let mut end = 0;
         for slot in order {
@@ -78,17 +84,7 @@ impl ParamArena {
             );
         }
         storage.resize(lines_needed, Line([0; 64]));
-        let index = layout
-            .slots()
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.name.clone(), i))
-            .collect();
-        ParamArena {
-            storage,
-            layout: Arc::new(layout),
-            index,
-        }
+        ParamArena::with_storage(layout, storage)
     }
 
     pub fn layout(&self) -> &Arc<ParamLayout> {
