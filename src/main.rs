@@ -281,6 +281,12 @@ fn bench_cmd(
         profile,
         ..Default::default()
     };
+    // Refused before any model is compiled or timed.
+    if profile && !matches!(backend, aotgrad::train::Backend::Cpu { .. }) {
+        return Err(
+            "--profile times the CPU backend's kernels: it needs --backend cpu".to_string(),
+        );
+    }
     let mut out = String::new();
     if !json {
         out.push_str("| model          | backend | thr | batch | median ms | min ms  | max ms  | steps | samples/s  | compile ms | peak RSS MB |\n");
@@ -300,12 +306,6 @@ fn bench_cmd(
         match (&r.profile, json) {
             (Some(p), false) => out.push_str(&format!("\n{} step:\n{p}\n", r.model)),
             (Some(p), true) => eprint!("{} step:\n{p}", r.model),
-            (None, _) if profile => {
-                return Err(format!(
-                    "--profile times the CPU backend's kernels; {} ran on {}",
-                    r.model, r.backend
-                ));
-            }
             (None, _) => {}
         }
     }

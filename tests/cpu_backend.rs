@@ -542,3 +542,41 @@ fn the_kernel_profile_accounts_for_every_kernel_and_call() {
     let table = aotgrad::bench::profile_table(&program, &p);
     assert!(table.contains("matmul"), "{table}");
 }
+
+/// `aotgrad bench --profile` prints the kernel table on the CPU backend and refuses the
+/// other backends with a message that says why.
+#[test]
+fn bench_profile_prints_kernels_and_refuses_other_backends() {
+    let bench = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_aotgrad"))
+            .args([
+                "bench",
+                "linreg",
+                "--profile",
+                "--max-time",
+                "0.05",
+                "--steps",
+                "20",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, stdout, stderr) = bench(&[]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("linreg step:") && stdout.contains("kernel |  share | ms/step"),
+        "{stdout}"
+    );
+    let (ok, _, stderr) = bench(&["--backend", "interp"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("--profile times the CPU backend's kernels: it needs --backend cpu"),
+        "{stderr}"
+    );
+}
