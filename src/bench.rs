@@ -67,14 +67,26 @@ pub struct BenchResult {
     /// With [`BenchOptions::profile`] on the CPU backend: where a step's time goes,
     /// kernel by kernel ([`profile_table`]).
     pub profile: Option<String>,
+    /// With a profile: the GEMM rate per thread of the step's products, in GFLOP/s
+    /// (`KernelProfile::gemm_gflops`), and one core's f32 FMA peak measured right after
+    /// the timed steps ([`aotgrad_runtime::cpu::fma_peak_gflops`]).
+    pub gemm_gflops: Option<f64>,
+    pub fma_peak_gflops: Option<f64>,
 }
 
 impl BenchResult {
     pub fn to_json(&self) -> String {
+        let mut rates = String::new();
+        if let Some(g) = self.gemm_gflops {
+            rates.push_str(&format!(", \"gemm_gflops\": {g:.2}"));
+        }
+        if let Some(p) = self.fma_peak_gflops {
+            rates.push_str(&format!(", \"fma_peak_gflops\": {p:.2}"));
+        }
         format!(
             "{{\"model\": \"{}\", \"backend\": \"{}\", \"batch\": {}, \"threads\": {}, \"params\": {}, \
              \"median_ms\": {:.6}, \"min_ms\": {:.6}, \"max_ms\": {:.6}, \"steps\": {}, \
-             \"samples_per_s\": {:.1}, \"compile_ms\": {:.2}, \"peak_rss_mb\": {:.1}}}",
+             \"samples_per_s\": {:.1}, \"compile_ms\": {:.2}, \"peak_rss_mb\": {:.1}{rates}}}",
             self.model,
             self.backend,
             self.batch,
@@ -228,8 +240,10 @@ pub fn setup(model: &str) -> Result<(Trainer, Batch), String> {
 }
 
 /// A kernel profile as a table, slowest kernel first: each kernel's share of the step,
-/// its mean time per call, and its line of the lowered program `program` (what it is,
-/// over which shape, reading and writing which buffers).
+/// its mean time per call, for a matrix product the GEMM rate per thread (its
+/// operations over the time its GEMM calls took, epilogue excluded, summed over the
+/// threads that ran its tiles), and its line of the lowered program `program` (what it
+/// is, over which shape, reading and writing which buffers).
 pub fn profile_table(program: &str, p: &aotgrad_runtime::cpu::KernelProfile) -> String {
     let calls = p.calls.max(1) as f64;
     let total: f64 = p.kernels.iter().map(|d| d.as_secs_f64()).sum();
@@ -241,7 +255,7 @@ pub fn profile_table(program: &str, p: &aotgrad_runtime::cpu::KernelProfile) -> 
         .collect();
     rows.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     let mut out = format!(
-        "kernel |  share | ms/step | ({} calls, {:.4} ms/step in kernels)\n",
+        "kernel |  share | ms/step | GEMM GF/s | ({} calls, {:.4} ms/step in kernels)\n",
         p.calls,
         total * 1e3 / calls
     );
@@ -252,13 +266,30 @@ pub fn profile_table(program: &str, p: &aotgrad_runtime::cpu::KernelProfile) -> 
             .find_map(|l| l.strip_prefix(&tag))
             .unwrap_or("");
         let line: String = line.chars().take(100).collect();
+        let flops = p.flops.get(k).copied().unwrap_or(0) as f64 * p.calls as f64;
+        let gemm = p.gemm.get(k).map_or(0.0, |d| d.as_secs_f64());
+        let rate = if flops > 0.0 && gemm > 0.0 {
+            format!("{:9.1}", flops / gemm / 1e9)
+        } else {
+            " ".repeat(9)
+        };
         out.push_str(&format!(
-            "k{k:<5} | {:5.1}% | {:7.4} | {line}\n",
+            "k{k:<5} | {:5.1}% | {:7.4} | {rate} | {line}\n",
             100.0 * t / total.max(f64::MIN_POSITIVE),
             t * 1e3 / calls
         ));
     }
     out
+}
+
+/// The line under a profile that sets the step's GEMM rate against the FMA peak
+/// measured in the same run (`gemm` and `peak` in GFLOP/s per core).
+pub fn gemm_summary(gemm: f64, peak: f64) -> String {
+    format!(
+        "GEMM: {gemm:.1} GFLOP/s per thread over all products = {:.0}% of one core's f32 FMA \
+         peak measured now ({peak:.1} GFLOP/s)\n",
+        100.0 * gemm / peak.max(f64::MIN_POSITIVE)
+    )
 }
 
 /// Peak resident set size of this process in MiB (Linux; 0 elsewhere).
@@ -317,6 +348,12 @@ pub fn run(model: &str, backend: Backend, opts: BenchOptions) -> Result<BenchRes
     // Before `parameters()`, which reads the weights back out of the CPU arena into
     // a host copy that the training itself never holds.
     let peak_rss_mb = peak_rss_mb();
+    let profile = step.cpu_profile("step");
+    let gemm_gflops = profile.as_ref().and_then(|(_, p)| p.gemm_gflops());
+    // Measured now, after the steps, so that both rates come from the same phase of
+    // a machine whose speed drifts.
+    let fma_peak_gflops = gemm_gflops
+        .map(|_| aotgrad_runtime::cpu::fma_peak_gflops(std::time::Duration::from_millis(200)));
     let (name, threads) = match backend {
         Backend::Interpreter => ("interp", 1),
         Backend::Cpu { threads } => ("cpu", threads),
@@ -335,8 +372,14 @@ pub fn run(model: &str, backend: Backend, opts: BenchOptions) -> Result<BenchRes
         samples_per_s: b as f64 / (median / 1e3),
         compile_ms: (first - median).max(0.0),
         peak_rss_mb,
-        profile: step
-            .cpu_profile("step")
-            .map(|(program, p)| profile_table(&program, &p)),
+        profile: profile.map(|(program, p)| {
+            let mut table = profile_table(&program, &p);
+            if let (Some(g), Some(peak)) = (gemm_gflops, fma_peak_gflops) {
+                table.push_str(&gemm_summary(g, peak));
+            }
+            table
+        }),
+        gemm_gflops,
+        fma_peak_gflops,
     })
 }

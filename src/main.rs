@@ -48,7 +48,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
         /// Also time every kernel of the CPU step and print where a step's time goes
-        /// (two clock reads per kernel; to stderr with --json).
+        /// (two clock reads per kernel; to stderr with --json), with the GEMM rate of
+        /// the products against one core's FMA peak measured in the same run.
         #[arg(long)]
         profile: bool,
     },

@@ -539,11 +539,46 @@ fn the_kernel_profile_accounts_for_every_kernel_and_call() {
         timed.as_secs_f64() > 0.2 * wall.as_secs_f64(),
         "{timed:?} in kernels, {wall:?} of wall time"
     );
+    // Products: their operations from the program's own line (`m=.. n=.. k=..`, no
+    // batch here), and GEMM time that is part of the kernel's (one thread: the
+    // epilogue runs after it on the same thread). Other kernels have neither.
+    let field = |line: &str, key: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {line}"))
+    };
+    let lines: Vec<&str> = program
+        .lines()
+        .filter(|l| l.starts_with("  k") && l.contains(": "))
+        .collect();
+    let mut products = 0;
+    for (k, line) in lines.iter().enumerate() {
+        if line.contains(": matmul ") {
+            products += 1;
+            assert!(line.contains("batch []"), "{line}");
+            let flops = 2 * field(line, "m=") * field(line, "n=") * field(line, "k=");
+            assert_eq!(p.flops[k], flops, "{line}");
+            assert!(p.gemm[k] > before.gemm[k], "k{k}: {line}");
+            assert!(p.gemm[k] <= p.kernels[k], "k{k}: {line}");
+        } else {
+            assert_eq!(
+                (p.flops[k], p.gemm[k]),
+                (0, std::time::Duration::ZERO),
+                "{line}"
+            );
+        }
+    }
+    assert!(products >= 5, "{program}");
+    let rate = p.gemm_gflops().unwrap();
+    assert!(rate.is_finite() && rate > 0.0, "{rate}");
     let table = aotgrad::bench::profile_table(&program, &p);
     assert!(table.contains("matmul"), "{table}");
+    assert!(table.contains("GEMM GF/s"), "{table}");
 }
 
-/// `aotgrad bench --profile` prints the kernel table on the CPU backend and refuses the
+/// `aotgrad bench --profile` prints the kernel table and the GEMM rate against the FMA
+/// peak on the CPU backend (both rates in the JSON too), and refuses the
 /// other backends with a message that says why.
 #[test]
 fn bench_profile_prints_kernels_and_refuses_other_backends() {
@@ -551,7 +586,7 @@ fn bench_profile_prints_kernels_and_refuses_other_backends() {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_aotgrad"))
             .args([
                 "bench",
-                "linreg",
+                "mlp_ce_adam64",
                 "--profile",
                 "--max-time",
                 "0.05",
@@ -570,8 +605,28 @@ fn bench_profile_prints_kernels_and_refuses_other_backends() {
     let (ok, stdout, stderr) = bench(&[]);
     assert!(ok, "{stderr}");
     assert!(
-        stdout.contains("linreg step:") && stdout.contains("kernel |  share | ms/step"),
+        stdout.contains("mlp_ce_adam64 step:") && stdout.contains("kernel |  share | ms/step"),
         "{stdout}"
+    );
+    // A model with products: the GEMM line under the table, and both rates in the
+    // JSON (positive numbers).
+    let (ok, stdout, stderr) = bench(&["--json"]);
+    assert!(ok, "{stderr}");
+    let rate = |key: &str| -> f64 {
+        let at = stdout
+            .find(key)
+            .unwrap_or_else(|| panic!("no {key}: {stdout}"));
+        stdout[at + key.len()..]
+            .trim_start_matches(['"', ':', ' '])
+            .split([',', '}'])
+            .next()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{key}: {stdout}"))
+    };
+    assert!(rate("\"gemm_gflops\"") > 0.0 && rate("\"fma_peak_gflops\"") > 0.0);
+    assert!(
+        stderr.contains("GEMM: ") && stderr.contains("FMA peak measured now"),
+        "{stderr}"
     );
     let (ok, _, stderr) = bench(&["--backend", "interp"]);
     assert!(!ok);

@@ -5,6 +5,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use aotgrad_compiler::codegen::tiles::EpilogueSchedule;
 use aotgrad_compiler::lower::{Affine, BufferId, KernelBody, LibraryKernel, Program};
@@ -427,6 +428,7 @@ unsafe fn run_matmul<T: Real>(
         jobs.push((affine_offset(a, idx), affine_offset(b, idx), bi));
     });
     let tiles = ctx.matmul_tiles;
+    let gemm_ns = ctx.profile.map(|_| AtomicU64::new(0));
     let one = |&(oa, ob, bi): &(i64, i64, usize), pool: Option<&rayon::ThreadPool>| {
         let p = base;
         // SAFETY: offsets come from bounds-checked affine accesses; batch `bi` writes
@@ -451,6 +453,7 @@ unsafe fn run_matmul<T: Real>(
                     pool,
                     tiles,
                     after_tile: &per_tile,
+                    gemm_ns: gemm_ns.as_ref(),
                 },
             );
         }
@@ -466,6 +469,11 @@ unsafe fn run_matmul<T: Real>(
             pool.install(|| jobs.par_iter().for_each(|j| one(j, None)));
         }
         pool => jobs.iter().for_each(|j| one(j, pool)),
+    }
+    if let (Some(p), Some(ns)) = (ctx.profile, gemm_ns)
+        && let Some(t) = p.borrow_mut().gemm.get_mut(kernel)
+    {
+        *t += std::time::Duration::from_nanos(ns.into_inner());
     }
     if let Some(Epilogue {
         schedule: EpilogueSchedule::After { len },

@@ -10,6 +10,8 @@
 
 use aotgrad_compiler::codegen::tiles::{Tile, matmul_tiles};
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 /// One operand: base pointer, row stride and column stride in elements.
 #[derive(Clone, Copy)]
@@ -26,12 +28,27 @@ const SMALL: usize = 16 * 16 * 16;
 /// How a product may be split: into at most `tiles` output tiles (a function of the
 /// shape and this number only), run on `pool` when there is one; `after_tile(i)` runs
 /// on the thread that computed tile `i` right after it, while the tile is in cache (the
-/// product's fused epilogue).
+/// product's fused epilogue); with `gemm_ns`, every GEMM call adds the nanoseconds it
+/// took there (the kernel profile's GEMM time, epilogues excluded).
 #[derive(Clone, Copy)]
 pub(crate) struct Parallel<'a> {
     pub pool: Option<&'a rayon::ThreadPool>,
     pub tiles: usize,
     pub after_tile: &'a (dyn Fn(usize) + Sync),
+    pub gemm_ns: Option<&'a AtomicU64>,
+}
+
+/// Runs `f`, adding the time it took to `ns` when there is one.
+fn timed(ns: Option<&AtomicU64>, f: impl FnOnce()) {
+    match ns {
+        Some(ns) => {
+            let t = Instant::now();
+            f();
+            let took = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            ns.fetch_add(took, Ordering::Relaxed);
+        }
+        None => f(),
+    }
 }
 
 /// Element types the GEMM path handles.
@@ -83,13 +100,14 @@ pub(crate) unsafe fn matmul<T: Real>(
         pool,
         tiles: max_tiles,
         after_tile,
+        gemm_ns,
     } = par;
     if m == 0 || n == 0 {
         return;
     }
     if m * n * k <= SMALL {
         // SAFETY: as the function's contract.
-        unsafe { small(m, n, k, a, b, c) };
+        timed(gemm_ns, || unsafe { small(m, n, k, a, b, c) });
         after_tile(0);
         return;
     }
@@ -101,7 +119,9 @@ pub(crate) unsafe fn matmul<T: Real>(
     let run = |&(i, t): &(usize, Tile)| {
         let (a, b, c) = (a, b, c);
         // SAFETY: the tile lies inside the m x n output and the operands' ranges.
-        unsafe { gemm_tile(t.row0, t.rows, t.col0, t.cols, n, k, a.0, b.0, c.0) };
+        timed(gemm_ns, || unsafe {
+            gemm_tile(t.row0, t.rows, t.col0, t.cols, n, k, a.0, b.0, c.0)
+        });
         after_tile(i);
     };
     match pool {

@@ -12,8 +12,10 @@ mod abi;
 mod library;
 mod matmul;
 mod param_arena;
+mod peak;
 
 pub use param_arena::ParamArena;
+pub use peak::fma_peak_gflops;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -199,6 +201,14 @@ pub struct KernelProfile {
     /// summed over the calls. A matmul's includes its fused epilogue; a parallel
     /// kernel's is wall time, not CPU time.
     pub kernels: Vec<std::time::Duration>,
+    /// Per kernel: for a matrix product, the time its GEMM calls took without the
+    /// fused epilogue, summed over the threads that ran its tiles (so, divided into
+    /// [`KernelProfile::flops`], a rate per thread that compares with one core's
+    /// peak); zero for every other kernel.
+    pub gemm: Vec<std::time::Duration>,
+    /// Per kernel: the floating-point operations of one call of its product
+    /// (`2 * batch * m * n * k`); zero for every other kernel.
+    pub flops: Vec<u64>,
     /// The kernel running now, and since when.
     pub(crate) open: Option<(usize, std::time::Instant)>,
 }
@@ -217,6 +227,26 @@ impl KernelProfile {
         } else {
             self.calls += 1;
         }
+    }
+}
+
+/// Floating-point operations of one call of a kernel's matrix product (a multiply
+/// and an add per multiply-add); zero for a kernel that is not a product.
+fn product_flops(k: &lower::Kernel) -> u64 {
+    match &k.body {
+        KernelBody::MatMul(m) => 2 * (m.batch.iter().product::<usize>() * m.m * m.n * m.k) as u64,
+        _ => 0,
+    }
+}
+
+impl KernelProfile {
+    /// GEMM rate per thread of the products of the profiled calls, in GFLOP/s: all
+    /// their operations over the time their GEMM calls took (epilogues excluded),
+    /// summed over threads; `None` without products or time.
+    pub fn gemm_gflops(&self) -> Option<f64> {
+        let flops: f64 = self.flops.iter().map(|&f| f as f64).sum::<f64>() * self.calls as f64;
+        let secs: f64 = self.gemm.iter().map(|d| d.as_secs_f64()).sum();
+        (flops > 0.0 && secs > 0.0).then(|| flops / secs / 1e9)
     }
 }
 
@@ -513,6 +543,8 @@ impl CpuProgram {
             uses_pool: uses_pool(&program, self.opts.matmul_tiles),
             profile: RefCell::new(KernelProfile {
                 kernels: vec![std::time::Duration::ZERO; program.kernels.len()],
+                gemm: vec![std::time::Duration::ZERO; program.kernels.len()],
+                flops: program.kernels.iter().map(product_flops).collect(),
                 ..KernelProfile::default()
             }),
             clif: emitted.clif,
