@@ -214,6 +214,15 @@ pub struct KernelProfile {
 }
 
 impl KernelProfile {
+    /// GEMM rate per thread of the products of the profiled calls, in GFLOP/s: all
+    /// their operations over the time their GEMM calls took (epilogues excluded),
+    /// summed over threads; `None` without products or time.
+    pub fn gemm_gflops(&self) -> Option<f64> {
+        let flops: f64 = self.flops.iter().map(|&f| f as f64).sum::<f64>() * self.calls as f64;
+        let secs: f64 = self.gemm.iter().map(|d| d.as_secs_f64()).sum();
+        (flops > 0.0 && secs > 0.0).then(|| flops / secs / 1e9)
+    }
+
     /// Kernel `k` starts (`k` = the kernel count: the call ends).
     pub(crate) fn mark(&mut self, k: usize) {
         let now = std::time::Instant::now();
@@ -236,17 +245,6 @@ fn product_flops(k: &lower::Kernel) -> u64 {
     match &k.body {
         KernelBody::MatMul(m) => 2 * (m.batch.iter().product::<usize>() * m.m * m.n * m.k) as u64,
         _ => 0,
-    }
-}
-
-impl KernelProfile {
-    /// GEMM rate per thread of the products of the profiled calls, in GFLOP/s: all
-    /// their operations over the time their GEMM calls took (epilogues excluded),
-    /// summed over threads; `None` without products or time.
-    pub fn gemm_gflops(&self) -> Option<f64> {
-        let flops: f64 = self.flops.iter().map(|&f| f as f64).sum::<f64>() * self.calls as f64;
-        let secs: f64 = self.gemm.iter().map(|d| d.as_secs_f64()).sum();
-        (flops > 0.0 && secs > 0.0).then(|| flops / secs / 1e9)
     }
 }
 
