@@ -44,7 +44,9 @@ impl WithSimd for Block {
 }
 
 /// The best f32 FMA rate of this thread over `budget` of timed blocks, in GFLOP/s
-/// (a multiply-add counts two operations, as in a GEMM's `2 * m * n * k`).
+/// (a multiply-add counts two operations, as in a GEMM's `2 * m * n * k`). On a CPU
+/// without FMA instructions the fused multiply-add is computed exactly in software,
+/// so the number is then far below what its GEMMs reach and means little.
 pub fn fma_peak_gflops(budget: Duration) -> f64 {
     let arch = Arch::new();
     let start = Instant::now();
