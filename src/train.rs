@@ -295,10 +295,6 @@ impl Trainer {
         self
     }
 
-    /// Checked mode (default on): a non-finite loss, or a BCE input outside [0, 1], is an
-    /// error and the step's updates are not applied.
-    /// On the CPU backend, scan every kernel's float output for NaN/Inf and fail the
-    /// step naming the graph node that produced it (slower; for debugging).
     /// Time every kernel of the CPU backend's programs ([`TrainStep::cpu_profile`];
     /// `aotgrad bench --profile`). Two clock reads per kernel and step.
     pub fn profile(mut self, on: bool) -> Trainer {
@@ -306,6 +302,8 @@ impl Trainer {
         self
     }
 
+    /// On the CPU backend, scan every kernel's float output for NaN/Inf and fail the
+    /// step naming the graph node that produced it (slower; for debugging).
     pub fn check_numerics(mut self, on: bool) -> Trainer {
         self.check_numerics = on;
         self
@@ -320,6 +318,8 @@ impl Trainer {
         self
     }
 
+    /// Checked mode (default on): a non-finite loss, or a BCE input outside [0, 1], is an
+    /// error and the step's updates are not applied.
     pub fn checked(mut self, on: bool) -> Trainer {
         self.checked = on;
         self
