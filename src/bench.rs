@@ -266,13 +266,9 @@ pub fn profile_table(program: &str, p: &aotgrad_runtime::cpu::KernelProfile) -> 
             .find_map(|l| l.strip_prefix(&tag))
             .unwrap_or("");
         let line: String = line.chars().take(100).collect();
-        let flops = p.flops.get(k).copied().unwrap_or(0) as f64 * p.calls as f64;
-        let gemm = p.gemm.get(k).map_or(0.0, |d| d.as_secs_f64());
-        let rate = if flops > 0.0 && gemm > 0.0 {
-            format!("{:9.1}", flops / gemm / 1e9)
-        } else {
-            " ".repeat(9)
-        };
+        let rate = p
+            .kernel_gemm_gflops(k)
+            .map_or_else(|| " ".repeat(9), |g| format!("{g:9.1}"));
         out.push_str(&format!(
             "k{k:<5} | {:5.1}% | {:7.4} | {rate} | {line}\n",
             100.0 * t / total.max(f64::MIN_POSITIVE),

@@ -6,17 +6,8 @@ use aotgrad::compiler::{Seed, grad};
 use aotgrad::runtime::npy;
 use aotgrad::{Tensor, text};
 
-fn cli(args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_aotgrad"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+mod support;
+use support::cli;
 
 const SRC: &str = "graph f {
   %0: f64[3] = input \"x\"

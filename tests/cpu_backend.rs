@@ -12,6 +12,7 @@ use aotgrad::train::TrainError;
 
 mod common_models;
 use common_models::take_rows;
+mod support;
 
 fn weights_bits(step: &TrainStep) -> Vec<u64> {
     step.parameters()
@@ -561,12 +562,14 @@ fn the_kernel_profile_accounts_for_every_kernel_and_call() {
             assert_eq!(p.flops[k], flops, "{line}");
             assert!(p.gemm[k] > before.gemm[k], "k{k}: {line}");
             assert!(p.gemm[k] <= p.kernels[k], "k{k}: {line}");
+            assert!(p.kernel_gemm_gflops(k).is_some_and(|g| g > 0.0), "{line}");
         } else {
             assert_eq!(
                 (p.flops[k], p.gemm[k]),
                 (0, std::time::Duration::ZERO),
                 "{line}"
             );
+            assert_eq!(p.kernel_gemm_gflops(k), None, "{line}");
         }
     }
     assert!(products >= 5, "{program}");
@@ -583,24 +586,16 @@ fn the_kernel_profile_accounts_for_every_kernel_and_call() {
 #[test]
 fn bench_profile_prints_kernels_and_refuses_other_backends() {
     let bench = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_aotgrad"))
-            .args([
-                "bench",
-                "mlp_ce_adam64",
-                "--profile",
-                "--max-time",
-                "0.05",
-                "--steps",
-                "20",
-            ])
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let base = [
+            "bench",
+            "mlp_ce_adam64",
+            "--profile",
+            "--max-time",
+            "0.05",
+            "--steps",
+            "20",
+        ];
+        support::cli(&[&base[..], args].concat())
     };
     let (ok, stdout, stderr) = bench(&[]);
     assert!(ok, "{stderr}");

@@ -3,6 +3,9 @@
 use aotgrad::prelude::*;
 use aotgrad::text;
 
+mod support;
+use support::cli;
+
 /// Builds with `f`, expecting an error; returns its message with the caller's line.
 fn build_err(f: impl for<'g> FnOnce(&'g GraphBuilder) -> Var<'g>) -> String {
     let g = GraphBuilder::new("e");
@@ -349,18 +352,6 @@ fn parser_errors_point_at_line_and_column() {
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
-}
-
-fn cli(args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_aotgrad"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

@@ -1,5 +1,5 @@
-// Bitwise comparisons of compiled programs shared by the integration tests (included
-// with `mod`).
+// Helpers shared by the integration tests (included with `mod`): bitwise comparisons
+// of compiled programs, and running the `aotgrad` binary.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -41,4 +41,17 @@ pub fn assert_bitwise_at_1_and_2_threads(
         }
     }
     want
+}
+
+/// Runs the `aotgrad` binary with `args`: whether it succeeded, its stdout, its stderr.
+pub fn cli(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_aotgrad"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

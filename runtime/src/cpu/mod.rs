@@ -218,9 +218,22 @@ impl KernelProfile {
     /// their operations over the time their GEMM calls took (epilogues excluded),
     /// summed over threads; `None` without products or time.
     pub fn gemm_gflops(&self) -> Option<f64> {
-        let flops: f64 = self.flops.iter().map(|&f| f as f64).sum::<f64>() * self.calls as f64;
+        let flops: u64 = self.flops.iter().sum();
         let secs: f64 = self.gemm.iter().map(|d| d.as_secs_f64()).sum();
-        (flops > 0.0 && secs > 0.0).then(|| flops / secs / 1e9)
+        self.rate(flops, secs)
+    }
+
+    /// The same for kernel `k` alone; `None` when it is not a product or took no time.
+    pub fn kernel_gemm_gflops(&self, k: usize) -> Option<f64> {
+        let flops = self.flops.get(k).copied().unwrap_or(0);
+        let secs = self.gemm.get(k).map_or(0.0, |d| d.as_secs_f64());
+        self.rate(flops, secs)
+    }
+
+    /// GFLOP/s of `flops` per call over all calls, in `secs` of GEMM time.
+    fn rate(&self, flops: u64, secs: f64) -> Option<f64> {
+        let total = flops as f64 * self.calls as f64;
+        (total > 0.0 && secs > 0.0).then(|| total / secs / 1e9)
     }
 
     /// Kernel `k` starts (`k` = the kernel count: the call ends).
