@@ -73,14 +73,16 @@ pub fn matmul_tiles(m: usize, n: usize, k: usize, max_tiles: usize) -> Vec<Tile>
 /// When the CPU backend runs a product's epilogue.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EpilogueSchedule {
-    /// An unbatched product: after each tile's GEMM, on that tile (one generated
-    /// function per tile, `[0, len)` of its first axis), while the tile is in cache.
+    /// An unbatched product cut into tiles of whole rows (or one tile): after each
+    /// tile's GEMM, on that tile (one generated function per tile, `[0, len)` of its
+    /// first axis), while the tile is in cache.
     PerTile(Vec<(Tile, i64)>),
     /// A product batched over one axis whose products are single tiles (a
     /// convolution's per-sample GEMMs): after product `b`, `[b * len / batches,
     /// (b + 1) * len / batches)` of the epilogue's first axis.
     PerBatch { len: i64, batches: usize },
-    /// Otherwise: once after the whole product, `[0, len)`, split over the pool.
+    /// Otherwise (column tiles included): once after the whole product, `[0, len)`,
+    /// split over the pool.
     After { len: i64 },
 }
 
@@ -95,7 +97,14 @@ pub fn epilogue_plan(
     let nb = m.batch.len();
     let batches: usize = m.batch.iter().product();
     let tiles = matmul_tiles(m.m, m.n, m.k, max_tiles);
-    if batches == 1 && m.epilogue_in_order() {
+    // A column tile is `rows` short runs of every stream its epilogue reads and writes
+    // (half rows of a weight and its optimizer state, say), which the hardware
+    // prefetcher follows badly once those streams have left the cache: the epilogue
+    // took about twice as long per tile as over whole rows after the product
+    // (docs/decisions/matmul.md, "Epilogues of column tiles"). Tiles of whole rows are
+    // contiguous blocks of the output, and run their epilogue while they are in cache.
+    let whole_rows = tiles.iter().all(|t| t.col0 == 0 && t.cols == m.n);
+    if batches == 1 && whole_rows && m.epilogue_in_order() {
         let mut per_tile = Vec::with_capacity(tiles.len());
         let mut kernels = Vec::with_capacity(tiles.len());
         for t in tiles {
