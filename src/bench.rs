@@ -72,6 +72,11 @@ pub struct BenchResult {
     /// the timed steps ([`aotgrad_runtime::cpu::fma_peak_gflops`]).
     pub gemm_gflops: Option<f64>,
     pub fma_peak_gflops: Option<f64>,
+    /// With a profile: how long one step's products alone would take at that peak on
+    /// every thread (their operations over `threads x fma_peak_gflops`), in ms. No
+    /// implementation of these products can beat it on this machine, so `median_ms`
+    /// over it bounds how much faster the step could get.
+    pub products_floor_ms: Option<f64>,
 }
 
 impl BenchResult {
@@ -82,6 +87,9 @@ impl BenchResult {
         }
         if let Some(p) = self.fma_peak_gflops {
             rates.push_str(&format!(", \"fma_peak_gflops\": {p:.2}"));
+        }
+        if let Some(f) = self.products_floor_ms {
+            rates.push_str(&format!(", \"products_floor_ms\": {f:.6}"));
         }
         format!(
             "{{\"model\": \"{}\", \"backend\": \"{}\", \"batch\": {}, \"threads\": {}, \"params\": {}, \
@@ -278,14 +286,26 @@ pub fn profile_table(program: &str, p: &aotgrad_runtime::cpu::KernelProfile) -> 
     out
 }
 
-/// The line under a profile that sets the step's GEMM rate against the FMA peak
-/// measured in the same run (`gemm` and `peak` in GFLOP/s per core).
-pub fn gemm_summary(gemm: f64, peak: f64) -> String {
+/// The lines under a profile: the step's GEMM rate against the FMA peak measured in
+/// the same run (`gemm` and `peak` in GFLOP/s per core), then the products' floor
+/// (`flops` per step at that peak on `threads` cores) against the median step.
+pub fn gemm_summary(gemm: f64, peak: f64, flops: u64, threads: usize, median_ms: f64) -> String {
+    let floor = products_floor_ms(flops, peak, threads);
     format!(
         "GEMM: {gemm:.1} GFLOP/s per thread over all products = {:.0}% of one core's f32 FMA \
-         peak measured now ({peak:.1} GFLOP/s)\n",
-        100.0 * gemm / peak.max(f64::MIN_POSITIVE)
+         peak measured now ({peak:.1} GFLOP/s)\n\
+         Products: {:.1} MFLOP per step; at that peak on {threads} thread(s) they alone would \
+         take {floor:.4} ms = {:.0}% of the median step\n",
+        100.0 * gemm / peak.max(f64::MIN_POSITIVE),
+        flops as f64 / 1e6,
+        100.0 * floor / median_ms.max(f64::MIN_POSITIVE),
     )
+}
+
+/// Milliseconds that `flops` operations take at `peak` GFLOP/s on each of `threads`
+/// cores.
+pub fn products_floor_ms(flops: u64, peak: f64, threads: usize) -> f64 {
+    flops as f64 / (peak.max(f64::MIN_POSITIVE) * 1e9 * threads.max(1) as f64) * 1e3
 }
 
 /// Peak resident set size of this process in MiB (Linux; 0 elsewhere).
@@ -368,14 +388,30 @@ pub fn run(model: &str, backend: Backend, opts: BenchOptions) -> Result<BenchRes
         samples_per_s: b as f64 / (median / 1e3),
         compile_ms: (first - median).max(0.0),
         peak_rss_mb,
+        products_floor_ms: profile
+            .as_ref()
+            .zip(fma_peak_gflops)
+            .map(|((_, p), peak)| products_floor_ms(p.step_flops(), peak, threads)),
         profile: profile.map(|(program, p)| {
             let mut table = profile_table(&program, &p);
             if let (Some(g), Some(peak)) = (gemm_gflops, fma_peak_gflops) {
-                table.push_str(&gemm_summary(g, peak));
+                table.push_str(&gemm_summary(g, peak, p.step_flops(), threads, median));
             }
             table
         }),
         gemm_gflops,
         fma_peak_gflops,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::products_floor_ms;
+
+    #[test]
+    fn the_products_floor_is_their_operations_at_the_peak_on_every_thread() {
+        // 2 GFLOP at 100 GFLOP/s: 20 ms on one core, 10 on two.
+        assert!((products_floor_ms(2_000_000_000, 100.0, 1) - 20.0).abs() < 1e-9);
+        assert!((products_floor_ms(2_000_000_000, 100.0, 2) - 10.0).abs() < 1e-9);
+    }
 }

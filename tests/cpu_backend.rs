@@ -623,6 +623,15 @@ fn bench_profile_prints_kernels_and_refuses_other_backends() {
         stderr.contains("GEMM: ") && stderr.contains("FMA peak measured now"),
         "{stderr}"
     );
+    // The products' floor at the peak: below the step (its products are ~60% of it
+    // at full peak; the margin absorbs a peak measured in a slow phase of a shared
+    // machine), and not orders of magnitude below (a unit slip).
+    let (floor, median) = (rate("\"products_floor_ms\""), rate("\"median_ms\""));
+    assert!(floor > median / 100.0 && floor < 3.0 * median, "{stdout}");
+    assert!(
+        stderr.contains("Products: ") && stderr.contains("% of the median step"),
+        "{stderr}"
+    );
     let (ok, _, stderr) = bench(&["--backend", "interp"]);
     assert!(!ok);
     assert!(

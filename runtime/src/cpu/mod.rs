@@ -218,9 +218,14 @@ impl KernelProfile {
     /// their operations over the time their GEMM calls took (epilogues excluded),
     /// summed over threads; `None` without products or time.
     pub fn gemm_gflops(&self) -> Option<f64> {
-        let flops: u64 = self.flops.iter().sum();
         let secs: f64 = self.gemm.iter().map(|d| d.as_secs_f64()).sum();
-        self.rate(flops, secs)
+        self.rate(self.step_flops(), secs)
+    }
+
+    /// The floating-point operations of one call's products: the sum of
+    /// [`KernelProfile::flops`].
+    pub fn step_flops(&self) -> u64 {
+        self.flops.iter().sum()
     }
 
     /// The same for kernel `k` alone; `None` when it is not a product or took no time.
