@@ -49,7 +49,8 @@ enum Cmd {
         json: bool,
         /// Also time every kernel of the CPU step and print where a step's time goes
         /// (two clock reads per kernel; to stderr with --json), with the GEMM rate of
-        /// the products against one core's FMA peak measured in the same run.
+        /// the products against one core's FMA peak measured in the same run, and the
+        /// products' floor: how long they would take at that peak.
         #[arg(long)]
         profile: bool,
     },

@@ -8,7 +8,9 @@ the same machine, interleaved per (model, threads), reported as ratios.
 Each side runs in its own process: `aotgrad bench MODEL --threads T --json` and
 `../shared/bench/torch_ref.py --model MODEL --threads T --mode eager` (which prints a
 `RESULT {...}` line). The ratio is aotgrad's median ms/step over PyTorch's: below 1 is
-faster than PyTorch.
+faster than PyTorch. The floor ratio is one step's matrix products at the FMA peak
+measured in the same run (`aotgrad bench --profile`'s `products_floor_ms`) over PyTorch's
+median: no step whose products run on this machine's FMA units can go below it.
 """
 
 import argparse
@@ -43,6 +45,19 @@ def run_aotgrad(binary, model, threads, max_time):
     return json.loads(out.strip().splitlines()[-1])
 
 
+def products_floor(binary, model, threads):
+    """One step's matrix-product operations at the FMA peak measured on this machine,
+    in ms (`aotgrad bench --profile`'s `products_floor_ms`; None for a model without
+    products): the least time any GEMM could spend on them, so `floor / torch ms` is
+    the best ratio a step could reach by calling its products better."""
+    out = subprocess.run(
+        [binary, "bench", model, "--threads", str(threads), "--json", "--profile",
+         "--steps", "20", "--max-time", "0.2"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1]).get("products_floor_ms")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--python", default=sys.executable, help="a Python with torch installed")
@@ -58,8 +73,9 @@ def main():
     a = ap.parse_args()
 
     rows = []
-    print("| model | thr | batch | aotgrad ms | torch ms | ratio | aotgrad compile ms | aotgrad RSS MB | torch RSS MB |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| model | thr | batch | aotgrad ms | torch ms | ratio | products' floor ms | floor ratio "
+          "| aotgrad compile ms | aotgrad RSS MB | torch RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for model in a.models:
         for t in a.threads:
             ours, ref = None, None
@@ -69,9 +85,14 @@ def main():
                 ours = o if ours is None or o["median_ms"] < ours["median_ms"] else ours
                 ref = r if ref is None or r["median_ms"] < ref["median_ms"] else ref
             ratio = ours["median_ms"] / ref["median_ms"]
-            rows.append({"model": model, "threads": t, "aotgrad": ours, "torch": ref, "ratio": ratio})
+            # Right after the timed rows, so that its peak comes from the same phase.
+            floor = products_floor(a.binary, model, t)
+            rows.append({"model": model, "threads": t, "aotgrad": ours, "torch": ref, "ratio": ratio,
+                         "products_floor_ms": floor})
+            floor_cols = (f"{floor:.4f} | {floor / ref['median_ms']:.3f}x" if floor is not None
+                          else "- | -")
             print(f"| {model} | {t} | {ours['batch']} | {ours['median_ms']:.4f} | {ref['median_ms']:.4f} "
-                  f"| {ratio:.3f}x | {ours['compile_ms']:.1f} | {ours['peak_rss_mb']:.1f} "
+                  f"| {ratio:.3f}x | {floor_cols} | {ours['compile_ms']:.1f} | {ours['peak_rss_mb']:.1f} "
                   f"| {ref['peak_rss_mb']:.0f} |", flush=True)
     if a.json:
         with open(a.json, "w") as f:
