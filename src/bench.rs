@@ -288,9 +288,16 @@ pub fn profile_table(program: &str, p: &aotgrad_runtime::cpu::KernelProfile) -> 
 
 /// The lines under a profile: the step's GEMM rate against the FMA peak measured in
 /// the same run (`gemm` and `peak` in GFLOP/s per core), then the products' floor
-/// (`flops` per step at that peak on `threads` cores) against the median step.
-pub fn gemm_summary(gemm: f64, peak: f64, flops: u64, threads: usize, median_ms: f64) -> String {
-    let floor = products_floor_ms(flops, peak, threads);
+/// (`floor` ms: their `flops` per step at that peak on `threads` cores, see
+/// [`products_floor_ms`]) against the median step.
+pub fn gemm_summary(
+    gemm: f64,
+    peak: f64,
+    flops: u64,
+    threads: usize,
+    floor: f64,
+    median_ms: f64,
+) -> String {
     format!(
         "GEMM: {gemm:.1} GFLOP/s per thread over all products = {:.0}% of one core's f32 FMA \
          peak measured now ({peak:.1} GFLOP/s)\n\
@@ -375,6 +382,10 @@ pub fn run(model: &str, backend: Backend, opts: BenchOptions) -> Result<BenchRes
         Backend::Cpu { threads } => ("cpu", threads),
         Backend::Gpu => ("gpu", 1),
     };
+    let floor = profile
+        .as_ref()
+        .zip(fma_peak_gflops)
+        .map(|((_, p), peak)| products_floor_ms(p.step_flops(), peak, threads));
     Ok(BenchResult {
         model: model.to_string(),
         backend: name.to_string(),
@@ -388,14 +399,12 @@ pub fn run(model: &str, backend: Backend, opts: BenchOptions) -> Result<BenchRes
         samples_per_s: b as f64 / (median / 1e3),
         compile_ms: (first - median).max(0.0),
         peak_rss_mb,
-        products_floor_ms: profile
-            .as_ref()
-            .zip(fma_peak_gflops)
-            .map(|((_, p), peak)| products_floor_ms(p.step_flops(), peak, threads)),
+        products_floor_ms: floor,
         profile: profile.map(|(program, p)| {
             let mut table = profile_table(&program, &p);
-            if let (Some(g), Some(peak)) = (gemm_gflops, fma_peak_gflops) {
-                table.push_str(&gemm_summary(g, peak, p.step_flops(), threads, median));
+            if let (Some(g), Some(peak), Some(floor)) = (gemm_gflops, fma_peak_gflops, floor) {
+                let flops = p.step_flops();
+                table.push_str(&gemm_summary(g, peak, flops, threads, floor, median));
             }
             table
         }),

@@ -607,18 +607,14 @@ fn bench_profile_prints_kernels_and_refuses_other_backends() {
     // JSON (positive numbers).
     let (ok, stdout, stderr) = bench(&["--json"]);
     assert!(ok, "{stderr}");
+    let json: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap())
+        .unwrap_or_else(|e| panic!("{e}: {stdout}"));
     let rate = |key: &str| -> f64 {
-        let at = stdout
-            .find(key)
-            .unwrap_or_else(|| panic!("no {key}: {stdout}"));
-        stdout[at + key.len()..]
-            .trim_start_matches(['"', ':', ' '])
-            .split([',', '}'])
-            .next()
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{key}: {stdout}"))
+        json[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no number {key}: {stdout}"))
     };
-    assert!(rate("\"gemm_gflops\"") > 0.0 && rate("\"fma_peak_gflops\"") > 0.0);
+    assert!(rate("gemm_gflops") > 0.0 && rate("fma_peak_gflops") > 0.0);
     assert!(
         stderr.contains("GEMM: ") && stderr.contains("FMA peak measured now"),
         "{stderr}"
@@ -626,7 +622,7 @@ fn bench_profile_prints_kernels_and_refuses_other_backends() {
     // The products' floor at the peak: below the step (its products are ~60% of it
     // at full peak; the margin absorbs a peak measured in a slow phase of a shared
     // machine), and not orders of magnitude below (a unit slip).
-    let (floor, median) = (rate("\"products_floor_ms\""), rate("\"median_ms\""));
+    let (floor, median) = (rate("products_floor_ms"), rate("median_ms"));
     assert!(floor > median / 100.0 && floor < 3.0 * median, "{stdout}");
     assert!(
         stderr.contains("Products: ") && stderr.contains("% of the median step"),

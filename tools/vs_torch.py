@@ -37,9 +37,10 @@ def run_torch(python, model, threads, max_time, mode):
     raise RuntimeError(f"no RESULT line from torch_ref.py:\n{out}")
 
 
-def run_aotgrad(binary, model, threads, max_time):
+def run_aotgrad(binary, model, threads, max_time, *extra):
     out = subprocess.run(
-        [binary, "bench", model, "--threads", str(threads), "--json", "--max-time", str(max_time)],
+        [binary, "bench", model, "--threads", str(threads), "--json", "--max-time", str(max_time),
+         *extra],
         capture_output=True, text=True, check=True,
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -50,12 +51,7 @@ def products_floor(binary, model, threads):
     in ms (`aotgrad bench --profile`'s `products_floor_ms`; None for a model without
     products): the least time any GEMM could spend on them, so `floor / torch ms` is
     the best ratio a step could reach by calling its products better."""
-    out = subprocess.run(
-        [binary, "bench", model, "--threads", str(threads), "--json", "--profile",
-         "--steps", "20", "--max-time", "0.2"],
-        capture_output=True, text=True, check=True,
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1]).get("products_floor_ms")
+    return run_aotgrad(binary, model, threads, 0.2, "--profile", "--steps", "20").get("products_floor_ms")
 
 
 def main():
