@@ -69,6 +69,14 @@ fn corrupt_idx_files_are_errors() {
     );
     let e = mnist::parse_images(&p, &good[..5]).unwrap_err().to_string();
     assert!(e.contains("too short"), "{e}");
+    // 2^22 images of 2^21 x 2^21 is 2^64 pixels, 0 modulo 2^64: an empty payload
+    // used to satisfy it.
+    let huge = [0, 0, 8, 3, 0, 0x40, 0, 0, 0, 0x20, 0, 0, 0, 0x20, 0, 0];
+    let e = mnist::parse_images(&p, &huge).unwrap_err().to_string();
+    assert!(
+        e.contains("promises 4194304 images of 2097152x2097152 (18446744073709551616 bytes)"),
+        "{e}"
+    );
     let e = mnist::parse_labels(&p, &[0, 0, 8, 1, 0, 0, 0, 2, 3, 12])
         .unwrap_err()
         .to_string();

@@ -55,6 +55,14 @@ pub enum OpError {
         ty: TensorType,
         detail: String,
     },
+    #[error("{0}")]
+    TooLarge(crate::TooLarge),
+    #[error("{what} overflows: {detail}")]
+    SizeOverflow {
+        what: &'static str,
+        ty: TensorType,
+        detail: String,
+    },
     #[error("constant holds {got} {dtype} values but its type {ty} needs {need}")]
     BadConst {
         dtype: DType,

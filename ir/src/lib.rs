@@ -10,6 +10,7 @@ mod dsl;
 mod dtype;
 mod error;
 mod graph;
+pub mod limits;
 pub mod op;
 mod shape;
 pub mod text;
@@ -22,6 +23,7 @@ pub use dsl::{
 pub use dtype::{Category, DType, Scalar};
 pub use error::{BuildError, BuildErrorKind, OpError};
 pub use graph::{Graph, GraphError, Node, NodeId};
+pub use limits::{MAX_TENSOR_BYTES, TooLarge};
 pub use op::{
     ArgReduceOp, BinaryOp, ConstValue, Distribution, Op, ReduceOp, SliceAxis, UnaryOp, Window,
 };

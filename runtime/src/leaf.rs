@@ -64,6 +64,17 @@ pub(crate) fn bind(
     Ok(env)
 }
 
+/// A lowering error as the executors report it: a tensor too large once its symbols
+/// are bound keeps its type (it is the caller's data, not a compiler bug).
+pub(crate) fn lower_error(e: aotgrad_compiler::lower::LowerError) -> RunError {
+    match e {
+        aotgrad_compiler::lower::LowerError::TooLarge { node, op, error } => {
+            RunError::TooLarge { node, op, error }
+        }
+        e => RunError::Compile(e.to_string()),
+    }
+}
+
 /// Named tensors borrowed from a feed map.
 pub(crate) type Named<'a> = Vec<(&'a str, &'a Tensor)>;
 

@@ -152,7 +152,10 @@ pub fn from_npy_bytes(bytes: &[u8], path: &str) -> Result<Tensor, NpyError> {
         .map(|s| s.parse::<usize>())
         .collect::<Result<_, _>>()
         .map_err(|_| header_err("bad shape"))?;
-    let n: usize = shape.iter().product();
+    // Checked: a shape whose product wraps (2305843009213693953 x 8 is 8 modulo 2^64)
+    // must not pass for the few bytes that follow.
+    let n = aotgrad_ir::limits::check_size(dtype, &shape)
+        .map_err(|e| header_err(&format!("shape {shape:?}: {e}")))?;
     let body = &bytes[start + hlen..];
     let need = n * dtype.size_bytes();
     if body.len() < need {
@@ -217,5 +220,36 @@ mod tests {
         );
         let e = from_npy_bytes(&edit(b"False", b"True "), "x.npy").unwrap_err();
         assert!(e.to_string().contains("only C-order"), "{e}");
+    }
+
+    /// Shapes whose element or byte count wraps in `usize` are refused, not read as
+    /// the wrapped size (the fuzzer's reproducers).
+    #[test]
+    fn wrapping_shapes_are_refused() {
+        let with_shape = |shape: &str, descr: &str, data: &[u8]| {
+            let mut h =
+                format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+            h.push('\n');
+            let mut v = MAGIC.to_vec();
+            v.extend_from_slice(&[1, 0]);
+            v.extend_from_slice(&(h.len() as u16).to_le_bytes());
+            v.extend_from_slice(h.as_bytes());
+            v.extend_from_slice(data);
+            v
+        };
+        // (2^61 + 1) * 8 elements is 8 modulo 2^64: 8 floats used to be accepted.
+        let b = with_shape("(2305843009213693953, 8)", "<f4", &[0; 32]);
+        let e = from_npy_bytes(&b, "x.npy").unwrap_err();
+        assert!(matches!(e, NpyError::Header { .. }), "{e}");
+        assert!(e.to_string().contains("MAX_TENSOR_BYTES"), "{e}");
+        // 2^62 floats are 2^64 bytes, which wrapped to 0: used to panic.
+        let b = with_shape("(4611686018427387904,)", "<f4", &[]);
+        assert!(from_npy_bytes(&b, "x.npy").is_err());
+        // Within usize but past the limit.
+        let b = with_shape("(99999999999, 99999999999)", "|u1", &[]);
+        assert!(from_npy_bytes(&b, "x.npy").is_err());
+        // Empty arrays still read, whatever their other dims.
+        let b = with_shape("(0, 1000000)", "<f8", &[]);
+        assert_eq!(from_npy_bytes(&b, "x.npy").unwrap().shape(), &[0, 1000000]);
     }
 }

@@ -22,12 +22,18 @@ pub enum TensorError {
     },
     #[error("expected a {expected} tensor, found {found}")]
     DType { expected: DType, found: DType },
+    #[error("shape {shape:?} has more elements than a usize can count")]
+    TooLarge { shape: Vec<usize> },
 }
 
 impl Tensor {
     /// A tensor of `shape` over `data`, checked for size.
     pub fn new(shape: &[usize], data: Data) -> Result<Tensor, TensorError> {
-        let need: usize = shape.iter().product();
+        // Checked: a product that wraps must not match a short buffer.
+        let need =
+            aotgrad_ir::limits::checked_numel(shape).ok_or_else(|| TensorError::TooLarge {
+                shape: shape.to_vec(),
+            })?;
         if need != data.len() {
             return Err(TensorError::SizeMismatch {
                 shape: shape.to_vec(),
@@ -66,10 +72,16 @@ impl Tensor {
     }
 
     /// `value` repeated over `shape`.
+    ///
+    /// # Panics
+    /// When the element count overflows `usize` (as `vec!` does for a too-large
+    /// capacity): callers size it from a checked shape.
     pub fn full(value: Scalar, shape: &[usize]) -> Tensor {
+        let n = aotgrad_ir::limits::checked_numel(shape)
+            .unwrap_or_else(|| panic!("Tensor::full: shape {shape:?} overflows usize"));
         Tensor {
             shape: shape.to_vec(),
-            data: Data::filled(value, shape.iter().product()),
+            data: Data::filled(value, n),
         }
     }
 
@@ -204,8 +216,11 @@ impl Tensor {
         bytes: &[u8],
     ) -> Result<Tensor, TensorError> {
         let w = dtype.size_bytes();
-        let need: usize = shape.iter().product();
-        if bytes.len() != need * w {
+        let need =
+            aotgrad_ir::limits::checked_numel(shape).ok_or_else(|| TensorError::TooLarge {
+                shape: shape.to_vec(),
+            })?;
+        if need.checked_mul(w) != Some(bytes.len()) {
             return Err(TensorError::SizeMismatch {
                 shape: shape.to_vec(),
                 need,

@@ -63,8 +63,10 @@ fn images_shape(path: &Path, b: &[u8]) -> Result<[usize; 4], DataError> {
         be32(b, 8) as usize,
         be32(b, 12) as usize,
     );
-    let want = n * r * c;
-    if b.len() - 16 != want {
+    // In u128: three u32 sizes can pass 2^64 (2^22 images of 2^21 x 2^21 is 0 modulo
+    // 2^64, which an empty payload used to satisfy).
+    let want = n as u128 * r as u128 * c as u128;
+    if (b.len() - 16) as u128 != want {
         return Err(corrupt(
             path,
             format!(

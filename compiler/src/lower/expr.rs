@@ -34,6 +34,17 @@ pub struct Affine {
     pub strides: Vec<i64>,
 }
 
+/// `stride * factor` for a window's or a slice's step. A product past `i64` can only
+/// belong to an axis of size 1 (a step or dilation wider than the whole axis; the
+/// verified type rules out anything larger), where the stride is never multiplied by a
+/// non-zero index, so it becomes 0 instead of wrapping.
+fn scaled(stride: i64, factor: usize) -> i64 {
+    i64::try_from(factor)
+        .ok()
+        .and_then(|f| stride.checked_mul(f))
+        .unwrap_or(0)
+}
+
 impl Affine {
     /// Row-major contiguous strides of `shape`.
     pub fn contiguous(shape: &[usize]) -> Affine {
@@ -83,15 +94,16 @@ impl Affine {
     /// The windows of `Op::Unfold` over the last two axes: `[.., H, W]` becomes
     /// `[.., kh, kw, OH, OW]`, where moving one kernel step moves `dilation` input
     /// elements and one output step moves `stride` of them.
+    /// Sliding windows as a view (see [`aotgrad_ir::Op::Unfold`]).
     pub fn unfold(&self, w: &Window) -> Affine {
         let r = self.strides.len();
         let (sh, sw) = (self.strides[r - 2], self.strides[r - 1]);
         let mut strides = self.strides[..r - 2].to_vec();
         strides.extend([
-            sh * w.dilation[0] as i64,
-            sw * w.dilation[1] as i64,
-            sh * w.stride[0] as i64,
-            sw * w.stride[1] as i64,
+            scaled(sh, w.dilation[0]),
+            scaled(sw, w.dilation[1]),
+            scaled(sh, w.stride[0]),
+            scaled(sw, w.stride[1]),
         ]);
         Affine {
             offset: self.offset,
@@ -109,7 +121,7 @@ impl Affine {
                 SliceAxis::Full => s,
                 SliceAxis::Range { start, step, .. } => {
                     offset += *start as i64 * s;
-                    s * *step as i64
+                    scaled(s, *step)
                 }
             })
             .collect();

@@ -56,6 +56,12 @@ pub enum LowerError {
     Invalid(String),
     #[error("{node} has symbolic shape {shape} and its symbols are not all bound")]
     Unbound { node: NodeId, shape: String },
+    #[error("{node} (`{op}`): {error}")]
+    TooLarge {
+        node: NodeId,
+        op: &'static str,
+        error: aotgrad_ir::TooLarge,
+    },
 }
 
 /// Where a buffer's storage comes from.
@@ -572,10 +578,16 @@ impl<'g> Lowerer<'g> {
         let mut shapes = Vec::with_capacity(g.len());
         let mut uses = vec![0usize; g.len()];
         for (id, n) in g.nodes() {
-            let s = n.ty.shape.bind(env).ok_or_else(|| LowerError::Unbound {
-                node: id,
-                shape: n.ty.shape.to_string(),
-            })?;
+            let s = aotgrad_ir::limits::bind_checked(&n.ty, env)
+                .map_err(|error| LowerError::TooLarge {
+                    node: id,
+                    op: n.op.name(),
+                    error,
+                })?
+                .ok_or_else(|| LowerError::Unbound {
+                    node: id,
+                    shape: n.ty.shape.to_string(),
+                })?;
             shapes.push(s);
             for i in &n.inputs {
                 uses[i.index()] += 1;
@@ -1168,14 +1180,15 @@ pub fn reduce_identity(op: ReduceOp, dtype: DType) -> Scalar {
     }
 }
 
-/// The smallest and largest element offset `at` reaches over `shape`.
-fn extent(at: &Affine, shape: &[usize]) -> (i64, i64) {
-    let (mut lo, mut hi) = (at.offset, at.offset);
+/// The smallest and largest element offset `at` reaches over `shape`, in `i128` so
+/// that no offset, stride or size can wrap on the way (`hi < lo` for an empty shape).
+fn extent(at: &Affine, shape: &[usize]) -> (i128, i128) {
+    let (mut lo, mut hi) = (at.offset as i128, at.offset as i128);
     for (&n, &s) in shape.iter().zip(&at.strides) {
         if n == 0 {
             return (0, -1);
         }
-        let span = (n as i64 - 1) * s;
+        let span = (n as i128 - 1) * s as i128;
         if span < 0 {
             lo += span;
         } else {
@@ -1192,8 +1205,9 @@ impl Program {
     pub fn check_bounds(&self) -> Result<(), String> {
         let check = |what: &str, b: BufferId, at: &Affine, shape: &[usize]| {
             let (lo, hi) = extent(at, shape);
-            let n = self.buffer(b).elems as i64;
-            if hi >= lo && (lo < 0 || hi >= n) {
+            let n = self.buffer(b).elems as i128;
+            let ranked = at.strides.len() == shape.len();
+            if !ranked || (hi >= lo && (lo < 0 || hi >= n)) {
                 return Err(format!(
                     "{what}: access {at:?} over {shape:?} reaches [{lo}, {hi}] of b{} ({n} elements)",
                     b.0

@@ -21,7 +21,7 @@
 use std::panic::Location;
 
 use super::Var;
-use crate::{Axes, BuildErrorKind, DType, Data, Op, Shape, Window};
+use crate::{Axes, BuildErrorKind, DType, Data, Op, OpError, Shape, Window};
 
 type Loc = &'static Location<'static>;
 
@@ -160,18 +160,26 @@ fn usage(msg: String) -> BuildErrorKind {
     BuildErrorKind::Usage(msg)
 }
 
-/// PyTorch's pooling output size along one axis (`pooling_output_shape`).
+/// The largest kernel, stride, padding, dilation or output size a window op takes: no
+/// axis of a tensor within [`crate::MAX_TENSOR_BYTES`] is longer, so nothing larger can
+/// mean anything, and below it the products the window arithmetic forms (two or three
+/// parameters) fit in `i128` and `u128`.
+const MAX_WINDOW_PARAM: usize = 1 << 40;
+
+/// PyTorch's pooling output size along one axis (`pooling_output_shape`), in `i128`
+/// (the parameters are at most [`MAX_WINDOW_PARAM`]).
 fn pool_out(size: usize, k: usize, s: usize, p: usize, d: usize, ceil: bool) -> Option<usize> {
-    let span = (d * (k - 1) + 1) as i64;
-    let num = size as i64 + 2 * p as i64 - span + if ceil { s as i64 - 1 } else { 0 };
+    let [size, k, s, p, d] = [size, k, s, p, d].map(|v| v as i128);
+    let span = d * (k - 1) + 1;
+    let num = size + 2 * p - span + if ceil { s - 1 } else { 0 };
     if num < 0 {
         return None;
     }
-    let mut out = num / s as i64 + 1;
-    if ceil && (out - 1) * s as i64 >= size as i64 + p as i64 {
+    let mut out = num / s + 1;
+    if ceil && (out - 1) * s >= size + p {
         out -= 1;
     }
-    (out >= 1).then_some(out as usize)
+    (out >= 1).then(|| usize::try_from(out).ok()).flatten()
 }
 
 impl<'g> Var<'g> {
@@ -189,7 +197,16 @@ impl<'g> Var<'g> {
             stride: stride.into().0,
             dilation: dilation.into().0,
         };
-        self.prim(Location::caller(), "windows2d", Op::Unfold(w), &[])
+        let loc = Location::caller();
+        let params = [
+            ("kernel", w.kernel),
+            ("stride", w.stride),
+            ("dilation", w.dilation),
+        ];
+        if self.is_poisoned() || !self.window_params_ok(loc, "windows2d", &params) {
+            return self.b.poison();
+        }
+        self.prim(loc, "windows2d", Op::Unfold(w), &[])
     }
 
     /// `F.unfold` (im2col): `[N, C, H, W]` becomes `[N, C*kh*kw, L]`, zero padding.
@@ -208,6 +225,15 @@ impl<'g> Var<'g> {
             padding.into().0,
             stride.into().0,
         );
+        let params = [
+            ("kernel", k),
+            ("dilation", d),
+            ("padding", p),
+            ("stride", s),
+        ];
+        if self.is_poisoned() || !self.window_params_ok(loc, "unfold2d", &params) {
+            return self.b.poison();
+        }
         let Some((n, c)) = self.image(loc, "unfold2d") else {
             return self.b.poison();
         };
@@ -242,6 +268,16 @@ impl<'g> Var<'g> {
         if self.is_poisoned() {
             return self;
         }
+        let params = [
+            ("output size", size),
+            ("kernel", k),
+            ("dilation", d),
+            ("padding", p),
+            ("stride", s),
+        ];
+        if !self.window_params_ok(loc, "fold2d", &params) {
+            return self.b.poison();
+        }
         let w = Window {
             kernel: k,
             stride: s,
@@ -258,9 +294,12 @@ impl<'g> Var<'g> {
                 )),
             );
         };
-        let kk = k[0] * k[1];
-        let c = match dims.get(1).and_then(|d| d.known()) {
-            Some(ckk) if dims.len() == 3 && ckk % kk == 0 && dims[2].known() == Some(oh * ow) => {
+        // Products of two parameters: checked (each is at most 2^40).
+        let (kk, l) = (k[0].checked_mul(k[1]), oh.checked_mul(ow));
+        let c = match (dims.get(1).and_then(|d| d.known()), kk, l) {
+            (Some(ckk), Some(kk), Some(l))
+                if dims.len() == 3 && ckk % kk == 0 && dims[2].known() == Some(l) =>
+            {
                 ckk / kk
             }
             _ => {
@@ -268,8 +307,9 @@ impl<'g> Var<'g> {
                     loc,
                     "fold2d",
                     usage(format!(
-                        "expected [N, C*{kk}, {}], got {}",
-                        oh * ow,
+                        "expected [N, C*{}, {}], got {}",
+                        k[0] as u128 * k[1] as u128,
+                        oh as u128 * ow as u128,
                         self.shape()
                     )),
                 );
@@ -308,13 +348,21 @@ impl<'g> Var<'g> {
         let wdims: Option<Vec<usize>> = weight.shape().0.iter().map(|d| d.known()).collect();
         let g = opts.groups;
         let bad = |msg: String| self.fail(loc, "conv2d", usage(msg));
+        let params = [
+            ("stride", opts.stride),
+            ("padding", opts.padding),
+            ("dilation", opts.dilation),
+        ];
+        if !self.window_params_ok(loc, "conv2d", &params) {
+            return self.b.poison();
+        }
         let Some([o, cg, kh, kw]) = wdims.and_then(|v| <[usize; 4]>::try_from(v).ok()) else {
             return bad(format!(
                 "weight must be [out, in/groups, kh, kw], got {}",
                 weight.shape()
             ));
         };
-        if g == 0 || c % g != 0 || o % g != 0 || cg * g != c {
+        if g == 0 || c % g != 0 || o % g != 0 || cg.checked_mul(g) != Some(c) {
             return bad(format!(
                 "input {} with groups={g} needs weight [O, {}, kh, kw] with O divisible by {g}, got {}",
                 self.shape(),
@@ -377,8 +425,15 @@ impl<'g> Var<'g> {
             out[r - 1].known().unwrap_or(0),
         );
         let (k, s, p, d) = (opts.kernel, opts.stride, opts.padding, opts.dilation);
-        // table[a, oh, ow]: the input position of window element a = i*kw + j.
-        let mut table = Vec::with_capacity(oh * ow * k[0] * k[1]);
+        // table[a, oh, ow]: the input position of window element a = i*kw + j. Its
+        // size is checked before it is allocated (the window view it mirrors was
+        // checked as f32 or bool, the table is i64).
+        let kk = k[0] * k[1];
+        if let Err(e) = crate::limits::check_size(DType::I64, &[kk, oh, ow]) {
+            let e = self.fail(loc, "max_pool2d", OpError::TooLarge(e));
+            return (e, e);
+        }
+        let mut table = Vec::with_capacity(oh * ow * kk);
         for i in 0..k[0] {
             for j in 0..k[1] {
                 for y in 0..oh {
@@ -640,6 +695,25 @@ impl<'g> Var<'g> {
         Some((dims[0].clone(), dims[1].known()?))
     }
 
+    /// Refuses (and poisons the graph with) a window parameter above
+    /// [`MAX_WINDOW_PARAM`]; `true` when all are within it.
+    #[track_caller]
+    fn window_params_ok(self, loc: Loc, op: &str, params: &[(&str, [usize; 2])]) -> bool {
+        for (what, v) in params {
+            if v.iter().any(|&x| x > MAX_WINDOW_PARAM) {
+                self.fail(
+                    loc,
+                    op,
+                    usage(format!(
+                        "{what} {v:?} is larger than any axis can be (at most 2^40)"
+                    )),
+                );
+                return false;
+            }
+        }
+        true
+    }
+
     /// The known sizes of the last two axes.
     fn spatial(self) -> [usize; 2] {
         let d = self.shape().0;
@@ -684,6 +758,15 @@ impl<'g> Var<'g> {
         self.image(loc, name)?;
         let [h, w] = self.spatial();
         let (k, s, p) = (o.kernel, o.stride, o.padding);
+        let params = [
+            ("kernel", k),
+            ("stride", s),
+            ("padding", p),
+            ("dilation", dilation),
+        ];
+        if !self.window_params_ok(loc, name, &params) {
+            return None;
+        }
         if k.contains(&0) || s.contains(&0) || dilation.contains(&0) {
             self.fail(
                 loc,

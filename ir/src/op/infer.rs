@@ -124,7 +124,15 @@ pub(super) fn infer(op: &Op, xs: &[&TensorType]) -> R {
             let mut dims = Vec::with_capacity(x.rank());
             for (i, (d, &(lo, hi))) in x.shape.0.iter().zip(pads).enumerate() {
                 dims.push(match d {
-                    Dim::Known(n) => Dim::Known(n + lo + hi),
+                    Dim::Known(n) => Dim::Known(
+                        n.checked_add(lo)
+                            .and_then(|n| n.checked_add(hi))
+                            .ok_or_else(|| OpError::SizeOverflow {
+                                what: "padding",
+                                ty: x.clone(),
+                                detail: format!("axis {i}: {n} + {lo} + {hi}"),
+                            })?,
+                    ),
                     Dim::Sym(_) if lo == 0 && hi == 0 => d.clone(),
                     Dim::Sym(_) => {
                         return Err(OpError::SymbolicDim {
@@ -462,10 +470,15 @@ fn concat(axis: usize, xs: &[&TensorType]) -> R {
                 rhs: (*x).clone(),
             });
         }
-        total += x.shape.0[axis].known().ok_or(OpError::SymbolicDim {
+        let n = x.shape.0[axis].known().ok_or(OpError::SymbolicDim {
             op: "concat",
             dim: axis,
             ty: (*x).clone(),
+        })?;
+        total = total.checked_add(n).ok_or_else(|| OpError::SizeOverflow {
+            what: "concat",
+            ty: (*x).clone(),
+            detail: format!("the sizes along axis {axis} add up past {}", usize::MAX),
         })?;
     }
     let mut shape = first.shape.clone();

@@ -116,12 +116,14 @@ pub struct Window {
 impl Window {
     /// Output positions along axis `a` (0 = H, 1 = W) of an input of `size`, or `None`
     /// when the (dilated) kernel does not fit, or a field is zero.
+    /// The dilated span `d * (k - 1) + 1` is computed checked: a span that overflows
+    /// cannot fit in any size.
     pub fn out_len(&self, a: usize, size: usize) -> Option<usize> {
         let (k, s, d) = (self.kernel[a], self.stride[a], self.dilation[a]);
         if k == 0 || s == 0 || d == 0 {
             return None;
         }
-        let span = d * (k - 1) + 1;
+        let span = d.checked_mul(k - 1)?.checked_add(1)?;
         (size >= span).then(|| (size - span) / s + 1)
     }
 }
@@ -382,7 +384,12 @@ impl Op {
     }
 
     /// The type of this op applied to operands of the given types, or why it is invalid.
+    ///
+    /// Every result is also checked against [`crate::MAX_TENSOR_BYTES`] (the known part
+    /// of a symbolic shape; the bound sizes are checked again when a run binds them).
     pub fn infer(&self, operands: &[&TensorType]) -> Result<TensorType, crate::OpError> {
-        infer::infer(self, operands)
+        let ty = infer::infer(self, operands)?;
+        crate::limits::check_shape(ty.dtype, &ty.shape).map_err(crate::OpError::TooLarge)?;
+        Ok(ty)
     }
 }

@@ -443,7 +443,7 @@ impl CpuProgram {
             Some(layout) => lower::lower_for_arena(&self.graph, env, opts, layout),
             None => lower::lower(&self.graph, env, opts),
         }
-        .map_err(|e| RunError::Compile(e.to_string()))?;
+        .map_err(crate::leaf::lower_error)?;
         program.check_bounds().map_err(|e| {
             RunError::Compile(format!("lowering produced an out-of-bounds access: {e}"))
         })?;

@@ -143,7 +143,7 @@ impl GpuProgram {
     fn compile(&self, env: &SymbolEnv) -> Result<GpuVariant, RunError> {
         let t0 = Instant::now();
         let program = lower::lower(&self.graph, env, wgsl::lower_options())
-            .map_err(|e| RunError::Compile(e.to_string()))?;
+            .map_err(crate::leaf::lower_error)?;
         program.check_bounds().map_err(|e| {
             RunError::Compile(format!("lowering produced an out-of-bounds access: {e}"))
         })?;

@@ -47,6 +47,12 @@ pub enum RunError {
         index: i64,
         size: usize,
     },
+    #[error("{node} (`{op}`): {error}")]
+    TooLarge {
+        node: NodeId,
+        op: &'static str,
+        error: aotgrad_ir::TooLarge,
+    },
     #[error("{name:?} was given but the graph has no input, param or state of that name")]
     Unknown { name: String },
     #[error("the graph does not verify: {0}")]
@@ -102,6 +108,7 @@ pub fn run(graph: &Graph, feeds: &HashMap<String, Tensor>) -> Result<Evaluation,
         }
     }
     let env = bind(graph, feeds)?;
+    check_bound_sizes(graph, &env)?;
     let mut values: Vec<Option<Tensor>> = vec![None; graph.len()];
     let mut last_use = vec![0usize; graph.len()];
     for (id, n) in graph.nodes() {
@@ -177,6 +184,20 @@ pub fn eval_node(
     env: &SymbolEnv,
 ) -> Result<Tensor, RunError> {
     eval::eval(graph, id, args, env)
+}
+
+/// Checks that every node's type, with its symbols bound by `env`, is a tensor that can
+/// exist ([`aotgrad_ir::MAX_TENSOR_BYTES`]): `N = 2^34` makes `f32[N, 2^30]` wrap in
+/// `usize` arithmetic, so this runs before anything is sized from a shape.
+pub(crate) fn check_bound_sizes(graph: &Graph, env: &SymbolEnv) -> Result<(), RunError> {
+    for (id, n) in graph.nodes() {
+        aotgrad_ir::limits::bind_checked(&n.ty, env).map_err(|error| RunError::TooLarge {
+            node: id,
+            op: n.op.name(),
+            error,
+        })?;
+    }
+    Ok(())
 }
 
 /// Checks every leaf's tensor against its declared type and binds the symbols.
