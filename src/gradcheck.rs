@@ -49,16 +49,19 @@ pub struct GradcheckReport {
 }
 
 impl GradcheckReport {
-    /// The worst relative error over all inputs.
+    /// The worst relative error over all inputs (NaN when any comparison was NaN).
     pub fn worst(&self) -> f64 {
         self.inputs
             .iter()
             .map(|c| c.max_rel_error)
-            .fold(0.0, f64::max)
+            .fold(0.0, worse)
     }
 
+    /// Every error is a number at most `tolerance`: a NaN or infinite error fails.
     pub fn passed(&self, tolerance: f64) -> bool {
-        self.inputs.iter().all(|c| c.max_rel_error <= tolerance)
+        self.inputs
+            .iter()
+            .all(|c| c.max_rel_error.is_finite() && c.max_rel_error <= tolerance)
     }
 }
 
@@ -93,6 +96,30 @@ pub enum GradcheckError {
     NotLeaf(String),
     #[error("the graph has no floating-point output to check")]
     NoOutput,
+    #[error("the step eps = {0} must be a finite number above 0")]
+    BadEps(f64),
+}
+
+impl GradcheckOptions {
+    /// Refuses a step that cannot give a difference quotient (0, negative, NaN,
+    /// infinite).
+    pub fn validate(&self) -> Result<(), GradcheckError> {
+        if self.eps.is_finite() && self.eps > 0.0 {
+            Ok(())
+        } else {
+            Err(GradcheckError::BadEps(self.eps))
+        }
+    }
+}
+
+/// The larger error, NaN winning: `f64::max` drops a NaN, which once let a check whose
+/// every comparison was NaN (a NaN input, `eps = 0`) report an error of 0 and pass.
+fn worse(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
+    }
 }
 
 /// A deterministic generator for cotangents in `[-1, 1)`.
@@ -120,6 +147,7 @@ pub fn gradcheck(
     wrt: &[&str],
     opts: GradcheckOptions,
 ) -> Result<GradcheckReport, GradcheckError> {
+    opts.validate()?;
     let g = widen_f32_to_f64(graph)?;
     let feeds: HashMap<String, Tensor> = feeds
         .iter()
@@ -203,10 +231,10 @@ pub fn gradcheck(
             };
             let fd = (at(opts.eps)? - at(-opts.eps)?) / (2.0 * opts.eps);
             let abs = (a - fd).abs();
-            check.max_abs_error = check.max_abs_error.max(abs);
+            check.max_abs_error = worse(check.max_abs_error, abs);
             let scale = a.abs().max(fd.abs());
             let rel = abs / scale.max(opts.floor);
-            check.max_rel_error = check.max_rel_error.max(rel);
+            check.max_rel_error = worse(check.max_rel_error, rel);
         }
         report.inputs.push(check);
     }

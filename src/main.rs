@@ -129,9 +129,12 @@ enum Cmd {
         /// Leaves to check (default: every float input and param).
         #[arg(long, value_name = "NAME", num_args = 1..)]
         wrt: Vec<String>,
-        #[arg(long, default_value_t = 1e-6)]
+        /// The central-difference step (a finite number above 0).
+        #[arg(long, default_value_t = 1e-6, allow_hyphen_values = true)]
         eps: f64,
-        #[arg(long, default_value_t = 1e-5)]
+        /// The largest relative error that passes (a finite number at least 0); a NaN
+        /// or infinite error always fails.
+        #[arg(long, default_value_t = 1e-5, allow_hyphen_values = true)]
         tol: f64,
     },
 }
@@ -194,6 +197,14 @@ fn gradcheck_cmd(
     eps: f64,
     tol: f64,
 ) -> Result<String, String> {
+    if !(tol.is_finite() && tol >= 0.0) {
+        return Err(format!(
+            "--tol {tol}: the tolerance must be a finite number at least 0"
+        ));
+    }
+    if !(eps.is_finite() && eps > 0.0) {
+        return Err(format!("--eps {eps}: the step must be a finite number above 0"));
+    }
     let graph = load(file)?;
     let feeds = read_feeds(inputs)?;
     let wrt: Vec<String> = if wrt.is_empty() {

@@ -128,3 +128,54 @@ fn gradcheck_command_reports_and_fails_on_wrong_gradients() {
     assert!(!ok);
     assert!(err.contains("gradcheck failed"), "{err}");
 }
+
+/// `--eps 0`, `--eps nan`, `--eps 1e300` and a NaN input used to print `passed: worst
+/// relative error 0.000e0` (`f64::max` dropped every NaN comparison).
+#[test]
+fn gradcheck_fails_on_nan_and_refuses_bad_settings() {
+    let (dir, f) = setup("nan");
+    let x = dir.join("x.npy");
+    npy::write_npy(&x, &Tensor::from_f64(&[0.3, -1.2, 2.0], &[3]).unwrap()).unwrap();
+    let nan = dir.join("nan.npy");
+    npy::write_npy(&nan, &Tensor::from_f64(&[0.3, f64::NAN, 2.0], &[3]).unwrap()).unwrap();
+    let k = dir.join("k.npy");
+    npy::write_npy(&k, &Tensor::from_i64(&[1, 2, 3], &[3]).unwrap()).unwrap();
+    let xs = format!("x={}", x.display());
+    let ks = format!("k={}", k.display());
+    let run = |x: &str, extra: &[&str]| {
+        let mut args = vec!["gradcheck", &f, "--input", x, "--input", &ks];
+        args.extend(extra);
+        cli(&args)
+    };
+    for eps in ["0", "nan", "-1e-6", "inf"] {
+        let (ok, out, err) = run(&xs, &["--eps", eps]);
+        assert!(!ok, "--eps {eps}: {out}");
+        assert!(err.contains("the step must be a finite number above 0"), "{err}");
+    }
+    for tol in ["nan", "-1", "inf"] {
+        let (ok, out, err) = run(&xs, &["--tol", tol]);
+        assert!(!ok, "--tol {tol}: {out}");
+        assert!(err.contains("the tolerance must be a finite number"), "{err}");
+    }
+    // A huge step is a number, but every difference quotient is NaN or wildly off.
+    let (ok, out, err) = run(&xs, &["--eps", "1e300"]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("gradcheck failed"), "{err}");
+    let ns = format!("x={}", nan.display());
+    let (ok, out, err) = run(&ns, &[]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("gradcheck failed: worst relative error NaN"), "{err}");
+    // The library refuses the step too.
+    let g = text::parse(SRC).unwrap();
+    let feeds = [
+        ("x".to_string(), Tensor::from_f64(&[0.3, -1.2, 2.0], &[3]).unwrap()),
+        ("k".to_string(), Tensor::from_i64(&[1, 2, 3], &[3]).unwrap()),
+    ]
+    .into();
+    let opts = aotgrad::GradcheckOptions {
+        eps: 0.0,
+        ..Default::default()
+    };
+    let e = aotgrad::gradcheck(&g, &feeds, &["x"], opts).unwrap_err();
+    assert!(matches!(e, aotgrad::GradcheckError::BadEps(_)), "{e}");
+}

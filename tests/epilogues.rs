@@ -132,7 +132,7 @@ fn every_cpu_schedule_matches_the_unfused_program_bitwise() {
 /// Every shape's epilogue, inlined into the matmul shader, agrees with the interpreter.
 #[test]
 fn gpu_epilogues_match_the_interpreter() {
-    if !gpu::available_for_tests().expect("a GPU adapter (set AOTGRAD_SKIP_GPU_TESTS=1 to skip)") {
+    if !gpu::available_for_tests().expect("a GPU adapter (AOTGRAD_REQUIRE_GPU=1)") {
         return;
     }
     for &(batch, m, k, n, kind) in CASES {
@@ -223,7 +223,7 @@ fn a_convolutions_bias_relu_runs_after_each_samples_product() {
     let wide = Tensor::from_f32(&fill(o * 25 * 8000), &[o * 25, 8000]).unwrap();
     feeds.insert("wide".into(), wide);
     let unfused = assert_y_bitwise_unfused(&graph, &feeds, "conv");
-    if gpu::available_for_tests().expect("a GPU adapter (set AOTGRAD_SKIP_GPU_TESTS=1 to skip)") {
+    if gpu::available_for_tests().expect("a GPU adapter (AOTGRAD_REQUIRE_GPU=1)") {
         let got = gpu::run_once(&graph, &feeds).unwrap();
         assert_close(&unfused, &got, "conv on the GPU");
     }

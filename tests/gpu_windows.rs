@@ -17,7 +17,7 @@ use aotgrad::runtime::gpu;
 use aotgrad::{Evaluation, RunError};
 
 fn gpu_on() -> bool {
-    gpu::available_for_tests().expect("a GPU adapter (set AOTGRAD_SKIP_GPU_TESTS=1 to skip)")
+    gpu::available_for_tests().expect("a GPU adapter (AOTGRAD_REQUIRE_GPU=1)")
 }
 
 fn fill(len: usize, seed: u32) -> Vec<f32> {

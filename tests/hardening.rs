@@ -195,3 +195,232 @@ fn window_ops_with_extreme_parameters_never_panic() {
         "{built} built, {refused} refused"
     );
 }
+
+/// Runs `graph` on the interpreter, the CPU JIT (1 and 2 threads) and, when an adapter
+/// exists, the GPU; every output must be bitwise the interpreter's.
+fn assert_backends_agree(graph: &Graph, f: &HashMap<String, Tensor>, what: &str) {
+    assert_agree(graph, f, what, true)
+}
+
+/// [`assert_backends_agree`], the GPU left out when `gpu` is false (WGSL lets an
+/// implementation ignore the sign of a zero, so `0.0 + x` may be compiled to `x`).
+fn assert_agree(graph: &Graph, f: &HashMap<String, Tensor>, what: &str, gpu: bool) {
+    let want = aotgrad::run(graph, f).unwrap();
+    let mut runs = vec![];
+    for threads in [1, 2] {
+        let opts = CpuOptions {
+            threads,
+            ..Default::default()
+        };
+        runs.push((format!("cpu/{threads}"), cpu::run_once(graph, f, opts).unwrap()));
+    }
+    if gpu
+        && aotgrad::runtime::gpu::available_for_tests()
+            .expect("a GPU adapter (AOTGRAD_REQUIRE_GPU=1)")
+    {
+        runs.push((
+            "gpu".into(),
+            aotgrad::runtime::gpu::run_once(graph, f).unwrap(),
+        ));
+    }
+    for (who, got) in runs {
+        for (name, t) in &want.outputs {
+            let g = got.output(name).unwrap();
+            assert_eq!(
+                (t.shape(), t.to_f64_vec().iter().map(|v| v.to_bits()).collect::<Vec<_>>()),
+                (g.shape(), g.to_f64_vec().iter().map(|v| v.to_bits()).collect::<Vec<_>>()),
+                "{what}: {name} on {who}: want {t}, got {g}"
+            );
+        }
+    }
+}
+
+/// `scatter_add` of `true` into `true` stored the byte 2 on the CPU backend (2.0 after a
+/// cast to f32, and `eq` with `true` failed); bool addition is logical or everywhere.
+#[test]
+fn bool_scatter_add_is_logical_or_on_every_backend() {
+    // One value per row along the last axis (the fused select path) and a general
+    // scatter (the library kernel).
+    for (idx_shape, idx) in [([2usize, 1usize], vec![1i64, 2]), ([2, 2], vec![1, 1, 0, 2])] {
+        let g = GraphBuilder::new("g");
+        let x = g.input("x", DType::Bool, shape![2, 3]);
+        let i = g.input("i", DType::I64, shape![idx_shape[0], idx_shape[1]]);
+        let s = g.input("s", DType::Bool, shape![idx_shape[0], idx_shape[1]]);
+        let y = x.scatter_add(1, i, s);
+        g.output("as_f32", y.cast(DType::F32));
+        g.output("is_true", y.equal(g.full(1.0, DType::Bool, shape![2, 3])).cast(DType::F32));
+        let graph = g.finish().unwrap();
+        let n = idx.len();
+        let f = feeds(&[
+            ("x", Tensor::new(&[2, 3], aotgrad::ir::Data::Bool(vec![true; 6])).unwrap()),
+            ("i", Tensor::from_i64(&idx, &idx_shape).unwrap()),
+            ("s", Tensor::new(&idx_shape, aotgrad::ir::Data::Bool(vec![true; n])).unwrap()),
+        ]);
+        let want = aotgrad::run(&graph, &f).unwrap();
+        assert_eq!(want.output("as_f32").unwrap().to_f64_vec(), [1.0; 6]);
+        assert_eq!(want.output("is_true").unwrap().to_f64_vec(), [1.0; 6]);
+        assert_backends_agree(&graph, &f, &format!("bool scatter_add, index {idx_shape:?}"));
+    }
+}
+
+/// `argmin` over `f32[4,0]` along its non-empty axis panicked inside the native kernel
+/// ("chunk size must be non-zero") and, called from JIT code, aborted the process.
+#[test]
+fn arg_reductions_over_empty_tensors_run_on_every_backend() {
+    for (shape, axis) in [
+        ([4usize, 0usize], 0usize),
+        ([0, 4], 1),
+        ([0, 4], 0),
+        ([4, 0], 1),
+        ([3, 0], 1),
+    ] {
+        for keepdim in [false, true] {
+            let g = GraphBuilder::new("g");
+            let x = g.input("x", DType::F32, shape![shape[0], shape[1]]);
+            if shape[axis] == 0 {
+                // PyTorch refuses an arg-reduction over an empty axis; so does the DSL.
+                g.output("y", x.argmin(axis as i64, keepdim));
+                let e = g.finish().unwrap_err().to_string();
+                assert!(e.contains("to have non-zero size"), "{e}");
+                // The primitive defines index 0 there (what a symbolic axis bound to 0
+                // gets), the same on every backend.
+                let graph = text::parse(&format!(
+                    "graph g {{\n  %0: f32[{},{}] = input \"x\"\n  \
+                     %1: i64[{}] = argmin %0 {{axis={axis}, keepdim=false}}\n  \
+                     output \"y\" = %1\n}}",
+                    shape[0],
+                    shape[1],
+                    shape[1 - axis]
+                ))
+                .unwrap();
+                let f = feeds(&[("x", Tensor::from_f32(&[], &shape).unwrap())]);
+                let want = aotgrad::run(&graph, &f).unwrap();
+                assert_eq!(want.outputs[0].1.to_f64_vec(), vec![0.0; shape[1 - axis]]);
+                assert_backends_agree(&graph, &f, &format!("argmin {shape:?} axis {axis}"));
+                continue;
+            }
+            g.output("min", x.argmin(axis as i64, keepdim));
+            g.output("max", x.argmax(axis as i64, keepdim));
+            let graph = g.finish().unwrap();
+            let f = feeds(&[("x", Tensor::from_f32(&[], &shape).unwrap())]);
+            assert_backends_agree(&graph, &f, &format!("argmin {shape:?} axis {axis}"));
+        }
+    }
+}
+
+/// A `gather` whose only user is an empty `slice` made the CPU code generator panic
+/// ("every checked node was emitted"): the empty loop had no index to check.
+#[test]
+fn a_gather_read_only_through_an_empty_slice_compiles() {
+    let graph = text::parse(
+        "graph g {\n  %0: f32[3,4] = input \"x\"\n  %1: i64[3,1] = input \"i\"\n  \
+         %2: f32[3,1] = gather %0, %1 {axis=1}\n  \
+         %3: f32[0,1] = slice %2 {ranges=[1:1:1, :]}\n  output \"y\" = %3\n}",
+    )
+    .unwrap();
+    let f = feeds(&[
+        ("x", Tensor::from_f32(&[0.0; 12], &[3, 4]).unwrap()),
+        ("i", Tensor::from_i64(&[0, 1, 9], &[3, 1]).unwrap()),
+    ]);
+    // The gather is live: its bad index 9 is an error on every backend, although the
+    // empty slice reads none of its elements (a fused gather would check only what
+    // the view reads; the lowering stores a gather under a partial view whole).
+    let want = aotgrad::run(&graph, &f).unwrap_err();
+    assert!(matches!(want, RunError::IndexOutOfRange { index: 9, .. }), "{want}");
+    let got = cpu::run_once(&graph, &f, CpuOptions::default()).unwrap_err();
+    assert_eq!(got, want);
+    if aotgrad::runtime::gpu::available_for_tests().expect("a GPU adapter (AOTGRAD_REQUIRE_GPU=1)")
+    {
+        let got = aotgrad::runtime::gpu::run_once(&graph, &f).unwrap_err();
+        assert!(matches!(got, RunError::IndexOutOfRange { index: 9, .. }), "{got}");
+    }
+    // With good indices all agree, and the same holds for a slice that reads a part.
+    let f = feeds(&[
+        ("x", Tensor::from_f32(&[0.0; 12], &[3, 4]).unwrap()),
+        ("i", Tensor::from_i64(&[0, 1, 3], &[3, 1]).unwrap()),
+    ]);
+    assert_backends_agree(&graph, &f, "gather under an empty slice");
+    let part = text::parse(
+        "graph g {\n  %0: f32[3,4] = input \"x\"\n  %1: i64[3,1] = input \"i\"\n  \
+         %2: f32[3,1] = gather %0, %1 {axis=1}\n  \
+         %3: f32[1,1] = slice %2 {ranges=[0:1:1, :]}\n  output \"y\" = %3\n}",
+    )
+    .unwrap();
+    let bad = feeds(&[
+        ("x", Tensor::from_f32(&[0.0; 12], &[3, 4]).unwrap()),
+        ("i", Tensor::from_i64(&[0, 1, 9], &[3, 1]).unwrap()),
+    ]);
+    assert!(aotgrad::run(&part, &bad).is_err());
+    assert!(cpu::run_once(&part, &bad, CpuOptions::default()).is_err());
+    assert_backends_agree(&part, &f, "gather under a partial slice");
+}
+
+/// A dead `gather` (no output or update reads it) with an out-of-range index failed on
+/// the interpreter, which evaluated every node, and ran on the compiled backends, which
+/// never evaluate it. Dead nodes are evaluated nowhere now; a live gather read only in
+/// part is checked whole everywhere (above).
+#[test]
+fn a_dead_gather_with_a_bad_index_is_not_an_error_anywhere() {
+    let graph = text::parse(
+        "graph g {\n  %0: f32[3,4] = input \"x\"\n  %1: i64[3,1] = input \"i\"\n  \
+         %2: f32[3,1] = gather %0, %1 {axis=1}\n  \
+         %3: f32[3,4] = scatter_add %0, %1, %2 {axis=1}\n  \
+         %4: f32[] = sum %0 {axes=[0, 1], keepdim=false}\n  output \"y\" = %4\n}",
+    )
+    .unwrap();
+    let f = feeds(&[
+        ("x", Tensor::from_f32(&[1.0; 12], &[3, 4]).unwrap()),
+        ("i", Tensor::from_i64(&[0, 1, 9], &[3, 1]).unwrap()),
+    ]);
+    assert_eq!(aotgrad::run(&graph, &f).unwrap().outputs[0].1.item(), Some(12.0));
+    assert_backends_agree(&graph, &f, "dead gather and scatter_add");
+}
+
+/// 50 000 nested `[` in an attribute overflowed the parser's stack.
+#[test]
+fn deeply_nested_attribute_lists_are_an_error() {
+    let src = format!(
+        "graph g {{\n  %0: f32[2] = input \"x\"\n  %1: f32[2] = permute %0 {{perm={}}}\n}}",
+        "[".repeat(50_000)
+    );
+    let e = parse_err(&src);
+    assert_eq!(e, "3:41: attribute lists nest at most 8 deep");
+    // The deepest lists an op uses still parse.
+    text::parse(
+        "graph g {\n  %0: f32[2] = input \"x\"\n  \
+         %1: f32[4] = pad %0 {pads=[[1, 1]], value=f32:0.0}\n  output \"y\" = %1\n}",
+    )
+    .unwrap();
+}
+
+/// `sum {axes=[]}` of `-0.0` then `recip` gave `+inf` at O0 and `-inf` at O2: the
+/// simplifier dropped the sum (`0.0 + -0.0` is `+0.0`), and `x + 0.0 -> x` did the same.
+/// O2 is bitwise O0 now, on every backend.
+#[test]
+fn o2_keeps_the_sign_of_a_zero() {
+    use aotgrad::compiler::passes::{self, OptLevel};
+    let graph = text::parse(
+        "graph g {\n  %0: f32[3] = input \"x\"\n  \
+         %1: f32[3] = sum %0 {axes=[], keepdim=false}\n  %2: f32[3] = recip %1\n  \
+         %3: f32[3] = const 0.0\n  %4: f32[3] = add %0, %3\n  %5: f32[3] = recip %4\n  \
+         %6: f32[3,1] = reshape %0 {shape=[3, 1]}\n  \
+         %7: f32[3] = sum %6 {axes=[1], keepdim=false}\n  %8: f32[3] = recip %7\n  \
+         output \"sum\" = %2\n  output \"add\" = %5\n  output \"sum1\" = %8\n}",
+    )
+    .unwrap();
+    let o2 = passes::optimize(&graph, OptLevel::O2).unwrap();
+    let f = feeds(&[("x", Tensor::from_f32(&[-0.0, 0.0, -2.0], &[3]).unwrap())]);
+    let at_o0 = aotgrad::run(&graph, &f).unwrap();
+    for name in ["sum", "add", "sum1"] {
+        assert_eq!(
+            at_o0.output(name).unwrap().to_f64_vec(),
+            [f64::INFINITY, f64::INFINITY, -0.5],
+            "{name}"
+        );
+    }
+    let at_o2 = aotgrad::run(&o2, &f).unwrap();
+    assert_eq!(at_o2, at_o0, "O2:\n{}", text::print(&o2));
+    // The CPU JIT keeps IEEE zeros; WGSL need not (llvmpipe folds `0.0 + x` to `x`).
+    assert_agree(&o2, &f, "O2", false);
+    assert_agree(&graph, &f, "O0", false);
+}

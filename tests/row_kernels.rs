@@ -64,7 +64,7 @@ fn check_everywhere(graph: &Graph, feeds: &HashMap<String, Tensor>, names: &[&st
     );
     let interp = aotgrad::run(graph, feeds).unwrap();
     assert_close(&interp, &unfused, names, what);
-    if gpu::available_for_tests().expect("a GPU adapter (set AOTGRAD_SKIP_GPU_TESTS=1 to skip)") {
+    if gpu::available_for_tests().expect("a GPU adapter (AOTGRAD_REQUIRE_GPU=1)") {
         let got = gpu::run_once(graph, feeds).unwrap();
         assert_close(&interp, &got, names, &format!("{what} (GPU)"));
     }

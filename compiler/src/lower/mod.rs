@@ -28,7 +28,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use aotgrad_ir::{BinaryOp, ConstValue, DType, Data, Graph, NodeId, Op, ReduceOp, Scalar, verify};
+use aotgrad_ir::{
+    BinaryOp, ConstValue, DType, Data, Graph, NodeId, Op, ReduceOp, Scalar, SliceAxis, verify,
+};
 
 pub use expr::{Affine, BufferId, Flat, FlatNode, FlatOp, Node, Tree};
 pub use param_arena::{ParamLayout, ParamSlot};
@@ -794,9 +796,21 @@ impl<'g> Lowerer<'g> {
             Op::Permute(perm) => arg(self, 0)
                 .map_leaves(&mut |a| Some(a.permute(perm)))
                 .expect("permute is affine"),
-            Op::Slice(ranges) => arg(self, 0)
-                .map_leaves(&mut |a| Some(a.slice(ranges)))
-                .expect("slice is affine"),
+            Op::Slice(ranges) => {
+                let whole = ranges.iter().zip(&ashape(self, 0)).all(|(r, &n)| match r {
+                    SliceAxis::Full => true,
+                    SliceAxis::Range { start, stop, step } => {
+                        *start == 0 && *stop == n && (*step == 1 || n <= 1)
+                    }
+                });
+                let src = if whole {
+                    arg(self, 0)
+                } else {
+                    self.partial_view_source(node.inputs[0])
+                };
+                src.map_leaves(&mut |a| Some(a.slice(ranges)))
+                    .expect("slice is affine")
+            }
             Op::Unfold(w) => self
                 .repeated_view_source(node.inputs[0])
                 .map_leaves(&mut |a| Some(a.unfold(w)))
@@ -854,6 +868,15 @@ impl<'g> Lowerer<'g> {
         }
         let (buf, at) = self.as_load(id);
         Node::new(Tree::Load { buf, at }, v.dtype)
+    }
+
+    /// The value of `id` under a view that skips elements (a partial slice). A fused
+    /// gather would check only the indices the view reads, while the interpreter (and
+    /// so the program's meaning) checks every index of the gather, so a gathered value
+    /// is stored whole first: an out-of-range index is an error on every backend
+    /// whether or not its element is read afterwards.
+    fn partial_view_source(&mut self, id: NodeId) -> Rc<Node> {
+        self.repeated_view_source(id)
     }
 
     fn reduce(&mut self, id: NodeId, op: ReduceOp, axes: &[usize]) -> Rc<Node> {
@@ -1063,7 +1086,7 @@ impl<'g> Lowerer<'g> {
         let hit = Node::new(Tree::Binary(BinaryOp::Eq, index, here), DType::Bool);
         let base = self.val(bi);
         let sum = Node::new(
-            Tree::Binary(BinaryOp::Add, base.clone(), spread(self.val(si))),
+            Tree::Binary(BinaryOp::add_for(dtype), base.clone(), spread(self.val(si))),
             dtype,
         );
         Node::new(Tree::Where(hit, sum, base), dtype)

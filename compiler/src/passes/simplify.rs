@@ -1,12 +1,12 @@
 //! Canonicalisation and algebraic simplification: local rewrites that never change a
-//! value (up to the sign of a zero, for `x + 0`), applied in one forward sweep so each
-//! rewrite sees its operands already simplified.
+//! value, bit for bit (the sign of a zero and NaN included), applied in one forward
+//! sweep so each rewrite sees its operands already simplified.
 //!
 //! | pattern                                  | becomes                        |
 //! |------------------------------------------|--------------------------------|
 //! | `stop_gradient(x)` (after autodiff)      | `x`                            |
 //! | `neg(neg(x))`                            | `x`                            |
-//! | `x + 0`, `0 + x`, `x - 0`                | `x`                            |
+//! | `x + (-0.0)`, `(-0.0) + x`, `x - (+0.0)` | `x` (integers: any zero)       |
 //! | `x * 1`, `1 * x`, `x / 1`                | `x`                            |
 //! | `x * 0` for integer and bool `x`         | `0` (floats keep it: `inf * 0` is NaN) |
 //! | op of splat constants (exact ops only)   | a splat constant               |
@@ -20,8 +20,13 @@
 //! | `reshape`/`expand` of a splat constant   | a splat constant               |
 //! | `permute(x)` by the identity             | `x`                            |
 //! | `permute(permute(x, p), q)`              | `permute(x, p∘q)`              |
-//! | reduction over no axes                   | `x`                            |
-//! | reduction over size-1 axes only          | `reshape(x)` (or `x`)          |
+//! | reduction over no axes                   | `x` (not a float sum)          |
+//! | reduction over size-1 axes only          | `reshape(x)` (or `x`; not a float sum) |
+//!
+//! `x + 0.0 -> x` is not here: `-0.0 + 0.0` is `+0.0`, so the rewrite changed the sign
+//! of a zero (and `1 / x` from `-inf` to `+inf`). A float sum over one element is
+//! `0.0 + x` for the same reason (every backend starts a sum from `+0.0`), so it is no
+//! identity either; `-0.0` is the exact additive identity, and `x - 0.0` is exact.
 //!
 //! Constant folding is limited to operations IEEE rounds exactly (add, sub, mul, div,
 //! sqrt, neg, abs, comparisons), computed in f64 and rounded once to the result's dtype,
@@ -29,7 +34,7 @@
 //! backends, whose libm may differ from the compiler's in the last bit.
 
 use aotgrad_ir::{
-    BinaryOp, ConstValue, DType, Graph, Node, NodeId, Op, Scalar, TensorType, UnaryOp,
+    BinaryOp, ConstValue, DType, Graph, Node, NodeId, Op, ReduceOp, Scalar, TensorType, UnaryOp,
 };
 
 use super::rewrite::Rewriter;
@@ -62,6 +67,25 @@ fn splat(g: &Graph, id: NodeId) -> Option<Scalar> {
 fn is_value(s: Option<Scalar>, v: f64) -> bool {
     // `as_f64` is exact for every dtype at 0 and 1; NaN never equals.
     s.is_some_and(|s| s.as_f64() == v)
+}
+
+/// A zero that adding leaves every `x` unchanged: `-0.0` for floats (`-0.0 + +0.0` is
+/// `+0.0`, but `+0.0 + -0.0` is `+0.0` too, so only `-0.0` is exact), any zero for
+/// integers.
+fn is_additive_identity(s: Option<Scalar>) -> bool {
+    s.is_some_and(|s| {
+        let v = s.as_f64();
+        v == 0.0 && (!s.dtype().is_float() || v.is_sign_negative())
+    })
+}
+
+/// A zero that subtracting leaves every `x` unchanged: `+0.0` for floats (`-0.0 - +0.0`
+/// is `-0.0`), any zero for integers.
+fn is_subtractive_identity(s: Option<Scalar>) -> bool {
+    s.is_some_and(|s| {
+        let v = s.as_f64();
+        v == 0.0 && (!s.dtype().is_float() || v.is_sign_positive())
+    })
 }
 
 /// `x` itself, when it already has the type the replaced node had.
@@ -102,9 +126,9 @@ fn rewrite(rw: &mut Rewriter, node: &Node, ins: &[NodeId]) -> Option<NodeId> {
                 return Some(constant(rw, v, ty));
             }
             match b {
-                BinaryOp::Add if is_value(sy, 0.0) => same(g, x, ty),
-                BinaryOp::Add if is_value(sx, 0.0) => same(g, y, ty),
-                BinaryOp::Sub if is_value(sy, 0.0) => same(g, x, ty),
+                BinaryOp::Add if is_additive_identity(sy) => same(g, x, ty),
+                BinaryOp::Add if is_additive_identity(sx) => same(g, y, ty),
+                BinaryOp::Sub if is_subtractive_identity(sy) => same(g, x, ty),
                 BinaryOp::Mul if is_value(sy, 1.0) => same(g, x, ty),
                 BinaryOp::Mul if is_value(sx, 1.0) => same(g, y, ty),
                 BinaryOp::Div if is_value(sy, 1.0) => same(g, x, ty),
@@ -162,12 +186,14 @@ fn rewrite(rw: &mut Rewriter, node: &Node, ins: &[NodeId]) -> Option<NodeId> {
             }
             None
         }
-        Op::Reduce { axes, keepdim, .. } => {
+        Op::Reduce { op, axes, keepdim } => {
             let x = ins[0];
             let xs = g.ty(x).shape.clone();
             let trivial = axes.iter().all(|&a| xs.dims()[a].is_one());
-            // A reduction that also converts (a sum of bools) is not an identity.
-            if !trivial || ty.dtype != g.ty(x).dtype {
+            // A reduction that also converts (a sum of bools) is not an identity, and
+            // neither is a float sum (`0.0 + -0.0` is `+0.0`).
+            let float_sum = *op == ReduceOp::Sum && ty.dtype.is_float();
+            if !trivial || ty.dtype != g.ty(x).dtype || float_sum {
                 return None;
             }
             if axes.is_empty() || *keepdim {

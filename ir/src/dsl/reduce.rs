@@ -157,6 +157,18 @@ impl<'g> Var<'g> {
         let Some(axis) = self.axis(loc, op.name(), axis) else {
             return self.b.poison();
         };
+        // PyTorch refuses an empty reduced axis (there is no first extremum); the
+        // primitive defines the index 0 there, which a symbolic axis bound to 0 gets.
+        if self.shape().0[axis].known() == Some(0) {
+            return self.fail(
+                loc,
+                op.name(),
+                crate::BuildErrorKind::Usage(format!(
+                    "expected reduction dim {axis} of {} to have non-zero size",
+                    self.ty()
+                )),
+            );
+        }
         self.prim(loc, op.name(), Op::ArgReduce { op, axis, keepdim }, &[])
     }
 

@@ -57,6 +57,19 @@ pub enum BinaryOp {
 }
 
 impl BinaryOp {
+    /// The addition of two values of `dtype`, as `scatter_add` (and any accumulation a
+    /// backend builds) defines it: logical or for `bool` (a sum of truth values
+    /// saturates at true, as PyTorch's bool `scatter_add`), arithmetic addition
+    /// otherwise. Every backend takes bool addition from here, so no kernel can store
+    /// the byte 2 in a bool.
+    pub fn add_for(dtype: DType) -> BinaryOp {
+        if dtype == DType::Bool {
+            BinaryOp::Or
+        } else {
+            BinaryOp::Add
+        }
+    }
+
     /// Comparisons produce `bool`.
     pub fn is_comparison(self) -> bool {
         matches!(

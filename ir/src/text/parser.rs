@@ -305,7 +305,7 @@ impl Parser {
                 return Err(Self::err_at(&kt, format!("attribute `{k}` is given twice")));
             }
             self.punct('=')?;
-            let v = self.attr_value()?;
+            let v = self.attr_value(0)?;
             spans.insert(k.clone(), kt);
             out.push((k, v));
             if self.eat_punct('}') {
@@ -316,12 +316,22 @@ impl Parser {
         Ok((out, spans))
     }
 
-    fn attr_value(&mut self) -> Result<AttrValue, ParseError> {
+    /// An attribute value nested `depth` lists deep. The deepest any op reads is 2
+    /// (`pads=[[lo, hi], ...]`); deeper lists are refused before they can exhaust the
+    /// stack (50 000 `[` once overflowed it).
+    fn attr_value(&mut self, depth: usize) -> Result<AttrValue, ParseError> {
+        const MAX_DEPTH: usize = 8;
+        if depth >= MAX_DEPTH && self.peek().tok == Tok::Punct('[') {
+            return Err(Self::err_at(
+                self.peek(),
+                format!("attribute lists nest at most {MAX_DEPTH} deep"),
+            ));
+        }
         if self.eat_punct('[') {
             let mut items = Vec::new();
             if !self.eat_punct(']') {
                 loop {
-                    items.push(self.attr_value()?);
+                    items.push(self.attr_value(depth + 1)?);
                     if self.eat_punct(']') {
                         break;
                     }

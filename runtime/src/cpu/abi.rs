@@ -163,6 +163,40 @@ pub(crate) unsafe extern "C" fn aotgrad_kernel(
 ) -> i32 {
     // SAFETY: the entry function passes the `ctx` the executor created for this call.
     let ctx = unsafe { &*ctx };
+    // SAFETY: the function's contract.
+    guarded(ctx, k, || unsafe { run_kernel(ctx, k) })
+}
+
+/// Runs `f` for kernel `k`, turning a panic into [`RunError::Internal`] and status 1. A
+/// panic must not unwind out of an `extern "C"` function called by generated code (the
+/// process would abort), so every helper that runs Rust library code goes through
+/// this; the entry function stops at the non-zero status and the call returns the
+/// error, with no update applied after the failing kernel.
+fn guarded(ctx: &Ctx<'_>, k: usize, f: impl FnOnce() -> i32) -> i32 {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(status) => status,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".to_string());
+            let node = ctx.program.kernels[k].node;
+            *ctx.error.borrow_mut() = Some(RunError::Internal {
+                node,
+                op: ctx.graph.node(node).op.name(),
+                message,
+            });
+            1
+        }
+    }
+}
+
+/// [`aotgrad_kernel`]'s body.
+///
+/// # Safety
+/// As [`aotgrad_kernel`].
+unsafe fn run_kernel(ctx: &Ctx<'_>, k: usize) -> i32 {
     let kernel = &ctx.program.kernels[k];
     match &kernel.body {
         KernelBody::MatMul(mm) => {
@@ -587,6 +621,11 @@ pub(crate) unsafe extern "C" fn aotgrad_check(
 ) -> i32 {
     // SAFETY: as in `aotgrad_kernel`.
     let ctx = unsafe { &*ctx };
+    guarded(ctx, k, || check_kernel(ctx, k))
+}
+
+/// [`aotgrad_check`]'s body: the buffers it reads were just written by kernel `k`.
+fn check_kernel(ctx: &Ctx<'_>, k: usize) -> i32 {
     let kernel = &ctx.program.kernels[k];
     // A merged loop or a fused epilogue names the node of the output that went bad.
     for (out, node) in kernel.output_nodes() {

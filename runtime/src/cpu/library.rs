@@ -53,7 +53,7 @@ pub(crate) fn fold<T: Elem>(w: &Window, src: &[T], out: &mut [T], size: [usize; 
     let ow = w.out_len(1, wd).unwrap_or(0);
     let per_src = kh * kw * oh * ow;
     out.fill(T::ZERO);
-    if per_src == 0 {
+    if per_src == 0 || h * wd == 0 {
         return;
     }
     // Max-pool's 2-wide windows side by side (kernel 2, stride 2 across): a row of
@@ -124,6 +124,11 @@ pub(crate) fn arg_reduce<T: Elem>(
 ) {
     // Row by row over the reduced axis, `inner` candidates at a time, so the compare
     // and select are branch-free and the loads contiguous.
+    if inner == 0 || len == 0 {
+        // No candidates per output (the caller sends an empty reduced axis to the
+        // reference arm) or no outputs at all: `chunks_exact_mut(0)` would panic.
+        return;
+    }
     let mut best = vec![T::ZERO; inner];
     for (o, pos) in out.chunks_exact_mut(inner).enumerate().take(outer) {
         let base = o * len * inner;

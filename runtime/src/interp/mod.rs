@@ -53,6 +53,15 @@ pub enum RunError {
         op: &'static str,
         error: aotgrad_ir::TooLarge,
     },
+    #[error(
+        "internal error in the kernel of {node} (`{op}`): {message} (a bug in aotgrad: \
+         please report it with the graph)"
+    )]
+    Internal {
+        node: NodeId,
+        op: &'static str,
+        message: String,
+    },
     #[error("{name:?} was given but the graph has no input, param or state of that name")]
     Unknown { name: String },
     #[error("the graph does not verify: {0}")]
@@ -110,12 +119,6 @@ pub fn run(graph: &Graph, feeds: &HashMap<String, Tensor>) -> Result<Evaluation,
     let env = bind(graph, feeds)?;
     check_bound_sizes(graph, &env)?;
     let mut values: Vec<Option<Tensor>> = vec![None; graph.len()];
-    let mut last_use = vec![0usize; graph.len()];
-    for (id, n) in graph.nodes() {
-        for i in &n.inputs {
-            last_use[i.index()] = id.index();
-        }
-    }
     let mut keep = vec![false; graph.len()];
     for (_, id) in graph.outputs() {
         keep[id.index()] = true;
@@ -123,7 +126,21 @@ pub fn run(graph: &Graph, feeds: &HashMap<String, Tensor>) -> Result<Evaluation,
     for (_, v) in graph.updates() {
         keep[v.index()] = true;
     }
+    // Only what an output or update depends on is evaluated: a dead node cannot be
+    // observed, and the compiled backends never run it, so its errors (an out-of-range
+    // index of an unused gather) must not be the oracle's either.
+    let mut live = keep.clone();
+    graph.mark_inputs(&mut live);
+    let mut last_use = vec![0usize; graph.len()];
+    for (id, n) in graph.nodes().filter(|(id, _)| live[id.index()]) {
+        for i in &n.inputs {
+            last_use[i.index()] = id.index();
+        }
+    }
     for (id, node) in graph.nodes() {
+        if !live[id.index()] {
+            continue;
+        }
         let t = match &node.op {
             Op::Input { name, .. } | Op::Param { name, .. } | Op::State { name, .. } => {
                 feeds[name].clone()
