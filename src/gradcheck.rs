@@ -51,10 +51,7 @@ pub struct GradcheckReport {
 impl GradcheckReport {
     /// The worst relative error over all inputs (NaN when any comparison was NaN).
     pub fn worst(&self) -> f64 {
-        self.inputs
-            .iter()
-            .map(|c| c.max_rel_error)
-            .fold(0.0, worse)
+        self.inputs.iter().map(|c| c.max_rel_error).fold(0.0, worse)
     }
 
     /// Every error is a number at most `tolerance`: a NaN or infinite error fails.

@@ -203,7 +203,9 @@ fn gradcheck_cmd(
         ));
     }
     if !(eps.is_finite() && eps > 0.0) {
-        return Err(format!("--eps {eps}: the step must be a finite number above 0"));
+        return Err(format!(
+            "--eps {eps}: the step must be a finite number above 0"
+        ));
     }
     let graph = load(file)?;
     let feeds = read_feeds(inputs)?;

@@ -137,7 +137,11 @@ fn gradcheck_fails_on_nan_and_refuses_bad_settings() {
     let x = dir.join("x.npy");
     npy::write_npy(&x, &Tensor::from_f64(&[0.3, -1.2, 2.0], &[3]).unwrap()).unwrap();
     let nan = dir.join("nan.npy");
-    npy::write_npy(&nan, &Tensor::from_f64(&[0.3, f64::NAN, 2.0], &[3]).unwrap()).unwrap();
+    npy::write_npy(
+        &nan,
+        &Tensor::from_f64(&[0.3, f64::NAN, 2.0], &[3]).unwrap(),
+    )
+    .unwrap();
     let k = dir.join("k.npy");
     npy::write_npy(&k, &Tensor::from_i64(&[1, 2, 3], &[3]).unwrap()).unwrap();
     let xs = format!("x={}", x.display());
@@ -150,12 +154,18 @@ fn gradcheck_fails_on_nan_and_refuses_bad_settings() {
     for eps in ["0", "nan", "-1e-6", "inf"] {
         let (ok, out, err) = run(&xs, &["--eps", eps]);
         assert!(!ok, "--eps {eps}: {out}");
-        assert!(err.contains("the step must be a finite number above 0"), "{err}");
+        assert!(
+            err.contains("the step must be a finite number above 0"),
+            "{err}"
+        );
     }
     for tol in ["nan", "-1", "inf"] {
         let (ok, out, err) = run(&xs, &["--tol", tol]);
         assert!(!ok, "--tol {tol}: {out}");
-        assert!(err.contains("the tolerance must be a finite number"), "{err}");
+        assert!(
+            err.contains("the tolerance must be a finite number"),
+            "{err}"
+        );
     }
     // A huge step is a number, but every difference quotient is NaN or wildly off.
     let (ok, out, err) = run(&xs, &["--eps", "1e300"]);
@@ -164,11 +174,17 @@ fn gradcheck_fails_on_nan_and_refuses_bad_settings() {
     let ns = format!("x={}", nan.display());
     let (ok, out, err) = run(&ns, &[]);
     assert!(!ok, "{out}");
-    assert!(err.contains("gradcheck failed: worst relative error NaN"), "{err}");
+    assert!(
+        err.contains("gradcheck failed: worst relative error NaN"),
+        "{err}"
+    );
     // The library refuses the step too.
     let g = text::parse(SRC).unwrap();
     let feeds = [
-        ("x".to_string(), Tensor::from_f64(&[0.3, -1.2, 2.0], &[3]).unwrap()),
+        (
+            "x".to_string(),
+            Tensor::from_f64(&[0.3, -1.2, 2.0], &[3]).unwrap(),
+        ),
         ("k".to_string(), Tensor::from_i64(&[1, 2, 3], &[3]).unwrap()),
     ]
     .into();

@@ -317,7 +317,8 @@ fn batch_norm_buffers_follow_pytorch() {
 #[test]
 fn lenet_bn_agrees_across_backends() {
     let mut backends = vec![Backend::Interpreter, Backend::Cpu { threads: 2 }];
-    if aotgrad::runtime::gpu::available_for_tests().expect("a GPU adapter (AOTGRAD_REQUIRE_GPU=1)") {
+    if aotgrad::runtime::gpu::available_for_tests().expect("a GPU adapter (AOTGRAD_REQUIRE_GPU=1)")
+    {
         backends.push(Backend::Gpu);
     }
     let mut rng = aotgrad::data::Rng::new(3);

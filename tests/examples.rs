@@ -114,7 +114,8 @@ fn lenet_trains_in_short_mode() {
 /// accuracy floor as on the CPU.
 #[test]
 fn mnist_trains_on_the_gpu_in_short_mode() {
-    if !aotgrad::runtime::gpu::available_for_tests().expect("a GPU adapter (AOTGRAD_REQUIRE_GPU=1)") {
+    if !aotgrad::runtime::gpu::available_for_tests().expect("a GPU adapter (AOTGRAD_REQUIRE_GPU=1)")
+    {
         return;
     }
     let l = run(

@@ -212,7 +212,10 @@ fn assert_agree(graph: &Graph, f: &HashMap<String, Tensor>, what: &str, gpu: boo
             threads,
             ..Default::default()
         };
-        runs.push((format!("cpu/{threads}"), cpu::run_once(graph, f, opts).unwrap()));
+        runs.push((
+            format!("cpu/{threads}"),
+            cpu::run_once(graph, f, opts).unwrap(),
+        ));
     }
     if gpu
         && aotgrad::runtime::gpu::available_for_tests()
@@ -227,8 +230,20 @@ fn assert_agree(graph: &Graph, f: &HashMap<String, Tensor>, what: &str, gpu: boo
         for (name, t) in &want.outputs {
             let g = got.output(name).unwrap();
             assert_eq!(
-                (t.shape(), t.to_f64_vec().iter().map(|v| v.to_bits()).collect::<Vec<_>>()),
-                (g.shape(), g.to_f64_vec().iter().map(|v| v.to_bits()).collect::<Vec<_>>()),
+                (
+                    t.shape(),
+                    t.to_f64_vec()
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .collect::<Vec<_>>()
+                ),
+                (
+                    g.shape(),
+                    g.to_f64_vec()
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .collect::<Vec<_>>()
+                ),
                 "{what}: {name} on {who}: want {t}, got {g}"
             );
         }
@@ -241,25 +256,42 @@ fn assert_agree(graph: &Graph, f: &HashMap<String, Tensor>, what: &str, gpu: boo
 fn bool_scatter_add_is_logical_or_on_every_backend() {
     // One value per row along the last axis (the fused select path) and a general
     // scatter (the library kernel).
-    for (idx_shape, idx) in [([2usize, 1usize], vec![1i64, 2]), ([2, 2], vec![1, 1, 0, 2])] {
+    for (idx_shape, idx) in [
+        ([2usize, 1usize], vec![1i64, 2]),
+        ([2, 2], vec![1, 1, 0, 2]),
+    ] {
         let g = GraphBuilder::new("g");
         let x = g.input("x", DType::Bool, shape![2, 3]);
         let i = g.input("i", DType::I64, shape![idx_shape[0], idx_shape[1]]);
         let s = g.input("s", DType::Bool, shape![idx_shape[0], idx_shape[1]]);
         let y = x.scatter_add(1, i, s);
         g.output("as_f32", y.cast(DType::F32));
-        g.output("is_true", y.equal(g.full(1.0, DType::Bool, shape![2, 3])).cast(DType::F32));
+        g.output(
+            "is_true",
+            y.equal(g.full(1.0, DType::Bool, shape![2, 3]))
+                .cast(DType::F32),
+        );
         let graph = g.finish().unwrap();
         let n = idx.len();
         let f = feeds(&[
-            ("x", Tensor::new(&[2, 3], aotgrad::ir::Data::Bool(vec![true; 6])).unwrap()),
+            (
+                "x",
+                Tensor::new(&[2, 3], aotgrad::ir::Data::Bool(vec![true; 6])).unwrap(),
+            ),
             ("i", Tensor::from_i64(&idx, &idx_shape).unwrap()),
-            ("s", Tensor::new(&idx_shape, aotgrad::ir::Data::Bool(vec![true; n])).unwrap()),
+            (
+                "s",
+                Tensor::new(&idx_shape, aotgrad::ir::Data::Bool(vec![true; n])).unwrap(),
+            ),
         ]);
         let want = aotgrad::run(&graph, &f).unwrap();
         assert_eq!(want.output("as_f32").unwrap().to_f64_vec(), [1.0; 6]);
         assert_eq!(want.output("is_true").unwrap().to_f64_vec(), [1.0; 6]);
-        assert_backends_agree(&graph, &f, &format!("bool scatter_add, index {idx_shape:?}"));
+        assert_backends_agree(
+            &graph,
+            &f,
+            &format!("bool scatter_add, index {idx_shape:?}"),
+        );
     }
 }
 
@@ -326,13 +358,19 @@ fn a_gather_read_only_through_an_empty_slice_compiles() {
     // empty slice reads none of its elements (a fused gather would check only what
     // the view reads; the lowering stores a gather under a partial view whole).
     let want = aotgrad::run(&graph, &f).unwrap_err();
-    assert!(matches!(want, RunError::IndexOutOfRange { index: 9, .. }), "{want}");
+    assert!(
+        matches!(want, RunError::IndexOutOfRange { index: 9, .. }),
+        "{want}"
+    );
     let got = cpu::run_once(&graph, &f, CpuOptions::default()).unwrap_err();
     assert_eq!(got, want);
     if aotgrad::runtime::gpu::available_for_tests().expect("a GPU adapter (AOTGRAD_REQUIRE_GPU=1)")
     {
         let got = aotgrad::runtime::gpu::run_once(&graph, &f).unwrap_err();
-        assert!(matches!(got, RunError::IndexOutOfRange { index: 9, .. }), "{got}");
+        assert!(
+            matches!(got, RunError::IndexOutOfRange { index: 9, .. }),
+            "{got}"
+        );
     }
     // With good indices all agree, and the same holds for a slice that reads a part.
     let f = feeds(&[
@@ -372,7 +410,10 @@ fn a_dead_gather_with_a_bad_index_is_not_an_error_anywhere() {
         ("x", Tensor::from_f32(&[1.0; 12], &[3, 4]).unwrap()),
         ("i", Tensor::from_i64(&[0, 1, 9], &[3, 1]).unwrap()),
     ]);
-    assert_eq!(aotgrad::run(&graph, &f).unwrap().outputs[0].1.item(), Some(12.0));
+    assert_eq!(
+        aotgrad::run(&graph, &f).unwrap().outputs[0].1.item(),
+        Some(12.0)
+    );
     assert_backends_agree(&graph, &f, "dead gather and scatter_add");
 }
 

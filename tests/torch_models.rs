@@ -170,7 +170,8 @@ fn training_steps_match_pytorch() {
         serde_json::from_str(&std::fs::read_to_string(dir().join("models.json")).unwrap()).unwrap();
     let mut failures = Vec::new();
     let mut ran = 0;
-    let gpu = aotgrad::runtime::gpu::available_for_tests().expect("a GPU adapter (AOTGRAD_REQUIRE_GPU=1)");
+    let gpu = aotgrad::runtime::gpu::available_for_tests()
+        .expect("a GPU adapter (AOTGRAD_REQUIRE_GPU=1)");
     let mut backends = vec![Backend::Interpreter, Backend::Cpu { threads: 2 }];
     if gpu {
         backends.push(Backend::Gpu);

@@ -292,7 +292,9 @@ const BACKENDS: [&str; 3] = ["interp", "cpu", "gpu"];
 /// Whether `backend` takes part in this run: the GPU does unless no adapter exists and
 /// the opt-out variable is set (a missing adapter fails the test otherwise).
 fn enabled(backend: &str) -> bool {
-    backend != "gpu" || aotgrad::runtime::gpu::available_for_tests().expect("a GPU adapter (AOTGRAD_REQUIRE_GPU=1)")
+    backend != "gpu"
+        || aotgrad::runtime::gpu::available_for_tests()
+            .expect("a GPU adapter (AOTGRAD_REQUIRE_GPU=1)")
 }
 
 /// The GPU computes f64 tensors nowhere (WGSL has no f64): such cases must be refused
