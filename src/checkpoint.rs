@@ -6,8 +6,16 @@
 //! with `safetensors.torch.load_file`), optimizer and RNG state under `optim/<name>`.
 //! Resuming restores everything the step programs read, so the continuation is bitwise
 //! the same as not stopping (tested in `tests/checkpoint.rs`).
+//!
+//! Integrity: the metadata holds a CRC-32C of every tensor (its name, dtype, shape and
+//! bytes) and one of the other metadata entries; a load verifies all of them before it
+//! reads anything else, so a flipped bit anywhere in the file is an error naming the
+//! tensor (or the metadata), never a silently different model. The metadata records the
+//! optimizer and the loss with their hyper-parameters, so resuming another training
+//! program says which differs. It is written in key order: two checkpoints of the same
+//! state are the same bytes.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use aotgrad_runtime::Tensor;
@@ -15,8 +23,12 @@ use aotgrad_runtime::Tensor;
 use crate::tensor_file::{NamedTensors, TensorFileError, read_safetensors, write_safetensors};
 use crate::train::{TrainError, TrainStep};
 
-const FORMAT: &str = "aotgrad-checkpoint-1";
+const FORMAT: &str = "aotgrad-checkpoint-2";
 const STATE_PREFIX: &str = "optim/";
+/// Metadata key of the tensors' checksums (a JSON object, name to hex CRC-32C).
+const TENSOR_CRCS: &str = "crc32c.tensors";
+/// Metadata key of the checksum of every other metadata entry.
+const META_CRC: &str = "crc32c.metadata";
 
 /// Why a checkpoint could not be written or restored.
 #[derive(Debug, thiserror::Error)]
@@ -29,8 +41,22 @@ pub enum CheckpointError {
     MidAccumulation { pending: usize },
     #[error("{path}: not an aotgrad checkpoint ({reason})")]
     NotACheckpoint { path: String, reason: String },
+    #[error("{path}: corrupt checkpoint: {what} does not match its checksum")]
+    Corrupt { path: String, what: String },
     #[error("{path}: the checkpoint's tensors do not fit this model: {reason}")]
     Mismatch { path: String, reason: String },
+    #[error("{path}: checkpoint was written by {found}, this run uses {expected}")]
+    OptimizerChanged {
+        path: String,
+        found: String,
+        expected: String,
+    },
+    #[error("{path}: checkpoint was written with the loss {found}, this run uses {expected}")]
+    LossChanged {
+        path: String,
+        found: String,
+        expected: String,
+    },
     #[error(
         "{path}: made by a different training program (step graph hash {found}, this one {expected}); same parameters, but the loss, optimizer or model differ"
     )]
@@ -62,6 +88,38 @@ pub fn graph_hash(step: &TrainStep) -> String {
     format!("{h:016x}")
 }
 
+/// CRC-32C of a tensor's name, dtype, shape and bytes (each length-prefixed, so no two
+/// different tensors feed the same byte stream).
+fn tensor_crc(name: &str, t: &Tensor) -> u32 {
+    let mut c = 0;
+    let mut feed = |bytes: &[u8]| {
+        c = crc32c::crc32c_append(c, &(bytes.len() as u64).to_le_bytes());
+        c = crc32c::crc32c_append(c, bytes);
+    };
+    feed(name.as_bytes());
+    feed(t.dtype().to_string().as_bytes());
+    let shape: Vec<u8> = t
+        .shape()
+        .iter()
+        .flat_map(|d| (*d as u64).to_le_bytes())
+        .collect();
+    feed(&shape);
+    feed(&t.to_le_bytes());
+    c
+}
+
+/// CRC-32C of the metadata entries other than [`META_CRC`], in key order.
+fn metadata_crc(meta: &BTreeMap<String, String>) -> u32 {
+    let mut c = 0;
+    for (k, v) in meta.iter().filter(|(k, _)| k.as_str() != META_CRC) {
+        for s in [k, v] {
+            c = crc32c::crc32c_append(c, &(s.len() as u64).to_le_bytes());
+            c = crc32c::crc32c_append(c, s.as_bytes());
+        }
+    }
+    c
+}
+
 /// Writes `step`'s parameters, optimizer state and counters to `path` atomically.
 pub fn save(step: &TrainStep, path: &Path, progress: &Progress) -> Result<(), CheckpointError> {
     if step.pending_micro_batches() != 0 {
@@ -73,17 +131,59 @@ pub fn save(step: &TrainStep, path: &Path, progress: &Progress) -> Result<(), Ch
     for (name, t) in step.optimizer_state() {
         tensors.push((format!("{STATE_PREFIX}{name}"), t));
     }
-    let meta: HashMap<String, String> = [
+    let crcs: BTreeMap<&str, String> = tensors
+        .iter()
+        .map(|(n, t)| (n.as_str(), format!("{:08x}", tensor_crc(n, t))))
+        .collect();
+    let mut meta: BTreeMap<String, String> = [
         ("format", FORMAT.to_string()),
         ("epoch", progress.epoch.to_string()),
         ("steps", progress.steps.to_string()),
         ("lr", format!("{:e}", step.lr())),
         ("graph_hash", graph_hash(step)),
+        ("optimizer", step.optimizer().description()),
+        ("loss", step.loss_description().to_string()),
+        (
+            TENSOR_CRCS,
+            serde_json::to_string(&crcs).expect("strings serialise"),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
+    meta.insert(META_CRC.into(), format!("{:08x}", metadata_crc(&meta)));
     write_safetensors(path, &tensors, &meta)?;
+    Ok(())
+}
+
+/// Verifies every checksum of a checkpoint's metadata and tensors.
+fn verify(
+    p: &str,
+    tensors: &NamedTensors,
+    meta: &BTreeMap<String, String>,
+) -> Result<(), CheckpointError> {
+    let corrupt = |what: String| CheckpointError::Corrupt {
+        path: p.to_string(),
+        what,
+    };
+    let stored = meta.get(META_CRC).map(String::as_str).unwrap_or("");
+    if stored != format!("{:08x}", metadata_crc(meta)) {
+        return Err(corrupt(
+            "the metadata (format, counters, optimizer, loss)".into(),
+        ));
+    }
+    let crcs: BTreeMap<String, String> = meta
+        .get(TENSOR_CRCS)
+        .and_then(|j| serde_json::from_str(j).ok())
+        .ok_or_else(|| corrupt("the list of tensor checksums".into()))?;
+    for (name, t) in tensors {
+        if crcs.get(name) != Some(&format!("{:08x}", tensor_crc(name, t))) {
+            return Err(corrupt(format!("tensor {name:?}")));
+        }
+    }
+    if let Some(missing) = crcs.keys().find(|n| !tensors.iter().any(|(m, _)| m == *n)) {
+        return Err(corrupt(format!("tensor {missing:?} (missing)")));
+    }
     Ok(())
 }
 
@@ -92,15 +192,38 @@ pub fn save(step: &TrainStep, path: &Path, progress: &Progress) -> Result<(), Ch
 pub fn load(step: &mut TrainStep, path: &Path) -> Result<Progress, CheckpointError> {
     let p = path.display().to_string();
     let (tensors, meta) = read_safetensors(path)?;
+    let meta: BTreeMap<String, String> = meta.into_iter().collect();
     let not = |reason: String| CheckpointError::NotACheckpoint {
         path: p.clone(),
         reason,
     };
-    if meta.get("format").map(String::as_str) != Some(FORMAT) {
-        return Err(not(format!(
-            "format is {:?}, expected {FORMAT:?}",
-            meta.get("format")
-        )));
+    match meta.get("format").map(String::as_str) {
+        Some(FORMAT) => {}
+        Some("aotgrad-checkpoint-1") => {
+            return Err(not(format!(
+                "format 1, written by an older aotgrad without checksums; this one reads {FORMAT:?}"
+            )));
+        }
+        other => return Err(not(format!("format is {other:?}, expected {FORMAT:?}"))),
+    }
+    verify(&p, &tensors, &meta)?;
+    let same = |key: &str, ours: String| match meta.get(key) {
+        Some(theirs) if *theirs != ours => Some((theirs.clone(), ours)),
+        _ => None,
+    };
+    if let Some((found, expected)) = same("optimizer", step.optimizer().description()) {
+        return Err(CheckpointError::OptimizerChanged {
+            path: p,
+            found,
+            expected,
+        });
+    }
+    if let Some((found, expected)) = same("loss", step.loss_description().to_string()) {
+        return Err(CheckpointError::LossChanged {
+            path: p,
+            found,
+            expected,
+        });
     }
     let num = |k: &str| -> Result<u64, CheckpointError> {
         meta.get(k)
@@ -168,7 +291,7 @@ pub fn load(step: &mut TrainStep, path: &Path) -> Result<Progress, CheckpointErr
 /// `model.state_dict()`, as a safetensors file (atomically): what
 /// `model.load_state_dict(safetensors.torch.load_file(path))` loads in PyTorch.
 pub fn save_state_dict(step: &TrainStep, path: &Path) -> Result<(), CheckpointError> {
-    write_safetensors(path, &step.state_dict(), &HashMap::new())?;
+    write_safetensors(path, &step.state_dict(), &BTreeMap::new())?;
     Ok(())
 }
 

@@ -134,6 +134,31 @@ impl Optimizer {
         }
     }
 
+    /// The name and every hyper-parameter but the learning rate (which schedulers and
+    /// `--lr` change between runs of one training program), as PyTorch names them:
+    /// `SGD(momentum=0.9, dampening=0.0, nesterov=false, weight_decay=0.0)`. Checkpoints
+    /// record it, so resuming with another optimizer names both.
+    pub fn description(&self) -> String {
+        match self {
+            Optimizer::Sgd(o) => format!(
+                "SGD(momentum={:?}, dampening={:?}, nesterov={}, weight_decay={:?})",
+                o.momentum, o.dampening, o.nesterov, o.weight_decay
+            ),
+            Optimizer::Adam(o) => format!(
+                "{}(betas=({:?}, {:?}), eps={:?}, weight_decay={:?})",
+                self.name(),
+                o.betas.0,
+                o.betas.1,
+                o.eps,
+                o.weight_decay
+            ),
+            Optimizer::RmsProp(o) => format!(
+                "RMSprop(alpha={:?}, eps={:?}, weight_decay={:?}, momentum={:?}, centered={})",
+                o.alpha, o.eps, o.weight_decay, o.momentum, o.centered
+            ),
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Optimizer::Sgd(_) => "SGD",

@@ -79,6 +79,9 @@ type LossFn = Rc<dyn for<'g> Fn(Var<'g>, Var<'g>) -> Var<'g>>;
 #[derive(Clone)]
 pub struct Loss {
     name: String,
+    /// The hyper-parameters of a built-in loss, as PyTorch spells them
+    /// (`reduction=mean`); empty for a custom loss.
+    options: String,
     f: LossFn,
     /// The output must be a probability (BCE): checked mode verifies it.
     probabilities: bool,
@@ -95,36 +98,52 @@ impl Loss {
     pub fn custom(name: &str, f: impl for<'g> Fn(Var<'g>, Var<'g>) -> Var<'g> + 'static) -> Loss {
         Loss {
             name: name.to_string(),
+            options: String::new(),
             f: Rc::new(f),
             probabilities: false,
         }
     }
 
+    /// A built-in loss: its name and hyper-parameters.
+    fn builtin(
+        name: &str,
+        options: String,
+        f: impl for<'g> Fn(Var<'g>, Var<'g>) -> Var<'g> + 'static,
+    ) -> Loss {
+        Loss {
+            options,
+            ..Loss::custom(name, f)
+        }
+    }
+
     pub fn mse(r: Reduction) -> Loss {
-        Loss::custom("mse", move |o, t| nn::mse_loss(o, t, r))
+        Loss::builtin("mse", reduction(r), move |o, t| nn::mse_loss(o, t, r))
     }
 
     /// MSE against the one-hot encoding of integer class targets (the MNIST seed).
     pub fn mse_one_hot(classes: usize, r: Reduction) -> Loss {
-        Loss::custom("mse_one_hot", move |o, t| {
+        let options = format!("classes={classes}, {}", reduction(r));
+        Loss::builtin("mse_one_hot", options, move |o, t| {
             nn::mse_loss(o, t.one_hot(classes).cast(o.dtype()), r)
         })
     }
 
     pub fn l1(r: Reduction) -> Loss {
-        Loss::custom("l1", move |o, t| nn::l1_loss(o, t, r))
+        Loss::builtin("l1", reduction(r), move |o, t| nn::l1_loss(o, t, r))
     }
 
     /// BCE on probabilities; checked mode reports outputs outside [0, 1].
     pub fn bce(r: Reduction) -> Loss {
         Loss {
             probabilities: true,
-            ..Loss::custom("bce", move |o, t| nn::binary_cross_entropy(o, t, None, r))
+            ..Loss::builtin("bce", reduction(r), move |o, t| {
+                nn::binary_cross_entropy(o, t, None, r)
+            })
         }
     }
 
     pub fn bce_with_logits(r: Reduction) -> Loss {
-        Loss::custom("bce_with_logits", move |o, t| {
+        Loss::builtin("bce_with_logits", reduction(r), move |o, t| {
             nn::binary_cross_entropy_with_logits(o, t, None, None, r)
         })
     }
@@ -135,7 +154,11 @@ impl Loss {
     }
 
     pub fn cross_entropy_with(label_smoothing: f64, reduction: Reduction) -> Loss {
-        Loss::custom("cross_entropy", move |o, t| {
+        let options = format!(
+            "label_smoothing={label_smoothing:?}, {}",
+            self::reduction(reduction)
+        );
+        Loss::builtin("cross_entropy", options, move |o, t| {
             let opts = nn::ClassLossOptions {
                 label_smoothing,
                 reduction,
@@ -146,7 +169,7 @@ impl Loss {
     }
 
     pub fn nll(r: Reduction) -> Loss {
-        Loss::custom("nll", move |o, t| {
+        Loss::builtin("nll", reduction(r), move |o, t| {
             let opts = nn::ClassLossOptions {
                 reduction: r,
                 ..Default::default()
@@ -158,6 +181,26 @@ impl Loss {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// The name with the hyper-parameters: `cross_entropy(label_smoothing=0.0,
+    /// reduction=mean)`; a custom loss is its name. Checkpoints record it.
+    pub fn description(&self) -> String {
+        if self.options.is_empty() {
+            self.name.clone()
+        } else {
+            format!("{}({})", self.name, self.options)
+        }
+    }
+}
+
+/// PyTorch's spelling of a reduction argument.
+fn reduction(r: Reduction) -> String {
+    let r = match r {
+        Reduction::None => "none",
+        Reduction::Mean => "mean",
+        Reduction::Sum => "sum",
+    };
+    format!("reduction={r}")
 }
 
 /// Why training could not be compiled or a step could not run.
@@ -603,6 +646,12 @@ impl Trainer {
                 .as_ref()
                 .map(|l| l.name.clone())
                 .unwrap_or_default(),
+            loss_description: self
+                .loss
+                .as_ref()
+                .map(Loss::description)
+                .unwrap_or_else(|| "none (an objective)".to_string()),
+            optim: self.optim,
         })
     }
 }
@@ -701,6 +750,10 @@ pub struct TrainStep {
     check_numerics: bool,
     profile: bool,
     loss_name: String,
+    /// [`Loss::description`] of the trainer's loss (checkpoints record it).
+    loss_description: String,
+    /// The optimizer compiled into the step (checkpoints record its hyper-parameters).
+    optim: Optimizer,
     /// Compiled CPU programs by program name, created on first use.
     cpu: RefCell<HashMap<&'static str, CpuProgram>>,
     /// The GPU device store and programs, created on first use.
@@ -749,6 +802,17 @@ impl TrainStep {
 
     pub fn lr(&self) -> f64 {
         self.lr
+    }
+
+    /// The optimizer compiled into the step (its learning rate is the initial one; see
+    /// [`TrainStep::lr`] for the current).
+    pub fn optimizer(&self) -> &Optimizer {
+        &self.optim
+    }
+
+    /// The loss with its hyper-parameters ([`Loss::description`]).
+    pub fn loss_description(&self) -> &str {
+        &self.loss_description
     }
 
     /// Sets the learning rate of the following steps (no recompilation).
