@@ -264,17 +264,39 @@ fn run_cmd(file: &Path, inputs: &[String], out: &Path) -> Result<String, String>
     let result = aotgrad::run(&graph, &feeds).map_err(|e| format!("{}: {e}", file.display()))?;
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let mut report = String::new();
-    let files = result
+    // (file name, what it holds, name, value)
+    let files: Vec<(String, String, &String, &Tensor)> = result
         .outputs
         .iter()
-        .map(|(n, t)| (format!("{}.npy", file_stem(n)), n, t))
-        .chain(
-            result
-                .updates
-                .iter()
-                .map(|(n, t)| (format!("{}.next.npy", file_stem(n)), n, t)),
-        );
-    for (fname, name, t) in files {
+        .map(|(n, t)| {
+            (
+                format!("{}.npy", file_stem(n)),
+                format!("output {n:?}"),
+                n,
+                t,
+            )
+        })
+        .chain(result.updates.iter().map(|(n, t)| {
+            (
+                format!("{}.next.npy", file_stem(n)),
+                format!("the update of {n:?}"),
+                n,
+                t,
+            )
+        }))
+        .collect();
+    // Two names that map to one file would overwrite each other: refused before
+    // anything is written (compared without case, for case-insensitive file systems).
+    let mut seen: HashMap<String, &str> = HashMap::new();
+    for (fname, what, _, _) in &files {
+        if let Some(first) = seen.insert(fname.to_lowercase(), what) {
+            return Err(format!(
+                "{first} and {what} would both be written to {}; rename one of them",
+                out.join(fname).display()
+            ));
+        }
+    }
+    for (fname, _, name, t) in files {
         let path = out.join(fname);
         npy::write_npy(&path, t).map_err(|e| e.to_string())?;
         report.push_str(&format!("{name}: {t} -> {}\n", path.display()));

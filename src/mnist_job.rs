@@ -93,6 +93,24 @@ pub fn run(job: MnistJob<'_>) -> Result<Option<MnistOutcome>, Box<dyn std::error
             p.steps
         );
         start = p.epoch as usize;
+        // An explicit --lr wins over the checkpoint's rate (which a schedule may have
+        // lowered); say so either way, never silently.
+        match a.lr {
+            Some(lr) if lr != step.lr() => {
+                println!(
+                    "learning rate {lr:e} from --lr (the checkpoint's was {:e})",
+                    step.lr()
+                );
+                step.set_lr(lr);
+            }
+            _ => println!("learning rate {:e} from the checkpoint", step.lr()),
+        }
+        if start >= epochs {
+            println!(
+                "the checkpoint has completed {start} epoch(s) and --epochs is {epochs}: \
+                 nothing to train; evaluating the restored model"
+            );
+        }
     }
     let loader = DataLoader::new(&train, batch)
         .shuffle(a.seed)
@@ -116,23 +134,9 @@ pub fn run(job: MnistJob<'_>) -> Result<Option<MnistOutcome>, Box<dyn std::error
         last_train_loss = progress.mean_loss();
         let rate = progress.samples_per_s();
         progress.finish();
-        let (mut correct, mut test_loss) = (0, 0.0);
-        let eval = DataLoader::new(&test, job.eval_batch).transform(&to_input);
-        let mut matrix = Confusion {
-            counts: vec![vec![0; 10]; 10],
-        };
-        for b in eval.epoch(0) {
-            let b = b?;
-            let r = step.evaluate(&b)?;
-            // Counted inside the eval program: a number and a 10x10 matrix come back.
-            correct += r.correct.expect("a classifier's eval counts hits") as usize;
-            test_loss += r.loss * b.y.len() as f64;
-            let batch_matrix = r.confusion.as_ref().expect("a classifier's eval has one");
-            matrix.add(&Confusion::from_counts(batch_matrix)?)?;
-        }
+        let (test_loss, correct, matrix) = evaluate(&mut step, &test, job.eval_batch, &to_input)?;
         confusion = Some(matrix);
         test_acc = correct as f64 / test.len() as f64;
-        let test_loss = test_loss / test.len() as f64;
         run.record(
             &step,
             epoch + 1,
@@ -159,6 +163,21 @@ pub fn run(job: MnistJob<'_>) -> Result<Option<MnistOutcome>, Box<dyn std::error
             println!("checkpoint: {}", path.display());
         }
     }
+    if start >= epochs {
+        // Resumed past the last epoch: report the restored model, evaluated (dropout
+        // off) on the test set and on the training data, instead of a NaN loss.
+        let (test_loss, correct, matrix) = evaluate(&mut step, &test, job.eval_batch, &to_input)?;
+        let (train_loss, _, _) = evaluate(&mut step, &train, job.eval_batch, &to_input)?;
+        test_acc = correct as f64 / test.len() as f64;
+        last_train_loss = train_loss;
+        confusion = Some(matrix);
+        println!(
+            "restored model: training loss {train_loss:.6} (evaluated); test loss \
+             {test_loss:.6}, accuracy {correct}/{} ({:.2}%)",
+            test.len(),
+            100.0 * test_acc
+        );
+    }
     if let Some(path) = job.save_state_dict {
         crate::checkpoint::save_state_dict(&step, path)?;
         println!("state dict: {}", path.display());
@@ -175,4 +194,28 @@ pub fn run(job: MnistJob<'_>) -> Result<Option<MnistOutcome>, Box<dyn std::error
         train_loss: last_train_loss,
         first_loss: first_loss.unwrap_or(0.0),
     }))
+}
+
+/// Runs the eval program over `data`: the mean loss, the number of correct predictions
+/// and the confusion matrix (counted inside the program: a number and a 10x10 matrix
+/// come back per batch).
+fn evaluate(
+    step: &mut crate::train::TrainStep,
+    data: &crate::data::TensorDataset,
+    batch: usize,
+    to_input: &Compose,
+) -> Result<(f64, usize, Confusion), Box<dyn std::error::Error>> {
+    let (mut correct, mut loss) = (0, 0.0);
+    let mut matrix = Confusion {
+        counts: vec![vec![0; 10]; 10],
+    };
+    for b in DataLoader::new(data, batch).transform(to_input).epoch(0) {
+        let b = b?;
+        let r = step.evaluate(&b)?;
+        correct += r.correct.expect("a classifier's eval counts hits") as usize;
+        loss += r.loss * b.y.len() as f64;
+        let batch_matrix = r.confusion.as_ref().expect("a classifier's eval has one");
+        matrix.add(&Confusion::from_counts(batch_matrix)?)?;
+    }
+    Ok((loss / data.len().max(1) as f64, correct, matrix))
 }

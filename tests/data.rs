@@ -82,6 +82,20 @@ fn corrupt_idx_files_are_errors() {
         .to_string();
     assert!(e.contains("label 1 is 12"), "{e}");
 
+    // The bundled test images with trailing garbage after the gzip stream.
+    let junk_dir = tmp("junk_dir");
+    std::fs::create_dir_all(&junk_dir).unwrap();
+    for f in ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"] {
+        std::fs::copy(mnist::bundled_dir().join(f), junk_dir.join(f)).unwrap();
+    }
+    let labels = junk_dir.join("t10k-labels-idx1-ubyte.gz");
+    let mut bytes = std::fs::read(&labels).unwrap();
+    bytes.extend_from_slice(b"trailing garbage");
+    std::fs::write(&labels, bytes).unwrap();
+    let e = mnist::load(&junk_dir, Split::Test).unwrap_err();
+    assert!(matches!(e, DataError::Corrupt { .. }), "{e}");
+    assert!(e.to_string().contains("after the gzip data"), "{e}");
+
     // A truncated gzip stream.
     let dir = tmp("corrupt_dir");
     std::fs::create_dir_all(&dir).unwrap();
@@ -237,6 +251,35 @@ fn csv_reading_and_errors() {
         csv::read_numeric(&gz, false).unwrap().as_f32().unwrap(),
         &[5.0, 6.0]
     );
+    // Two members (`cat a.gz b.gz`) are one stream; bytes after the last member are
+    // refused (they used to be ignored silently).
+    let member = |text: &[u8]| {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(text).unwrap();
+        enc.finish().unwrap()
+    };
+    std::fs::write(&gz, [member(b"5,6\n"), member(b"7,8\n")].concat()).unwrap();
+    assert_eq!(
+        csv::read_numeric(&gz, false).unwrap().as_f32().unwrap(),
+        &[5.0, 6.0, 7.0, 8.0]
+    );
+    for junk in [&b"garbage"[..], &[0u8; 16], &member(b"9,9\n")[..10]] {
+        std::fs::write(&gz, [member(b"5,6\n"), junk.to_vec()].concat()).unwrap();
+        let e = csv::read_numeric(&gz, false).unwrap_err();
+        assert!(matches!(e, DataError::Corrupt { .. }), "{e}");
+    }
+    // Non-finite numbers in a numeric table are refused, naming the column.
+    for cell in ["nan", "NaN", "inf", "-infinity", "1e39"] {
+        std::fs::write(&p, format!("a,b\n1,2\n3,{cell}\n")).unwrap();
+        let e = csv::read_numeric(&p, true).unwrap_err().to_string();
+        assert!(
+            e.ends_with(&format!(
+                ":3: column 2 (\"b\") is \"{cell}\", not a finite number (fill or drop \
+                 missing values before loading)"
+            )),
+            "{e}"
+        );
+    }
     let titanic = csv::read_table(
         &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/titanic.csv"),
         true,

@@ -449,3 +449,52 @@ fn cli_check_fmt_and_run() {
     assert_eq!(s.as_f32().unwrap(), &[6.0, 15.0]);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `aotgrad run --out` wrote `"a/b"` and `"a_b"` (and an output `"w.next"` and the
+/// update of `w`) to one file, the second silently replacing the first.
+#[test]
+fn cli_run_refuses_outputs_that_share_a_file() {
+    use aotgrad::runtime::npy;
+    let dir = std::env::temp_dir().join(format!("aotgrad-cli-clash-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let x = dir.join("x.npy");
+    npy::write_npy(&x, &Tensor::from_f32(&[1., 2.], &[2]).unwrap()).unwrap();
+    let xs = format!("x={}", x.display());
+    let w = dir.join("w.npy");
+    npy::write_npy(&w, &Tensor::from_f32(&[3., 4.], &[2]).unwrap()).unwrap();
+    let ws = format!("w={}", w.display());
+    let cases = [
+        (
+            "  %1: f32[2] = neg %0\n  output \"a/b\" = %0\n  output \"a_b\" = %1\n",
+            "output \"a/b\" and output \"a_b\" would both be written to",
+        ),
+        (
+            "  %1: f32[2] = neg %0\n  %2: f32[2] = param \"w\"\n  output \"w.next\" = %1\n  \
+             update \"w\" = %0\n",
+            "output \"w.next\" and the update of \"w\" would both be written to",
+        ),
+        (
+            "  %1: f32[2] = neg %0\n  output \"Y\" = %0\n  output \"y\" = %1\n",
+            "output \"Y\" and output \"y\" would both be written to",
+        ),
+    ];
+    for (i, (body, msg)) in cases.iter().enumerate() {
+        let file = dir.join(format!("clash{i}.ir"));
+        std::fs::write(
+            &file,
+            format!("graph g {{\n  %0: f32[2] = input \"x\"\n{body}}}\n"),
+        )
+        .unwrap();
+        let out = dir.join(format!("out{i}"));
+        let mut args = vec!["run", file.to_str().unwrap(), "--input", &xs];
+        if body.contains("param") {
+            args.extend(["--input", &ws]);
+        }
+        args.extend(["--out", out.to_str().unwrap()]);
+        let (ok, stdout, err) = cli(&args);
+        assert!(!ok, "{stdout}");
+        assert!(err.contains(msg), "{err}");
+        assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none());
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -175,3 +175,39 @@ fn every_example_answers_help_with_the_shared_flags() {
         }
     }
 }
+
+/// Resuming a checkpoint that already completed `--epochs` used to print
+/// `final: test_accuracy=0.0000 train_loss=NaN` and exit 0; `--lr` with `--resume` was
+/// silently replaced by the checkpoint's rate.
+#[test]
+fn resuming_a_finished_run_reports_the_restored_model() {
+    let dir = std::env::temp_dir().join(format!("aotgrad-ex-resume-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ckpt = dir.join("m.safetensors");
+    let c = ckpt.to_str().unwrap();
+    let short = [
+        "--epochs", "1", "--limit", "3000", "--batch", "64", "--loss", "ce", "--optim", "adam",
+    ];
+    let first = run("mnist", &[&short[..], &["--checkpoint", c]].concat());
+    let acc = value(&first, "test_accuracy");
+    let out = Command::new(example("mnist"))
+        .args(short)
+        .args(["--resume", c, "--lr", "0.05"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("learning rate 5e-2 from --lr (the checkpoint's was 1e-3)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("nothing to train; evaluating the restored model"),
+        "{text}"
+    );
+    let last = text.lines().last().unwrap();
+    // The restored model's test accuracy, exactly; a finite training loss.
+    assert_eq!(value(last, "test_accuracy"), acc, "{text}");
+    assert!(value(last, "train_loss").is_finite(), "{last}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -52,7 +52,9 @@ pub fn read_table(path: &Path, header: bool) -> Result<Table, DataError> {
 }
 
 /// Reads a numeric CSV file into an `f32 [rows, cols]` tensor; a field that is not a
-/// number is an error naming its line and column.
+/// finite number is an error naming its line and column. `nan`, `inf` (which Rust's
+/// float parser accepts) and values past f32's range are refused: a missing value must
+/// be filled or dropped on purpose, not carried into training as NaN.
 pub fn read_numeric(path: &Path, header: bool) -> Result<Tensor, DataError> {
     let t = read_table(path, header)?;
     let cols = t.rows.first().map_or(0, Vec::len);
@@ -60,11 +62,20 @@ pub fn read_numeric(path: &Path, header: bool) -> Result<Tensor, DataError> {
     let first_line = if header { 2 } else { 1 };
     for (r, row) in t.rows.iter().enumerate() {
         for (c, f) in row.iter().enumerate() {
-            let v: f32 = f.trim().parse().map_err(|_| DataError::Csv {
+            let bad = |what: &str| DataError::Csv {
                 path: path.display().to_string(),
                 line: (r + first_line) as u64,
-                reason: format!("column {} is {f:?}, not a number", c + 1),
-            })?;
+                reason: match t.headers.get(c) {
+                    Some(h) => format!("column {} ({h:?}) is {f:?}, {what}", c + 1),
+                    None => format!("column {} is {f:?}, {what}", c + 1),
+                },
+            };
+            let v: f32 = f.trim().parse().map_err(|_| bad("not a number"))?;
+            if !v.is_finite() {
+                return Err(bad(
+                    "not a finite number (fill or drop missing values before loading)",
+                ));
+            }
             vals.push(v);
         }
     }

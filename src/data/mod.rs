@@ -293,13 +293,29 @@ pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
             .map(|i| u32::from_le_bytes([raw[i], raw[i + 1], raw[i + 2], raw[i + 3]]) as usize)
             .unwrap_or(0);
         let mut out = Vec::with_capacity(hint.min(1 << 30));
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| DataError::Corrupt {
-                path: path.display().to_string(),
-                reason: format!("bad gzip data: {e}"),
-            })?;
-        Ok(out)
+        let corrupt = |reason: String| DataError::Corrupt {
+            path: path.display().to_string(),
+            reason,
+        };
+        // Every member of a multi-member file (`cat a.gz b.gz`), and nothing after the
+        // last: bytes that are not gzip (a truncated copy appended, a download's
+        // trailing junk) are refused rather than silently ignored.
+        let mut rest = &raw[..];
+        loop {
+            let mut dec = flate2::bufread::GzDecoder::new(rest);
+            dec.read_to_end(&mut out)
+                .map_err(|e| corrupt(format!("bad gzip data: {e}")))?;
+            rest = dec.into_inner();
+            if rest.is_empty() {
+                break Ok(out);
+            }
+            if !rest.starts_with(&[0x1f, 0x8b]) {
+                break Err(corrupt(format!(
+                    "{} bytes after the gzip data are not gzip (trailing garbage)",
+                    rest.len()
+                )));
+            }
+        }
     } else {
         Ok(raw)
     }
