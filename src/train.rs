@@ -79,12 +79,28 @@ type LossFn = Rc<dyn for<'g> Fn(Var<'g>, Var<'g>) -> Var<'g>>;
 #[derive(Clone)]
 pub struct Loss {
     name: String,
+    /// The user's line that made it (errors raised inside it name that line).
+    made_at: &'static std::panic::Location<'static>,
     /// The hyper-parameters of a built-in loss, as PyTorch spells them
     /// (`reduction=mean`); empty for a custom loss.
     options: String,
     f: LossFn,
     /// The output must be a probability (BCE): checked mode verifies it.
     probabilities: bool,
+    /// The targets are class indices: how many classes there are (an index out of range
+    /// is reported as a bad target, not as the gather that read it).
+    classes: ClassTargets,
+}
+
+/// How a loss reads integer class targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClassTargets {
+    /// Not class indices.
+    None,
+    /// Indices into axis 1 of the model's output (cross entropy, NLL).
+    OutputAxis1,
+    /// Indices below a fixed count (MSE against one-hot targets).
+    Fixed(usize),
 }
 
 impl std::fmt::Debug for Loss {
@@ -95,16 +111,20 @@ impl std::fmt::Debug for Loss {
 
 impl Loss {
     /// Any loss built from DSL values.
+    #[track_caller]
     pub fn custom(name: &str, f: impl for<'g> Fn(Var<'g>, Var<'g>) -> Var<'g> + 'static) -> Loss {
         Loss {
             name: name.to_string(),
+            made_at: std::panic::Location::caller(),
             options: String::new(),
             f: Rc::new(f),
             probabilities: false,
+            classes: ClassTargets::None,
         }
     }
 
     /// A built-in loss: its name and hyper-parameters.
+    #[track_caller]
     fn builtin(
         name: &str,
         options: String,
@@ -116,23 +136,30 @@ impl Loss {
         }
     }
 
+    #[track_caller]
     pub fn mse(r: Reduction) -> Loss {
         Loss::builtin("mse", reduction(r), move |o, t| nn::mse_loss(o, t, r))
     }
 
     /// MSE against the one-hot encoding of integer class targets (the MNIST seed).
+    #[track_caller]
     pub fn mse_one_hot(classes: usize, r: Reduction) -> Loss {
         let options = format!("classes={classes}, {}", reduction(r));
-        Loss::builtin("mse_one_hot", options, move |o, t| {
-            nn::mse_loss(o, t.one_hot(classes).cast(o.dtype()), r)
-        })
+        Loss {
+            classes: ClassTargets::Fixed(classes),
+            ..Loss::builtin("mse_one_hot", options, move |o, t| {
+                nn::mse_loss(o, t.one_hot(classes).cast(o.dtype()), r)
+            })
+        }
     }
 
+    #[track_caller]
     pub fn l1(r: Reduction) -> Loss {
         Loss::builtin("l1", reduction(r), move |o, t| nn::l1_loss(o, t, r))
     }
 
     /// BCE on probabilities; checked mode reports outputs outside [0, 1].
+    #[track_caller]
     pub fn bce(r: Reduction) -> Loss {
         Loss {
             probabilities: true,
@@ -142,6 +169,7 @@ impl Loss {
         }
     }
 
+    #[track_caller]
     pub fn bce_with_logits(r: Reduction) -> Loss {
         Loss::builtin("bce_with_logits", reduction(r), move |o, t| {
             nn::binary_cross_entropy_with_logits(o, t, None, None, r)
@@ -149,33 +177,42 @@ impl Loss {
     }
 
     /// Cross entropy on logits with integer class targets (mean reduction).
+    #[track_caller]
     pub fn cross_entropy() -> Loss {
         Loss::cross_entropy_with(0.0, Reduction::Mean)
     }
 
+    #[track_caller]
     pub fn cross_entropy_with(label_smoothing: f64, reduction: Reduction) -> Loss {
         let options = format!(
             "label_smoothing={label_smoothing:?}, {}",
             self::reduction(reduction)
         );
-        Loss::builtin("cross_entropy", options, move |o, t| {
-            let opts = nn::ClassLossOptions {
-                label_smoothing,
-                reduction,
-                ..Default::default()
-            };
-            nn::cross_entropy(o, t, opts)
-        })
+        Loss {
+            classes: ClassTargets::OutputAxis1,
+            ..Loss::builtin("cross_entropy", options, move |o, t| {
+                let opts = nn::ClassLossOptions {
+                    label_smoothing,
+                    reduction,
+                    ..Default::default()
+                };
+                nn::cross_entropy(o, t, opts)
+            })
+        }
     }
 
+    #[track_caller]
     pub fn nll(r: Reduction) -> Loss {
-        Loss::builtin("nll", reduction(r), move |o, t| {
-            let opts = nn::ClassLossOptions {
-                reduction: r,
-                ..Default::default()
-            };
-            nn::nll_loss(o, t, opts)
-        })
+        Loss {
+            classes: ClassTargets::OutputAxis1,
+            ..Loss::builtin("nll", reduction(r), move |o, t| {
+                let opts = nn::ClassLossOptions {
+                    reduction: r,
+                    ..Default::default()
+                };
+                nn::nll_loss(o, t, opts)
+            })
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -191,6 +228,26 @@ impl Loss {
             format!("{}({})", self.name, self.options)
         }
     }
+}
+
+/// Where this crate's own sources are, as `file!()` spells them in this build
+/// (`src/` in its workspace, a registry or path directory as a dependency).
+fn own_source_dir() -> &'static str {
+    let f = file!();
+    f.strip_suffix("train.rs").unwrap_or(f)
+}
+
+/// A build error raised by library code (a built-in layer or loss checking its input)
+/// located at the innermost user line of its context (the `push` that added the layer,
+/// the loss's constructor, `Trainer::new`), so that its message points at the user's
+/// code, never at this crate's.
+fn at_users_line(mut e: aotgrad_ir::BuildError) -> aotgrad_ir::BuildError {
+    let library = e.location.file().starts_with(own_source_dir())
+        || e.location.file().starts_with(aotgrad_ir::SOURCE_DIR);
+    if library && let Some(c) = e.context.last() {
+        e.location = c.location;
+    }
+    e
 }
 
 /// PyTorch's spelling of a reduction argument.
@@ -238,6 +295,25 @@ pub enum TrainError {
     StateDict(String),
     #[error("batch: {0}")]
     Batch(String),
+    #[error(
+        "the loss must be a scalar, but {loss} returned {ty} (reduce it, e.g. with .mean_all())"
+    )]
+    LossNotScalar { loss: String, ty: String },
+    #[error("the batch is empty ({what} has shape {shape:?})")]
+    EmptyBatch {
+        what: &'static str,
+        shape: Vec<usize>,
+    },
+    #[error(
+        "{layer}: expected more than 1 value per channel when training, got input size {shape:?}"
+    )]
+    OneValuePerChannel { layer: String, shape: Vec<usize> },
+    #[error("target {target} is out of range for {classes} classes (row {row} of the batch)")]
+    TargetOutOfRange {
+        target: i64,
+        classes: usize,
+        row: usize,
+    },
 }
 
 /// One batch: inputs `x` and targets `y`, batch dim first.
@@ -268,6 +344,8 @@ pub struct Trainer {
     opt_level: OptLevel,
     l1: f64,
     l2: f64,
+    /// The user's `Trainer::new` call: errors the model raises in library code name it.
+    made_at: &'static std::panic::Location<'static>,
 }
 
 /// The name of the symbolic batch dim of every program.
@@ -276,8 +354,10 @@ pub const BATCH_DIM: &str = "N";
 impl Trainer {
     /// Trains `model` on batches `(x, y)` to minimise `loss(model(x), y)`. Declare the
     /// per-sample shapes with [`Trainer::input`] and [`Trainer::target`].
+    #[track_caller]
     pub fn new(model: impl Module + 'static, loss: Loss, optim: Optimizer) -> Trainer {
         Trainer {
+            made_at: std::panic::Location::caller(),
             name: "train".into(),
             body: Body::Model(Rc::new(model)),
             loss: Some(loss),
@@ -296,6 +376,7 @@ impl Trainer {
     }
 
     /// Minimises a scalar objective of parameters only (no data), e.g. a test function.
+    #[track_caller]
     pub fn minimize(
         objective: impl for<'g> Fn(&Scope<'g>) -> Var<'g> + 'static,
         optim: Optimizer,
@@ -407,14 +488,22 @@ impl Trainer {
         let loss = match &self.body {
             Body::Model(m) => {
                 let x = Self::batched(&b, "x", &self.input, "input")?;
-                let out = m.forward(&s, x);
+                let what = format!("model ({})", m.type_name());
+                let out = b.within(what, self.made_at, || m.forward(&s, x));
                 b.output("output", out);
                 if kind == Kind::Predict {
                     None
                 } else {
                     let y = Self::batched(&b, "y", &self.target, "target")?;
                     let loss_def = self.loss.as_ref().expect("models have a loss");
-                    let loss = (loss_def.f)(out, y);
+                    let what = format!("loss {}", loss_def.description());
+                    let loss = b.within(what, loss_def.made_at, || (loss_def.f)(out, y));
+                    if !loss.is_poisoned() && loss.rank() != 0 {
+                        return Err(TrainError::LossNotScalar {
+                            loss: loss_def.name.clone(),
+                            ty: loss.ty().to_string(),
+                        });
+                    }
                     if self.checked && loss_def.probabilities {
                         b.output(PROB_CHECK, nn::loss::bce_input_in_range(out));
                     }
@@ -438,13 +527,23 @@ impl Trainer {
                     Some(loss)
                 }
             }
-            Body::Objective(f) => Some(f(&s)),
+            Body::Objective(f) => {
+                let v = f(&s);
+                if !v.is_poisoned() && v.rank() != 0 {
+                    return Err(TrainError::LossNotScalar {
+                        loss: "the objective".into(),
+                        ty: v.ty().to_string(),
+                    });
+                }
+                Some(v)
+            }
         };
         let params = s.params();
         let declared = Declared {
             params: params.clone(),
             buffers: s.buffers(),
             order: s.state_dict_order(),
+            batch_stats: s.batch_statistics(),
         };
         let pvars: Vec<Var<'_>> = params
             .iter()
@@ -464,7 +563,10 @@ impl Trainer {
             b.output("loss", loss);
             if trains {
                 if let Some(e) = b.error() {
-                    return Err(TrainError::Build { program, error: e });
+                    return Err(TrainError::Build {
+                        program,
+                        error: at_users_line(e),
+                    });
                 }
                 let one = loss.ones_like();
                 let grads = vjp_in(&b, &[(loss, one)], &pvars)
@@ -497,9 +599,10 @@ impl Trainer {
                 }
             }
         }
-        let mut graph = b
-            .finish()
-            .map_err(|error| TrainError::Build { program, error })?;
+        let mut graph = b.finish().map_err(|error| TrainError::Build {
+            program,
+            error: at_users_line(error),
+        })?;
         if self.checked && matches!(kind, Kind::Step | Kind::Accumulate) {
             gate_updates(&mut graph).map_err(|e| {
                 TrainError::Config(format!("internal: gating the {program} updates: {e}"))
@@ -544,6 +647,7 @@ impl Trainer {
                 params: specs.to_vec(),
                 buffers: Vec::new(),
                 order: Vec::new(),
+                batch_stats: Vec::new(),
             },
         ))
     }
@@ -552,6 +656,16 @@ impl Trainer {
     pub fn compile(&self, backend: &Backend) -> Result<TrainStep, TrainError> {
         let (traced, declared) = self.trace(Kind::Step, &[])?;
         let specs = declared.params;
+        // The class count behind integer targets, for naming a bad label.
+        let classes = match self.loss.as_ref().map(|l| l.classes) {
+            Some(ClassTargets::Fixed(n)) => Some(n),
+            Some(ClassTargets::OutputAxis1) => traced
+                .outputs()
+                .iter()
+                .find(|(n, _)| n == "output")
+                .and_then(|(_, id)| traced.ty(*id).shape.dims().get(1).and_then(|d| d.known())),
+            _ => None,
+        };
         let opt = |program: &'static str, g: Graph| {
             passes::optimize(&g, self.opt_level)
                 .map_err(|error| TrainError::Optimize { program, error })
@@ -652,6 +766,8 @@ impl Trainer {
                 .map(Loss::description)
                 .unwrap_or_else(|| "none (an objective)".to_string()),
             optim: self.optim,
+            batch_stats: declared.batch_stats,
+            classes,
         })
     }
 }
@@ -661,6 +777,8 @@ struct Declared {
     params: Vec<ParamSpec>,
     buffers: Vec<BufferSpec>,
     order: Vec<String>,
+    /// Layers that need more than one value per channel in training programs.
+    batch_stats: Vec<nn::BatchStatistics>,
 }
 
 const ACC_SUFFIX: &str = "grad_acc";
@@ -754,6 +872,10 @@ pub struct TrainStep {
     loss_description: String,
     /// The optimizer compiled into the step (checkpoints record its hyper-parameters).
     optim: Optimizer,
+    /// Layers that need more than one value per channel in a training batch.
+    batch_stats: Vec<nn::BatchStatistics>,
+    /// How many classes integer targets index (cross entropy, NLL, one-hot MSE).
+    classes: Option<usize>,
     /// Compiled CPU programs by program name, created on first use.
     cpu: RefCell<HashMap<&'static str, CpuProgram>>,
     /// The GPU device store and programs, created on first use.
@@ -1208,6 +1330,75 @@ impl TrainStep {
     /// One step reading back the outputs `fetch` names (on the GPU; the other backends
     /// have every output in host memory anyway).
     fn run_fetch(&mut self, batch: &Batch, fetch: Fetch<'_>) -> Result<StepResult, TrainError> {
+        self.check_batch(batch, true)?;
+        self.run_checked(batch, fetch)
+            .map_err(|e| self.diagnose(e, batch))
+    }
+
+    /// Refuses a batch no program can use before anything runs: an empty one (whose
+    /// mean loss would be NaN), and in training one that gives a batch-norm layer a
+    /// single value per channel (PyTorch's error; its variance would be 0/0 and poison
+    /// the running statistics).
+    fn check_batch(&self, batch: &Batch, training: bool) -> Result<(), TrainError> {
+        for (what, t) in [("x", &batch.x), ("y", &batch.y)] {
+            if t.shape().first() == Some(&0) {
+                return Err(TrainError::EmptyBatch {
+                    what,
+                    shape: t.shape().to_vec(),
+                });
+            }
+        }
+        if !training {
+            return Ok(());
+        }
+        let n = batch.x.shape().first().copied().unwrap_or(1);
+        let env = [(BATCH_DIM.to_string(), n)].into_iter().collect();
+        for l in &self.batch_stats {
+            if l.values_per_channel(&env).is_some_and(|v| v <= 1) {
+                let shape = l
+                    .shape
+                    .dims()
+                    .iter()
+                    .map(|d| d.known().unwrap_or(n))
+                    .collect();
+                return Err(TrainError::OneValuePerChannel {
+                    layer: l.layer.clone(),
+                    shape,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A failed run described in the model's terms where possible: an index out of
+    /// range in a classifier whose batch holds a bad label is that label.
+    fn diagnose(&self, e: TrainError, batch: &Batch) -> TrainError {
+        let (
+            TrainError::Run {
+                error: RunError::IndexOutOfRange { .. },
+                ..
+            },
+            Some(classes),
+            Some(labels),
+        ) = (&e, self.classes, batch.y.as_i64().ok())
+        else {
+            return e;
+        };
+        match labels
+            .iter()
+            .position(|&t| t < 0 || t as u64 >= classes as u64)
+        {
+            Some(row) => TrainError::TargetOutOfRange {
+                target: labels[row],
+                classes,
+                row,
+            },
+            None => e,
+        }
+    }
+
+    /// [`TrainStep::run_fetch`] on a checked batch.
+    fn run_checked(&mut self, batch: &Batch, fetch: Fetch<'_>) -> Result<StepResult, TrainError> {
         let extra = self.batch_feeds(batch);
         if let Some((acc, _)) = &self.accumulate {
             let _ = acc;
@@ -1274,12 +1465,20 @@ impl TrainStep {
         &self,
         batch: Option<&Batch>,
     ) -> Result<(f64, Vec<(String, Tensor)>), TrainError> {
+        if let Some(b) = batch {
+            self.check_batch(b, true)?;
+        }
         let extra = batch.map(|b| self.batch_feeds(b));
-        let ev = self.exec(
-            "grads",
-            &self.grads,
-            extra.as_ref().map_or(&[][..], |e| &e[..]),
-        )?;
+        let ev = self
+            .exec(
+                "grads",
+                &self.grads,
+                extra.as_ref().map_or(&[][..], |e| &e[..]),
+            )
+            .map_err(|e| match batch {
+                Some(b) => self.diagnose(e, b),
+                None => e,
+            })?;
         let loss = loss_of(&ev);
         let grads = self
             .param_names
@@ -1300,7 +1499,10 @@ impl TrainStep {
         let g = self.eval.as_ref().ok_or_else(|| {
             TrainError::Config("a model (this trainer minimises an objective)".into())
         })?;
-        let ev = self.exec("eval", g, &self.batch_feeds(batch))?;
+        self.check_batch(batch, false)?;
+        let ev = self
+            .exec("eval", g, &self.batch_feeds(batch))
+            .map_err(|e| self.diagnose(e, batch))?;
         Ok(StepResult {
             loss: loss_of(&ev),
             output: ev.output("output").cloned(),

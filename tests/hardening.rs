@@ -465,3 +465,103 @@ fn o2_keeps_the_sign_of_a_zero() {
     assert_agree(&o2, &f, "O2", false);
     assert_agree(&graph, &f, "O0", false);
 }
+
+/// Out-of-range indices into zero-size gathers and scatters are errors (or not) on
+/// every backend alike, and an identity update (`update "w" = %w`) comes back in
+/// `Evaluation::updates` on every backend, as on the interpreter.
+#[test]
+fn zero_size_indexing_and_identity_updates_agree_across_backends() {
+    let cases = [
+        // A gather from an empty axis: every index is out of range.
+        (
+            "%0: f32[3,0] = input \"x\"\n  %1: i64[3,1] = input \"i\"\n  \
+             %2: f32[3,1] = gather %0, %1 {axis=1}\n  output \"y\" = %2",
+            vec![0usize, 3, 0],
+            vec![0i64, 0, 0],
+            vec![3, 1],
+            true,
+        ),
+        // A scatter into an empty axis.
+        (
+            "%0: f32[3,0] = input \"x\"\n  %1: i64[3,1] = input \"i\"\n  \
+             %3: f32[3,1] = const 1.0\n  %2: f32[3,0] = scatter_add %0, %1, %3 {axis=1}\n  \
+             output \"y\" = %2",
+            vec![0, 3, 0],
+            vec![5, 0, 0],
+            vec![3, 1],
+            true,
+        ),
+        // An empty index: nothing is read, whatever the values would be.
+        (
+            "%0: f32[3,4] = input \"x\"\n  %1: i64[0,1] = input \"i\"\n  \
+             %2: f32[0,1] = gather %0, %1 {axis=1}\n  output \"y\" = %2",
+            vec![12, 3, 4],
+            vec![],
+            vec![0, 1],
+            false,
+        ),
+        (
+            "%0: f32[3,4] = input \"x\"\n  %1: i64[0,1] = input \"i\"\n  \
+             %3: f32[0,1] = const 1.0\n  %2: f32[3,4] = scatter_add %0, %1, %3 {axis=1}\n  \
+             output \"y\" = %2",
+            vec![12, 3, 4],
+            vec![],
+            vec![0, 1],
+            false,
+        ),
+    ];
+    for (body, xs, idx, is, fails) in cases {
+        let graph = text::parse(&format!("graph g {{\n  {body}\n}}")).unwrap();
+        let f = feeds(&[
+            ("x", Tensor::from_f32(&vec![1.0; xs[0]], &xs[1..]).unwrap()),
+            ("i", Tensor::from_i64(&idx, &is).unwrap()),
+        ]);
+        if fails {
+            let want = aotgrad::run(&graph, &f).unwrap_err();
+            assert!(
+                matches!(want, RunError::IndexOutOfRange { .. }),
+                "{body}: {want}"
+            );
+            let got = cpu::run_once(&graph, &f, CpuOptions::default()).unwrap_err();
+            assert_eq!(got, want, "{body}");
+            if aotgrad::runtime::gpu::available_for_tests()
+                .expect("a GPU adapter (AOTGRAD_REQUIRE_GPU=1)")
+            {
+                let got = aotgrad::runtime::gpu::run_once(&graph, &f).unwrap_err();
+                assert!(
+                    matches!(got, RunError::IndexOutOfRange { .. }),
+                    "{body}: {got}"
+                );
+            }
+        } else {
+            assert_backends_agree(&graph, &f, body);
+        }
+    }
+    // Identity and real updates side by side.
+    let graph = text::parse(
+        "graph g {\n  %0: f32[2] = param \"w\"\n  %1: f32[2] = param \"v\"\n  \
+         %2: f32[2] = neg %1\n  %3: f32[] = sum %0 {axes=[0], keepdim=false}\n  \
+         output \"s\" = %3\n  update \"w\" = %0\n  update \"v\" = %2\n}",
+    )
+    .unwrap();
+    let f = feeds(&[
+        ("w", Tensor::from_f32(&[1.0, 2.0], &[2]).unwrap()),
+        ("v", Tensor::from_f32(&[3.0, 4.0], &[2]).unwrap()),
+    ]);
+    let mut want = aotgrad::run(&graph, &f).unwrap().updates;
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(want.len(), 2);
+    let mut runs = vec![(
+        "cpu",
+        cpu::run_once(&graph, &f, CpuOptions::default()).unwrap(),
+    )];
+    if aotgrad::runtime::gpu::available_for_tests().expect("a GPU adapter (AOTGRAD_REQUIRE_GPU=1)")
+    {
+        runs.push(("gpu", aotgrad::runtime::gpu::run_once(&graph, &f).unwrap()));
+    }
+    for (who, ev) in runs {
+        let mut got = ev.updates;
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(got, want, "{who}");
+    }
+}

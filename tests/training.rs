@@ -232,7 +232,15 @@ fn configuration_errors_are_typed() {
     .err()
     .unwrap();
     assert!(e.to_string().contains("building the step program"), "{e}");
-    assert!(e.to_string().contains("matmul"), "{e}");
+    assert!(
+        e.to_string().contains("`linear` at tests/training.rs:"),
+        "the user's line, not the library's: {e}"
+    );
+    assert!(
+        e.to_string()
+            .ends_with("expected 5 input features, got 3 (input f32[N,3])"),
+        "{e}"
+    );
     assert_eq!("gpu".parse::<Backend>(), Ok(Backend::Gpu));
     let e = "tpu".parse::<Backend>().unwrap_err();
     assert!(e.contains("unknown backend") && e.contains("gpu"), "{e}");
@@ -265,4 +273,255 @@ fn early_stopping_and_k_fold() {
         assert!(t.iter().all(|i| !v.contains(i)));
     }
     assert!(aotgrad::data::k_fold(3, 4, 0).is_err());
+}
+
+// ---- what a new user hits (issue 26, items 11-14) ------------------------------------
+
+/// `BatchNorm1d::new(8)` built the 2-D layer and refused `[N, 8]`.
+#[test]
+fn batch_norm_1d_takes_n_c_and_n_c_l() {
+    use aotgrad::nn::BatchNorm1d;
+    for (dims, rows) in [(vec![8usize], 4usize), (vec![8, 5], 3)] {
+        let model = Sequential::new()
+            .push(BatchNorm1d::new(8))
+            .push(aotgrad::nn::Flatten::default())
+            .push(Linear::new(dims.iter().product(), 1));
+        let mut step = Trainer::new(model, Loss::mse(Reduction::Mean), Optimizer::sgd(0.1))
+            .input(DType::F32, &dims)
+            .target(DType::F32, &[1])
+            .compile(&Backend::Interpreter)
+            .unwrap();
+        let per: usize = dims.iter().product();
+        let x: Vec<f32> = (0..rows * per).map(|i| (i % 7) as f32 - 3.0).collect();
+        let mut shape = vec![rows];
+        shape.extend(&dims);
+        let b = Batch {
+            x: Tensor::from_f32(&x, &shape).unwrap(),
+            y: Tensor::from_f32(&vec![1.0; rows], &[rows, 1]).unwrap(),
+        };
+        assert!(step.run(&b).unwrap().is_finite());
+        let names: Vec<String> = step.state_dict().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            &names[..5],
+            [
+                "0.weight",
+                "0.bias",
+                "0.running_mean",
+                "0.running_var",
+                "0.num_batches_tracked"
+            ]
+        );
+    }
+    // The wrong rank names the layer, its type and where it was added.
+    let e = Trainer::new(
+        Sequential::new().push_named("bn", BatchNorm1d::new(8)),
+        Loss::mse(Reduction::Mean),
+        Optimizer::sgd(0.1),
+    )
+    .input(DType::F32, &[8, 2, 2])
+    .target(DType::F32, &[8, 2, 2])
+    .compile(&Backend::Interpreter)
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        e.contains("layer \"bn\" (BatchNorm1d): expected [N, 8] or [N, 8, L], got [N,8,2,2]"),
+        "{e}"
+    );
+}
+
+/// A training step on a batch of 1 filled `running_var` with NaN (0/0), poisoning every
+/// later evaluation; PyTorch refuses it. Refused before anything runs, state untouched.
+#[test]
+fn batch_norm_refuses_one_value_per_channel_in_training() {
+    use aotgrad::nn::{BatchNorm1d, BatchNorm2d, Conv2d};
+    for backend in [Backend::Interpreter, Backend::Cpu { threads: 1 }] {
+        let mut step = Trainer::new(
+            Sequential::new()
+                .push(Linear::new(3, 8))
+                .push_named("bn1", BatchNorm1d::new(8))
+                .push(Linear::new(8, 1)),
+            Loss::mse(Reduction::Mean),
+            Optimizer::sgd(0.1),
+        )
+        .input(DType::F32, &[3])
+        .target(DType::F32, &[1])
+        .compile(&backend)
+        .unwrap();
+        step.run(&batch(&ROWS, &YS)).unwrap();
+        let before = (step.state_dict(), step.optimizer_state(), step.steps());
+        let one = batch(&ROWS[..1], &YS[..1]);
+        let e = step.run(&one).unwrap_err();
+        assert!(matches!(e, TrainError::OneValuePerChannel { .. }), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "\"bn1\" (BatchNorm1d): expected more than 1 value per channel when training, \
+             got input size [1, 8]"
+        );
+        assert!(step.gradients(Some(&one)).is_err());
+        assert_eq!(
+            (step.state_dict(), step.optimizer_state(), step.steps()),
+            before
+        );
+        // Evaluation uses the running statistics: one sample is fine there.
+        assert!(step.evaluate(&one).unwrap().loss.is_finite());
+        // A batch of two is fine in training.
+        step.run(&batch(&ROWS[..2], &YS[..2])).unwrap();
+    }
+    // With spatial positions, one sample has several values per channel: allowed.
+    let conv = Sequential::new()
+        .push(Conv2d::new(1, 2, 3))
+        .push(BatchNorm2d::new(2))
+        .push(aotgrad::nn::Flatten::default())
+        .push(Linear::new(2 * 2 * 2, 1));
+    let mut step = Trainer::new(conv, Loss::mse(Reduction::Mean), Optimizer::sgd(0.1))
+        .input(DType::F32, &[1, 4, 4])
+        .target(DType::F32, &[1])
+        .compile(&Backend::Interpreter)
+        .unwrap();
+    let b = Batch {
+        x: Tensor::from_f32(
+            &(0..16).map(|v| v as f32).collect::<Vec<_>>(),
+            &[1, 1, 4, 4],
+        )
+        .unwrap(),
+        y: Tensor::from_f32(&[1.0], &[1, 1]).unwrap(),
+    };
+    assert!(step.run(&b).unwrap().is_finite());
+}
+
+/// A custom loss returning a non-scalar failed with "internal: gating the step updates:
+/// operand shapes differ: f32[N,3] vs f32[]".
+#[test]
+fn a_non_scalar_loss_is_named_as_such() {
+    let loss = Loss::custom("per_row", |o, t| (o - t).square());
+    let e = Trainer::new(mlp(), loss, Optimizer::sgd(0.1))
+        .input(DType::F32, &[3])
+        .target(DType::F32, &[1])
+        .compile(&Backend::Interpreter)
+        .err()
+        .unwrap();
+    assert!(matches!(e, TrainError::LossNotScalar { .. }), "{e}");
+    assert_eq!(
+        e.to_string(),
+        "the loss must be a scalar, but per_row returned f32[N,1] (reduce it, e.g. with \
+         .mean_all())"
+    );
+}
+
+/// Errors inside layers of a `Sequential` and inside built-in losses pointed at the
+/// library's source (`src/nn/module.rs:261:5`, `src/train.rs:144:13`) and named no layer.
+#[test]
+fn errors_name_the_layer_and_the_users_line() {
+    let model = Sequential::new()
+        .push_named("fc1", Linear::new(3, 16))
+        .push(ReLU)
+        .push_named("fc2", Linear::new(3, 1)); // the line the error must name
+    let line = line!() - 1;
+    let e = Trainer::new(model, Loss::mse(Reduction::Mean), Optimizer::sgd(0.1))
+        .input(DType::F32, &[3])
+        .target(DType::F32, &[1])
+        .compile(&Backend::Interpreter)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains(&format!("`linear` at tests/training.rs:{line}:")),
+        "{e}"
+    );
+    assert!(
+        e.contains("in model (Sequential) at tests/training.rs:")
+            && e.contains("> layer \"fc2\" (Linear): expected 3 input features, got 16"),
+        "{e}"
+    );
+    assert!(!e.contains("src/"), "no library line: {e}");
+    // A nested Sequential names the path.
+    let inner = Sequential::new().push(Linear::new(4, 2));
+    let e = Trainer::new(
+        Sequential::new()
+            .push(Linear::new(3, 5))
+            .push_named("head", inner),
+        Loss::mse(Reduction::Mean),
+        Optimizer::sgd(0.1),
+    )
+    .input(DType::F32, &[3])
+    .target(DType::F32, &[2])
+    .compile(&Backend::Interpreter)
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        e.contains("> layer \"head\" (Sequential) at tests/training.rs:")
+            && e.contains("> layer \"0\" (Linear): expected 4 input features, got 5"),
+        "{e}"
+    );
+    // A built-in loss: float class labels name the loss and the user's line.
+    let loss = Loss::cross_entropy();
+    let line = line!() - 1;
+    let e = Trainer::new(mlp(), loss, Optimizer::sgd(0.1))
+        .input(DType::F32, &[3])
+        .target(DType::F32, &[])
+        .compile(&Backend::Interpreter)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains(&format!("`cross_entropy` at tests/training.rs:{line}:"))
+            && e.contains(
+                "in loss cross_entropy(label_smoothing=0.0, reduction=mean): targets \
+                 must be integer class indices (i64), got f32"
+            ),
+        "{e}"
+    );
+}
+
+/// An out-of-range label said `%36 (gather): index 3 is out of range`; an empty batch
+/// said "the loss is NaN".
+#[test]
+fn bad_labels_and_empty_batches_are_named() {
+    for backend in [Backend::Interpreter, Backend::Cpu { threads: 1 }] {
+        let mut step = Trainer::new(
+            Sequential::new().push(Linear::new(3, 3)),
+            Loss::cross_entropy(),
+            Optimizer::adam(0.01),
+        )
+        .input(DType::F32, &[3])
+        .target(DType::I64, &[])
+        .compile(&backend)
+        .unwrap();
+        let x = Tensor::from_f32(&ROWS.concat(), &[4, 3]).unwrap();
+        let good = Batch {
+            x: x.clone(),
+            y: Tensor::from_i64(&[0, 1, 2, 1], &[4]).unwrap(),
+        };
+        step.run(&good).unwrap();
+        let before = step.state_dict();
+        let bad = Batch {
+            x: x.clone(),
+            y: Tensor::from_i64(&[0, 1, 3, 1], &[4]).unwrap(),
+        };
+        let e = step.run(&bad).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "target 3 is out of range for 3 classes (row 2 of the batch)",
+            "{backend:?}"
+        );
+        assert_eq!(step.state_dict(), before);
+        let e = step.evaluate(&bad).unwrap_err();
+        assert!(
+            matches!(e, TrainError::TargetOutOfRange { target: 3, .. }),
+            "{e}"
+        );
+        let empty = Batch {
+            x: Tensor::from_f32(&[], &[0, 3]).unwrap(),
+            y: Tensor::from_i64(&[], &[0]).unwrap(),
+        };
+        let e = step.run(&empty).unwrap_err();
+        assert_eq!(e.to_string(), "the batch is empty (x has shape [0, 3])");
+        assert!(matches!(
+            step.evaluate(&empty).unwrap_err(),
+            TrainError::EmptyBatch { .. }
+        ));
+        assert_eq!(step.state_dict(), before);
+    }
 }

@@ -79,6 +79,19 @@ pub struct BuildError {
     pub location: &'static Location<'static>,
     /// Boxed: `OpError` carries whole tensor types, and `Result`s stay small.
     pub error: Box<BuildErrorKind>,
+    /// Where in the user's model the error arose, outermost first (the layers of a
+    /// `Sequential`, a built-in loss), each with the user's line that added it; empty
+    /// when `location` is already the user's own line. See
+    /// [`crate::GraphBuilder::within`].
+    pub context: Vec<ErrorContext>,
+}
+
+/// One level of [`BuildError::context`]: what was being built (`layer "fc2" (Linear)`,
+/// `loss cross_entropy(...)`) and the user's line that made it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ErrorContext {
+    pub what: String,
+    pub location: &'static Location<'static>,
 }
 
 /// What went wrong while building a graph with the DSL.
@@ -92,17 +105,29 @@ pub enum BuildErrorKind {
     Usage(String),
 }
 
+/// `` `op` at file:line:col: message ``; with a context, the layers (and loss) it was
+/// raised in follow, each with the user's line that made it: `` `linear` at
+/// main.rs:12:10 in model (Sequential) at main.rs:20:5 > layer "fc2" (Linear): ... ``.
 impl fmt::Display for BuildError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "`{}` at {}:{}:{}: {}",
-            self.op,
-            self.location.file(),
-            self.location.line(),
-            self.location.column(),
-            self.error
-        )
+        let at = |l: &Location<'_>| format!("{}:{}:{}", l.file(), l.line(), l.column());
+        if self.context.is_empty() {
+            return write!(f, "`{}` at {}: {}", self.op, at(self.location), self.error);
+        }
+        write!(f, "`{}` at {} in ", self.op, at(self.location))?;
+        for (i, c) in self.context.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" > ")?;
+            }
+            // The innermost context's line is the error's own when library code
+            // raised it (the trainer relocates those): said once.
+            if i + 1 == self.context.len() && c.location == self.location {
+                f.write_str(&c.what)?;
+            } else {
+                write!(f, "{} at {}", c.what, at(c.location))?;
+            }
+        }
+        write!(f, ": {}", self.error)
     }
 }
 

@@ -21,7 +21,7 @@ pub use dsl::{
     Axes, BatchNorm, BatchNormOut, Conv2dOptions, GraphBuilder, Operand, Pair, Pool2dOptions, Var,
 };
 pub use dtype::{Category, DType, Scalar};
-pub use error::{BuildError, BuildErrorKind, OpError};
+pub use error::{BuildError, BuildErrorKind, ErrorContext, OpError};
 pub use graph::{Graph, GraphError, Node, NodeId};
 pub use limits::{MAX_TENSOR_BYTES, TooLarge};
 pub use op::{
@@ -29,4 +29,16 @@ pub use op::{
 };
 pub use shape::{Dim, Numel, Shape, normalize_axis};
 pub use types::{Data, TensorType};
+
+/// This crate's source directory as `file!()` spells it in this build (its errors'
+/// locations inside the DSL start with it).
+pub const SOURCE_DIR: &str = {
+    let f = file!().as_bytes();
+    // `file!()` ends with "lib.rs": keep what precedes it.
+    let (dir, _) = f.split_at(f.len() - "lib.rs".len());
+    match std::str::from_utf8(dir) {
+        Ok(s) => s,
+        Err(_) => "",
+    }
+};
 pub use verify::{VerifyError, verify};

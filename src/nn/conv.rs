@@ -126,73 +126,109 @@ impl Module for AdaptiveAvgPool2d {
     }
 }
 
-/// `nn.BatchNorm2d(num_features, eps=1e-5, momentum=0.1, affine=True,
-/// track_running_stats=True)` (and, with [`BatchNorm2d::one_d`], `nn.BatchNorm1d`).
-///
-/// State dict: `weight`, `bias` (parameters), `running_mean`, `running_var`,
-/// `num_batches_tracked` (buffers). Training programs normalise with the batch
-/// statistics and update the buffers inside the compiled step; evaluation programs use
-/// the running statistics.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BatchNorm2d {
-    pub num_features: usize,
-    pub eps: f64,
-    pub momentum: f64,
-    pub affine: bool,
-    /// The input rank this layer accepts: 4 (`BatchNorm2d`) or 2/3 (`BatchNorm1d`).
-    ranks: [usize; 2],
+/// Batch normalisation's settings, shared by [`BatchNorm2d`] and [`BatchNorm1d`].
+macro_rules! batch_norm_layer {
+    ($(#[$doc:meta])* $name:ident, $ranks:expr, $want:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq)]
+        pub struct $name {
+            pub num_features: usize,
+            pub eps: f64,
+            pub momentum: f64,
+            pub affine: bool,
+        }
+
+        impl $name {
+            pub fn new(num_features: usize) -> $name {
+                $name {
+                    num_features,
+                    eps: 1e-5,
+                    momentum: 0.1,
+                    affine: true,
+                }
+            }
+            pub fn eps(mut self, eps: f64) -> $name {
+                self.eps = eps;
+                self
+            }
+            pub fn momentum(mut self, m: f64) -> $name {
+                self.momentum = m;
+                self
+            }
+            pub fn affine(mut self, on: bool) -> $name {
+                self.affine = on;
+                self
+            }
+        }
+
+        impl Module for $name {
+            #[track_caller]
+            fn forward<'g>(&self, s: &Scope<'g>, x: Var<'g>) -> Var<'g> {
+                let want = format!($want, c = self.num_features);
+                let spec = BatchNormSpec {
+                    layer: stringify!($name),
+                    ranks: &$ranks,
+                    want,
+                    num_features: self.num_features,
+                    eps: self.eps,
+                    momentum: self.momentum,
+                    affine: self.affine,
+                };
+                spec.forward(s, x)
+            }
+        }
+    };
 }
 
-/// `nn.BatchNorm1d`: the same layer over `[N, C]` or `[N, C, L]`.
-pub type BatchNorm1d = BatchNorm2d;
+batch_norm_layer!(
+    /// `nn.BatchNorm2d(num_features, eps=1e-5, momentum=0.1, affine=True,
+    /// track_running_stats=True)` over `[N, C, H, W]`: parameters `weight`/`bias`, buffers
+    /// `running_mean`, `running_var` and `num_batches_tracked`, as PyTorch names them.
+    /// Training programs normalise with the batch statistics and update the running ones;
+    /// evaluation programs use the running statistics.
+    BatchNorm2d,
+    [4],
+    "[N, {c}, H, W]"
+);
 
-impl BatchNorm2d {
-    pub fn new(num_features: usize) -> BatchNorm2d {
-        BatchNorm2d {
-            num_features,
-            eps: 1e-5,
-            momentum: 0.1,
-            affine: true,
-            ranks: [4, 4],
-        }
-    }
-    /// `nn.BatchNorm1d(num_features)`.
-    pub fn one_d(num_features: usize) -> BatchNorm2d {
-        BatchNorm2d {
-            ranks: [2, 3],
-            ..BatchNorm2d::new(num_features)
-        }
-    }
-    pub fn eps(mut self, eps: f64) -> BatchNorm2d {
-        self.eps = eps;
-        self
-    }
-    pub fn momentum(mut self, m: f64) -> BatchNorm2d {
-        self.momentum = m;
-        self
-    }
-    pub fn affine(mut self, on: bool) -> BatchNorm2d {
-        self.affine = on;
-        self
-    }
+batch_norm_layer!(
+    /// `nn.BatchNorm1d(num_features, eps=1e-5, momentum=0.1, affine=True,
+    /// track_running_stats=True)` over `[N, C]` or `[N, C, L]`, otherwise as
+    /// [`BatchNorm2d`].
+    BatchNorm1d,
+    [2, 3],
+    "[N, {c}] or [N, {c}, L]"
+);
+
+/// What one batch-norm layer builds.
+struct BatchNormSpec<'a> {
+    layer: &'static str,
+    ranks: &'a [usize],
+    want: String,
+    num_features: usize,
+    eps: f64,
+    momentum: f64,
+    affine: bool,
 }
 
-impl Module for BatchNorm2d {
+impl BatchNormSpec<'_> {
     #[track_caller]
     fn forward<'g>(&self, s: &Scope<'g>, x: Var<'g>) -> Var<'g> {
         let c = self.num_features;
+        if x.is_poisoned() {
+            return x;
+        }
         if !self.ranks.contains(&x.rank()) || x.shape().0.get(1).and_then(|d| d.known()) != Some(c)
         {
-            let want = if self.ranks == [4, 4] {
-                format!("[N, {c}, H, W]")
-            } else {
-                format!("[N, {c}] or [N, {c}, L]")
-            };
             return s.builder().report(
-                "BatchNorm",
-                BuildErrorKind::Usage(format!("expected {want}, got {}", x.shape())),
+                self.layer,
+                BuildErrorKind::Usage(format!("expected {}, got {}", self.want, x.shape())),
             );
         }
+        // PyTorch refuses a training batch with one value per channel (the unbiased
+        // variance would be 0/0 and poison the running statistics): checked per call,
+        // where the batch size is known.
+        s.require_batch_statistics(self.layer, x.shape());
         let (weight, bias) = if self.affine {
             (
                 Some(s.param("weight", &[c], Init::Constant(1.0))),

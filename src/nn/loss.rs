@@ -190,10 +190,10 @@ fn check_index_target<'g>(op: &str, input: Var<'g>, target: Var<'g>) -> Option<V
     if !target.dtype().is_int() {
         return Some(b.report(
             op,
-            OpError::BadDType {
-                expected: "an integer class-index target",
-                got: target.ty(),
-            },
+            BuildErrorKind::Usage(format!(
+                "targets must be integer class indices (i64), got {}",
+                target.dtype()
+            )),
         ));
     }
     let mut want = input.shape();
@@ -289,6 +289,21 @@ pub fn cross_entropy<'g>(input: Var<'g>, target: Var<'g>, opts: ClassLossOptions
             return e;
         }
         if target.shape() != input.shape() {
+            let mut indices = input.shape();
+            indices.0.remove(cax as usize);
+            // Float labels of the index shape (`[N]` for `[N, C]` logits): class
+            // indices in the wrong dtype, the common case.
+            if target.shape() == indices {
+                return b.report(
+                    "cross_entropy",
+                    BuildErrorKind::Usage(format!(
+                        "targets must be integer class indices (i64), got {} (or class \
+                         probabilities of the input's shape {})",
+                        target.dtype(),
+                        input.ty()
+                    )),
+                );
+            }
             return b.report(
                 "cross_entropy",
                 OpError::ShapeMismatch {

@@ -14,6 +14,6 @@ pub use loss::{
     cross_entropy, l1_loss, mse_loss, nll_loss,
 };
 pub use module::{
-    BufferSpec, Dropout, Flatten, Init, LeakyReLU, Linear, Mode, Module, ParamSpec, ReLU, Scope,
-    Sequential, Sigmoid, Softmax, Tanh, dropout,
+    BatchStatistics, BufferSpec, Dropout, Flatten, Init, LeakyReLU, Linear, Mode, Module,
+    ParamSpec, ReLU, Scope, Sequential, Sigmoid, Softmax, Tanh, dropout,
 };

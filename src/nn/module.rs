@@ -9,6 +9,7 @@
 //! create the initial values.
 
 use std::cell::RefCell;
+use std::panic::Location;
 use std::rc::Rc;
 
 use aotgrad_ir::{BuildErrorKind, DType, GraphBuilder, Shape, Var};
@@ -79,6 +80,38 @@ struct Registry {
     /// (per module, its parameters, then its buffers).
     order: Vec<String>,
     random_calls: i64,
+    batch_stats: Vec<BatchStatistics>,
+}
+
+/// A layer that normalises with batch statistics (batch norm in training): its input
+/// must hold more than one value per channel (axis 1), which only the batch size at
+/// run time can tell. [`Scope::require_batch_statistics`] records it; the trainer checks
+/// every call's batch against it before running anything.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchStatistics {
+    /// The layer's scope path and type, e.g. `bn1 (BatchNorm1d)`.
+    pub layer: String,
+    /// Its input's shape (symbolic in the batch dim).
+    pub shape: Shape,
+}
+
+impl BatchStatistics {
+    /// The values per channel with `env`'s symbols bound; `None` if a dim stays unbound.
+    pub fn values_per_channel(
+        &self,
+        env: &std::collections::BTreeMap<String, usize>,
+    ) -> Option<usize> {
+        self.shape
+            .dims()
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 1)
+            .map(|(_, d)| match d {
+                aotgrad_ir::Dim::Known(n) => Some(*n),
+                aotgrad_ir::Dim::Sym(s) => env.get(&**s).copied(),
+            })
+            .try_fold(1usize, |acc, n| n.map(|n| acc.saturating_mul(n)))
+    }
 }
 
 /// The per-step RNG key, created on first use so that programs without randomness carry
@@ -185,6 +218,33 @@ impl<'g> Scope<'g> {
         }
     }
 
+    /// The scope's path (`encoder.0`; empty at the root).
+    pub fn path(&self) -> &str {
+        self.prefix.strip_suffix('.').unwrap_or(&self.prefix)
+    }
+
+    /// Records that `layer` (a type name) normalises its input of `shape` with batch
+    /// statistics in training programs ([`BatchStatistics`]).
+    pub fn require_batch_statistics(&self, layer: &str, shape: Shape) {
+        if !self.training() {
+            return;
+        }
+        let path = if self.path().is_empty() {
+            "the model".to_string()
+        } else {
+            format!("{:?}", self.path())
+        };
+        self.reg.borrow_mut().batch_stats.push(BatchStatistics {
+            layer: format!("{path} ({layer})"),
+            shape,
+        });
+    }
+
+    /// The layers recorded by [`Scope::require_batch_statistics`].
+    pub fn batch_statistics(&self) -> Vec<BatchStatistics> {
+        self.reg.borrow().batch_stats.clone()
+    }
+
     /// The parameters declared so far, in declaration order.
     pub fn params(&self) -> Vec<ParamSpec> {
         self.reg.borrow().params.clone()
@@ -225,11 +285,23 @@ impl<'g> Scope<'g> {
 /// A layer or model: builds its forward pass in a scope.
 pub trait Module {
     fn forward<'g>(&self, s: &Scope<'g>, x: Var<'g>) -> Var<'g>;
+
+    /// The layer's type as error messages name it (`Linear`): by default the Rust type's
+    /// name without its module path or generic arguments.
+    fn type_name(&self) -> String {
+        let full = std::any::type_name::<Self>();
+        let plain = full.split('<').next().unwrap_or(full);
+        plain.rsplit("::").next().unwrap_or(plain).to_string()
+    }
 }
 
 impl<M: Module + ?Sized> Module for Box<M> {
     fn forward<'g>(&self, s: &Scope<'g>, x: Var<'g>) -> Var<'g> {
         (**self).forward(s, x)
+    }
+
+    fn type_name(&self) -> String {
+        (**self).type_name()
     }
 }
 
@@ -259,6 +331,24 @@ impl Linear {
 impl Module for Linear {
     #[track_caller]
     fn forward<'g>(&self, s: &Scope<'g>, x: Var<'g>) -> Var<'g> {
+        // Said in the layer's terms: the product's message would show the weight
+        // untransposed (`f32[N,2] @ f32[16,3]`).
+        let features = x.shape().dims().last().and_then(|d| d.known());
+        if !x.is_poisoned() && x.rank() >= 1 && features != Some(self.in_features) {
+            let got = x
+                .shape()
+                .dims()
+                .last()
+                .map_or("none".into(), |d| d.to_string());
+            return s.builder().report(
+                "linear",
+                BuildErrorKind::Usage(format!(
+                    "expected {} input features, got {got} (input {})",
+                    self.in_features,
+                    x.ty()
+                )),
+            );
+        }
         let bound = 1.0 / (self.in_features as f64).sqrt();
         let w = s.param(
             "weight",
@@ -273,10 +363,18 @@ impl Module for Linear {
 }
 
 /// Children run in order; each is named by its index (`0.weight`) unless named
-/// explicitly, as in PyTorch's `nn.Sequential`.
+/// explicitly, as in PyTorch's `nn.Sequential`. An error raised while a layer builds
+/// names the layer (its name and type) and the user's line that added it.
 #[derive(Default)]
 pub struct Sequential {
-    layers: Vec<(String, Box<dyn Module>)>,
+    layers: Vec<SequentialLayer>,
+}
+
+struct SequentialLayer {
+    name: String,
+    module: Box<dyn Module>,
+    /// The user's `push`/`push_named` call.
+    added: &'static Location<'static>,
 }
 
 impl Sequential {
@@ -285,15 +383,29 @@ impl Sequential {
     }
 
     /// Appends a layer named by its position.
-    pub fn push(mut self, layer: impl Module + 'static) -> Sequential {
+    #[track_caller]
+    pub fn push(self, layer: impl Module + 'static) -> Sequential {
         let name = self.layers.len().to_string();
-        self.layers.push((name, Box::new(layer)));
-        self
+        self.add(name, Box::new(layer), Location::caller())
     }
 
     /// Appends a layer with an explicit name (`OrderedDict` style).
-    pub fn push_named(mut self, name: &str, layer: impl Module + 'static) -> Sequential {
-        self.layers.push((name.to_string(), Box::new(layer)));
+    #[track_caller]
+    pub fn push_named(self, name: &str, layer: impl Module + 'static) -> Sequential {
+        self.add(name.to_string(), Box::new(layer), Location::caller())
+    }
+
+    fn add(
+        mut self,
+        name: String,
+        module: Box<dyn Module>,
+        added: &'static Location<'static>,
+    ) -> Sequential {
+        self.layers.push(SequentialLayer {
+            name,
+            module,
+            added,
+        });
         self
     }
 
@@ -308,9 +420,11 @@ impl Sequential {
 
 impl Module for Sequential {
     fn forward<'g>(&self, s: &Scope<'g>, x: Var<'g>) -> Var<'g> {
-        self.layers
-            .iter()
-            .fold(x, |h, (name, layer)| layer.forward(&s.child(name), h))
+        self.layers.iter().fold(x, |h, l| {
+            let what = format!("layer {:?} ({})", l.name, l.module.type_name());
+            s.builder()
+                .within(what, l.added, || l.module.forward(&s.child(&l.name), h))
+        })
     }
 }
 

@@ -1223,6 +1223,21 @@ impl<'a> Emitter<'a> {
     fn library_kernel(&mut self, l: &LibraryKernel) -> Result<(), WgslError> {
         let node = self.g.node(self.node);
         let total: usize = l.shape.iter().product();
+        if let Op::ScatterAdd { axis } = &node.op
+            && total == 0
+            && l.inputs[1].1.iter().product::<usize>() > 0
+        {
+            // An empty output with a non-empty index: the scattered axis is empty (the
+            // index is no larger than the output elsewhere), so every index is out of
+            // range. No invocation per output would see one: a single one reports the
+            // first, as the interpreter does.
+            let wx = self.dispatch_1d(1, false)?;
+            self.gid_prologue(1, wx, false);
+            let j = self.read(l.inputs[1].0, "0");
+            let _ = writeln!(self.body, "  let j = {j};");
+            self.bounds_check("j", l.inputs[0].1[*axis]);
+            return Ok(());
+        }
         let wx = self.dispatch_1d(total, false)?;
         self.gid_prologue(total, wx, false);
         let out_axes: Vec<usize> = (0..l.shape.len()).collect();

@@ -49,6 +49,8 @@ pub struct GraphBuilder {
 struct State {
     graph: Graph,
     error: Option<BuildError>,
+    /// The open [`GraphBuilder::within`] contexts, outermost first.
+    context: Vec<crate::ErrorContext>,
 }
 
 /// A traced value: a handle to one node of the graph being built. `Copy`, so it can be
@@ -75,6 +77,7 @@ impl GraphBuilder {
             state: RefCell::new(State {
                 graph: Graph::new(name),
                 error: None,
+                context: Vec::new(),
             }),
         }
     }
@@ -82,7 +85,11 @@ impl GraphBuilder {
     /// Continues building on an existing graph (e.g. to add a loss to a model).
     pub fn from_graph(graph: Graph) -> GraphBuilder {
         GraphBuilder {
-            state: RefCell::new(State { graph, error: None }),
+            state: RefCell::new(State {
+                graph,
+                error: None,
+                context: Vec::new(),
+            }),
         }
     }
 
@@ -104,6 +111,25 @@ impl GraphBuilder {
         }
     }
 
+    /// Builds `f` within a context of the user's model (a layer, a loss): a build error
+    /// raised inside it carries `what` and `location` (the user's line that made the
+    /// layer), so it names the layer rather than the library line that raised it.
+    /// Contexts nest (a `Sequential` inside a `Sequential`).
+    pub fn within<R>(
+        &self,
+        what: impl Into<String>,
+        location: &'static Location<'static>,
+        f: impl FnOnce() -> R,
+    ) -> R {
+        self.state.borrow_mut().context.push(crate::ErrorContext {
+            what: what.into(),
+            location,
+        });
+        let r = f();
+        self.state.borrow_mut().context.pop();
+        r
+    }
+
     /// Records an error found by code built on the DSL (layers, losses) as this builder's
     /// build error, located at the user's call, and returns a poisoned value.
     #[track_caller]
@@ -123,6 +149,7 @@ impl GraphBuilder {
             st.error = Some(BuildError {
                 op: op.to_string(),
                 location: loc,
+                context: st.context.clone(),
                 error: Box::new(kind.into()),
             });
         }
@@ -252,6 +279,7 @@ impl GraphBuilder {
         verify(&st.graph).map_err(|e| BuildError {
             op: "finish".into(),
             location: Location::caller(),
+            context: Vec::new(),
             error: Box::new(BuildErrorKind::Usage(e.to_string())),
         })?;
         Ok(st.graph)

@@ -697,12 +697,20 @@ impl CpuProgram {
         // Read every staged update before writing any (one may read another's target).
         let mut updates = Vec::new();
         for u in &p.updates {
-            let Some((src, at)) = &u.source else {
-                continue;
-            };
             let dtype = p.buffer(u.target).dtype;
-            // SAFETY: as for outputs.
-            let t = unsafe { abi::read_view(p, table, *src, at, &u.shape, dtype) };
+            let t = match &u.source {
+                // SAFETY: as for outputs.
+                Some((src, at)) => unsafe { abi::read_view(p, table, *src, at, &u.shape, dtype) },
+                // Written in place, or an identity update (`update "w" = %w`): the
+                // target holds the new value. Reported like any other when the caller
+                // applies updates itself, as the interpreter reports it.
+                None if !self.opts.in_place_updates => {
+                    let at = aotgrad_compiler::lower::Affine::contiguous(&u.shape);
+                    // SAFETY: the target is a persistent buffer of exactly `u.shape`.
+                    unsafe { abi::read_view(p, table, u.target, &at, &u.shape, dtype) }
+                }
+                None => continue,
+            };
             updates.push((u.name.clone(), t));
         }
         if self.opts.in_place_updates {
