@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 
 use aotgrad::compiler::{Seed, grad};
-use aotgrad::example_args::{TrainArgs, check};
+use aotgrad::example_args::{ExampleSpec, TrainArgs, check};
 use aotgrad::prelude::*;
 use clap::Parser;
 
@@ -34,12 +34,18 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-5
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let cli = Cli::parse();
-    if cli.train.plot.is_some() || cli.train.tensorboard.is_some() {
-        // The shared flags are accepted everywhere; say so rather than ignore them.
-        eprintln!("autograd_basics trains nothing: --plot/--tensorboard have no run to record");
-    }
+const SPEC: ExampleSpec = ExampleSpec {
+    name: "autograd_basics",
+    takes: &[&["--check"]],
+    defaults: &[],
+};
+
+fn main() -> std::process::ExitCode {
+    aotgrad::example_args::exit_code(run())
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let cli = SPEC.parse::<Cli>(|c| &c.train);
     let show = |g: &Graph| {
         if cli.print_ir {
             print!("{}", aotgrad::text::print(g));

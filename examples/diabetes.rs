@@ -6,7 +6,7 @@
 
 use aotgrad::data::csv::read_numeric;
 use aotgrad::data::{DataLoader, Dataset, MinMax, TensorDataset, take_rows};
-use aotgrad::example_args::{TrainArgs, check};
+use aotgrad::example_args::{ExampleSpec, TRAINING_FLAGS, TrainArgs, check};
 use aotgrad::metrics::correct_binary;
 use aotgrad::nn::{Linear, ReLU, Sequential, Sigmoid};
 use aotgrad::prelude::*;
@@ -19,8 +19,23 @@ struct Cli {
     train: TrainArgs,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let a = Cli::parse().train;
+const SPEC: ExampleSpec = ExampleSpec {
+    name: "diabetes",
+    takes: &[TRAINING_FLAGS, &["--seed", "--limit", "--batch"]],
+    defaults: &[
+        ("--epochs", "100"),
+        ("--optim", "sgd"),
+        ("--lr", "0.1"),
+        ("--batch", "32"),
+    ],
+};
+
+fn main() -> std::process::ExitCode {
+    aotgrad::example_args::exit_code(run())
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let a = SPEC.parse::<Cli>(|c| &c.train).train;
     let epochs = a.epochs.unwrap_or(100);
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/diabetes.csv");
     let table = read_numeric(&path, false)?; // [768, 9]
@@ -59,8 +74,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_args(&a)
         .compile(&a.backend())?;
     let mut run = a.start_run(&step, &["loss", "lr"])?;
-    a.no_checkpoints("diabetes")?;
-    a.no_early_stop("diabetes")?;
     let loader = DataLoader::new(&ds, a.batch.unwrap_or(32)).shuffle(a.seed);
     let (mut first, mut epoch_loss) = (None, 0.0);
     for epoch in 0..epochs {

@@ -2,7 +2,7 @@
 //! from (0, 0): the parameters are the point itself; 20000 compiled steps reach the
 //! minimum at (3, 2).
 
-use aotgrad::example_args::{TrainArgs, check};
+use aotgrad::example_args::{ExampleSpec, TRAINING_FLAGS, TrainArgs, check};
 use aotgrad::nn::Init;
 use aotgrad::prelude::*;
 use clap::Parser;
@@ -14,8 +14,22 @@ struct Cli {
     train: TrainArgs,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let a = Cli::parse().train;
+const SPEC: ExampleSpec = ExampleSpec {
+    name: "himmelblau",
+    takes: &[TRAINING_FLAGS],
+    defaults: &[
+        ("--epochs", "20000 (steps: the objective has no data)"),
+        ("--optim", "adam"),
+        ("--lr", "1e-3"),
+    ],
+};
+
+fn main() -> std::process::ExitCode {
+    aotgrad::example_args::exit_code(run())
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let a = SPEC.parse::<Cli>(|c| &c.train).train;
     let steps = a.epochs.unwrap_or(20000);
     let optim = Optimizer::from_name(
         a.optim.as_deref().unwrap_or("adam"),
@@ -34,8 +48,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     .with_args(&a)
     .compile(&a.backend())?;
     let mut run = a.start_run(&step, &["loss", "lr"])?;
-    a.no_checkpoints("himmelblau")?;
-    a.no_early_stop("himmelblau")?;
     let mut f = f64::NAN;
     for i in 0..steps {
         f = step.step()?;

@@ -16,7 +16,20 @@ fn lcg(seed: &mut u64) -> f32 {
     ((*seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// No flags: `--help` says what it does, and anything else is refused.
+#[derive(clap::Parser)]
+#[command(
+    about = "A tour of the IR: trace, print, parse, verify and run the MNIST MLP's graph",
+    after_help = "Takes no flags: the shared training flags of the other examples do not apply."
+)]
+struct Cli {}
+
+fn main() -> std::process::ExitCode {
+    let Cli {} = clap::Parser::parse();
+    aotgrad::example_args::exit_code(run())
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let g = GraphBuilder::new("mnist_mlp_ce");
     let x = g.input("x", DType::F32, shape!["N", 784]);
     let labels = g.input("labels", DType::I64, shape!["N"]);

@@ -7,7 +7,7 @@
 //!
 //! `cargo run --release --example lenet -- --help`
 
-use aotgrad::example_args::{TrainArgs, check};
+use aotgrad::example_args::{ExampleSpec, TRAINING_FLAGS, TrainArgs, check};
 use aotgrad::mnist_job::{self, MnistJob};
 use aotgrad::prelude::*;
 use clap::Parser;
@@ -32,8 +32,34 @@ struct Cli {
     print_ir: bool,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let cli = Cli::parse();
+const SPEC: ExampleSpec = ExampleSpec {
+    name: "lenet",
+    takes: &[
+        TRAINING_FLAGS,
+        &[
+            "--seed",
+            "--limit",
+            "--batch",
+            "--loss",
+            "--checkpoint",
+            "--resume",
+        ],
+    ],
+    defaults: &[
+        ("--epochs", "8"),
+        ("--optim", "sgd"),
+        ("--lr", "0.01 with sgd, 1e-3 with adam, adamw or rmsprop"),
+        ("--loss", "ce (or mse)"),
+        ("--batch", "64"),
+    ],
+};
+
+fn main() -> std::process::ExitCode {
+    aotgrad::example_args::exit_code(run())
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let cli = SPEC.parse::<Cli>(|c| &c.train);
     let a = &cli.train;
     let epochs = a.epochs.unwrap_or(8);
     let optim_name = a.optim.clone().unwrap_or_else(|| "sgd".into());

@@ -1,7 +1,7 @@
 //! Linear regression (course seed P05): `Linear(1, 1)` fit to y = 2x on x = [1, 2, 3] with
 //! MSE (sum) and SGD lr 0.01 for 100 epochs, then a prediction for x = 4.
 
-use aotgrad::example_args::{TrainArgs, check};
+use aotgrad::example_args::{ExampleSpec, TRAINING_FLAGS, TrainArgs, check};
 use aotgrad::nn::{Linear, Sequential};
 use aotgrad::prelude::*;
 use clap::Parser;
@@ -13,8 +13,18 @@ struct Cli {
     train: TrainArgs,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let a = Cli::parse().train;
+const SPEC: ExampleSpec = ExampleSpec {
+    name: "linear_regression",
+    takes: &[TRAINING_FLAGS, &["--seed"]],
+    defaults: &[("--epochs", "100"), ("--optim", "sgd"), ("--lr", "0.01")],
+};
+
+fn main() -> std::process::ExitCode {
+    aotgrad::example_args::exit_code(run())
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let a = SPEC.parse::<Cli>(|c| &c.train).train;
     let epochs = a.epochs.unwrap_or(100);
     let lr = a.lr.unwrap_or(0.01);
     let model = Sequential::new().push_named("linear", Linear::new(1, 1));
@@ -30,8 +40,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     .with_args(&a)
     .compile(&a.backend())?;
     let mut run = a.start_run(&step, &["loss", "lr"])?;
-    a.no_checkpoints("linear_regression")?;
-    a.no_early_stop("linear_regression")?;
     let batch = Batch {
         x: Tensor::from_f32(&[1.0, 2.0, 3.0], &[3, 1])?,
         y: Tensor::from_f32(&[2.0, 4.0, 6.0], &[3, 1])?,

@@ -1,7 +1,7 @@
 //! Logistic regression (course seed P06): `Linear(1, 1)` + sigmoid on x = [1, 2, 3],
 //! y = [0, 0, 1], BCE (sum), SGD lr 0.01 for 1000 epochs; predicts x = 4.
 
-use aotgrad::example_args::{TrainArgs, check};
+use aotgrad::example_args::{ExampleSpec, TRAINING_FLAGS, TrainArgs, check};
 use aotgrad::nn::{Linear, Sequential, Sigmoid};
 use aotgrad::prelude::*;
 use clap::Parser;
@@ -13,8 +13,18 @@ struct Cli {
     train: TrainArgs,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let a = Cli::parse().train;
+const SPEC: ExampleSpec = ExampleSpec {
+    name: "logistic_regression",
+    takes: &[TRAINING_FLAGS, &["--seed"]],
+    defaults: &[("--epochs", "1000"), ("--optim", "sgd"), ("--lr", "0.01")],
+};
+
+fn main() -> std::process::ExitCode {
+    aotgrad::example_args::exit_code(run())
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let a = SPEC.parse::<Cli>(|c| &c.train).train;
     let epochs = a.epochs.unwrap_or(1000);
     let lr = a.lr.unwrap_or(0.01);
     let model = Sequential::new()
@@ -32,8 +42,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     .with_args(&a)
     .compile(&a.backend())?;
     let mut run = a.start_run(&step, &["loss", "lr"])?;
-    a.no_checkpoints("logistic_regression")?;
-    a.no_early_stop("logistic_regression")?;
     let batch = Batch {
         x: Tensor::from_f32(&[1.0, 2.0, 3.0], &[3, 1])?,
         y: Tensor::from_f32(&[0.0, 0.0, 1.0], &[3, 1])?,

@@ -6,7 +6,7 @@
 //!
 //! `cargo run --release --example mnist -- --help`
 
-use aotgrad::example_args::{TrainArgs, check};
+use aotgrad::example_args::{ExampleSpec, TRAINING_FLAGS, TrainArgs, check};
 use aotgrad::mnist_job::{self, MnistJob};
 use aotgrad::nn::{Flatten, Linear, ReLU, Sequential};
 use aotgrad::prelude::*;
@@ -29,8 +29,34 @@ struct Cli {
     print_ir: bool,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let cli = Cli::parse();
+const SPEC: ExampleSpec = ExampleSpec {
+    name: "mnist",
+    takes: &[
+        TRAINING_FLAGS,
+        &[
+            "--seed",
+            "--limit",
+            "--batch",
+            "--loss",
+            "--checkpoint",
+            "--resume",
+        ],
+    ],
+    defaults: &[
+        ("--epochs", "3"),
+        ("--optim", "sgd"),
+        ("--lr", "0.01 with sgd, 1e-3 with adam, adamw or rmsprop"),
+        ("--loss", "mse (one-hot MSE, the course's seed; or ce)"),
+        ("--batch", "512, or 64 with --loss ce"),
+    ],
+};
+
+fn main() -> std::process::ExitCode {
+    aotgrad::example_args::exit_code(run())
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let cli = SPEC.parse::<Cli>(|c| &c.train);
     let a = &cli.train;
     let epochs = a.epochs.unwrap_or(3);
     let optim_name = a.optim.clone().unwrap_or_else(|| "sgd".into());

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use aotgrad::example_args::{TrainArgs, check};
+use aotgrad::example_args::{ExampleSpec, TRAINING_FLAGS, TrainArgs, check};
 use aotgrad::nn::{Init, Module, Scope};
 use aotgrad::prelude::*;
 use clap::Parser;
@@ -27,8 +27,18 @@ impl Module for Quadratic {
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let a = Cli::parse().train;
+const SPEC: ExampleSpec = ExampleSpec {
+    name: "quadratic",
+    takes: &[TRAINING_FLAGS],
+    defaults: &[("--epochs", "100"), ("--optim", "sgd"), ("--lr", "0.01")],
+};
+
+fn main() -> std::process::ExitCode {
+    aotgrad::example_args::exit_code(run())
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let a = SPEC.parse::<Cli>(|c| &c.train).train;
     let epochs = a.epochs.unwrap_or(100);
     let optim = Optimizer::from_name(
         a.optim.as_deref().unwrap_or("sgd"),
@@ -42,8 +52,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_args(&a)
         .compile(&a.backend())?;
     let mut run = a.start_run(&step, &["loss", "lr"])?;
-    a.no_checkpoints("quadratic")?;
-    a.no_early_stop("quadratic")?;
     let data = [(1.0f32, 2.0f32), (2.0, 4.0), (3.0, 6.0)];
     let t = Instant::now();
     let (mut first, mut last) = (None, 0.0);

@@ -5,7 +5,7 @@
 
 use aotgrad::data::csv::read_table;
 use aotgrad::data::{DataLoader, Dataset, Rng, TensorDataset, Transform, ZScore, random_split};
-use aotgrad::example_args::{TrainArgs, check};
+use aotgrad::example_args::{ExampleSpec, TRAINING_FLAGS, TrainArgs, check};
 use aotgrad::metrics::correct_binary;
 use aotgrad::nn::Linear;
 use aotgrad::prelude::*;
@@ -20,8 +20,23 @@ struct Cli {
 
 const FEATURES: usize = 7;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let a = Cli::parse().train;
+const SPEC: ExampleSpec = ExampleSpec {
+    name: "titanic",
+    takes: &[TRAINING_FLAGS, &["--seed", "--batch", "--early-stop"]],
+    defaults: &[
+        ("--epochs", "100"),
+        ("--optim", "adam"),
+        ("--lr", "0.01"),
+        ("--batch", "64"),
+    ],
+};
+
+fn main() -> std::process::ExitCode {
+    aotgrad::example_args::exit_code(run())
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let a = SPEC.parse::<Cli>(|c| &c.train).train;
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/titanic.csv");
     let t = read_table(&path, true)?;
     let col = |n: &str| t.column(n);
@@ -114,7 +129,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     .with_args(&a)
     .compile(&a.backend())?;
     let mut run = a.start_run(&step, &["loss", "lr", "val_accuracy"])?;
-    a.no_checkpoints("titanic")?;
     // `--early-stop P`: stop when validation accuracy has not improved for P epochs.
     let mut stopper = a.early_stop.map(|p| EarlyStopping::new(p, 0.0, true));
     let loader = DataLoader::new(&train, a.batch.unwrap_or(64)).shuffle(a.seed);

@@ -4,7 +4,7 @@
 //! [[3, 2500]] normalised with the *training* statistics.
 
 use aotgrad::data::{Rng, Transform, ZScore};
-use aotgrad::example_args::{TrainArgs, check};
+use aotgrad::example_args::{ExampleSpec, TRAINING_FLAGS, TrainArgs, check};
 use aotgrad::nn::{Init, Module, Scope};
 use aotgrad::prelude::*;
 use clap::Parser;
@@ -27,8 +27,18 @@ impl Module for Affine {
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let a = Cli::parse().train;
+const SPEC: ExampleSpec = ExampleSpec {
+    name: "zscore_regression",
+    takes: &[TRAINING_FLAGS],
+    defaults: &[("--epochs", "1000"), ("--optim", "sgd"), ("--lr", "0.5")],
+};
+
+fn main() -> std::process::ExitCode {
+    aotgrad::example_args::exit_code(run())
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let a = SPEC.parse::<Cli>(|c| &c.train).train;
     let epochs = a.epochs.unwrap_or(1000);
     let x = Tensor::from_f32(
         &[
@@ -52,8 +62,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_args(&a)
         .compile(&a.backend())?;
     let mut run = a.start_run(&step, &["loss", "lr"])?;
-    a.no_checkpoints("zscore_regression")?;
-    a.no_early_stop("zscore_regression")?;
     let batch = Batch { x: xn, y };
     let (mut first, mut loss) = (None, 0.0);
     for epoch in 0..epochs {

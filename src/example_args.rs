@@ -5,19 +5,20 @@ use crate::train::Backend;
 /// Flags shared by the training examples (`--help` lists them).
 #[derive(Debug, Clone, clap::Args)]
 pub struct TrainArgs {
-    /// Passes over the training data.
+    /// Passes over the training data [default: the example's, listed below].
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// Mini-batch size.
+    /// Mini-batch size [default: the example's, listed below].
     #[arg(long)]
     pub batch: Option<usize>,
-    /// Learning rate.
+    /// Learning rate [default: the example's, by optimizer, listed below].
     #[arg(long)]
     pub lr: Option<f64>,
-    /// Optimizer: sgd, adam, adamw, rmsprop.
+    /// Optimizer: sgd, adam, adamw, rmsprop [default: the example's, listed below].
     #[arg(long)]
     pub optim: Option<String>,
-    /// Loss function (example-specific names, e.g. mse, ce, bce).
+    /// Loss function (example-specific names, e.g. mse, ce, bce) [default: the
+    /// example's, listed below].
     #[arg(long)]
     pub loss: Option<String>,
     /// Where the compiled step runs: cpu (native code), gpu (WGSL compute shaders through
@@ -74,6 +75,167 @@ impl TrainArgs {
     pub fn backend(&self) -> Backend {
         self.backend.with_threads(self.threads)
     }
+
+    /// Every shared flag given on this command line (defaulted flags count when they
+    /// differ from their default), by name.
+    pub fn given(&self) -> Vec<&'static str> {
+        let set = [
+            ("--epochs", self.epochs.is_some()),
+            ("--batch", self.batch.is_some()),
+            ("--lr", self.lr.is_some()),
+            ("--optim", self.optim.is_some()),
+            ("--loss", self.loss.is_some()),
+            ("--backend", self.backend != Backend::Cpu { threads: 1 }),
+            ("--threads", self.threads != 1),
+            ("--seed", self.seed != 0),
+            ("--limit", self.limit.is_some()),
+            ("--checkpoint", self.checkpoint.is_some()),
+            ("--resume", self.resume.is_some()),
+            ("--scheduler", self.scheduler.is_some()),
+            ("--early-stop", self.early_stop.is_some()),
+            ("--plot", self.plot.is_some()),
+            ("--tensorboard", self.tensorboard.is_some()),
+            ("--check", self.check),
+            (
+                "--opt-level",
+                self.opt_level != crate::compiler::passes::OptLevel::O2,
+            ),
+            ("--check-numerics", self.check_numerics),
+        ];
+        set.into_iter()
+            .filter(|(_, on)| *on)
+            .map(|(f, _)| f)
+            .collect()
+    }
+}
+
+/// The flags every training example takes: where and how the step runs, how long and
+/// how fast it trains, and what it records.
+pub const TRAINING_FLAGS: &[&str] = &[
+    "--epochs",
+    "--lr",
+    "--optim",
+    "--backend",
+    "--threads",
+    "--scheduler",
+    "--plot",
+    "--tensorboard",
+    "--check",
+    "--opt-level",
+    "--check-numerics",
+];
+
+/// What one example does with the shared flags: which it takes (the others are refused,
+/// never silently ignored) and its own defaults, printed at the end of `--help`.
+pub struct ExampleSpec {
+    pub name: &'static str,
+    /// The shared flags it uses (often [`TRAINING_FLAGS`] plus a few).
+    pub takes: &'static [&'static [&'static str]],
+    /// `(flag, default)` for the flags whose default is the example's own, including
+    /// the ones that depend on other flags (`512, or 64 with --loss ce`).
+    pub defaults: &'static [(&'static str, &'static str)],
+}
+
+impl ExampleSpec {
+    fn takes(&self, flag: &str) -> bool {
+        self.takes.iter().any(|set| set.contains(&flag))
+    }
+
+    /// The end of `--help`: the example's defaults and the shared flags it does not use.
+    pub fn after_help(&self) -> String {
+        let mut s = String::new();
+        if !self.defaults.is_empty() {
+            s.push_str("Defaults of this example:\n");
+            for (flag, v) in self.defaults {
+                s.push_str(&format!("  {flag:<14} {v}\n"));
+            }
+        }
+        let unused: Vec<&str> = ALL_FLAGS
+            .iter()
+            .copied()
+            .filter(|f| !self.takes(f))
+            .collect();
+        if !unused.is_empty() {
+            s.push_str(&format!(
+                "Not used by {} (refused if given): {}\n",
+                self.name,
+                unused.join(", ")
+            ));
+        }
+        s
+    }
+
+    /// `Err` naming every shared flag given that this example does not use.
+    pub fn check(&self, a: &TrainArgs) -> Result<(), String> {
+        let refused: Vec<&str> = a.given().into_iter().filter(|f| !self.takes(f)).collect();
+        if refused.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "{} does not use {} (see --help)",
+            self.name,
+            refused.join(", ")
+        ))
+    }
+
+    /// Parses the command line of an example whose flags `C` flattens [`TrainArgs`]
+    /// into (reached by `train`): `--help` ends with [`ExampleSpec::after_help`], and a
+    /// shared flag the example does not use is a usage error (exit code 2). On the GPU
+    /// backend it prints the adapter the run will use.
+    pub fn parse<C: clap::Parser>(&self, train: impl Fn(&C) -> &TrainArgs) -> C {
+        let help = self.after_help();
+        let matches = C::command().after_help(help).get_matches();
+        let c = C::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        if let Err(e) = self.check(train(&c)) {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+        if train(&c).backend == Backend::Gpu {
+            match aotgrad_runtime::gpu::context() {
+                Ok(ctx) => println!("GPU adapter: {}", ctx.describe()),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        c
+    }
+}
+
+/// Every shared flag, in `--help` order.
+const ALL_FLAGS: &[&str] = &[
+    "--epochs",
+    "--batch",
+    "--lr",
+    "--optim",
+    "--loss",
+    "--backend",
+    "--threads",
+    "--seed",
+    "--limit",
+    "--checkpoint",
+    "--resume",
+    "--scheduler",
+    "--early-stop",
+    "--plot",
+    "--tensorboard",
+    "--check",
+    "--opt-level",
+    "--check-numerics",
+];
+
+/// The examples' `main`: runs `run` and turns an error into `error: <message>` on
+/// stderr (its `Display`, not the `Debug` form `main` returning `Result` prints) and
+/// exit code 1.
+pub fn exit_code(run: Result<(), Box<dyn std::error::Error>>) -> std::process::ExitCode {
+    match run {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 impl TrainArgs {
@@ -98,27 +260,6 @@ impl TrainArgs {
             base_lr: step.lr(),
             plot: self.plot.clone(),
         })
-    }
-
-    /// `Err` when `--checkpoint` or `--resume` was given to an example that does not
-    /// save checkpoints (rather than ignoring them).
-    pub fn no_checkpoints(&self, example: &str) -> Result<(), String> {
-        if self.checkpoint.is_some() || self.resume.is_some() {
-            return Err(format!(
-                "{example} does not save or resume checkpoints (the mnist example does)"
-            ));
-        }
-        Ok(())
-    }
-
-    /// `Err` when `--early-stop` was given to an example without a validation split.
-    pub fn no_early_stop(&self, example: &str) -> Result<(), String> {
-        if self.early_stop.is_some() {
-            return Err(format!(
-                "{example} has no validation split to stop on (the titanic example does)"
-            ));
-        }
-        Ok(())
     }
 }
 

@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod mnist_job;
 pub mod nn;
 pub mod optim;
+pub mod plot;
 pub mod progress;
 pub mod runlog;
 pub mod tensor_file;

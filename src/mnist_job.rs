@@ -117,7 +117,6 @@ pub fn run(job: MnistJob<'_>) -> Result<Option<MnistOutcome>, Box<dyn std::error
         .transform(&to_input);
     let nb = loader.num_batches();
     let mut run = a.start_run(&step, &["loss", "lr", "test_loss", "test_accuracy"])?;
-    a.no_early_stop(job.example)?;
     let mut last_train_loss = f64::NAN;
     let mut first_loss = None;
     let mut test_acc = 0.0;

@@ -20,8 +20,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use plotters::coord::Shift;
-use plotters::prelude::*;
+use plotters::prelude::{BitMapBackend, IntoDrawingArea, SVGBackend};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -186,13 +185,13 @@ impl RunLog {
                 let path = p.display().to_string();
                 move |message: String| LogError::Plot { path, message }
             };
-            draw(
+            crate::plot::draw(
                 BitMapBackend::new(&png, (800, 480)).into_drawing_area(),
                 &kind,
                 &series,
             )
             .map_err(plot_err(&png))?;
-            draw(
+            crate::plot::draw(
                 SVGBackend::new(&svg, (800, 480)).into_drawing_area(),
                 &kind,
                 &series,
@@ -203,94 +202,6 @@ impl RunLog {
         }
         Ok(files)
     }
-}
-
-/// Registers the bundled font once (plotters draws text with it; no system fonts).
-fn font() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // DejaVu Sans (assets/fonts, its license beside it). A font that fails to parse
-        // would be a build defect, caught by the plot tests.
-        let _ = plotters::style::register_font(
-            "sans-serif",
-            FontStyle::Normal,
-            include_bytes!("../assets/fonts/DejaVuSans.ttf"),
-        );
-    });
-}
-
-const COLORS: [RGBColor; 6] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-];
-
-fn draw<DB: DrawingBackend>(
-    root: DrawingArea<DB, Shift>,
-    title: &str,
-    series: &[(String, Vec<(f64, f64)>)],
-) -> Result<(), String> {
-    font();
-    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
-    root.fill(&WHITE).map_err(e)?;
-    let pts = series.iter().flat_map(|(_, p)| p.iter());
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, y) in pts {
-        x0 = x0.min(x);
-        x1 = x1.max(x);
-        y0 = y0.min(y);
-        y1 = y1.max(y);
-    }
-    if x1 <= x0 {
-        x1 = x0 + 1.0;
-    }
-    // A constant series (a fixed learning rate) still gets a readable band.
-    let pad = if y1 > y0 {
-        (y1 - y0) * 0.05
-    } else {
-        y0.abs().max(1e-3) * 0.1
-    };
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(64)
-        .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))
-        .map_err(e)?;
-    chart
-        .configure_mesh()
-        .x_desc("step")
-        .label_style(("sans-serif", 14))
-        .draw()
-        .map_err(e)?;
-    for (k, (name, p)) in series.iter().enumerate() {
-        let color = COLORS[k % COLORS.len()];
-        chart
-            .draw_series(LineSeries::new(p.iter().copied(), color.stroke_width(2)))
-            .map_err(e)?
-            .label(name.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
-        // Sparse series (one value per epoch) also get markers.
-        if p.len() < 64 {
-            chart
-                .draw_series(
-                    p.iter()
-                        .map(|&(x, y)| Circle::new((x, y), 3, color.filled())),
-                )
-                .map_err(e)?;
-        }
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .draw()
-        .map_err(e)?;
-    root.present().map_err(e)
 }
 
 /// TensorBoard's event-file format: TFRecord framing (length, masked CRC-32C of the

@@ -85,7 +85,7 @@ fn data_examples_in_short_mode() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no validation split"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("diabetes does not use --early-stop"));
     let l = run(
         "mnist",
         &[
@@ -210,4 +210,65 @@ fn resuming_a_finished_run_reports_the_restored_model() {
     assert_eq!(value(last, "test_accuracy"), acc, "{text}");
     assert!(value(last, "train_loss").is_finite(), "{last}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Examples accepted the shared flags they do not use and ignored them; `--help` did
+/// not state the defaults that depend on the example or on other flags; errors printed
+/// with `Debug` (`Error: File(Io { ... })`).
+#[test]
+fn examples_refuse_unused_flags_state_defaults_and_print_errors_plainly() {
+    let refuse = |name: &str, args: &[&str], msg: &str| {
+        let out = Command::new(example(name)).args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name} {args:?}: {err}");
+        assert!(err.contains(msg), "{name} {args:?}: {err}");
+    };
+    refuse(
+        "autograd_basics",
+        &["--epochs", "3", "--plot", "x"],
+        "autograd_basics does not use --epochs, --plot (see --help)",
+    );
+    refuse(
+        "linear_regression",
+        &["--batch", "8"],
+        "does not use --batch",
+    );
+    refuse("himmelblau", &["--seed", "3"], "does not use --seed");
+    refuse(
+        "diabetes",
+        &["--checkpoint", "c"],
+        "does not use --checkpoint",
+    );
+    refuse("mnist", &["--early-stop", "2"], "does not use --early-stop");
+    refuse(
+        "ir_tour",
+        &["--epochs", "3"],
+        "unexpected argument '--epochs'",
+    );
+    let help = |name: &str| {
+        let out = Command::new(example(name)).arg("--help").output().unwrap();
+        assert!(out.status.success(), "{name}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let h = help("mnist");
+    assert!(
+        h.contains("--batch        512, or 64 with --loss ce")
+            && h.contains("--lr           0.01 with sgd, 1e-3 with adam, adamw or rmsprop")
+            && h.contains("[default: cpu]")
+            && h.contains("[default: 2]"),
+        "{h}"
+    );
+    assert!(help("ir_tour").contains("Takes no flags"));
+    assert!(help("titanic").contains("Not used by titanic (refused if given):"));
+    // An error is its message, once, after `error: `.
+    let out = Command::new(example("mnist"))
+        .args(["--resume", "/nonexistent/ckpt.safetensors", "--limit", "10"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.starts_with("error: /nonexistent/ckpt.safetensors: ") && !err.contains("Io {"),
+        "{err}"
+    );
 }

@@ -668,12 +668,15 @@ impl CpuProgram {
             if let Some(e) = ctx.error.into_inner() {
                 return Err(e);
             }
-            // A checked index: the first slot (program order) that saw one out of range.
+            // A checked index: of the nodes that saw one out of range (a kernel may
+            // check several, fused), the first in graph order, which is the one the
+            // interpreter, evaluating nodes in that order, stops at.
             let fault = v
                 .faults
                 .iter()
                 .zip(v.fault_words.chunks(2))
-                .find(|(_, w)| w[0].load(Ordering::Relaxed) != 0);
+                .filter(|(_, w)| w[0].load(Ordering::Relaxed) != 0)
+                .min_by_key(|(f, _)| f.node);
             return Err(match fault {
                 Some((f, w)) => RunError::IndexOutOfRange {
                     node: f.node,

@@ -17,12 +17,22 @@ pub struct GpuContext {
 }
 
 impl GpuContext {
-    /// The adapter's name and backend, e.g. `llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan)`.
+    /// The adapter's name, API and kind, saying so when it is a software renderer:
+    /// `llvmpipe (LLVM 15.0.6, 256 bits) via Vulkan, a software renderer on the CPU`.
     pub fn describe(&self) -> String {
-        format!(
-            "{} ({:?}, {:?})",
-            self.info.name, self.info.backend, self.info.device_type
-        )
+        let kind = match self.info.device_type {
+            wgpu::DeviceType::Cpu => ", a software renderer on the CPU (no GPU: expect CPU speed)",
+            wgpu::DeviceType::DiscreteGpu => ", a discrete GPU",
+            wgpu::DeviceType::IntegratedGpu => ", an integrated GPU",
+            wgpu::DeviceType::VirtualGpu => ", a virtual GPU",
+            wgpu::DeviceType::Other => "",
+        };
+        format!("{} via {:?}{kind}", self.info.name, self.info.backend)
+    }
+
+    /// Whether the adapter is a software renderer (Mesa's llvmpipe, SwiftShader).
+    pub fn is_software(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
     }
 
     /// Runs `f` inside a validation error scope and turns a captured wgpu error into a
