@@ -7,7 +7,7 @@
 //!
 //! `cargo run --release --example lenet -- --help`
 
-use aotgrad::example_args::{ExampleSpec, TRAINING_FLAGS, TrainArgs, check};
+use aotgrad::example_args::{ExampleSpec, MNIST_JOB_FLAGS, TRAINING_FLAGS, TrainArgs, check};
 use aotgrad::mnist_job::{self, MnistJob};
 use aotgrad::prelude::*;
 use clap::Parser;
@@ -34,17 +34,7 @@ struct Cli {
 
 const SPEC: ExampleSpec = ExampleSpec {
     name: "lenet",
-    takes: &[
-        TRAINING_FLAGS,
-        &[
-            "--seed",
-            "--limit",
-            "--batch",
-            "--loss",
-            "--checkpoint",
-            "--resume",
-        ],
-    ],
+    takes: &[TRAINING_FLAGS, MNIST_JOB_FLAGS],
     defaults: &[
         ("--epochs", "8"),
         ("--optim", "sgd"),

@@ -6,7 +6,7 @@
 //!
 //! `cargo run --release --example mnist -- --help`
 
-use aotgrad::example_args::{ExampleSpec, TRAINING_FLAGS, TrainArgs, check};
+use aotgrad::example_args::{ExampleSpec, MNIST_JOB_FLAGS, TRAINING_FLAGS, TrainArgs, check};
 use aotgrad::mnist_job::{self, MnistJob};
 use aotgrad::nn::{Flatten, Linear, ReLU, Sequential};
 use aotgrad::prelude::*;
@@ -31,17 +31,7 @@ struct Cli {
 
 const SPEC: ExampleSpec = ExampleSpec {
     name: "mnist",
-    takes: &[
-        TRAINING_FLAGS,
-        &[
-            "--seed",
-            "--limit",
-            "--batch",
-            "--loss",
-            "--checkpoint",
-            "--resume",
-        ],
-    ],
+    takes: &[TRAINING_FLAGS, MNIST_JOB_FLAGS],
     defaults: &[
         ("--epochs", "3"),
         ("--optim", "sgd"),

@@ -125,6 +125,16 @@ pub const TRAINING_FLAGS: &[&str] = &[
     "--check-numerics",
 ];
 
+/// The flags the MNIST job (`mnist`, `lenet`) takes besides [`TRAINING_FLAGS`].
+pub const MNIST_JOB_FLAGS: &[&str] = &[
+    "--seed",
+    "--limit",
+    "--batch",
+    "--loss",
+    "--checkpoint",
+    "--resume",
+];
+
 /// What one example does with the shared flags: which it takes (the others are refused,
 /// never silently ignored) and its own defaults, printed at the end of `--help`.
 pub struct ExampleSpec {
@@ -204,7 +214,7 @@ impl ExampleSpec {
 }
 
 /// Every shared flag, in `--help` order.
-const ALL_FLAGS: &[&str] = &[
+pub const ALL_FLAGS: &[&str] = &[
     "--epochs",
     "--batch",
     "--lr",

@@ -157,47 +157,32 @@ pub fn draw<DB: DrawingBackend>(
         .margin_right(28)
         .x_label_area_size(40)
         .y_label_area_size(64);
-    let x_desc = "step";
     let y_desc = if y.log { "log scale" } else { "" };
-    if y.log {
-        let mut chart = builder
-            .build_cartesian_2d(x0..x1, (y.lo..y.hi).log_scale())
-            .map_err(e)?;
-        chart
-            .configure_mesh()
-            .x_desc(x_desc)
-            .y_desc(y_desc)
-            .x_label_formatter(&|v| tick_label(*v))
-            .y_label_formatter(&|v| tick_label(*v))
-            .label_style(("sans-serif", 14))
-            .draw()
-            .map_err(e)?;
-        let area = chart.plotting_area().get_pixel_range();
-        plot_series(&mut chart, series, (y.lo, y.hi)).map_err(e)?;
-        legend(&mut chart, legend_position(series, (x0, x1), &y)).map_err(e)?;
-        root.present().map_err(e)?;
-        return Ok((
-            (area.0.start, area.1.start),
-            (area.0.end - 1, area.1.end - 1),
-        ));
+    // The same steps on either kind of y axis (the chart types differ).
+    macro_rules! finish {
+        ($chart:expr) => {{
+            let mut chart = $chart.map_err(e)?;
+            chart
+                .configure_mesh()
+                .x_desc("step")
+                .y_desc(y_desc)
+                .x_label_formatter(&|v| tick_label(*v))
+                .y_label_formatter(&|v| tick_label(*v))
+                .label_style(("sans-serif", 14))
+                .draw()
+                .map_err(e)?;
+            let (px, py) = chart.plotting_area().get_pixel_range();
+            plot_series(&mut chart, series, (y.lo, y.hi)).map_err(e)?;
+            legend(&mut chart, legend_position(series, (x0, x1), &y)).map_err(e)?;
+            root.present().map_err(e)?;
+            Ok(((px.start, py.start), (px.end - 1, py.end - 1)))
+        }};
     }
-    let mut chart = builder.build_cartesian_2d(x0..x1, y.lo..y.hi).map_err(e)?;
-    chart
-        .configure_mesh()
-        .x_desc(x_desc)
-        .x_label_formatter(&|v| tick_label(*v))
-        .y_label_formatter(&|v| tick_label(*v))
-        .label_style(("sans-serif", 14))
-        .draw()
-        .map_err(e)?;
-    let area = chart.plotting_area().get_pixel_range();
-    plot_series(&mut chart, series, (y.lo, y.hi)).map_err(e)?;
-    legend(&mut chart, legend_position(series, (x0, x1), &y)).map_err(e)?;
-    root.present().map_err(e)?;
-    Ok((
-        (area.0.start, area.1.start),
-        (area.0.end - 1, area.1.end - 1),
-    ))
+    if y.log {
+        finish!(builder.build_cartesian_2d(x0..x1, (y.lo..y.hi).log_scale()))
+    } else {
+        finish!(builder.build_cartesian_2d(x0..x1, y.lo..y.hi))
+    }
 }
 
 /// The series of one chart, each point clamped into `[lo, hi]`.

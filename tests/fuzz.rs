@@ -96,20 +96,13 @@ fn random_graph(rng: &mut Rng) -> (Graph, HashMap<String, Tensor>) {
                 // Ops along an axis need one.
                 6 | 11 | 14 | 15 if rank == 0 => None,
                 0 => {
-                    let u = rng.pick(&[
-                        UnaryOp::Neg,
-                        UnaryOp::Abs,
-                        UnaryOp::Sign,
-                        UnaryOp::Exp,
-                        UnaryOp::Log,
-                        UnaryOp::Sqrt,
-                        UnaryOp::Recip,
-                        UnaryOp::Sin,
-                        UnaryOp::Cos,
-                        UnaryOp::Tanh,
-                        UnaryOp::Floor,
-                        UnaryOp::Ceil,
-                    ]);
+                    // Every float unary (not `not`, which takes bools, nor the
+                    // identity `stop_gradient`).
+                    let float: Vec<UnaryOp> = UnaryOp::ALL
+                        .into_iter()
+                        .filter(|u| !matches!(u, UnaryOp::Not | UnaryOp::StopGradient))
+                        .collect();
+                    let u = rng.pick(&float);
                     g.add(Op::Unary(u), &[x]).ok()
                 }
                 1 | 2 => {

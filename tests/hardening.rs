@@ -250,6 +250,28 @@ fn assert_agree(graph: &Graph, f: &HashMap<String, Tensor>, what: &str, gpu: boo
     }
 }
 
+/// The interpreter's out-of-range index error; the CPU JIT's must equal it, and the
+/// GPU's (when an adapter exists) be one too.
+fn assert_index_error_everywhere(
+    graph: &Graph,
+    f: &HashMap<String, Tensor>,
+    what: &str,
+) -> RunError {
+    let want = aotgrad::run(graph, f).unwrap_err();
+    assert!(
+        matches!(want, RunError::IndexOutOfRange { .. }),
+        "{what}: {want}"
+    );
+    let got = cpu::run_once(graph, f, CpuOptions::default()).unwrap_err();
+    assert_eq!(got, want, "{what}");
+    if aotgrad::runtime::gpu::available_for_tests().expect("a GPU adapter (AOTGRAD_REQUIRE_GPU=1)")
+    {
+        let got = aotgrad::runtime::gpu::run_once(graph, f).unwrap_err();
+        assert_eq!(got, want, "{what} on the GPU");
+    }
+    want
+}
+
 /// `scatter_add` of `true` into `true` stored the byte 2 on the CPU backend (2.0 after a
 /// cast to f32, and `eq` with `true` failed); bool addition is logical or everywhere.
 #[test]
@@ -357,21 +379,11 @@ fn a_gather_read_only_through_an_empty_slice_compiles() {
     // The gather is live: its bad index 9 is an error on every backend, although the
     // empty slice reads none of its elements (a fused gather would check only what
     // the view reads; the lowering stores a gather under a partial view whole).
-    let want = aotgrad::run(&graph, &f).unwrap_err();
+    let want = assert_index_error_everywhere(&graph, &f, "gather under an empty slice");
     assert!(
         matches!(want, RunError::IndexOutOfRange { index: 9, .. }),
         "{want}"
     );
-    let got = cpu::run_once(&graph, &f, CpuOptions::default()).unwrap_err();
-    assert_eq!(got, want);
-    if aotgrad::runtime::gpu::available_for_tests().expect("a GPU adapter (AOTGRAD_REQUIRE_GPU=1)")
-    {
-        let got = aotgrad::runtime::gpu::run_once(&graph, &f).unwrap_err();
-        assert!(
-            matches!(got, RunError::IndexOutOfRange { index: 9, .. }),
-            "{got}"
-        );
-    }
     // With good indices all agree, and the same holds for a slice that reads a part.
     let f = feeds(&[
         ("x", Tensor::from_f32(&[0.0; 12], &[3, 4]).unwrap()),
@@ -517,22 +529,7 @@ fn zero_size_indexing_and_identity_updates_agree_across_backends() {
             ("i", Tensor::from_i64(&idx, &is).unwrap()),
         ]);
         if fails {
-            let want = aotgrad::run(&graph, &f).unwrap_err();
-            assert!(
-                matches!(want, RunError::IndexOutOfRange { .. }),
-                "{body}: {want}"
-            );
-            let got = cpu::run_once(&graph, &f, CpuOptions::default()).unwrap_err();
-            assert_eq!(got, want, "{body}");
-            if aotgrad::runtime::gpu::available_for_tests()
-                .expect("a GPU adapter (AOTGRAD_REQUIRE_GPU=1)")
-            {
-                let got = aotgrad::runtime::gpu::run_once(&graph, &f).unwrap_err();
-                assert!(
-                    matches!(got, RunError::IndexOutOfRange { .. }),
-                    "{body}: {got}"
-                );
-            }
+            assert_index_error_everywhere(&graph, &f, body);
         } else {
             assert_backends_agree(&graph, &f, body);
         }
