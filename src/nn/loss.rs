@@ -3,7 +3,7 @@
 //!
 //! Numerical stability comes from the formulation, not from hand-written gradients:
 //! cross entropy goes through `log_softmax` (max-shifted), BCE-with-logits uses
-//! `max(x, 0) - x*t + log(1 + exp(-|x|))`, whose composed derivative is
+//! `max(x, 0) - x*t + log1p(exp(-|x|))`, whose composed derivative is
 //! `sigmoid(x) - t` without overflow for any `x`, and BCE clamps its logs at -100 as
 //! PyTorch does (the `where` in the clamp routes a zero gradient past `log(0)`).
 
@@ -89,7 +89,8 @@ pub fn binary_cross_entropy<'g>(
         return e;
     }
     let log_x = input.log().clamp(Some(-100.0), None);
-    let log_1mx = (1.0 - input).log().clamp(Some(-100.0), None);
+    // PyTorch's `log1p(-x)`: exact for tiny x, where `log(1 - x)` rounds `1 - x`.
+    let log_1mx = (-input).log1p().clamp(Some(-100.0), None);
     let mut l = -(target * log_x + (1.0 - target) * log_1mx);
     if let Some(w) = weight {
         l = l * w;
@@ -120,7 +121,7 @@ pub fn binary_cross_entropy_with_logits<'g>(
         return e;
     }
     // log(1 + exp(-|x|)) + max(-x, 0) = -log(sigmoid(x)), stable for any x.
-    let neg_log_sigmoid = ((-input.abs()).exp() + 1.0).log() + (-input).relu();
+    let neg_log_sigmoid = (-input.abs()).exp().log1p() + (-input).relu();
     let mut l = match pos_weight {
         None => (1.0 - target) * input + neg_log_sigmoid,
         Some(p) => {

@@ -22,20 +22,9 @@ pub fn differentiable_operands(g: &Graph, node: &Node) -> Vec<bool> {
         | Op::State { .. }
         | Op::Const { .. }
         | Op::Iota { .. } => vec![],
-        Op::Unary(u) => vec![
-            float_out
-                && !matches!(
-                    u,
-                    UnaryOp::Sign
-                        | UnaryOp::Floor
-                        | UnaryOp::Ceil
-                        | UnaryOp::Not
-                        | UnaryOp::StopGradient
-                ),
-        ],
-        Op::Binary(b) => {
-            vec![float_out && !b.is_comparison() && !matches!(b, BinaryOp::And | BinaryOp::Or); 2]
-        }
+        // The op table says which elementwise ops carry gradient.
+        Op::Unary(u) => vec![float_out && u.differentiable()],
+        Op::Binary(b) => vec![float_out && b.differentiable(); 2],
         Op::Where => vec![false, float_out, float_out],
         // A cast is differentiable only between float types.
         Op::Cast(_) => vec![float_out && g.ty(node.inputs[0]).dtype.is_float()],
@@ -96,6 +85,11 @@ pub fn vjp<'g>(node: &Node, r: &Rule<'g>, ct: Var<'g>) -> Vec<Option<Var<'g>>> {
             UnaryOp::Sin => Some(ct * x(0).cos()),
             UnaryOp::Cos => Some(-(ct * x(0).sin())),
             UnaryOp::Tanh => Some(ct * (1.0 - y * y)),
+            UnaryOp::Log1p => Some(ct / (x(0) + 1.0)),
+            // d/dx (exp(x) - 1) = exp(x) = y + 1.
+            UnaryOp::Expm1 => Some(ct * (y + 1.0)),
+            // d/dx erf(x) = 2/sqrt(pi) exp(-x^2).
+            UnaryOp::Erf => Some(ct * (-x(0).square()).exp() * std::f64::consts::FRAC_2_SQRT_PI),
             UnaryOp::Sign
             | UnaryOp::Floor
             | UnaryOp::Ceil

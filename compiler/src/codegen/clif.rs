@@ -14,7 +14,7 @@
 //! - reductions over the innermost axis keep the accumulator in a register.
 //!
 //! Transcendentals (exp, log, sin, cos, tanh, pow) call the Rust standard library
-//! through [`HELPERS`], so they are bitwise identical to the interpreter's.
+//! through the runtime helpers of [`super::helpers`], so they are bitwise identical to the interpreter's.
 
 use std::collections::HashMap;
 
@@ -29,31 +29,11 @@ use cranelift_codegen::ir::{
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::{FuncId, Linkage, Module};
 
+use super::helpers::Helper;
 use super::tiles::{EpilogueSchedule, epilogue_plan};
 use crate::lower::{
     Affine, BufferId, FlatOp, KernelBody, LoopKernel, Program, RowKernel, reduce_identity,
 };
-
-/// Runtime functions the generated code calls, with their parameter and return types
-/// (`p` = pointer-sized integer, `i` = i32, `f`/`d` = f32/f64, `-` = no return).
-pub const HELPERS: &[(&str, &str, &str)] = &[
-    ("aotgrad_kernel", "ppp", "i"),
-    ("aotgrad_check", "ppp", "i"),
-    ("aotgrad_parallel", "pppp", "-"),
-    ("aotgrad_mark", "pp", "-"),
-    ("aotgrad_exp_f32", "f", "f"),
-    ("aotgrad_log_f32", "f", "f"),
-    ("aotgrad_sin_f32", "f", "f"),
-    ("aotgrad_cos_f32", "f", "f"),
-    ("aotgrad_tanh_f32", "f", "f"),
-    ("aotgrad_pow_f32", "ff", "f"),
-    ("aotgrad_exp_f64", "d", "d"),
-    ("aotgrad_log_f64", "d", "d"),
-    ("aotgrad_sin_f64", "d", "d"),
-    ("aotgrad_cos_f64", "d", "d"),
-    ("aotgrad_tanh_f64", "d", "d"),
-    ("aotgrad_pow_f64", "dd", "d"),
-];
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CodegenError {
@@ -172,6 +152,32 @@ fn sig_type(c: char, ptr: Type) -> Type {
     }
 }
 
+/// The module's import of helper `h` (declared on first use).
+fn import<M: Module>(
+    module: &mut M,
+    helpers: &mut HashMap<Helper, FuncId>,
+    h: Helper,
+) -> Result<FuncId, CodegenError> {
+    if let Some(id) = helpers.get(&h) {
+        return Ok(*id);
+    }
+    let ptr = module.target_config().pointer_type();
+    let (params, ret) = h.signature();
+    let mut sig = module.make_signature();
+    for c in params.chars() {
+        sig.params.push(AbiParam::new(sig_type(c, ptr)));
+    }
+    for c in ret.chars() {
+        sig.returns.push(AbiParam::new(sig_type(c, ptr)));
+    }
+    let name = h.name();
+    let id = module
+        .declare_function(&name, Linkage::Import, &sig)
+        .map_err(|e| merr(&name, e))?;
+    helpers.insert(h, id);
+    Ok(id)
+}
+
 /// What one generated kernel function computes.
 #[derive(Clone, Copy)]
 enum Body<'a> {
@@ -186,20 +192,9 @@ pub fn emit<M: Module>(
     opts: CodegenOptions,
 ) -> Result<Emitted, CodegenError> {
     let ptr = module.target_config().pointer_type();
-    let mut helpers = HashMap::new();
-    for (name, params, ret) in HELPERS {
-        let mut sig = module.make_signature();
-        for c in params.chars() {
-            sig.params.push(AbiParam::new(sig_type(c, ptr)));
-        }
-        for c in ret.chars() {
-            sig.returns.push(AbiParam::new(sig_type(c, ptr)));
-        }
-        let id = module
-            .declare_function(name, Linkage::Import, &sig)
-            .map_err(|e| merr(name, e))?;
-        helpers.insert(*name, id);
-    }
+    // Helpers are imported on first use, so a program's functions are numbered the
+    // same whatever else the helper table holds.
+    let mut helpers: HashMap<Helper, FuncId> = HashMap::new();
     let mut texts = Texts {
         clif: String::new(),
         machine: String::new(),
@@ -224,7 +219,7 @@ pub fn emit<M: Module>(
             let mut g = KernelGen {
                 fb: &mut fb,
                 module: &mut *module,
-                helpers: &helpers,
+                helpers: &mut helpers,
                 imported: HashMap::new(),
                 ptr,
                 p,
@@ -286,8 +281,12 @@ pub fn emit<M: Module>(
         let (bufs, hctx) = (fb.block_params(start)[0], fb.block_params(start)[1]);
         let fail = fb.create_block();
         let status = fb.append_block_param(fail, types::I32);
-        let kernel_fn = module.declare_func_in_func(helpers["aotgrad_kernel"], fb.func);
-        let check_fn = module.declare_func_in_func(helpers["aotgrad_check"], fb.func);
+        let kernel_id = import(&mut *module, &mut helpers, Helper::Kernel)?;
+        let check_id = import(&mut *module, &mut helpers, Helper::Check)?;
+        let parallel_id = import(&mut *module, &mut helpers, Helper::Parallel)?;
+        let mark_id = import(&mut *module, &mut helpers, Helper::Mark)?;
+        let kernel_fn = module.declare_func_in_func(kernel_id, fb.func);
+        let check_fn = module.declare_func_in_func(check_id, fb.func);
         let call_status = |fb: &mut FunctionBuilder, f: FuncRef, t: usize| {
             let ti = fb.ins().iconst(ptr, t as i64);
             let call = fb.ins().call(f, &[hctx, ti, bufs]);
@@ -296,10 +295,10 @@ pub fn emit<M: Module>(
             fb.ins().brif(s, fail, &[s.into()], next, &[]);
             fb.switch_to_block(next);
         };
-        let parallel_fn = module.declare_func_in_func(helpers["aotgrad_parallel"], fb.func);
+        let parallel_fn = module.declare_func_in_func(parallel_id, fb.func);
         let mark_fn = opts
             .profile
-            .then(|| module.declare_func_in_func(helpers["aotgrad_mark"], fb.func));
+            .then(|| module.declare_func_in_func(mark_id, fb.func));
         let mark = |fb: &mut FunctionBuilder, t: usize| {
             if let Some(f) = mark_fn {
                 let ti = fb.ins().iconst(ptr, t as i64);
@@ -520,8 +519,8 @@ fn collapse_from(k: &LoopKernel, keep_first: bool) -> Collapsed {
 struct KernelGen<'a, 'b, M: Module> {
     fb: &'a mut FunctionBuilder<'b>,
     module: &'a mut M,
-    helpers: &'a HashMap<&'static str, FuncId>,
-    imported: HashMap<&'static str, FuncRef>,
+    helpers: &'a mut HashMap<Helper, FuncId>,
+    imported: HashMap<Helper, FuncRef>,
     ptr: Type,
     p: &'a Program,
     /// The function's buffer table (set by `start`).
@@ -541,14 +540,14 @@ enum Lanes {
 }
 
 impl<M: Module> KernelGen<'_, '_, M> {
-    fn helper(&mut self, name: &'static str) -> FuncRef {
-        if let Some(f) = self.imported.get(name) {
+    fn helper(&mut self, h: Helper) -> FuncRef {
+        if let Some(f) = self.imported.get(&h) {
             return *f;
         }
-        let f = self
-            .module
-            .declare_func_in_func(self.helpers[name], self.fb.func);
-        self.imported.insert(name, f);
+        let id = import(&mut *self.module, self.helpers, h)
+            .unwrap_or_else(|e| panic!("importing a runtime helper: {e}"));
+        let f = self.module.declare_func_in_func(id, self.fb.func);
+        self.imported.insert(h, f);
         f
     }
 
@@ -1285,14 +1284,13 @@ impl<M: Module> KernelGen<'_, '_, M> {
         self.fb.ins().bitselect(m, x, y)
     }
 
-    fn math(&mut self, name: &'static str, args: &[Value]) -> Value {
-        let f = self.helper(name);
+    fn math(&mut self, h: Helper, args: &[Value]) -> Value {
+        let f = self.helper(h);
         let call = self.fb.ins().call(f, args);
         self.fb.inst_results(call)[0]
     }
 
     fn unary(&mut self, u: UnaryOp, d: DType, a: Value, lanes: Lanes) -> Value {
-        let f64 = d == DType::F64;
         let float = d.is_float();
         let ins = self.fb.ins();
         match u {
@@ -1320,46 +1318,16 @@ impl<M: Module> KernelGen<'_, '_, M> {
                 Lanes::Vector(_) => ins.bnot(a),
             },
             UnaryOp::StopGradient => a,
-            UnaryOp::Exp => self.math(
-                if f64 {
-                    "aotgrad_exp_f64"
-                } else {
-                    "aotgrad_exp_f32"
-                },
-                &[a],
-            ),
-            UnaryOp::Log => self.math(
-                if f64 {
-                    "aotgrad_log_f64"
-                } else {
-                    "aotgrad_log_f32"
-                },
-                &[a],
-            ),
-            UnaryOp::Sin => self.math(
-                if f64 {
-                    "aotgrad_sin_f64"
-                } else {
-                    "aotgrad_sin_f32"
-                },
-                &[a],
-            ),
-            UnaryOp::Cos => self.math(
-                if f64 {
-                    "aotgrad_cos_f64"
-                } else {
-                    "aotgrad_cos_f32"
-                },
-                &[a],
-            ),
-            UnaryOp::Tanh => self.math(
-                if f64 {
-                    "aotgrad_tanh_f64"
-                } else {
-                    "aotgrad_tanh_f32"
-                },
-                &[a],
-            ),
+            // The op table's helper ops: a call into the runtime's libm functions,
+            // the ones the interpreter calls.
+            UnaryOp::Exp
+            | UnaryOp::Log
+            | UnaryOp::Sin
+            | UnaryOp::Cos
+            | UnaryOp::Tanh
+            | UnaryOp::Log1p
+            | UnaryOp::Expm1
+            | UnaryOp::Erf => self.math(Helper::Unary(u, d), &[a]),
         }
     }
 
@@ -1490,14 +1458,7 @@ impl<M: Module> KernelGen<'_, '_, M> {
             BinaryOp::Minimum => ins.smin(x, y),
             BinaryOp::And => ins.band(x, y),
             BinaryOp::Or => ins.bor(x, y),
-            BinaryOp::Pow => self.math(
-                if d == DType::F64 {
-                    "aotgrad_pow_f64"
-                } else {
-                    "aotgrad_pow_f32"
-                },
-                &[x, y],
-            ),
+            BinaryOp::Pow => self.math(Helper::Binary(BinaryOp::Pow, d), &[x, y]),
             _ => unreachable!("comparisons are handled above"),
         }
     }

@@ -7,8 +7,10 @@
 //! base addresses (see [`crate::lower::BufferId`]).
 
 pub mod clif;
+pub mod helpers;
 pub mod tiles;
 pub mod wgsl;
 pub mod windows;
 
-pub use clif::{CodegenError, CodegenOptions, Emitted, HELPERS, emit};
+pub use clif::{CodegenError, CodegenOptions, Emitted, emit};
+pub use helpers::Helper;

@@ -572,44 +572,20 @@ fn check_types(p: &Program, g: &Graph) -> Result<(), WgslError> {
     Ok(())
 }
 
-const HELPERS: &str = "\
-fn fmax_(x: f32, y: f32) -> f32 { if (x != x) { return x; } if (y != y) { return y; } return select(x, y, y > x); }
-fn fmin_(x: f32, y: f32) -> f32 { if (x != x) { return x; } if (y != y) { return y; } return select(x, y, y < x); }
-fn sign_(x: f32) -> f32 { if (x > 0.0) { return 1.0; } if (x < 0.0) { return -1.0; } return x * 0.0; }
-fn tanh_(x: f32) -> f32 { if (abs(x) > 15.0) { return sign(x); } return tanh(x); }
-fn pow_(x: f32, y: f32) -> f32 {
-  if (y == 0.0) { return 1.0; }
-  let r = exp2(y * log2(abs(x)));
-  if (x < 0.0) {
-    if (floor(y) != y) { return bitcast<f32>(0x7fc00000u); }
-    if (abs(y % 2.0) == 1.0) { return -r; }
-  }
-  return r;
-}
-fn f2i_(x: f32) -> i32 { if (x != x) { return 0; } if (x >= 2147483648.0) { return 2147483647; } if (x <= -2147483648.0) { return i32(-2147483647) - 1; } return i32(x); }
-fn f2u8_(x: f32) -> u32 { if (x != x) { return 0u; } return u32(clamp(x, 0.0, 255.0)); }
-";
+/// The scalar functions every shader may call (`wgsl_prelude.wgsl`).
+const PRELUDE: &str = include_str!("wgsl_prelude.wgsl");
 
-/// Threefry-2x32 with 20 rounds, as `runtime/src/interp/rng.rs`.
-const THREEFRY: &str = "\
-fn rotl_(x: u32, r: u32) -> u32 { return (x << r) | (x >> (32u - r)); }
-fn threefry_(k0: u32, k1: u32, c0: u32, c1: u32) -> vec2<u32> {
-  let ks = array<u32, 3>(k0, k1, 0x1BD11BDAu ^ k0 ^ k1);
-  let rot = array<u32, 8>(13u, 15u, 26u, 6u, 17u, 29u, 16u, 24u);
-  var x0 = c0 + ks[0];
-  var x1 = c1 + ks[1];
-  for (var r: u32 = 0u; r < 20u; r = r + 1u) {
-    x0 = x0 + x1;
-    x1 = rotl_(x1, rot[r % 8u]) ^ x0;
-    if (r % 4u == 3u) {
-      let s = r / 4u + 1u;
-      x0 = x0 + ks[s % 3u];
-      x1 = x1 + ks[(s + 1u) % 3u] + s;
-    }
-  }
-  return vec2<u32>(x0, x1);
+/// Threefry-2x32 with 20 rounds, as `runtime/src/interp/rng.rs` (`wgsl_threefry.wgsl`).
+const THREEFRY: &str = include_str!("wgsl_threefry.wgsl");
+
+/// A `.wgsl` source without its comment lines: the files explain themselves to their
+/// readers, the shaders stay what they were when the code lived in Rust strings.
+fn without_comments(src: &str) -> String {
+    src.lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .flat_map(|l| [l, "\n"])
+        .collect()
 }
-";
 
 struct Emitter<'a> {
     p: &'a Program,
@@ -821,7 +797,7 @@ impl<'a> Emitter<'a> {
                 "@group(0) @binding({i}) var<storage, {access}> m{i}: {ty};"
             );
         }
-        src.push_str(HELPERS);
+        src.push_str(&without_comments(PRELUDE));
         src.push_str(&self.decls);
         let (x, y) = self.workgroup_size;
         let _ = writeln!(src, "@compute @workgroup_size({x}, {y}, 1)");
@@ -1515,7 +1491,7 @@ impl<'a> Emitter<'a> {
                 // device's log and cos.
                 let (key, _) = &l.inputs[0];
                 let k = self.read(*key, "0");
-                self.decls.push_str(THREEFRY);
+                self.decls.push_str(&without_comments(THREEFRY));
                 let _ = writeln!(
                     self.body,
                     "  let kw = bitcast<u32>({k});\n  let hi = select(0u, 0xffffffffu, {k} < 0);\n  let x = threefry_(kw, hi, gid, 0u);"
@@ -1640,6 +1616,9 @@ fn unary(u: UnaryOp, a: &str, d: DType) -> String {
         (UnaryOp::Sin, _) => format!("sin({a})"),
         (UnaryOp::Cos, _) => format!("cos({a})"),
         (UnaryOp::Tanh, _) => format!("tanh_({a})"),
+        (UnaryOp::Log1p, _) => format!("log1p_({a})"),
+        (UnaryOp::Expm1, _) => format!("expm1_({a})"),
+        (UnaryOp::Erf, _) => format!("erf_({a})"),
         (UnaryOp::Floor, DevType::F32) => format!("floor({a})"),
         (UnaryOp::Ceil, DevType::F32) => format!("ceil({a})"),
         (UnaryOp::Floor | UnaryOp::Ceil | UnaryOp::StopGradient, _) => a.to_string(),

@@ -283,23 +283,9 @@ impl Node {
     pub fn cost(&self) -> usize {
         match &self.tree {
             Tree::Load { .. } | Tree::Index(_) | Tree::Const(_) => 0,
-            Tree::Unary(u, a) => {
-                let own = match u {
-                    UnaryOp::Exp | UnaryOp::Log | UnaryOp::Sin | UnaryOp::Cos | UnaryOp::Tanh => 16,
-                    UnaryOp::StopGradient => 0,
-                    UnaryOp::Sqrt | UnaryOp::Recip => 4,
-                    _ => 1,
-                };
-                own + a.cost()
-            }
-            Tree::Binary(b, x, y) => {
-                let own = match b {
-                    BinaryOp::Pow => 16,
-                    BinaryOp::Div => 4,
-                    _ => 1,
-                };
-                own + x.cost() + y.cost()
-            }
+            // The op table's cost classes.
+            Tree::Unary(u, a) => u.cost().units() + a.cost(),
+            Tree::Binary(b, x, y) => b.cost().units() + x.cost() + y.cost(),
             Tree::Where(c, x, y) => 1 + c.cost() + x.cost() + y.cost(),
             Tree::Cast(a) => 1 + a.cost(),
             Tree::Checked { index, .. } | Tree::Gather { index, .. } => 2 + index.cost(),

@@ -248,7 +248,22 @@ fn fold_unary(u: UnaryOp, a: Scalar) -> Option<Scalar> {
         UnaryOp::Neg => -x,
         UnaryOp::Abs => x.abs(),
         UnaryOp::Sqrt => x.sqrt(),
-        _ => return None,
+        // Not exactly rounded (libm may differ in the last bit from the backend's), or
+        // not worth folding.
+        UnaryOp::Sign
+        | UnaryOp::Exp
+        | UnaryOp::Log
+        | UnaryOp::Recip
+        | UnaryOp::Sin
+        | UnaryOp::Cos
+        | UnaryOp::Tanh
+        | UnaryOp::Floor
+        | UnaryOp::Ceil
+        | UnaryOp::Log1p
+        | UnaryOp::Expm1
+        | UnaryOp::Erf
+        | UnaryOp::Not
+        | UnaryOp::StopGradient => return None,
     };
     Some(Scalar::from_f64(d, v))
 }

@@ -331,6 +331,21 @@ impl<'g> Var<'g> {
     pub fn ceil(self) -> Var<'g> {
         self.unary(Location::caller(), "ceil", UnaryOp::Ceil)
     }
+    /// `log(1 + x)`, accurate where `x` is tiny (`torch.log1p`).
+    #[track_caller]
+    pub fn log1p(self) -> Var<'g> {
+        self.unary(Location::caller(), "log1p", UnaryOp::Log1p)
+    }
+    /// `exp(x) - 1`, accurate where `x` is tiny (`torch.expm1`).
+    #[track_caller]
+    pub fn expm1(self) -> Var<'g> {
+        self.unary(Location::caller(), "expm1", UnaryOp::Expm1)
+    }
+    /// The error function (`torch.erf`).
+    #[track_caller]
+    pub fn erf(self) -> Var<'g> {
+        self.unary(Location::caller(), "erf", UnaryOp::Erf)
+    }
     #[track_caller]
     pub fn square(self) -> Var<'g> {
         self * self
@@ -367,10 +382,11 @@ impl<'g> Var<'g> {
         num / (z + 1.0)
     }
 
-    /// `log(1 + exp(x))`, stable for large |x|.
+    /// `log(1 + exp(x))` as `max(x, 0) + log1p(exp(-|x|))`: no overflow for large
+    /// `|x|`, and no rounding of `1 + tiny` for very negative `x`.
     #[track_caller]
     pub fn softplus(self) -> Var<'g> {
-        self.relu() + ((-self.abs()).exp() + 1.0).log()
+        self.relu() + (-self.abs()).exp().log1p()
     }
 
     /// `min(max(x, lo), hi)` with PyTorch's gradient (1 on the closed interval).

@@ -1,7 +1,7 @@
 //! Shape and dtype rules: one arm per primitive.
 
 use super::{BinaryOp, ConstValue, Op, ReduceOp, SliceAxis, UnaryOp};
-use crate::{Category, DType, Dim, OpError, Shape, TensorType};
+use crate::{DType, Dim, OpError, Shape, TensorType};
 
 type R = Result<TensorType, OpError>;
 
@@ -316,21 +316,12 @@ fn check_const(value: &ConstValue, ty: &TensorType) -> Result<(), OpError> {
 }
 
 fn unary(u: UnaryOp, x: &TensorType) -> R {
-    let (ok, expected) = match u {
-        UnaryOp::Neg | UnaryOp::Sign => (
-            !matches!(x.dtype, DType::Bool | DType::U8),
-            "a signed numeric",
-        ),
-        UnaryOp::Abs => (x.dtype != DType::Bool, "a numeric"),
-        UnaryOp::Not => (x.dtype == DType::Bool, "a bool"),
-        UnaryOp::StopGradient => (true, ""),
-        _ => (x.dtype.is_float(), "a floating-point"),
-    };
-    if ok {
+    let ops = u.operands();
+    if ops.accepts(x.dtype) {
         Ok(x.clone())
     } else {
         Err(OpError::BadDType {
-            expected,
+            expected: ops.expected(),
             got: x.clone(),
         })
     }
@@ -338,17 +329,10 @@ fn unary(u: UnaryOp, x: &TensorType) -> R {
 
 fn binary(b: BinaryOp, x: &TensorType, y: &TensorType) -> R {
     same_type(x, y)?;
-    let cat = x.dtype.category();
-    let allowed = match b {
-        BinaryOp::Div | BinaryOp::Pow => (cat == Category::Float, "a floating-point"),
-        BinaryOp::And | BinaryOp::Or => (cat == Category::Bool, "a bool"),
-        BinaryOp::Eq | BinaryOp::Ne => (true, ""),
-        _ if b.is_comparison() => (cat != Category::Bool, "a numeric"),
-        _ => (cat != Category::Bool, "a numeric"),
-    };
-    if !allowed.0 {
+    let ops = b.operands();
+    if !ops.accepts(x.dtype) {
         return Err(OpError::BadDType {
-            expected: allowed.1,
+            expected: ops.expected(),
             got: x.clone(),
         });
     }

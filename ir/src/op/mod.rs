@@ -9,75 +9,11 @@
 
 pub mod attrs;
 mod infer;
+mod table;
+
+pub use table::{BinaryOp, Cost, CpuCall, Operands, UnaryOp};
 
 use crate::{DType, Data, Scalar, Shape, TensorType};
-
-/// Elementwise ops of one operand; the output type is the input type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum UnaryOp {
-    Neg,
-    Abs,
-    Sign,
-    Exp,
-    Log,
-    Sqrt,
-    Recip,
-    Sin,
-    Cos,
-    Tanh,
-    Floor,
-    Ceil,
-    /// Logical not of a bool tensor.
-    Not,
-    /// Identity whose derivative is zero (`detach`); lets composites such as
-    /// logsumexp subtract a max without differentiating through it.
-    StopGradient,
-}
-
-/// Elementwise ops of two operands of identical type (the DSL inserts broadcasts
-/// and casts, so the primitives never have to).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum BinaryOp {
-    Add,
-    Sub,
-    Mul,
-    Div,
-    Pow,
-    Maximum,
-    Minimum,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-    Eq,
-    Ne,
-    /// Logical and/or of bool tensors.
-    And,
-    Or,
-}
-
-impl BinaryOp {
-    /// The addition of two values of `dtype`, as `scatter_add` (and any accumulation a
-    /// backend builds) defines it: logical or for `bool` (a sum of truth values
-    /// saturates at true, as PyTorch's bool `scatter_add`), arithmetic addition
-    /// otherwise. Every backend takes bool addition from here, so no kernel can store
-    /// the byte 2 in a bool.
-    pub fn add_for(dtype: DType) -> BinaryOp {
-        if dtype == DType::Bool {
-            BinaryOp::Or
-        } else {
-            BinaryOp::Add
-        }
-    }
-
-    /// Comparisons produce `bool`.
-    pub fn is_comparison(self) -> bool {
-        matches!(
-            self,
-            BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge | BinaryOp::Eq | BinaryOp::Ne
-        )
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ReduceOp {
@@ -239,84 +175,6 @@ pub enum Op {
         shape: Shape,
         dtype: DType,
     },
-}
-
-impl UnaryOp {
-    pub const ALL: [UnaryOp; 14] = [
-        UnaryOp::Neg,
-        UnaryOp::Abs,
-        UnaryOp::Sign,
-        UnaryOp::Exp,
-        UnaryOp::Log,
-        UnaryOp::Sqrt,
-        UnaryOp::Recip,
-        UnaryOp::Sin,
-        UnaryOp::Cos,
-        UnaryOp::Tanh,
-        UnaryOp::Floor,
-        UnaryOp::Ceil,
-        UnaryOp::Not,
-        UnaryOp::StopGradient,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            UnaryOp::Neg => "neg",
-            UnaryOp::Abs => "abs",
-            UnaryOp::Sign => "sign",
-            UnaryOp::Exp => "exp",
-            UnaryOp::Log => "log",
-            UnaryOp::Sqrt => "sqrt",
-            UnaryOp::Recip => "recip",
-            UnaryOp::Sin => "sin",
-            UnaryOp::Cos => "cos",
-            UnaryOp::Tanh => "tanh",
-            UnaryOp::Floor => "floor",
-            UnaryOp::Ceil => "ceil",
-            UnaryOp::Not => "not",
-            UnaryOp::StopGradient => "stop_gradient",
-        }
-    }
-}
-
-impl BinaryOp {
-    pub const ALL: [BinaryOp; 15] = [
-        BinaryOp::Add,
-        BinaryOp::Sub,
-        BinaryOp::Mul,
-        BinaryOp::Div,
-        BinaryOp::Pow,
-        BinaryOp::Maximum,
-        BinaryOp::Minimum,
-        BinaryOp::Lt,
-        BinaryOp::Le,
-        BinaryOp::Gt,
-        BinaryOp::Ge,
-        BinaryOp::Eq,
-        BinaryOp::Ne,
-        BinaryOp::And,
-        BinaryOp::Or,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            BinaryOp::Add => "add",
-            BinaryOp::Sub => "sub",
-            BinaryOp::Mul => "mul",
-            BinaryOp::Div => "div",
-            BinaryOp::Pow => "pow",
-            BinaryOp::Maximum => "maximum",
-            BinaryOp::Minimum => "minimum",
-            BinaryOp::Lt => "lt",
-            BinaryOp::Le => "le",
-            BinaryOp::Gt => "gt",
-            BinaryOp::Ge => "ge",
-            BinaryOp::Eq => "eq",
-            BinaryOp::Ne => "ne",
-            BinaryOp::And => "and",
-            BinaryOp::Or => "or",
-        }
-    }
 }
 
 impl ReduceOp {

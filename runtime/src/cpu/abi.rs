@@ -1,5 +1,5 @@
 //! The boundary between generated code and Rust: the functions JITed code calls
-//! (listed in `aotgrad_compiler::codegen::HELPERS`), and the context they receive.
+//! (listed in `aotgrad_compiler::codegen::helpers`), and the context they receive.
 //! Every `unsafe` of the CPU backend that touches buffer memory lives in this module.
 
 use std::cell::RefCell;
@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
+use aotgrad_compiler::codegen::Helper;
 use aotgrad_compiler::codegen::tiles::EpilogueSchedule;
 use aotgrad_compiler::lower::{Affine, BufferId, KernelBody, LibraryKernel, Program};
 use aotgrad_ir::{DType, Data, Graph, NodeId, Op};
@@ -662,32 +663,6 @@ fn check_kernel(ctx: &Ctx<'_>, k: usize) -> i32 {
     0
 }
 
-macro_rules! math1 {
-    ($($name:ident: $t:ty => $f:ident),* $(,)?) => {$(
-        pub(crate) extern "C" fn $name(x: $t) -> $t { x.$f() }
-    )*};
-}
-math1!(
-    aotgrad_exp_f32: f32 => exp,
-    aotgrad_log_f32: f32 => ln,
-    aotgrad_sin_f32: f32 => sin,
-    aotgrad_cos_f32: f32 => cos,
-    aotgrad_tanh_f32: f32 => tanh,
-    aotgrad_exp_f64: f64 => exp,
-    aotgrad_log_f64: f64 => ln,
-    aotgrad_sin_f64: f64 => sin,
-    aotgrad_cos_f64: f64 => cos,
-    aotgrad_tanh_f64: f64 => tanh,
-);
-
-pub(crate) extern "C" fn aotgrad_pow_f32(x: f32, y: f32) -> f32 {
-    x.powf(y)
-}
-
-pub(crate) extern "C" fn aotgrad_pow_f64(x: f64, y: f64) -> f64 {
-    x.powf(y)
-}
-
 /// Kernel `k` of the step starts (or, at the kernel count, the step ends): the entry
 /// function calls this around every kernel when compiled with `CpuOptions::profile`.
 ///
@@ -702,24 +677,22 @@ pub(crate) unsafe extern "C" fn aotgrad_mark(ctx: *const Ctx<'_>, k: usize) {
     }
 }
 
-/// The helper symbols, by the names in `aotgrad_compiler::codegen::HELPERS`.
-pub(crate) fn symbols() -> Vec<(&'static str, *const u8)> {
-    vec![
-        ("aotgrad_kernel", aotgrad_kernel as *const u8),
-        ("aotgrad_check", aotgrad_check as *const u8),
-        ("aotgrad_parallel", aotgrad_parallel as *const u8),
-        ("aotgrad_mark", aotgrad_mark as *const u8),
-        ("aotgrad_exp_f32", aotgrad_exp_f32 as *const u8),
-        ("aotgrad_log_f32", aotgrad_log_f32 as *const u8),
-        ("aotgrad_sin_f32", aotgrad_sin_f32 as *const u8),
-        ("aotgrad_cos_f32", aotgrad_cos_f32 as *const u8),
-        ("aotgrad_tanh_f32", aotgrad_tanh_f32 as *const u8),
-        ("aotgrad_pow_f32", aotgrad_pow_f32 as *const u8),
-        ("aotgrad_exp_f64", aotgrad_exp_f64 as *const u8),
-        ("aotgrad_log_f64", aotgrad_log_f64 as *const u8),
-        ("aotgrad_sin_f64", aotgrad_sin_f64 as *const u8),
-        ("aotgrad_cos_f64", aotgrad_cos_f64 as *const u8),
-        ("aotgrad_tanh_f64", aotgrad_tanh_f64 as *const u8),
-        ("aotgrad_pow_f64", aotgrad_pow_f64 as *const u8),
-    ]
+/// Every helper of `aotgrad_compiler::codegen::helpers::all` (the list the code
+/// generator declares), with its address: the runtime's own four and the math
+/// functions of [`super::math`].
+pub(crate) fn symbols() -> Vec<(String, *const u8)> {
+    aotgrad_compiler::codegen::helpers::all()
+        .into_iter()
+        .map(|h| {
+            let ptr = match h {
+                Helper::Kernel => aotgrad_kernel as *const u8,
+                Helper::Check => aotgrad_check as *const u8,
+                Helper::Parallel => aotgrad_parallel as *const u8,
+                Helper::Mark => aotgrad_mark as *const u8,
+                Helper::Unary(u, d) => super::math::unary(u, d),
+                Helper::Binary(b, d) => super::math::binary(b, d),
+            };
+            (h.name(), ptr)
+        })
+        .collect()
 }

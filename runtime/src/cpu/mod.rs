@@ -10,6 +10,7 @@
 
 mod abi;
 mod library;
+mod math;
 mod matmul;
 mod param_arena;
 mod peak;
@@ -461,7 +462,7 @@ impl CpuProgram {
             .map_err(|e| RunError::Compile(format!("cranelift ISA: {e}")))?;
         let mut jb = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
         for (name, ptr) in abi::symbols() {
-            jb.symbol(name, ptr);
+            jb.symbol(&name, ptr);
         }
         let mut module = JITModule::new(jb);
         let emitted = codegen::emit(

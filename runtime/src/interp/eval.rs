@@ -259,6 +259,9 @@ fn unary(u: UnaryOp, d: &Data) -> Data {
         UnaryOp::Tanh => float_map!(d, v => f(v, Float::tanh)),
         UnaryOp::Floor => float_map!(d, v => f(v, Float::floor)),
         UnaryOp::Ceil => float_map!(d, v => f(v, Float::ceil)),
+        UnaryOp::Log1p => float_map!(d, v => f(v, Float::ln_1p)),
+        UnaryOp::Expm1 => float_map!(d, v => f(v, Float::exp_m1)),
+        UnaryOp::Erf => float_map!(d, v => f(v, Float::erf)),
         UnaryOp::Not => match d {
             Data::Bool(v) => Data::Bool(v.iter().map(|b| !b).collect()),
             _ => unreachable!("verified: not takes bool"),

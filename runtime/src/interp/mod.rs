@@ -4,7 +4,7 @@
 
 mod eval;
 pub(crate) mod layout;
-mod num;
+pub(crate) mod num;
 pub mod rng;
 
 use std::collections::{BTreeMap, HashMap};

@@ -47,6 +47,9 @@ pub(crate) trait Float: Num {
     fn tanh(self) -> Self;
     fn floor(self) -> Self;
     fn ceil(self) -> Self;
+    fn ln_1p(self) -> Self;
+    fn exp_m1(self) -> Self;
+    fn erf(self) -> Self;
 }
 
 macro_rules! int_num {
@@ -94,10 +97,32 @@ macro_rules! float_num {
             fn tanh(self) -> Self { <$t>::tanh(self) }
             fn floor(self) -> Self { <$t>::floor(self) }
             fn ceil(self) -> Self { <$t>::ceil(self) }
+            fn ln_1p(self) -> Self { <$t>::ln_1p(self) }
+            fn exp_m1(self) -> Self { <$t>::exp_m1(self) }
+            fn erf(self) -> Self { erf_of(self) }
         }
     )*};
 }
 float_num!(f32, f64);
+
+/// `erf` through the `libm` crate (the standard library's is unstable): musl's
+/// implementation, the same bits on every host.
+trait Erf {
+    fn erf_(self) -> Self;
+}
+impl Erf for f32 {
+    fn erf_(self) -> f32 {
+        libm::erff(self)
+    }
+}
+impl Erf for f64 {
+    fn erf_(self) -> f64 {
+        libm::erf(self)
+    }
+}
+fn erf_of<T: Erf>(x: T) -> T {
+    x.erf_()
+}
 
 /// Applies `$body` (which may call generic `Num` functions on `$v`) to the numeric
 /// variants of a `Data`, rebuilding the same variant. Bool is excluded: the verifier
