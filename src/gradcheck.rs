@@ -192,19 +192,17 @@ pub fn gradcheck(
     }
     let ad = aotgrad_runtime::run(&joint, &joint_feeds)?;
 
-    let objective = |feeds: &HashMap<String, Tensor>| -> Result<f64, RunError> {
+    // The outputs, element by element: the difference quotient subtracts them before
+    // weighting and summing, so a large output elsewhere (exp(80) beside exp(1)) cannot
+    // cancel away the small changes of another.
+    let outputs = |feeds: &HashMap<String, Tensor>| -> Result<Vec<Vec<f64>>, RunError> {
         let r = aotgrad_runtime::run(&g, feeds)?;
         Ok(cots
             .iter()
-            .map(|(n, c)| {
-                let o = r.output(n).expect("same graph").to_f64_vec();
-                o.iter()
-                    .zip(c.to_f64_vec())
-                    .map(|(a, b)| a * b)
-                    .sum::<f64>()
-            })
-            .sum())
+            .map(|(n, _)| r.output(n).expect("same graph").to_f64_vec())
+            .collect())
     };
+    let cot_values: Vec<Vec<f64>> = cots.iter().map(|(_, c)| c.to_f64_vec()).collect();
     let mut report = GradcheckReport { inputs: Vec::new() };
     for (w, gname) in &names {
         let analytic = ad.output(gname).expect("gradient output").to_f64_vec();
@@ -216,7 +214,7 @@ pub fn gradcheck(
             max_rel_error: 0.0,
         };
         for (i, &a) in analytic.iter().enumerate() {
-            let at = |delta: f64| -> Result<f64, RunError> {
+            let at = |delta: f64| -> Result<Vec<Vec<f64>>, RunError> {
                 let mut v = base.as_f64().expect("widened").to_vec();
                 v[i] += delta;
                 let mut f = feeds.clone();
@@ -224,9 +222,16 @@ pub fn gradcheck(
                     w.clone(),
                     Tensor::new(base.shape(), Data::F64(v)).expect("same size"),
                 );
-                objective(&f)
+                outputs(&f)
             };
-            let fd = (at(opts.eps)? - at(-opts.eps)?) / (2.0 * opts.eps);
+            let (plus, minus) = (at(opts.eps)?, at(-opts.eps)?);
+            let diff: f64 = plus
+                .iter()
+                .zip(&minus)
+                .zip(&cot_values)
+                .flat_map(|((p, m), c)| p.iter().zip(m).zip(c).map(|((p, m), c)| (p - m) * c))
+                .sum();
+            let fd = diff / (2.0 * opts.eps);
             let abs = (a - fd).abs();
             check.max_abs_error = worse(check.max_abs_error, abs);
             let scale = a.abs().max(fd.abs());

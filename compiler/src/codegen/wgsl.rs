@@ -1300,13 +1300,13 @@ impl<'a> Emitter<'a> {
                 let step = dense(xs).strides[axis];
                 let v = self.read(*x, &format!("{base} + p * {step}"));
                 let better = match (op, xt) {
-                    (ArgReduceOp::ArgMax, DevType::F32) => "(v != v) || v > best",
-                    (ArgReduceOp::ArgMin, DevType::F32) => "(v != v) || v < best",
+                    (ArgReduceOp::ArgMax, DevType::F32) => "isnan_(v) || v > best",
+                    (ArgReduceOp::ArgMin, DevType::F32) => "isnan_(v) || v < best",
                     (ArgReduceOp::ArgMax, _) => "v > best",
                     (ArgReduceOp::ArgMin, _) => "v < best",
                 };
                 let nan_stop = if xt == DevType::F32 {
-                    "if (best != best) { break; } "
+                    "if (isnan_(best)) { break; } "
                 } else {
                     ""
                 };
@@ -1631,6 +1631,15 @@ fn binary(b: BinaryOp, x: &str, y: &str, t: DevType) -> String {
     let cmp = |sym: &str| {
         if t == DevType::Bool && !matches!(b, BinaryOp::Eq | BinaryOp::Ne) {
             format!("select(0u, 1u, {x}) {sym} select(0u, 1u, {y})")
+        } else if t == DevType::F32 {
+            // IEEE, whatever the implementation assumes about NaN: unordered operands
+            // compare false, except under `!=`.
+            let nan = format!("(isnan_({x}) || isnan_({y}))");
+            if b == BinaryOp::Ne {
+                format!("({nan} || {x} != {y})")
+            } else {
+                format!("(!{nan} && {x} {sym} {y})")
+            }
         } else {
             format!("{x} {sym} {y}")
         }
@@ -1670,7 +1679,7 @@ fn cast(a: &str, from: DType, to: DType) -> String {
         return a.to_string();
     }
     match (f, t) {
-        (DevType::F32, DevType::Bool) => format!("{a} != 0.0"),
+        (DevType::F32, DevType::Bool) => format!("({a} != 0.0 || isnan_({a}))"),
         (DevType::I32, DevType::Bool) => format!("{a} != 0"),
         (DevType::U32, DevType::Bool) => format!("{a} != 0u"),
         (DevType::Bool, DevType::F32) => format!("select(0.0, 1.0, {a})"),

@@ -1,10 +1,13 @@
 // Scalar functions every aotgrad WGSL shader may call, with the interpreter's
-// semantics where WGSL's builtins differ: NaN-propagating max/min, sign of NaN and of
+// semantics where WGSL's builtins differ. WGSL lets an implementation assume no NaN
+// exists (llvmpipe folds `x != x` to false), so NaN is tested on the bits (`isnan_`).
+// The rest: NaN-propagating max/min, sign of NaN and of
 // zeros, tanh saturated before it overflows, pow on negative bases, saturating
 // float-to-int casts, and log1p/expm1/erf, which WGSL lacks.
-fn fmax_(x: f32, y: f32) -> f32 { if (x != x) { return x; } if (y != y) { return y; } return select(x, y, y > x); }
-fn fmin_(x: f32, y: f32) -> f32 { if (x != x) { return x; } if (y != y) { return y; } return select(x, y, y < x); }
-fn sign_(x: f32) -> f32 { if (x > 0.0) { return 1.0; } if (x < 0.0) { return -1.0; } return x * 0.0; }
+fn isnan_(x: f32) -> bool { return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u; }
+fn fmax_(x: f32, y: f32) -> f32 { if (isnan_(x)) { return x; } if (isnan_(y)) { return y; } return select(x, y, y > x); }
+fn fmin_(x: f32, y: f32) -> f32 { if (isnan_(x)) { return x; } if (isnan_(y)) { return y; } return select(x, y, y < x); }
+fn sign_(x: f32) -> f32 { if (isnan_(x)) { return x; } if (x > 0.0) { return 1.0; } if (x < 0.0) { return -1.0; } return x * 0.0; }
 fn tanh_(x: f32) -> f32 { if (abs(x) > 15.0) { return sign(x); } return tanh(x); }
 fn pow_(x: f32, y: f32) -> f32 {
   if (y == 0.0) { return 1.0; }
@@ -15,8 +18,8 @@ fn pow_(x: f32, y: f32) -> f32 {
   }
   return r;
 }
-fn f2i_(x: f32) -> i32 { if (x != x) { return 0; } if (x >= 2147483648.0) { return 2147483647; } if (x <= -2147483648.0) { return i32(-2147483647) - 1; } return i32(x); }
-fn f2u8_(x: f32) -> u32 { if (x != x) { return 0u; } return u32(clamp(x, 0.0, 255.0)); }
+fn f2i_(x: f32) -> i32 { if (isnan_(x)) { return 0; } if (x >= 2147483648.0) { return 2147483647; } if (x <= -2147483648.0) { return i32(-2147483647) - 1; } return i32(x); }
+fn f2u8_(x: f32) -> u32 { if (isnan_(x)) { return 0u; } return u32(clamp(x, 0.0, 255.0)); }
 fn log1p_(x: f32) -> f32 {
   let u = 1.0 + x;
   if (u == 1.0) { return x; }

@@ -208,6 +208,40 @@ impl Distribution {
     }
 }
 
+/// Every primitive's mnemonic in the text format: the table ops from their `ALL`, the
+/// others listed here beside [`Op::name`] (which matches every variant). The per-op
+/// test files (`tests/ops/<mnemonic>.ir`) are checked against this list.
+pub fn mnemonics() -> Vec<&'static str> {
+    let mut out = vec![
+        "input",
+        "param",
+        "state",
+        "const",
+        "where",
+        "cast",
+        "argmax",
+        "argmin",
+        "reshape",
+        "expand",
+        "permute",
+        "slice",
+        "pad",
+        "concat",
+        "matmul",
+        "gather",
+        "scatter_add",
+        "iota",
+        "random_uniform",
+        "random_normal",
+        "unfold",
+        "fold",
+    ];
+    out.extend(UnaryOp::ALL.map(UnaryOp::name));
+    out.extend(BinaryOp::ALL.map(BinaryOp::name));
+    out.extend(ReduceOp::ALL.map(ReduceOp::name));
+    out
+}
+
 impl Op {
     /// The op's mnemonic in the text format.
     pub fn name(&self) -> &'static str {
