@@ -77,7 +77,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let loader = DataLoader::new(&ds, a.batch.unwrap_or(32)).shuffle(a.seed);
     let (mut first, mut epoch_loss) = (None, 0.0);
     for epoch in 0..epochs {
-        epoch_loss = step.run_epoch(&loader, epoch)?;
+        epoch_loss = step.run_epoch(loader.epoch(epoch))?;
         run.record(&step, epoch + 1, &[("loss", epoch_loss), ("lr", step.lr())])?;
         run.end_epoch(&mut step, epoch, epoch_loss);
         first.get_or_insert(epoch_loss);

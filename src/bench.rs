@@ -371,7 +371,7 @@ pub fn run(model: &str, backend: Backend, opts: BenchOptions) -> Result<BenchRes
     // Before `parameters()`, which reads the weights back out of the CPU arena into
     // a host copy that the training itself never holds.
     let peak_rss_mb = peak_rss_mb();
-    let profile = step.cpu_profile("step");
+    let profile = step.kernel_profile(crate::executor::ProgramKind::Step);
     let gemm_gflops = profile.as_ref().and_then(|(_, p)| p.gemm_gflops());
     // Measured now, after the steps, so that both rates come from the same phase of
     // a machine whose speed drifts.

@@ -20,7 +20,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod data;
 pub mod example_args;
-mod gpu_session;
+pub mod executor;
 mod gradcheck;
 pub mod metrics;
 pub mod mnist_job;

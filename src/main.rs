@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use aotgrad::compiler::{Seed, grad};
+use aotgrad::executor::{ProgramKind, Stage};
 use aotgrad::runtime::npy;
 use aotgrad::{Graph, Tensor, text};
 use clap::{Parser, Subcommand};
@@ -457,19 +458,17 @@ fn lower_cmd(model: &str, clif: bool, wgsl: bool, machine: bool) -> Result<Strin
         .compile(&aotgrad::train::Backend::Cpu { threads: 1 })
         .map_err(|e| e.to_string())?;
     step.run(&batch).map_err(|e| e.to_string())?;
-    let (program, ir) = step
-        .cpu_artifacts("step")
-        .ok_or("no CPU program was compiled")?;
-    let mut out = program;
+    let stage = |stage| {
+        step.artifact(ProgramKind::Step, stage)
+            .ok_or("no CPU program was compiled")?
+            .map_err(|e| e.to_string())
+    };
+    let mut out = stage(Stage::Lowered)?;
     if clif {
-        out = format!("{out}\n{ir}");
+        out = format!("{out}\n{}", stage(Stage::CraneliftIr)?);
     }
     if machine {
-        let code = step
-            .cpu_machine_code("step", &env)
-            .ok_or("no CPU program was compiled")?
-            .map_err(|e| e.to_string())?;
-        out = format!("{out}\n{code}");
+        out = format!("{out}\n{}", stage(Stage::MachineCode)?);
     }
     Ok(out)
 }

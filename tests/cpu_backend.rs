@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use aotgrad::RunError;
+use aotgrad::executor::{ProgramKind, Stage};
 use aotgrad::nn::{Linear, ReLU, Sequential};
 use aotgrad::prelude::*;
 use aotgrad::runtime::cpu::{self, CpuOptions, CpuProgram};
@@ -157,7 +158,10 @@ fn linreg_step_lowered_snapshot() {
     let (trainer, batch) = aotgrad::bench::setup("linreg").unwrap();
     let mut step = trainer.compile(&Backend::Cpu { threads: 1 }).unwrap();
     step.run(&batch).unwrap();
-    let (program, _) = step.cpu_artifacts("step").unwrap();
+    let program = step
+        .artifact(ProgramKind::Step, Stage::Lowered)
+        .unwrap()
+        .unwrap();
     assert!(
         !program.contains(" <- "),
         "every update in place:\n{program}"
@@ -172,7 +176,10 @@ fn mnist_mlp_adam_step_shape_of_the_program() {
     let (trainer, batch) = aotgrad::bench::setup("mlp_ce_adam64").unwrap();
     let mut step = trainer.compile(&Backend::Cpu { threads: 1 }).unwrap();
     step.run(&batch).unwrap();
-    let (program, _) = step.cpu_artifacts("step").unwrap();
+    let program = step
+        .artifact(ProgramKind::Step, Stage::Lowered)
+        .unwrap()
+        .unwrap();
     let summary = program.lines().last().unwrap().to_string();
     assert!(!program.contains(" <- "), "every update in place");
     // The weights' Adam updates run in their gradient GEMMs' epilogues; the biases' in
@@ -513,20 +520,20 @@ fn the_kernel_profile_accounts_for_every_kernel_and_call() {
         .compile(&Backend::Cpu { threads: 1 })
         .unwrap();
     plain.run(&batch).unwrap();
-    assert!(plain.cpu_profile("step").is_none());
+    assert!(plain.kernel_profile(ProgramKind::Step).is_none());
 
     let mut step = trainer
         .profile(true)
         .compile(&Backend::Cpu { threads: 1 })
         .unwrap();
     step.run(&batch).unwrap(); // compiles
-    let (_, before) = step.cpu_profile("step").unwrap();
+    let (_, before) = step.kernel_profile(ProgramKind::Step).unwrap();
     let t = std::time::Instant::now();
     for _ in 0..20 {
         step.run(&batch).unwrap();
     }
     let wall = t.elapsed();
-    let (program, p) = step.cpu_profile("step").unwrap();
+    let (program, p) = step.kernel_profile(ProgramKind::Step).unwrap();
     let kernels = program
         .lines()
         .filter(|l| l.starts_with("  k") && l.contains(": "))

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use aotgrad::RunError;
 use aotgrad::compiler::lower::{self, LowerOptions, ParamLayout};
+use aotgrad::executor::{ProgramKind, Stage};
 use aotgrad::ir::{DType, GraphBuilder, shape};
 use aotgrad::prelude::*;
 use aotgrad::runtime::cpu::{CpuOptions, CpuProgram, ParamArena};
@@ -243,7 +244,10 @@ fn mlp_bias_updates_are_one_loop_and_bitwise_unchanged() {
     {
         assert_eq!(t.to_le_bytes(), map[&name].to_le_bytes(), "{name}");
     }
-    let (program, _) = step.cpu_artifacts("step").unwrap();
+    let program = step
+        .artifact(ProgramKind::Step, Stage::Lowered)
+        .unwrap()
+        .unwrap();
     assert!(
         program.contains("persistent span \"0.bias\" \"2.bias\" \"4.bias\""),
         "{program}"

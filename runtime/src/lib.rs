@@ -8,6 +8,7 @@ pub mod interp;
 mod leaf;
 pub mod npy;
 mod tensor;
+mod variants;
 
 pub use interp::{Evaluation, RunError, run};
 pub use tensor::{Tensor, TensorError};

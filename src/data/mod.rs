@@ -13,7 +13,6 @@ use std::path::Path;
 use aotgrad_ir::Data;
 use aotgrad_runtime::Tensor;
 
-use crate::train::Batch;
 pub use transforms::{
     Compose, MinMax, Normalize, RandomCrop, RandomHorizontalFlip, ToFloat, Transform, ZScore,
 };
@@ -113,6 +112,13 @@ pub fn take_rows(t: &Tensor, idx: &[usize]) -> Tensor {
     let mut shape = t.shape().to_vec();
     shape[0] = idx.len();
     Tensor::new(&shape, data).expect("rows of a valid tensor")
+}
+
+/// One batch: inputs `x` and targets `y`, batch dim first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    pub x: Tensor,
+    pub y: Tensor,
 }
 
 /// Something a [`DataLoader`] can batch: `len` samples, gathered by index.

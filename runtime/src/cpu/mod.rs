@@ -34,6 +34,7 @@ use cranelift_jit::{JITBuilder, JITModule};
 use crate::Tensor;
 use crate::interp::{Evaluation, RunError, SymbolEnv};
 use crate::leaf::{self, Leaf, LeafKind};
+use crate::variants::Variants;
 
 /// Options of a CPU program.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -328,9 +329,7 @@ pub struct CpuProgram {
     opts: CpuOptions,
     leaves: Vec<Leaf>,
     /// One variant per binding of the symbols (the symbol sizes are the key).
-    variants: Vec<(Vec<usize>, Box<Variant>)>,
-    /// Index of the variant the last call ran.
-    last: Option<usize>,
+    variants: Variants<Box<Variant>>,
     pool: Option<Arc<rayon::ThreadPool>>,
     /// The parameter arena the program is lowered for (`lower::lower_for_arena`).
     layout: Option<Arc<ParamLayout>>,
@@ -368,8 +367,7 @@ impl CpuProgram {
             graph: graph.clone(),
             opts,
             leaves,
-            variants: Vec::new(),
-            last: None,
+            variants: Variants::default(),
             pool: pool(opts.threads)?,
             layout: None,
         })
@@ -411,23 +409,20 @@ impl CpuProgram {
 
     /// The variant the last call ran (for printing its program and Cranelift IR).
     pub fn last_variant(&self) -> Option<&Variant> {
-        self.last.map(|i| &*self.variants[i].1)
+        self.variants.last().map(|v| &**v)
     }
 
     /// Compiles (or finds) the variant for `env` without running it.
     pub fn variant(&mut self, env: &SymbolEnv) -> Result<&Variant, RunError> {
         let i = self.variant_index(env)?;
-        Ok(&self.variants[i].1)
+        Ok(self.variants.get(i))
     }
 
     fn variant_index(&mut self, env: &SymbolEnv) -> Result<usize, RunError> {
-        let key: Vec<usize> = env.values().copied().collect();
-        if let Some(i) = self.variants.iter().position(|(k, _)| *k == key) {
-            return Ok(i);
-        }
-        let v = self.compile(env)?;
-        self.variants.push((key, Box::new(v)));
-        Ok(self.variants.len() - 1)
+        let mut variants = std::mem::take(&mut self.variants);
+        let i = variants.index(env, |env| self.compile(env).map(Box::new));
+        self.variants = variants;
+        i
     }
 
     fn compile(&self, env: &SymbolEnv) -> Result<Variant, RunError> {
@@ -607,12 +602,12 @@ impl CpuProgram {
         // Fast path: the tensors have the types of the last call, so its variant runs
         // without binding symbols again; otherwise bind (typed errors) and find or
         // compile the variant.
-        let idx = match self.last {
-            Some(i) if point_table(&self.leaves, &mut self.variants[i].1, persistent, inputs) => i,
+        let idx = match self.variants.last_index() {
+            Some(i) if point_table(&self.leaves, self.variants.get_mut(i), persistent, inputs) => i,
             _ => {
                 let env = self.bind(persistent, inputs)?;
                 let i = self.variant_index(&env)?;
-                if !point_table(&self.leaves, &mut self.variants[i].1, persistent, inputs) {
+                if !point_table(&self.leaves, self.variants.get_mut(i), persistent, inputs) {
                     return Err(RunError::Compile(
                         "a variant's leaf types differ from the binding it was compiled for".into(),
                     ));
@@ -620,9 +615,9 @@ impl CpuProgram {
                 i
             }
         };
-        point_spans(&mut self.variants[idx].1, persistent)?;
-        self.last = Some(idx);
-        let v = &*self.variants[idx].1;
+        point_spans(self.variants.get_mut(idx), persistent)?;
+        self.variants.ran(idx);
+        let v = &**self.variants.get(idx);
         // Only the real slots (a program without checked indices has one unused).
         for w in v.fault_words.chunks(2).take(v.faults.len()) {
             w[0].store(0, Ordering::Relaxed);

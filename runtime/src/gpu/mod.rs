@@ -22,6 +22,7 @@ pub use device::{DeviceStore, GpuContext, context};
 use crate::Tensor;
 use crate::interp::{Evaluation, RunError, SymbolEnv};
 use crate::leaf::{self, Leaf, LeafKind};
+use crate::variants::Variants;
 
 /// Which outputs a call reads back.
 #[derive(Debug, Clone, Copy)]
@@ -75,8 +76,7 @@ pub struct GpuProgram {
     graph: Graph,
     leaves: Vec<Leaf>,
     ctx: Arc<GpuContext>,
-    variants: Vec<(Vec<usize>, GpuVariant)>,
-    last: Option<usize>,
+    variants: Variants<GpuVariant>,
     /// A binding limit below the adapter's (see [`GpuProgram::limit_binding_bytes`]).
     binding_limit: Option<u64>,
 }
@@ -91,8 +91,7 @@ impl GpuProgram {
             graph: graph.clone(),
             leaves,
             ctx: context()?,
-            variants: Vec::new(),
-            last: None,
+            variants: Variants::default(),
             binding_limit: None,
         })
     }
@@ -105,7 +104,6 @@ impl GpuProgram {
     pub fn limit_binding_bytes(&mut self, bytes: u64) {
         self.binding_limit = Some(bytes);
         self.variants.clear();
-        self.last = None;
     }
 
     pub fn graph(&self) -> &Graph {
@@ -121,23 +119,20 @@ impl GpuProgram {
 
     /// The variant the last call ran.
     pub fn last_variant(&self) -> Option<&GpuVariant> {
-        self.last.map(|i| &self.variants[i].1)
+        self.variants.last()
     }
 
     /// Compiles (or finds) the variant for `env` without running it.
     pub fn variant(&mut self, env: &SymbolEnv) -> Result<&GpuVariant, RunError> {
         let i = self.variant_index(env)?;
-        Ok(&self.variants[i].1)
+        Ok(self.variants.get(i))
     }
 
     fn variant_index(&mut self, env: &SymbolEnv) -> Result<usize, RunError> {
-        let key: Vec<usize> = env.values().copied().collect();
-        if let Some(i) = self.variants.iter().position(|(k, _)| *k == key) {
-            return Ok(i);
-        }
-        let v = self.compile(env)?;
-        self.variants.push((key, v));
-        Ok(self.variants.len() - 1)
+        let mut variants = std::mem::take(&mut self.variants);
+        let i = variants.index(env, |env| self.compile(env));
+        self.variants = variants;
+        i
     }
 
     fn compile(&self, env: &SymbolEnv) -> Result<GpuVariant, RunError> {
@@ -279,10 +274,10 @@ impl GpuProgram {
         }
         let env = self.bind(store, inputs)?;
         let idx = self.variant_index(&env)?;
-        self.last = Some(idx);
+        self.variants.ran(idx);
         let ctx = self.ctx.clone();
         let graph = &self.graph;
-        let v = &mut self.variants[idx].1;
+        let v = self.variants.get_mut(idx);
         // Inputs.
         for (i, b) in v.program.buffers.iter().enumerate() {
             if let BufferKind::Input(name) = &b.kind {

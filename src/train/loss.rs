@@ -1,0 +1,176 @@
+//! Losses as graph builders, with what the trainer needs to know of them: their name and
+//! hyper-parameters (checkpoints record them), the user's line that made them (errors
+//! raised inside them name it), and how their targets index classes.
+
+use std::rc::Rc;
+
+use aotgrad_ir::Var;
+
+use crate::nn::{self, Reduction};
+
+type LossFn = Rc<dyn for<'g> Fn(Var<'g>, Var<'g>) -> Var<'g>>;
+
+/// A loss between the model's output and the target, as a graph builder.
+#[derive(Clone)]
+pub struct Loss {
+    pub(super) name: String,
+    /// The user's line that made it (errors raised inside it name that line).
+    pub(super) made_at: &'static std::panic::Location<'static>,
+    /// The hyper-parameters of a built-in loss, as PyTorch spells them
+    /// (`reduction=mean`); empty for a custom loss.
+    options: String,
+    pub(super) f: LossFn,
+    /// The output must be a probability (BCE): checked mode verifies it.
+    pub(super) probabilities: bool,
+    /// The targets are class indices: how many classes there are (an index out of range
+    /// is reported as a bad target, not as the gather that read it).
+    pub(super) classes: ClassTargets,
+}
+
+/// How a loss reads integer class targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ClassTargets {
+    /// Not class indices.
+    None,
+    /// Indices into axis 1 of the model's output (cross entropy, NLL).
+    OutputAxis1,
+    /// Indices below a fixed count (MSE against one-hot targets).
+    Fixed(usize),
+}
+
+impl std::fmt::Debug for Loss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Loss({})", self.name)
+    }
+}
+
+impl Loss {
+    /// Any loss built from DSL values.
+    #[track_caller]
+    pub fn custom(name: &str, f: impl for<'g> Fn(Var<'g>, Var<'g>) -> Var<'g> + 'static) -> Loss {
+        Loss {
+            name: name.to_string(),
+            made_at: std::panic::Location::caller(),
+            options: String::new(),
+            f: Rc::new(f),
+            probabilities: false,
+            classes: ClassTargets::None,
+        }
+    }
+
+    /// A built-in loss: its name and hyper-parameters.
+    #[track_caller]
+    fn builtin(
+        name: &str,
+        options: String,
+        f: impl for<'g> Fn(Var<'g>, Var<'g>) -> Var<'g> + 'static,
+    ) -> Loss {
+        Loss {
+            options,
+            ..Loss::custom(name, f)
+        }
+    }
+
+    #[track_caller]
+    pub fn mse(r: Reduction) -> Loss {
+        Loss::builtin("mse", reduction(r), move |o, t| nn::mse_loss(o, t, r))
+    }
+
+    /// MSE against the one-hot encoding of integer class targets (the MNIST seed).
+    #[track_caller]
+    pub fn mse_one_hot(classes: usize, r: Reduction) -> Loss {
+        let options = format!("classes={classes}, {}", reduction(r));
+        Loss {
+            classes: ClassTargets::Fixed(classes),
+            ..Loss::builtin("mse_one_hot", options, move |o, t| {
+                nn::mse_loss(o, t.one_hot(classes).cast(o.dtype()), r)
+            })
+        }
+    }
+
+    #[track_caller]
+    pub fn l1(r: Reduction) -> Loss {
+        Loss::builtin("l1", reduction(r), move |o, t| nn::l1_loss(o, t, r))
+    }
+
+    /// BCE on probabilities; checked mode reports outputs outside [0, 1].
+    #[track_caller]
+    pub fn bce(r: Reduction) -> Loss {
+        Loss {
+            probabilities: true,
+            ..Loss::builtin("bce", reduction(r), move |o, t| {
+                nn::binary_cross_entropy(o, t, None, r)
+            })
+        }
+    }
+
+    #[track_caller]
+    pub fn bce_with_logits(r: Reduction) -> Loss {
+        Loss::builtin("bce_with_logits", reduction(r), move |o, t| {
+            nn::binary_cross_entropy_with_logits(o, t, None, None, r)
+        })
+    }
+
+    /// Cross entropy on logits with integer class targets (mean reduction).
+    #[track_caller]
+    pub fn cross_entropy() -> Loss {
+        Loss::cross_entropy_with(0.0, Reduction::Mean)
+    }
+
+    #[track_caller]
+    pub fn cross_entropy_with(label_smoothing: f64, reduction: Reduction) -> Loss {
+        let options = format!(
+            "label_smoothing={label_smoothing:?}, {}",
+            self::reduction(reduction)
+        );
+        Loss {
+            classes: ClassTargets::OutputAxis1,
+            ..Loss::builtin("cross_entropy", options, move |o, t| {
+                let opts = nn::ClassLossOptions {
+                    label_smoothing,
+                    reduction,
+                    ..Default::default()
+                };
+                nn::cross_entropy(o, t, opts)
+            })
+        }
+    }
+
+    #[track_caller]
+    pub fn nll(r: Reduction) -> Loss {
+        Loss {
+            classes: ClassTargets::OutputAxis1,
+            ..Loss::builtin("nll", reduction(r), move |o, t| {
+                let opts = nn::ClassLossOptions {
+                    reduction: r,
+                    ..Default::default()
+                };
+                nn::nll_loss(o, t, opts)
+            })
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The name with the hyper-parameters: `cross_entropy(label_smoothing=0.0,
+    /// reduction=mean)`; a custom loss is its name. Checkpoints record it.
+    pub fn description(&self) -> String {
+        if self.options.is_empty() {
+            self.name.clone()
+        } else {
+            format!("{}({})", self.name, self.options)
+        }
+    }
+}
+
+/// PyTorch's spelling of a reduction argument.
+fn reduction(r: Reduction) -> String {
+    let r = match r {
+        Reduction::None => "none",
+        Reduction::Mean => "mean",
+        Reduction::Sum => "sum",
+    };
+    format!("reduction={r}")
+}
