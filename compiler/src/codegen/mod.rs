@@ -8,9 +8,9 @@
 
 pub mod clif;
 pub mod helpers;
-pub mod tiles;
 pub mod wgsl;
 pub mod windows;
 
+pub use clif::tiles;
 pub use clif::{CodegenError, CodegenOptions, Emitted, emit};
 pub use helpers::Helper;

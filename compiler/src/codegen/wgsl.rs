@@ -33,9 +33,10 @@ use aotgrad_ir::{
     ArgReduceOp, BinaryOp, DType, Distribution, Graph, NodeId, Op, ReduceOp, Scalar, UnaryOp,
 };
 
-use crate::lower::{
-    Affine, BufferId, BufferKind, FlatOp, KernelBody, LibraryKernel, LoopKernel, LowerOptions,
-    MatMulKernel, Program,
+use crate::lower::LowerOptions;
+use crate::program::{
+    Affine, BufferId, BufferKind, FlatOp, KernelBody, LibraryKernel, LoopKernel, MatMulKernel,
+    Program, Target,
 };
 
 use super::windows::{self, BindingLimit, Block, Window};
@@ -46,16 +47,16 @@ pub const WORKGROUP: u32 = 256;
 pub const TREE_REDUCE_MIN: usize = 256;
 /// Output tile of the matrix-product shader (square).
 pub const MATMUL_TILE: usize = 64;
-/// The arena alignment GPU programs are lowered with (`LowerOptions::arena_align`):
-/// WebGPU's largest `min_storage_buffer_offset_alignment`, so a binding window that
-/// starts inside an arena buffer, rounded down to the alignment, stays inside it and
-/// two buffers' windows never overlap (WebGPU forbids aliasing a written binding).
-pub const ARENA_ALIGN: usize = 256;
+/// The arena alignment GPU programs are lowered with ([`Target::GPU`]): WebGPU's
+/// largest `min_storage_buffer_offset_alignment`, so a binding window that starts
+/// inside an arena buffer, rounded down to the alignment, stays inside it and two
+/// buffers' windows never overlap (WebGPU forbids aliasing a written binding).
+pub const ARENA_ALIGN: usize = Target::GPU.arena_align;
 
-/// How programs for the GPU are lowered: the defaults, with [`ARENA_ALIGN`].
+/// How programs for the GPU are lowered: the defaults, for [`Target::GPU`].
 pub fn lower_options() -> LowerOptions {
     LowerOptions {
-        arena_align: ARENA_ALIGN,
+        target: Target::GPU,
         ..LowerOptions::default()
     }
 }
@@ -79,7 +80,7 @@ pub enum WgslError {
     #[error(
         "the arena ({arena_bytes} bytes) is larger than a storage binding, and its offsets \
          are aligned to {arena_align} bytes where binding windows need {binding_align} \
-         (lower GPU programs with `arena_align: wgsl::ARENA_ALIGN`)"
+         (lower GPU programs for `Target::GPU`)"
     )]
     ArenaAlignment {
         arena_bytes: usize,

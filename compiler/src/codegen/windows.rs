@@ -17,7 +17,7 @@
 //! ones accumulate, and the order (hence the result) depends only on the shapes and the
 //! limit.
 
-use crate::lower::{Affine, BufferId, BufferKind, Program};
+use crate::program::{Affine, BufferId, BufferKind, Program};
 
 /// A box of an iteration space: indices `origin[d] .. origin[d] + shape[d]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -279,7 +279,7 @@ mod tests {
             assert!(!b.accumulate);
             let (lo, hi) = extent(&at, &b.origin, &b.shape).unwrap();
             let w = lim.window(lo as usize, hi as usize);
-            assert!(w.words <= lim.max_words && w.start % 4 == 0 && w.start as i64 <= lo);
+            assert!(w.words <= lim.max_words && w.start.is_multiple_of(4) && w.start as i64 <= lo);
         }
     }
 

@@ -5,8 +5,8 @@ use super::{
     BufferId, BufferKind, Kernel, KernelBody, LoopKernel, MatMulKernel, Program, RowKernel,
 };
 
-/// Arena offsets are multiples of this (a cache line; also enough for any vector load).
-pub const ALIGN: usize = 64;
+use crate::program::Target;
+use crate::program::liveness::{live_ranges, peak_live};
 
 /// Moves the kernels that compute update values and whose results no later kernel
 /// reads to the end of the schedule, ordered so that a kernel overwriting a persistent
@@ -395,7 +395,7 @@ fn per_batch_permutation(m: &MatMulKernel, lk: &LoopKernel) -> bool {
 /// Each stage computes every element with the same code as on its own (its first axis
 /// is never merged with the next, so the inner loops are unchanged), so results are
 /// bitwise those of the unfused program.
-pub(super) fn fuse_rows(p: &mut Program) {
+pub(super) fn fuse_rows(p: &mut Program, target: Target) {
     let mut peak = peak_live(p, &p.kernels);
     let mut t = 0;
     while t + 1 < p.kernels.len() {
@@ -408,7 +408,7 @@ pub(super) fn fuse_rows(p: &mut Program) {
             }
         };
         let joined = match &p.kernels[t + 1].body {
-            KernelBody::Loop(b) => row_join(p, &stages, b),
+            KernelBody::Loop(b) => row_join(p, &stages, b, target),
             _ => None,
         };
         let Some(rows) = joined else {
@@ -452,7 +452,7 @@ fn one_per_row(k: &LoopKernel, rows: usize) -> bool {
 }
 
 /// The rows extent when loop `b` can run as a stage after `stages` (see [`fuse_rows`]).
-fn row_join(p: &Program, stages: &[LoopKernel], b: &LoopKernel) -> Option<usize> {
+fn row_join(p: &Program, stages: &[LoopKernel], b: &LoopKernel, target: Target) -> Option<usize> {
     let rows = row_extent(&stages[0])?;
     if stages.iter().any(|s| row_extent(s) != Some(rows)) || row_extent(b) != Some(rows) {
         return None;
@@ -478,7 +478,7 @@ fn row_join(p: &Program, stages: &[LoopKernel], b: &LoopKernel) -> Option<usize>
     // stages would otherwise split over threads.
     let serial = joined().any(LoopKernel::reduces_rows);
     let elems: usize = joined().map(|k| k.shape.iter().product::<usize>()).sum();
-    if serial && elems >= crate::codegen::clif::PARALLEL_MIN_ELEMS {
+    if serial && elems >= target.parallel_min_elems {
         return None;
     }
     // What a stage reducing across rows writes holds a partial sum until the last row:
@@ -552,57 +552,6 @@ fn row_span(at: &super::Affine, shape: &[usize]) -> Option<(i64, i64, i64)> {
         hi += reach.max(0);
     }
     (s > 0 && hi - lo < s).then_some((at.offset + lo, at.offset + hi, s))
-}
-
-/// `(first kernel, last kernel)` each buffer is touched over, in schedule `kernels`
-/// (outputs and staged updates are read after the last kernel).
-fn live_ranges(p: &Program, kernels: &[Kernel]) -> Vec<Option<(usize, usize)>> {
-    let end = kernels.len();
-    let mut live: Vec<Option<(usize, usize)>> = vec![None; p.buffers.len()];
-    let mut touch = |b: BufferId, t: usize| {
-        let r = &mut live[b.index()];
-        *r = Some(match *r {
-            None => (t, t),
-            Some((a, z)) => (a.min(t), z.max(t)),
-        });
-    };
-    for (t, k) in kernels.iter().enumerate() {
-        for b in k.outputs() {
-            touch(b, t);
-        }
-        for b in k.reads() {
-            touch(b, t);
-        }
-    }
-    for o in &p.outputs {
-        touch(o.buf, end);
-    }
-    for u in &p.updates {
-        if let Some((b, _)) = &u.source {
-            touch(*b, end);
-        }
-    }
-    live
-}
-
-/// The most arena bytes live at once in schedule `kernels`.
-pub(super) fn peak_live(p: &Program, kernels: &[Kernel]) -> usize {
-    let live = live_ranges(p, kernels);
-    let mut delta = vec![0i64; kernels.len() + 2];
-    for (b, r) in p.buffers.iter().zip(&live) {
-        if let (BufferKind::Arena { .. }, true, Some((a, z))) = (&b.kind, b.elems > 0, r) {
-            let bytes = (b.bytes().div_ceil(p.arena_align) * p.arena_align) as i64;
-            delta[*a] += bytes;
-            delta[z + 1] -= bytes;
-        }
-    }
-    let mut cur = 0i64;
-    let mut peak = 0i64;
-    for d in delta {
-        cur += d;
-        peak = peak.max(cur);
-    }
-    peak as usize
 }
 
 /// Live ranges over the schedule, then a greedy first-fit placement of the arena

@@ -440,9 +440,7 @@ impl CpuProgram {
             None => lower::lower(&self.graph, env, opts),
         }
         .map_err(crate::leaf::lower_error)?;
-        program.check_bounds().map_err(|e| {
-            RunError::Compile(format!("lowering produced an out-of-bounds access: {e}"))
-        })?;
+        program.check_bounds().map_err(RunError::OutOfBounds)?;
         let mut flags = settings::builder();
         let set = |f: &mut settings::Builder, k: &str, v: &str| {
             f.set(k, v)

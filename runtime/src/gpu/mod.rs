@@ -139,9 +139,7 @@ impl GpuProgram {
         let t0 = Instant::now();
         let program = lower::lower(&self.graph, env, wgsl::lower_options())
             .map_err(crate::leaf::lower_error)?;
-        program.check_bounds().map_err(|e| {
-            RunError::Compile(format!("lowering produced an out-of-bounds access: {e}"))
-        })?;
+        program.check_bounds().map_err(RunError::OutOfBounds)?;
         for u in &program.updates {
             if let Some((src, at)) = &u.source
                 && !at.is_contiguous(&u.shape)

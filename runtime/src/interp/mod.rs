@@ -68,6 +68,12 @@ pub enum RunError {
     Invalid(String),
     #[error("could not compile the program: {0}")]
     Compile(String),
+    /// A lowered program failed its own bounds check: a lowering bug, caught before
+    /// any generated code ran.
+    #[error(
+        "lowering produced an out-of-bounds access (a bug in aotgrad: please report it with the graph): {0}"
+    )]
+    OutOfBounds(Box<aotgrad_compiler::program::BoundsError>),
     #[error("no GPU adapter: {0}")]
     NoDevice(String),
     #[error("GPU: {0}")]

@@ -6,8 +6,8 @@
 //! never on the thread count, and each tile is one single-threaded GEMM that owns its
 //! output elements; so 1 and 2 threads give bitwise-identical results.
 
-use super::clif::split_len;
-use crate::lower::{LoopKernel, MatMulKernel};
+use super::collapse::split_len;
+use crate::program::{LoopKernel, MatMulKernel};
 
 /// Tiles are at least this many rows/columns (a multiple of the micro-kernel sizes).
 const MIN_TILE: usize = 32;
