@@ -14,9 +14,8 @@ use cranelift_frontend::FunctionBuilder;
 use cranelift_module::{FuncId, Module};
 
 use super::collapse::{Collapsed, collapse, collapse_from};
-use super::vector::vector_plan;
-use super::{FaultSlot, Helper, clif_type, import};
-use crate::program::{Affine, BufferId, FlatOp, LoopKernel, Program, RowKernel, reduce_identity};
+use super::{FaultSlot, Helper, import};
+use crate::program::{Affine, BufferId, LoopKernel, Program, RowKernel, reduce_identity};
 
 pub(super) struct KernelGen<'a, 'b, M: Module> {
     pub fb: &'a mut FunctionBuilder<'b>,
@@ -322,7 +321,7 @@ impl<M: Module> KernelGen<'_, '_, M> {
     /// compile time (rows of 8 or 12 elements, a scalar tail of 1-3) the body is
     /// emitted once per iteration, straight-line: the loop's guard, induction variable
     /// and back edge cost as much as a 2-vector body.
-    fn inner_loop(
+    pub(super) fn inner_loop(
         &mut self,
         from: Option<Value>,
         n: End,
@@ -393,212 +392,6 @@ impl<M: Module> KernelGen<'_, '_, M> {
         off
     }
 
-    fn inner(
-        &mut self,
-        k: &LoopKernel,
-        c: &Collapsed,
-        base: &HashMap<BufferId, Value>,
-        idx: &[Value],
-        span: Span,
-        simd: bool,
-    ) {
-        let Span { len, range } = span;
-        let last = c.shape.len() - 1;
-        let (start, end) = match range {
-            Some((lo, hi)) => (Some(lo), End::Var(hi)),
-            None => (None, End::Const(len)),
-        };
-        // Row pointers of every load and of the output; row values of index nodes.
-        let mut load_rows = Vec::new();
-        for (li, (b, _)) in k.loads.iter().enumerate() {
-            let off = self.row_offset(&c.loads[li], idx);
-            let esz = self.p.buffer(*b).dtype.size_bytes() as i64;
-            let bytes = self.fb.ins().imul_imm_s(off, esz);
-            load_rows.push(self.fb.ins().iadd(base[b], bytes));
-        }
-        let out_dtype = self.p.buffer(k.outs[0].buf).dtype;
-        let out_esz = out_dtype.size_bytes() as i64;
-        let mut out_rows = Vec::new();
-        for (o, at) in k.outs.iter().zip(&c.outs) {
-            let off = self.row_offset(at, idx);
-            let bytes = self.fb.ins().imul_imm_s(off, out_esz);
-            out_rows.push(self.fb.ins().iadd(base[&o.buf], bytes));
-        }
-        let out_row = out_rows[0];
-        let mut index_rows = vec![None; k.expr.nodes.len()];
-        for (i, a) in c.index.iter().enumerate() {
-            if let Some(a) = a {
-                index_rows[i] = Some(self.row_offset(a, idx));
-            }
-        }
-        let inner_stride = |a: &Affine| a.strides[last];
-        // Which nodes are the same all along the inner axis.
-        let nodes = &k.expr.nodes;
-        let mut invariant = vec![false; nodes.len()];
-        for (i, n) in nodes.iter().enumerate() {
-            invariant[i] = match &n.op {
-                FlatOp::Load(l) => inner_stride(&c.loads[*l]) == 0,
-                FlatOp::Index(_) => inner_stride(c.index[i].as_ref().expect("index")) == 0,
-                FlatOp::Const(_) => true,
-                FlatOp::Unary(_, a) | FlatOp::Cast(a) => invariant[*a],
-                FlatOp::Binary(_, x, y) => invariant[*x] && invariant[*y],
-                FlatOp::Where(c, x, y) => invariant[*c] && invariant[*x] && invariant[*y],
-                FlatOp::Checked { index, .. } => invariant[*index],
-                FlatOp::Gather { load, index, .. } => {
-                    inner_stride(&c.loads[*load]) == 0 && invariant[*index]
-                }
-            };
-        }
-        let mut rows = Rows {
-            loads: load_rows,
-            index: index_rows,
-            load_strides: c.loads.iter().map(inner_stride).collect(),
-            index_strides: c
-                .index
-                .iter()
-                .map(|a| a.as_ref().map(inner_stride))
-                .collect(),
-        };
-        // Hoisted scalar values of the invariant nodes.
-        let zero = self.iconst(0);
-        let hoisted = self.eval(k, &mut rows, zero, Lanes::Scalar, &invariant, &[]);
-        let out_strides: Vec<i64> = c.outs.iter().map(inner_stride).collect();
-        let out_stride = out_strides[0];
-        let vec_ty = simd
-            .then(|| vector_plan(k, &invariant, out_dtype, &out_strides, len))
-            .flatten();
-        let reduce = k.reduce;
-        let scalar_ty = clif_type(out_dtype);
-        // Register accumulator when the output does not move along the inner axis.
-        let acc_var = (reduce.is_some() && out_stride == 0).then(|| {
-            let v = self.fb.declare_var(scalar_ty);
-            let id = self.scalar_const(reduce_identity(reduce.expect("reduce"), out_dtype));
-            self.fb.def_var(v, id);
-            v
-        });
-        let mut from = None;
-        if let Some(vt) = vec_ty {
-            let lanes = vt.lane_count() as i64;
-            // Splat the hoisted values the vector body uses.
-            let mut vhoist: Vec<Option<Value>> = vec![None; nodes.len()];
-            // Only values of the vector's element type (or bool masks) can feed a
-            // vector node; `vector_plan` guarantees no other invariant is used.
-            for (i, h) in hoisted.iter().enumerate() {
-                let d = nodes[i].dtype;
-                if let Some(h) = h
-                    && (d == out_dtype || d == DType::Bool)
-                {
-                    vhoist[i] = Some(self.splat(*h, d, vt));
-                }
-            }
-            let vacc = acc_var.map(|_| {
-                let v = self.fb.declare_var(vt);
-                let id = self.scalar_const(reduce_identity(reduce.expect("reduce"), out_dtype));
-                let s = self.fb.ins().splat(vt, id);
-                self.fb.def_var(v, s);
-                v
-            });
-            let mut vector_loop = |g: &mut Self| {
-                g.inner_loop(start, end, lanes, &mut |g, j| {
-                    let vals = g.eval(k, &mut rows, j, Lanes::Vector(vt), &invariant, &vhoist);
-                    let v = vals[k.outs[0].value].expect("output evaluated");
-                    match (reduce, vacc) {
-                        (None, _) => {
-                            // Every load of this index is above; now the stores.
-                            for (o, (&row, &stride)) in
-                                k.outs.iter().zip(out_rows.iter().zip(&out_strides))
-                            {
-                                let v = vals[o.value].expect("output evaluated");
-                                let addr = g.elem_addr(row, j, stride, out_esz);
-                                g.fb.ins().store(data_mem(), v, addr, 0);
-                            }
-                        }
-                        (Some(op), Some(acc)) => {
-                            let a = g.fb.use_var(acc);
-                            let r = g.combine(op, out_dtype, a, v, Lanes::Vector(vt));
-                            g.fb.def_var(acc, r);
-                        }
-                        (Some(op), None) => {
-                            let addr = g.elem_addr(out_row, j, out_stride, out_esz);
-                            let a = g.fb.ins().load(vt, data_mem(), addr, 0);
-                            let r = g.combine(op, out_dtype, a, v, Lanes::Vector(vt));
-                            g.fb.ins().store(data_mem(), r, addr, 0);
-                        }
-                    }
-                })
-            };
-            // Unswitching: a `where` whose condition is the same for the whole row (the
-            // optimizer's finiteness gate) would cost three vector operations per
-            // output and vector; instead the loop is emitted twice, once per value of
-            // the condition, and a branch before it picks one.
-            let switch = nodes.iter().enumerate().find_map(|(i, n)| match n.op {
-                FlatOp::Where(c, _, _) if !invariant[i] && invariant[c] => Some(c),
-                _ => None,
-            });
-            let stop = match switch.and_then(|c| hoisted[c].map(|h| (c, h))) {
-                None => vector_loop(self),
-                Some((c, h)) => {
-                    let (yes, no) = (self.fb.create_block(), self.fb.create_block());
-                    let join = self.fb.create_block();
-                    let stop = self.fb.append_block_param(join, types::I64);
-                    self.fb.ins().brif(h, yes, &[], no, &[]);
-                    for (block, value) in [(yes, true), (no, false)] {
-                        self.fb.switch_to_block(block);
-                        self.known.insert(c, value);
-                        let end = vector_loop(self);
-                        self.known.remove(&c);
-                        self.fb.ins().jump(join, &[end.into()]);
-                    }
-                    self.fb.switch_to_block(join);
-                    stop
-                }
-            };
-            if let (Some(op), Some(vacc), Some(acc)) = (reduce, vacc, acc_var) {
-                // Lanes fold left to right into the scalar accumulator: fixed order.
-                let v = self.fb.use_var(vacc);
-                let mut a = self.fb.use_var(acc);
-                for lane in 0..lanes {
-                    let x = self.fb.ins().extractlane(v, lane as u8);
-                    a = self.combine(op, out_dtype, a, x, Lanes::Scalar);
-                }
-                self.fb.def_var(acc, a);
-            }
-            from = Some(stop);
-        }
-        // Scalar loop (all of it, or the vector loop's tail).
-        self.inner_loop(from.or(start), end, 1, &mut |g, j| {
-            let vals = g.eval(k, &mut rows, j, Lanes::Scalar, &invariant, &hoisted);
-            let v = vals[k.outs[0].value].expect("output evaluated");
-            match (reduce, acc_var) {
-                (None, _) => {
-                    for (o, (&row, &stride)) in k.outs.iter().zip(out_rows.iter().zip(&out_strides))
-                    {
-                        let v = vals[o.value].expect("output evaluated");
-                        let addr = g.elem_addr(row, j, stride, out_esz);
-                        g.fb.ins().store(data_mem(), v, addr, 0);
-                    }
-                }
-                (Some(op), Some(acc)) => {
-                    let a = g.fb.use_var(acc);
-                    let r = g.combine(op, out_dtype, a, v, Lanes::Scalar);
-                    g.fb.def_var(acc, r);
-                }
-                (Some(op), None) => {
-                    let addr = g.elem_addr(out_row, j, out_stride, out_esz);
-                    let a = g.fb.ins().load(scalar_ty, data_mem(), addr, 0);
-                    let r = g.combine(op, out_dtype, a, v, Lanes::Scalar);
-                    g.fb.ins().store(data_mem(), r, addr, 0);
-                }
-            }
-        });
-        if let (Some(op), Some(acc)) = (reduce, acc_var) {
-            let a = self.fb.ins().load(scalar_ty, data_mem(), out_row, 0);
-            let v = self.fb.use_var(acc);
-            let r = self.combine(op, out_dtype, a, v, Lanes::Scalar);
-            self.fb.ins().store(data_mem(), r, out_row, 0);
-        }
-    }
-
     pub(super) fn elem_addr(&mut self, row: Value, j: Value, stride: i64, esz: i64) -> Value {
         if stride == 0 {
             return row;
@@ -655,9 +448,9 @@ pub(super) struct Rows {
 /// The inner axis of one row: its length, and the part `[lo, hi)` this call computes
 /// when the kernel's only axis is split over threads.
 #[derive(Clone, Copy)]
-struct Span {
-    len: i64,
-    range: Option<(Value, Value)>,
+pub(super) struct Span {
+    pub len: i64,
+    pub range: Option<(Value, Value)>,
 }
 
 impl Span {
@@ -671,7 +464,7 @@ impl Span {
 
 /// Where a counted loop stops: a compile-time bound or a value (a split range's `hi`).
 #[derive(Clone, Copy)]
-enum End {
+pub(super) enum End {
     Const(i64),
     Var(Value),
 }

@@ -33,6 +33,7 @@ use tiles::{EpilogueSchedule, epilogue_plan};
 mod collapse;
 mod entry;
 mod kernel;
+mod row;
 mod scalar;
 pub mod tiles;
 mod vector;
