@@ -11,8 +11,8 @@
 
 use std::collections::HashMap;
 
+use aotgrad::cli::args::{ExampleSpec, TrainArgs, check};
 use aotgrad::compiler::{Seed, grad};
-use aotgrad::example_args::{ExampleSpec, TrainArgs, check};
 use aotgrad::prelude::*;
 use clap::Parser;
 
@@ -41,7 +41,7 @@ const SPEC: ExampleSpec = ExampleSpec {
 };
 
 fn main() -> std::process::ExitCode {
-    aotgrad::example_args::exit_code(run())
+    aotgrad::cli::args::exit_code(run())
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {

@@ -4,9 +4,9 @@
 //! data (the course's copy of the file came pre-scaled; the bundled one is the raw UCI
 //! original, see data/README.md).
 
+use aotgrad::cli::args::{ExampleSpec, TRAINING_FLAGS, TrainArgs, check};
 use aotgrad::data::csv::read_numeric;
 use aotgrad::data::{DataLoader, Dataset, MinMax, TensorDataset, take_rows};
-use aotgrad::example_args::{ExampleSpec, TRAINING_FLAGS, TrainArgs, check};
 use aotgrad::metrics::correct_binary;
 use aotgrad::nn::{Linear, ReLU, Sequential, Sigmoid};
 use aotgrad::prelude::*;
@@ -31,7 +31,7 @@ const SPEC: ExampleSpec = ExampleSpec {
 };
 
 fn main() -> std::process::ExitCode {
-    aotgrad::example_args::exit_code(run())
+    aotgrad::cli::args::exit_code(run())
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {

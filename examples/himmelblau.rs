@@ -2,7 +2,7 @@
 //! from (0, 0): the parameters are the point itself; 20000 compiled steps reach the
 //! minimum at (3, 2).
 
-use aotgrad::example_args::{ExampleSpec, TRAINING_FLAGS, TrainArgs, check};
+use aotgrad::cli::args::{ExampleSpec, TRAINING_FLAGS, TrainArgs, check};
 use aotgrad::nn::Init;
 use aotgrad::prelude::*;
 use clap::Parser;
@@ -25,7 +25,7 @@ const SPEC: ExampleSpec = ExampleSpec {
 };
 
 fn main() -> std::process::ExitCode {
-    aotgrad::example_args::exit_code(run())
+    aotgrad::cli::args::exit_code(run())
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {

@@ -26,7 +26,7 @@ struct Cli {}
 
 fn main() -> std::process::ExitCode {
     let Cli {} = clap::Parser::parse();
-    aotgrad::example_args::exit_code(run())
+    aotgrad::cli::args::exit_code(run())
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {

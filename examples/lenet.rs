@@ -7,8 +7,8 @@
 //!
 //! `cargo run --release --example lenet -- --help`
 
-use aotgrad::example_args::{ExampleSpec, MNIST_JOB_FLAGS, TRAINING_FLAGS, TrainArgs, check};
-use aotgrad::mnist_job::{self, MnistJob};
+use aotgrad::cli::args::{ExampleSpec, MNIST_JOB_FLAGS, TRAINING_FLAGS, TrainArgs, check};
+use aotgrad::cli::mnist_job::{self, MnistJob};
 use aotgrad::prelude::*;
 use clap::Parser;
 
@@ -45,7 +45,7 @@ const SPEC: ExampleSpec = ExampleSpec {
 };
 
 fn main() -> std::process::ExitCode {
-    aotgrad::example_args::exit_code(run())
+    aotgrad::cli::args::exit_code(run())
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {

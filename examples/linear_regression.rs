@@ -1,7 +1,7 @@
 //! Linear regression (course seed P05): `Linear(1, 1)` fit to y = 2x on x = [1, 2, 3] with
 //! MSE (sum) and SGD lr 0.01 for 100 epochs, then a prediction for x = 4.
 
-use aotgrad::example_args::{ExampleSpec, TRAINING_FLAGS, TrainArgs, check};
+use aotgrad::cli::args::{ExampleSpec, TRAINING_FLAGS, TrainArgs, check};
 use aotgrad::nn::{Linear, Sequential};
 use aotgrad::prelude::*;
 use clap::Parser;
@@ -20,7 +20,7 @@ const SPEC: ExampleSpec = ExampleSpec {
 };
 
 fn main() -> std::process::ExitCode {
-    aotgrad::example_args::exit_code(run())
+    aotgrad::cli::args::exit_code(run())
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {

@@ -1,7 +1,7 @@
 //! Logistic regression (course seed P06): `Linear(1, 1)` + sigmoid on x = [1, 2, 3],
 //! y = [0, 0, 1], BCE (sum), SGD lr 0.01 for 1000 epochs; predicts x = 4.
 
-use aotgrad::example_args::{ExampleSpec, TRAINING_FLAGS, TrainArgs, check};
+use aotgrad::cli::args::{ExampleSpec, TRAINING_FLAGS, TrainArgs, check};
 use aotgrad::nn::{Linear, Sequential, Sigmoid};
 use aotgrad::prelude::*;
 use clap::Parser;
@@ -20,7 +20,7 @@ const SPEC: ExampleSpec = ExampleSpec {
 };
 
 fn main() -> std::process::ExitCode {
-    aotgrad::example_args::exit_code(run())
+    aotgrad::cli::args::exit_code(run())
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {

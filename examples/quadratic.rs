@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use aotgrad::example_args::{ExampleSpec, TRAINING_FLAGS, TrainArgs, check};
+use aotgrad::cli::args::{ExampleSpec, TRAINING_FLAGS, TrainArgs, check};
 use aotgrad::nn::{Init, Module, Scope};
 use aotgrad::prelude::*;
 use clap::Parser;
@@ -34,7 +34,7 @@ const SPEC: ExampleSpec = ExampleSpec {
 };
 
 fn main() -> std::process::ExitCode {
-    aotgrad::example_args::exit_code(run())
+    aotgrad::cli::args::exit_code(run())
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {

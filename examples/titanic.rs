@@ -3,9 +3,9 @@
 //! and parents aboard; z-scored with training statistics; 80/20 train/validation split;
 //! `Linear(7, 1)` with BCE-with-logits and Adam.
 
+use aotgrad::cli::args::{ExampleSpec, TRAINING_FLAGS, TrainArgs, check};
 use aotgrad::data::csv::read_table;
 use aotgrad::data::{DataLoader, Dataset, Rng, TensorDataset, Transform, ZScore, random_split};
-use aotgrad::example_args::{ExampleSpec, TRAINING_FLAGS, TrainArgs, check};
 use aotgrad::metrics::correct_binary;
 use aotgrad::nn::Linear;
 use aotgrad::prelude::*;
@@ -32,7 +32,7 @@ const SPEC: ExampleSpec = ExampleSpec {
 };
 
 fn main() -> std::process::ExitCode {
-    aotgrad::example_args::exit_code(run())
+    aotgrad::cli::args::exit_code(run())
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {

@@ -3,8 +3,8 @@
 //! b = ones(1), MSE (mean), plain gradient descent lr 0.5 for 1000 epochs; predicts
 //! [[3, 2500]] normalised with the *training* statistics.
 
+use aotgrad::cli::args::{ExampleSpec, TRAINING_FLAGS, TrainArgs, check};
 use aotgrad::data::{Rng, Transform, ZScore};
-use aotgrad::example_args::{ExampleSpec, TRAINING_FLAGS, TrainArgs, check};
 use aotgrad::nn::{Init, Module, Scope};
 use aotgrad::prelude::*;
 use clap::Parser;
@@ -34,7 +34,7 @@ const SPEC: ExampleSpec = ExampleSpec {
 };
 
 fn main() -> std::process::ExitCode {
-    aotgrad::example_args::exit_code(run())
+    aotgrad::cli::args::exit_code(run())
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {

@@ -18,17 +18,13 @@
 
 pub mod bench;
 pub mod checkpoint;
+pub mod cli;
 pub mod data;
-pub mod example_args;
 pub mod executor;
 mod gradcheck;
 pub mod metrics;
-pub mod mnist_job;
 pub mod nn;
 pub mod optim;
-pub mod plot;
-pub mod progress;
-pub mod runlog;
 pub mod tensor_file;
 pub mod train;
 

@@ -153,7 +153,7 @@ fn every_example_answers_help_with_the_shared_flags() {
     ] {
         let out = Command::new(example(name)).arg("--help").output().unwrap();
         let help = String::from_utf8_lossy(&out.stdout);
-        for flag in aotgrad::example_args::ALL_FLAGS {
+        for flag in aotgrad::cli::args::ALL_FLAGS {
             assert!(help.contains(flag), "{name} --help lacks {flag}:\n{help}");
         }
     }

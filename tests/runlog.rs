@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use aotgrad::runlog::{LogError, RunLog, masked_crc};
+use aotgrad::cli::runlog::{LogError, RunLog, masked_crc};
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("aotgrad-runlog-{name}-{}", std::process::id()));

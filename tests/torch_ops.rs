@@ -300,7 +300,10 @@ fn enabled(backend: &str) -> bool {
 /// The GPU computes f64 tensors nowhere (WGSL has no f64): such cases must be refused
 /// with the documented error, which this recognises.
 fn refused_f64(backend: &str, e: &aotgrad::RunError) -> bool {
-    backend == "gpu" && e.to_string().contains("WGSL has no f64")
+    use aotgrad::compiler::codegen::wgsl::WgslError;
+    backend == "gpu"
+        && matches!(e, aotgrad::RunError::Wgsl(WgslError::Unsupported { why, .. })
+            if why.contains("WGSL has no f64"))
 }
 
 /// Vulkan's precision floors for GPU builtins (exp, log, sin, cos, tanh are a few ulp or

@@ -71,7 +71,7 @@ pub(crate) fn lower_error(e: aotgrad_compiler::lower::LowerError) -> RunError {
         aotgrad_compiler::lower::LowerError::TooLarge { node, op, error } => {
             RunError::TooLarge { node, op, error }
         }
-        e => RunError::Compile(e.to_string()),
+        e => RunError::Lower(e),
     }
 }
 

@@ -52,7 +52,9 @@ pub enum GradError {
     #[error("gradient output {0:?} already exists")]
     Duplicate(String),
     #[error("the graph being differentiated has an error: {0}")]
-    Build(String),
+    Build(Box<aotgrad_ir::BuildError>),
+    #[error("the joint gradient graph does not verify (a bug in a derivative rule): {0}")]
+    Invalid(aotgrad_ir::VerifyError),
     #[error("internal error in the derivative rule of `{op}` at {node}: {message}")]
     Rule {
         op: &'static str,
@@ -103,12 +105,12 @@ pub fn grad_named(
     for ((out, _), gv) in targets.iter().zip(grads) {
         b.output(out, gv);
     }
-    let joint = b.finish().map_err(|e| GradError::Build(e.to_string()))?;
+    let joint = b.finish().map_err(|e| GradError::Build(Box::new(e)))?;
     // Rules return cotangents for every differentiable operand; the ones that flow into
     // nodes outside `wrt`'s cone (e.g. d/dx of a matmul when only the weight is wanted)
     // are dropped here, so the joint graph holds only what its outputs need.
     let joint = joint.prune_unused_from(graph.len());
-    aotgrad_ir::verify(&joint).map_err(|e| GradError::Build(e.to_string()))?;
+    aotgrad_ir::verify(&joint).map_err(GradError::Invalid)?;
     Ok(joint)
 }
 
@@ -166,7 +168,7 @@ pub fn vjp_in<'g>(
     wrt: &[Var<'g>],
 ) -> Result<Vec<Var<'g>>, GradError> {
     if let Some(e) = b.error() {
-        return Err(GradError::Build(e.to_string()));
+        return Err(GradError::Build(Box::new(e)));
     }
     let g = b.graph();
     for w in wrt {

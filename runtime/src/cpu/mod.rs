@@ -353,7 +353,10 @@ fn pool(threads: usize) -> Result<Option<Arc<rayon::ThreadPool>>, RunError> {
             .num_threads(threads)
             .thread_name(|i| format!("aotgrad-{i}"))
             .build()
-            .map_err(|e| RunError::Compile(format!("thread pool: {e}")))?,
+            .map_err(|e| RunError::Jit {
+                stage: "thread pool",
+                message: e.to_string(),
+            })?,
     );
     pools.insert(threads, p.clone());
     Ok(Some(p))
@@ -361,7 +364,7 @@ fn pool(threads: usize) -> Result<Option<Arc<rayon::ThreadPool>>, RunError> {
 
 impl CpuProgram {
     pub fn new(graph: &Graph, opts: CpuOptions) -> Result<CpuProgram, RunError> {
-        verify(graph).map_err(|e| RunError::Invalid(e.to_string()))?;
+        verify(graph).map_err(RunError::Invalid)?;
         let leaves = leaf::leaves(graph);
         Ok(CpuProgram {
             graph: graph.clone(),
@@ -443,16 +446,24 @@ impl CpuProgram {
         program.check_bounds().map_err(RunError::OutOfBounds)?;
         let mut flags = settings::builder();
         let set = |f: &mut settings::Builder, k: &str, v: &str| {
-            f.set(k, v)
-                .map_err(|e| RunError::Compile(format!("cranelift flag {k}={v}: {e}")))
+            f.set(k, v).map_err(|e| RunError::Jit {
+                stage: "setting a Cranelift flag",
+                message: format!("{k}={v}: {e}"),
+            })
         };
         set(&mut flags, "opt_level", "speed")?;
         set(&mut flags, "use_colocated_libcalls", "false")?;
         set(&mut flags, "is_pic", "false")?;
         let isa = cranelift_native::builder()
-            .map_err(|e| RunError::Compile(format!("unsupported host: {e}")))?
+            .map_err(|e| RunError::Jit {
+                stage: "finding the host ISA",
+                message: e.to_string(),
+            })?
             .finish(settings::Flags::new(flags))
-            .map_err(|e| RunError::Compile(format!("cranelift ISA: {e}")))?;
+            .map_err(|e| RunError::Jit {
+                stage: "building the ISA",
+                message: e.to_string(),
+            })?;
         let mut jb = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
         for (name, ptr) in abi::symbols() {
             jb.symbol(&name, ptr);
@@ -470,10 +481,11 @@ impl CpuProgram {
                 profile: self.opts.profile,
             },
         )
-        .map_err(|e| RunError::Compile(e.to_string()))?;
-        module
-            .finalize_definitions()
-            .map_err(|e| RunError::Compile(format!("cranelift: {e}")))?;
+        .map_err(RunError::Codegen)?;
+        module.finalize_definitions().map_err(|e| RunError::Jit {
+            stage: "finalizing the module",
+            message: e.to_string(),
+        })?;
         let code = module.get_finalized_function(emitted.entry);
         // SAFETY: `code` is the finalized `step(bufs, ctx) -> i32` function emitted with
         // exactly this signature (two pointers, i32 return, the host's C convention).
@@ -606,7 +618,7 @@ impl CpuProgram {
                 let env = self.bind(persistent, inputs)?;
                 let i = self.variant_index(&env)?;
                 if !point_table(&self.leaves, self.variants.get_mut(i), persistent, inputs) {
-                    return Err(RunError::Compile(
+                    return Err(RunError::Bug(
                         "a variant's leaf types differ from the binding it was compiled for".into(),
                     ));
                 }
@@ -678,7 +690,7 @@ impl CpuProgram {
                     index: w[1].load(Ordering::Relaxed) as i64,
                     size: f.len,
                 },
-                None => RunError::Compile(format!("kernel status {status}")),
+                None => RunError::Bug(format!("kernel status {status} names no fault slot")),
             });
         }
         let p = &v.program;

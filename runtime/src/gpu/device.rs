@@ -165,10 +165,9 @@ fn open() -> Result<GpuContext, String> {
 
 /// Encodes a host tensor as device words (see `aotgrad_compiler::codegen::wgsl`).
 pub(crate) fn to_words(name: &str, t: &Tensor) -> Result<Vec<u32>, RunError> {
-    let bad = |v: i64| {
-        RunError::Gpu(format!(
-            "{name:?}: the value {v} does not fit the GPU's 32-bit integers (i64 tensors are stored as i32 on the device)"
-        ))
+    let bad = |value: i64| RunError::NotI32 {
+        name: name.to_string(),
+        value,
     };
     Ok(match t.data() {
         Data::F32(v) => v.iter().map(|x| x.to_bits()).collect(),

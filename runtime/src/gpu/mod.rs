@@ -85,7 +85,7 @@ impl GpuProgram {
     /// Prepares `graph` for the GPU (the adapter is opened here, so a machine without
     /// one fails now with [`RunError::NoDevice`]).
     pub fn new(graph: &Graph) -> Result<GpuProgram, RunError> {
-        verify(graph).map_err(|e| RunError::Invalid(e.to_string()))?;
+        verify(graph).map_err(RunError::Invalid)?;
         let leaves = leaf::leaves(graph);
         Ok(GpuProgram {
             graph: graph.clone(),
@@ -144,11 +144,13 @@ impl GpuProgram {
             if let Some((src, at)) = &u.source
                 && !at.is_contiguous(&u.shape)
             {
-                return Err(RunError::Compile(format!(
-                    "the update of {:?} reads {src} through a strided view, which the GPU \
-                     backend does not copy yet",
-                    u.name
-                )));
+                return Err(RunError::Unsupported {
+                    backend: "GPU",
+                    what: format!(
+                        "the update of {:?} reading {src} through a strided view",
+                        u.name
+                    ),
+                });
             }
         }
         let limits = &self.ctx.limits;
@@ -161,25 +163,25 @@ impl GpuProgram {
             max_storage_buffer_binding_size: max_binding,
             min_storage_buffer_offset_alignment: limits.min_storage_buffer_offset_alignment,
         };
-        let wgsl =
-            wgsl::emit(&program, &self.graph, wl).map_err(|e| RunError::Compile(e.to_string()))?;
+        let wgsl = wgsl::emit(&program, &self.graph, wl).map_err(RunError::Wgsl)?;
         // Larger than a binding is fine (kernels bind windows); larger than a buffer is not.
         let max_buffer = limits.max_buffer_size;
         for b in &program.buffers {
             let bytes = (b.elems * 4) as u64;
             if bytes > max_buffer {
-                return Err(RunError::Compile(format!(
-                    "{} ({} bytes on the device) exceeds the adapter's buffer size limit of {max_buffer} bytes",
-                    b.node.map(|n| n.to_string()).unwrap_or_default(),
-                    bytes
-                )));
+                return Err(RunError::DeviceLimit {
+                    what: b.node.map(|n| n.to_string()).unwrap_or_default(),
+                    bytes,
+                    limit: max_buffer,
+                });
             }
         }
         if (wgsl.arena_words * 4) as u64 > max_buffer {
-            return Err(RunError::Compile(format!(
-                "the activation arena ({} bytes) exceeds the adapter's buffer size limit of {max_buffer} bytes",
-                wgsl.arena_words * 4
-            )));
+            return Err(RunError::DeviceLimit {
+                what: "the activation arena".into(),
+                bytes: (wgsl.arena_words * 4) as u64,
+                limit: max_buffer,
+            });
         }
         let ctx = &self.ctx;
         let mut pipelines = Vec::with_capacity(wgsl.kernels.len());

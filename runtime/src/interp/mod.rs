@@ -65,9 +65,31 @@ pub enum RunError {
     #[error("{name:?} was given but the graph has no input, param or state of that name")]
     Unknown { name: String },
     #[error("the graph does not verify: {0}")]
-    Invalid(String),
-    #[error("could not compile the program: {0}")]
-    Compile(String),
+    Invalid(aotgrad_ir::VerifyError),
+    #[error("could not lower the graph: {0}")]
+    Lower(aotgrad_compiler::lower::LowerError),
+    #[error("could not emit Cranelift IR: {0}")]
+    Codegen(aotgrad_compiler::codegen::CodegenError),
+    #[error("could not emit WGSL: {0}")]
+    Wgsl(aotgrad_compiler::codegen::wgsl::WgslError),
+    /// Cranelift (or the JIT's thread pool) refused: `stage` says which step.
+    #[error("JIT compilation failed at {stage}: {message}")]
+    Jit {
+        stage: &'static str,
+        message: String,
+    },
+    #[error(
+        "{what} ({bytes} bytes on the device) exceeds the adapter's buffer size limit of {limit} bytes"
+    )]
+    DeviceLimit {
+        what: String,
+        bytes: u64,
+        limit: u64,
+    },
+    #[error("the {backend} backend does not support {what}")]
+    Unsupported { backend: &'static str, what: String },
+    #[error("internal error: {0} (a bug in aotgrad: please report it with the graph)")]
+    Bug(String),
     /// A lowered program failed its own bounds check: a lowering bug, caught before
     /// any generated code ran.
     #[error(
@@ -76,6 +98,11 @@ pub enum RunError {
     OutOfBounds(Box<aotgrad_compiler::program::BoundsError>),
     #[error("no GPU adapter: {0}")]
     NoDevice(String),
+    #[error(
+        "{name:?}: the value {value} does not fit the GPU's 32-bit integers (i64 tensors are \
+         stored as i32 on the device)"
+    )]
+    NotI32 { name: String, value: i64 },
     #[error("GPU: {0}")]
     Gpu(String),
     #[error("{node} (`{op}`) produced a non-finite value ({value}) (check-numerics mode)")]
@@ -116,7 +143,7 @@ pub type SymbolEnv = BTreeMap<Arc<str>, usize>;
 
 /// Evaluates `graph` with `feeds` giving every input, param and state by name.
 pub fn run(graph: &Graph, feeds: &HashMap<String, Tensor>) -> Result<Evaluation, RunError> {
-    verify(graph).map_err(|e| RunError::Invalid(e.to_string()))?;
+    verify(graph).map_err(RunError::Invalid)?;
     for name in feeds.keys() {
         if graph.find(name).is_none() {
             return Err(RunError::Unknown { name: name.clone() });

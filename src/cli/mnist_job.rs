@@ -8,11 +8,11 @@
 use std::path::Path;
 use std::time::Instant;
 
+use crate::cli::args::TrainArgs;
+use crate::cli::progress::EpochProgress;
 use crate::data::mnist::{self, Split};
 use crate::data::{Compose, DataLoader, Dataset, Normalize, ToFloat};
-use crate::example_args::TrainArgs;
 use crate::metrics::Confusion;
-use crate::progress::EpochProgress;
 use crate::train::Trainer;
 use aotgrad_ir::DType;
 

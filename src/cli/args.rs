@@ -256,8 +256,8 @@ impl TrainArgs {
         &self,
         step: &crate::train::TrainStep,
         columns: &[&str],
-    ) -> Result<Run, crate::runlog::LogError> {
-        let mut log = crate::runlog::RunLog::new(columns);
+    ) -> Result<Run, crate::cli::runlog::LogError> {
+        let mut log = crate::cli::runlog::RunLog::new(columns);
         if let Some(dir) = &self.plot {
             log = log.csv(&dir.join("metrics.csv"))?;
         }
@@ -275,7 +275,7 @@ impl TrainArgs {
 
 /// One training run's bookkeeping from the shared flags: its log and its schedule.
 pub struct Run {
-    log: crate::runlog::RunLog,
+    log: crate::cli::runlog::RunLog,
     sched: Option<crate::optim::Scheduler>,
     base_lr: f64,
     plot: Option<std::path::PathBuf>,
@@ -288,7 +288,7 @@ impl Run {
         step: &crate::train::TrainStep,
         epoch: usize,
         values: &[(&str, f64)],
-    ) -> Result<(), crate::runlog::LogError> {
+    ) -> Result<(), crate::cli::runlog::LogError> {
         self.log.record(step.steps(), epoch, values)
     }
 
@@ -302,13 +302,13 @@ impl Run {
     }
 
     /// Pushes the log's buffered rows to disk.
-    pub fn flush(&mut self) -> Result<(), crate::runlog::LogError> {
+    pub fn flush(&mut self) -> Result<(), crate::cli::runlog::LogError> {
         self.log.flush()
     }
 
     /// Flushes the log and renders the curves when `--plot` was given; returns the
     /// files written.
-    pub fn finish(&mut self) -> Result<Vec<std::path::PathBuf>, crate::runlog::LogError> {
+    pub fn finish(&mut self) -> Result<Vec<std::path::PathBuf>, crate::cli::runlog::LogError> {
         self.log.flush()?;
         match &self.plot {
             Some(dir) => self.log.plot(dir),

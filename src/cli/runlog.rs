@@ -4,7 +4,7 @@
 //! `--tensorboard DIR`.
 //!
 //! ```no_run
-//! use aotgrad::runlog::RunLog;
+//! use aotgrad::cli::runlog::RunLog;
 //! let dir = std::path::Path::new("runs/mnist");
 //! let mut log = RunLog::new(&["loss", "lr", "test_loss", "test_accuracy"])
 //!     .csv(&dir.join("metrics.csv"))?
@@ -12,7 +12,7 @@
 //! log.record(1, 0, &[("loss", 0.9), ("lr", 0.01)])?;
 //! log.record(118, 1, &[("test_loss", 0.3), ("test_accuracy", 0.91)])?;
 //! let files = log.plot(dir)?; // loss.png, loss.svg, accuracy.png, ...
-//! # Ok::<(), aotgrad::runlog::LogError>(())
+//! # Ok::<(), aotgrad::cli::runlog::LogError>(())
 //! ```
 
 use std::fs::File;
@@ -185,13 +185,13 @@ impl RunLog {
                 let path = p.display().to_string();
                 move |message: String| LogError::Plot { path, message }
             };
-            crate::plot::draw(
+            crate::cli::plot::draw(
                 BitMapBackend::new(&png, (800, 480)).into_drawing_area(),
                 &kind,
                 &series,
             )
             .map_err(plot_err(&png))?;
-            crate::plot::draw(
+            crate::cli::plot::draw(
                 SVGBackend::new(&svg, (800, 480)).into_drawing_area(),
                 &kind,
                 &series,
