@@ -69,6 +69,10 @@ enum Cmd {
         /// emitted for this host (depends on the host's CPU features).
         #[arg(long)]
         machine: bool,
+        /// Print the program as first lowered and after every kernel-plan pass (the
+        /// CPU's lowering; the GPU's with --wgsl), then the result.
+        #[arg(long)]
+        print_after_all: bool,
     },
     /// Print an IR file in canonical form.
     Fmt { file: PathBuf },
@@ -434,6 +438,39 @@ fn opt_cmd(a: OptArgs) -> Result<String, String> {
     Ok(out)
 }
 
+/// The reference model's optimised step graph, lowered pass by pass (`--print-after-all`).
+fn lower_passes_cmd(model: &str, wgsl: bool) -> Result<String, String> {
+    use aotgrad::compiler::{codegen, lower};
+    let (trainer, batch) = aotgrad::bench::setup(model)?;
+    let env: aotgrad::runtime::interp::SymbolEnv =
+        [(std::sync::Arc::from("N"), batch.x.shape()[0])]
+            .into_iter()
+            .collect();
+    let step = trainer
+        .compile(&aotgrad::train::Backend::Interpreter)
+        .map_err(|e| e.to_string())?;
+    let opts = if wgsl {
+        codegen::wgsl::lower_options()
+    } else {
+        lower::LowerOptions::default()
+    };
+    let mut out = String::new();
+    lower::lower_observed(
+        step.optimized_step_graph(),
+        &env,
+        opts,
+        None,
+        &mut |pass, p| {
+            out.push_str(&format!(
+                "# after {pass}: {} kernels\n{p}\n",
+                p.kernels.len()
+            ));
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
 fn lower_cmd(model: &str, clif: bool, wgsl: bool, machine: bool) -> Result<String, String> {
     let (trainer, batch) = aotgrad::bench::setup(model)?;
     // The one symbol of the reference models: the batch size.
@@ -501,7 +538,14 @@ fn main() -> ExitCode {
             clif,
             wgsl,
             machine,
-        } => lower_cmd(model, *clif, *wgsl, *machine),
+            print_after_all,
+        } => {
+            if *print_after_all {
+                lower_passes_cmd(model, *wgsl)
+            } else {
+                lower_cmd(model, *clif, *wgsl, *machine)
+            }
+        }
         Cmd::Opt {
             file,
             model,

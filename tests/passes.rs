@@ -328,3 +328,48 @@ proptest! {
         }
     }
 }
+
+/// The kernel-plan passes are a list: `lower_observed` shows the program after each one,
+/// in the order `plan_passes` gives, and ends where `lower` does.
+#[test]
+fn kernel_plan_passes_run_as_a_list_and_can_be_observed() {
+    use aotgrad::compiler::lower::{self, LowerOptions};
+    let (trainer, batch) = aotgrad::bench::setup("mlp_ce_adam64").unwrap();
+    let step = trainer
+        .compile(&aotgrad::train::Backend::Interpreter)
+        .unwrap();
+    let graph = step.optimized_step_graph();
+    let env: aotgrad::runtime::interp::SymbolEnv =
+        [(std::sync::Arc::from("N"), batch.x.shape()[0])]
+            .into_iter()
+            .collect();
+    let opts = LowerOptions::default();
+    let mut seen = Vec::new();
+    let observed = lower::lower_observed(graph, &env, opts, None, &mut |pass, p| {
+        seen.push((pass.to_string(), p.kernels.len()));
+    })
+    .unwrap();
+    let names: Vec<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
+    let mut expected = vec!["lower"];
+    expected.extend(lower::plan_passes(opts, None).iter().map(|p| p.name));
+    assert_eq!(names, expected);
+    assert_eq!(*names.last().unwrap(), "assign_offsets");
+    // Fusion passes remove kernels; none adds one.
+    assert!(seen.windows(2).all(|w| w[1].1 <= w[0].1), "{seen:?}");
+    assert!(seen.last().unwrap().1 < seen[0].1, "{seen:?}");
+    let plain = lower::lower(graph, &env, opts).unwrap();
+    assert_eq!(observed.to_string(), plain.to_string());
+    // Without fusion only the update passes and the memory plan run.
+    let unfused = LowerOptions {
+        fuse: false,
+        ..opts
+    };
+    let names: Vec<&str> = lower::plan_passes(unfused, None)
+        .iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(
+        names,
+        ["sink_update_kernels", "updates_in_place", "assign_offsets"]
+    );
+}

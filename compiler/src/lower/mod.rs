@@ -52,7 +52,7 @@ pub const MAX_TREE: usize = 96;
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum LowerError {
     #[error("the graph does not verify: {0}")]
-    Invalid(String),
+    Invalid(aotgrad_ir::VerifyError),
     #[error("{node} has symbolic shape {shape} and its symbols are not all bound")]
     Unbound { node: NodeId, shape: String },
     #[error("{node} (`{op}`): {error}")]
@@ -114,7 +114,78 @@ fn lower_in(
     opts: LowerOptions,
     layout: Option<&ParamLayout>,
 ) -> Result<Program, LowerError> {
-    verify(graph).map_err(|e| LowerError::Invalid(e.to_string()))?;
+    lower_observed(graph, env, opts, layout, &mut |_, _| {})
+}
+
+/// One kernel-plan pass: a named `Program -> Program` rewrite run after the graph is
+/// lowered, as the graph passes are (`passes::optimize_with`).
+#[derive(Clone, Copy)]
+pub struct PlanPass<'a> {
+    pub name: &'static str,
+    run: PlanRun<'a>,
+}
+
+#[derive(Clone, Copy)]
+enum PlanRun<'a> {
+    Plain(fn(&mut Program)),
+    Target(fn(&mut Program, Target)),
+    Arena(&'a ParamLayout),
+}
+
+impl PlanPass<'_> {
+    fn run(&self, p: &mut Program, target: Target) {
+        match self.run {
+            PlanRun::Plain(f) => f(p),
+            PlanRun::Target(f) => f(p, target),
+            PlanRun::Arena(layout) => param_arena::merge_update_loops(p, layout),
+        }
+    }
+}
+
+/// The kernel-plan passes `opts` (and a parameter arena's `layout`) select, in order.
+/// `assign_offsets` (the memory plan) is always last.
+pub fn plan_passes<'a>(opts: LowerOptions, layout: Option<&'a ParamLayout>) -> Vec<PlanPass<'a>> {
+    let pass = |name, f| PlanPass {
+        name,
+        run: PlanRun::Plain(f),
+    };
+    let mut passes = Vec::new();
+    if opts.in_place_updates {
+        passes.push(pass("sink_update_kernels", plan::sink_update_kernels));
+        passes.push(pass("updates_in_place", plan::updates_in_place));
+    }
+    if opts.fuse {
+        passes.push(pass("merge_loops", plan::merge_loops));
+        passes.push(pass("hoist_scalar_loops", plan::hoist_scalar_loops));
+        passes.push(pass("fuse_epilogues", plan::fuse_epilogues));
+        if opts.rows {
+            passes.push(PlanPass {
+                name: "fuse_rows",
+                run: PlanRun::Target(plan::fuse_rows),
+            });
+        }
+        if let Some(layout) = layout {
+            passes.push(PlanPass {
+                name: "merge_update_loops",
+                run: PlanRun::Arena(layout),
+            });
+        }
+    }
+    passes.push(pass("assign_offsets", plan::assign_offsets));
+    passes
+}
+
+/// [`lower`] (or [`lower_for_arena`] with a `layout`), calling `observe` with the
+/// program as first lowered (`"lower"`) and after every kernel-plan pass: what
+/// `aotgrad lower --print-after-all` prints.
+pub fn lower_observed(
+    graph: &Graph,
+    env: &SymbolEnv,
+    opts: LowerOptions,
+    layout: Option<&ParamLayout>,
+    observe: &mut dyn FnMut(&str, &Program),
+) -> Result<Program, LowerError> {
+    verify(graph).map_err(LowerError::Invalid)?;
     let mut l = Lowerer::new(graph, env, opts)?;
     for (id, _) in graph.nodes() {
         if l.live[id.index()] {
@@ -122,22 +193,11 @@ fn lower_in(
         }
     }
     let mut p = l.finish();
-    if opts.in_place_updates {
-        plan::sink_update_kernels(&mut p);
-        plan::updates_in_place(&mut p);
+    observe("lower", &p);
+    for pass in plan_passes(opts, layout) {
+        pass.run(&mut p, opts.target);
+        observe(pass.name, &p);
     }
-    if opts.fuse {
-        plan::merge_loops(&mut p);
-        plan::hoist_scalar_loops(&mut p);
-        plan::fuse_epilogues(&mut p);
-        if opts.rows {
-            plan::fuse_rows(&mut p, opts.target);
-        }
-        if let Some(layout) = layout {
-            param_arena::merge_update_loops(&mut p, layout);
-        }
-    }
-    plan::assign_offsets(&mut p);
     p.saved = saved_for_backward(graph, &p);
     Ok(p)
 }
