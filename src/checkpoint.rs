@@ -5,7 +5,7 @@
 //! Tensor names: parameters under their `state_dict` names (so PyTorch can read them
 //! with `safetensors.torch.load_file`), optimizer and RNG state under `optim/<name>`.
 //! Resuming restores everything the step programs read, so the continuation is bitwise
-//! the same as not stopping (tested in `tests/checkpoint.rs`).
+//! the same as not stopping (tested in `tests/training/checkpoint.rs`).
 //!
 //! Integrity: the metadata holds a CRC-32C of every tensor (its name, dtype, shape and
 //! bytes) and one of the other metadata entries; a load verifies all of them before it

@@ -5,7 +5,7 @@
 //! The rules follow PyTorch's single-tensor CPU implementations operation by operation,
 //! including where host `float64` scalars are rounded to `float32` (bias corrections,
 //! AdamW's decay factor), so that runs match PyTorch to float32 round-off (checked
-//! against the fixtures in `tests/torch_models.rs`). The learning rate is a runtime
+//! against the fixtures in `tests/backends/torch_models.rs`). The learning rate is a runtime
 //! `f64[]` input named `lr`, so schedulers change it between steps without recompiling.
 
 use aotgrad_ir::{DType, GraphBuilder, Shape, Var};

@@ -10,7 +10,7 @@
 //! To add a pass: write `fn(&Graph) -> Graph` in its own module (build the output with
 //! [`rewrite::Rewriter`] so outputs and updates are remapped for you), list it in
 //! [`PASSES`] and in the levels of [`OptLevel::passes`], give it snapshots in
-//! `tests/passes.rs`; the property test there then checks it on random graphs.
+//! `tests/compiler/passes.rs`; the property test there then checks it on random graphs.
 
 mod cse;
 mod dce;

@@ -3,7 +3,7 @@
 use aotgrad::prelude::*;
 use aotgrad::text;
 
-mod support;
+use crate::support;
 use support::cli;
 
 /// Builds with `f`, expecting an error; returns its message with the caller's line.
@@ -17,7 +17,7 @@ fn build_err(f: impl for<'g> FnOnce(&'g GraphBuilder) -> Var<'g>) -> String {
 /// Asserts a DSL error's message, and that its location is the line of this file
 /// that holds the user's `call` (so `#[track_caller]` reached the user's code).
 fn assert_err(e: &str, call: &str, op: &str, msg: &str) {
-    let prefix = format!("`{op}` at tests/errors.rs:");
+    let prefix = format!("`{op}` at tests/cli/errors.rs:");
     let rest = e
         .strip_prefix(&prefix)
         .unwrap_or_else(|| panic!("{e:?} does not start with {prefix:?}"));

@@ -1,7 +1,7 @@
 //! Snapshots of the printed IR of DSL programs. Bless with `INSTA_UPDATE=always` or
 //! `cargo insta review`.
 
-mod common_models;
+use crate::common_models;
 
 use aotgrad::compiler::{Seed, grad};
 use aotgrad::nn;

@@ -11,9 +11,9 @@ use aotgrad::prelude::*;
 use aotgrad::runtime::cpu::{self, CpuOptions, CpuProgram};
 use aotgrad::train::TrainError;
 
-mod common_models;
+use crate::common_models;
+use crate::support;
 use common_models::take_rows;
-mod support;
 
 fn weights_bits(step: &TrainStep) -> Vec<u64> {
     step.parameters()
@@ -186,7 +186,7 @@ fn mnist_mlp_adam_step_shape_of_the_program() {
     let summary = program.lines().last().unwrap().to_string();
     assert!(!program.contains(" <- "), "every update in place");
     // The weights' Adam updates run in their gradient GEMMs' epilogues; the biases' in
-    // one loop over the parameter arena (tests/param_arena.rs).
+    // one loop over the parameter arena (tests/backends/param_arena.rs).
     assert_eq!(program.matches("persistent span").count(), 3, "{program}");
     insta::assert_snapshot!("mnist_mlp_adam64_summary", summary);
 }

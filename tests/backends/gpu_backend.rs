@@ -12,7 +12,7 @@ use aotgrad::RunError;
 use aotgrad::prelude::*;
 use aotgrad::runtime::gpu::{self, DeviceStore, Fetch, GpuProgram};
 
-mod common_models;
+use crate::common_models;
 use common_models::take_rows;
 
 fn gpu_on() -> bool {

@@ -6,7 +6,7 @@ use aotgrad::compiler::{Seed, grad};
 use aotgrad::runtime::npy;
 use aotgrad::{Tensor, text};
 
-mod support;
+use crate::support;
 use support::cli;
 
 const SRC: &str = "graph f {

@@ -233,7 +233,8 @@ fn configuration_errors_are_typed() {
     .unwrap();
     assert!(e.to_string().contains("building the step program"), "{e}");
     assert!(
-        e.to_string().contains("`linear` at tests/training.rs:"),
+        e.to_string()
+            .contains("`linear` at tests/training/training.rs:"),
         "the user's line, not the library's: {e}"
     );
     assert!(
@@ -426,11 +427,11 @@ fn errors_name_the_layer_and_the_users_line() {
         .unwrap()
         .to_string();
     assert!(
-        e.contains(&format!("`linear` at tests/training.rs:{line}:")),
+        e.contains(&format!("`linear` at tests/training/training.rs:{line}:")),
         "{e}"
     );
     assert!(
-        e.contains("in model (Sequential) at tests/training.rs:")
+        e.contains("in model (Sequential) at tests/training/training.rs:")
             && e.contains("> layer \"fc2\" (Linear): expected 3 input features, got 16"),
         "{e}"
     );
@@ -451,7 +452,7 @@ fn errors_name_the_layer_and_the_users_line() {
     .unwrap()
     .to_string();
     assert!(
-        e.contains("> layer \"head\" (Sequential) at tests/training.rs:")
+        e.contains("> layer \"head\" (Sequential) at tests/training/training.rs:")
             && e.contains("> layer \"0\" (Linear): expected 4 input features, got 5"),
         "{e}"
     );
@@ -466,11 +467,12 @@ fn errors_name_the_layer_and_the_users_line() {
         .unwrap()
         .to_string();
     assert!(
-        e.contains(&format!("`cross_entropy` at tests/training.rs:{line}:"))
-            && e.contains(
-                "in loss cross_entropy(label_smoothing=0.0, reduction=mean): targets \
+        e.contains(&format!(
+            "`cross_entropy` at tests/training/training.rs:{line}:"
+        )) && e.contains(
+            "in loss cross_entropy(label_smoothing=0.0, reduction=mean): targets \
                  must be integer class indices (i64), got f32"
-            ),
+        ),
         "{e}"
     );
 }

@@ -13,7 +13,7 @@ use aotgrad::prelude::*;
 use aotgrad::runtime::cpu::CpuOptions;
 use aotgrad::runtime::gpu;
 
-mod support;
+use crate::support;
 use support::assert_bitwise_at_1_and_2_threads;
 
 /// `relu(x @ w + bias) * 0.5` with `x: [batch.., m, k]`, and its feeds.

@@ -1,14 +1,14 @@
 //! Convolutional networks: PyTorch's output shapes, error paths, the window primitives
 //! in the text format, batch norm's train/eval behaviour and buffers, LeNet on every
 //! backend, and thread-count determinism of the convolution step.
-//! (Values and gradients of every op against PyTorch: `tests/torch_ops.rs`; LeNet's
-//! training steps against PyTorch: `tests/torch_models.rs`.)
+//! (Values and gradients of every op against PyTorch: `tests/backends/torch_ops.rs`; LeNet's
+//! training steps against PyTorch: `tests/backends/torch_models.rs`.)
 
 use aotgrad::ir::{Conv2dOptions, Pool2dOptions};
 use aotgrad::nn::{self, BatchNorm2d, Conv2d, Linear, MaxPool2d, ReLU, Sequential};
 use aotgrad::prelude::*;
 
-mod common_models;
+use crate::common_models;
 use common_models::take_rows;
 
 fn dims(v: Var<'_>) -> Vec<usize> {
@@ -184,7 +184,10 @@ fn bad_geometry_is_a_located_error() {
         let e = g.finish().expect_err(want);
         let text = e.to_string();
         assert!(text.contains(want), "{want:?} not in {text}");
-        assert!(text.contains("tests/cnn.rs"), "no user location in {text}");
+        assert!(
+            text.contains("tests/training/cnn.rs"),
+            "no user location in {text}"
+        );
     }
 }
 

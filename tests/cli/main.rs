@@ -1,0 +1,8 @@
+//! The `aotgrad` binary and the examples, as a user runs them: flags, output, errors.
+
+#[path = "../common/support.rs"]
+mod support;
+
+mod cli_grad;
+mod errors;
+mod examples;

@@ -1,0 +1,5 @@
+//! Bad input never crashes: the hardening regressions and bounded fuzzing (random
+//! graphs, corrupted files).
+
+mod fuzz;
+mod hardening;

@@ -1,0 +1,12 @@
+//! Training end to end: the trainer, CNNs, checkpoints, data loading, metrics and
+//! run logs.
+
+#[path = "../common/models.rs"]
+mod common_models;
+
+mod checkpoint;
+mod cnn;
+mod data;
+mod metrics;
+mod runlog;
+mod training;
