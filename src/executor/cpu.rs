@@ -13,8 +13,8 @@ use aotgrad_runtime::cpu::{CpuOptions, CpuProgram, KernelProfile, ParamArena};
 use aotgrad_runtime::gpu::Fetch;
 use aotgrad_runtime::{Evaluation, RunError, Tensor};
 
+use super::Backend;
 use super::{Executor, ExecutorOptions, ProgramKind, Stage, Updates, own_inputs};
-use crate::train::Backend;
 
 /// Tensors with their names.
 type Named = Vec<(String, Tensor)>;

@@ -8,8 +8,8 @@ use aotgrad_ir::Graph;
 use aotgrad_runtime::gpu::{DeviceStore, Fetch, GpuProgram};
 use aotgrad_runtime::{Evaluation, RunError, Tensor};
 
+use super::Backend;
 use super::{Executor, ProgramKind, Stage, Updates, own_inputs};
-use crate::train::Backend;
 
 pub struct GpuExecutor {
     store: DeviceStore,

@@ -7,8 +7,8 @@ use aotgrad_ir::{Graph, Op};
 use aotgrad_runtime::gpu::Fetch;
 use aotgrad_runtime::{Evaluation, RunError, Tensor};
 
+use super::Backend;
 use super::{Executor, ProgramKind, Stage, Updates, own_inputs};
-use crate::train::Backend;
 
 pub struct InterpExecutor {
     tensors: HashMap<String, Tensor>,

@@ -1,11 +1,12 @@
 //! Where a training step's programs run and its persistent tensors (parameters,
 //! optimizer state, buffers, the RNG key) live between calls: one interface, three
 //! implementations (the reference interpreter, the CPU JIT, the GPU), chosen once by
-//! [`crate::train::Backend`]. `TrainStep` only ever talks to this interface.
+//! [`Backend`]. `TrainStep` only ever talks to this interface.
 //!
 //! A distributed executor fits the same shape: it runs the `Grads` program, reduces the
 //! gradients between its processes, and runs `Apply`.
 
+mod backend;
 mod cpu;
 mod gpu;
 mod interp;
@@ -15,11 +16,10 @@ use aotgrad_runtime::cpu::KernelProfile;
 use aotgrad_runtime::gpu::Fetch;
 use aotgrad_runtime::{Evaluation, RunError, Tensor};
 
+pub use backend::Backend;
 pub use cpu::CpuExecutor;
 pub use gpu::GpuExecutor;
 pub use interp::InterpExecutor;
-
-use crate::train::Backend;
 
 /// The programs one trainer compiles (see `crate::train`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
