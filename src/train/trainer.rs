@@ -212,19 +212,8 @@ impl Trainer {
                     // Classification (class-index targets, [N, C] scores): the count of
                     // correct predictions is part of the eval program, computed where
                     // the model runs; only one number comes back.
-                    if kind == ProgramKind::Eval
-                        && y.dtype() == DType::I64
-                        && out.rank() == 2
-                        && y.rank() == 1
-                    {
-                        let pred = out.argmax(1, false);
-                        let hit = pred.equal(y).cast(DType::I64);
-                        b.output(CORRECT, hit.sum_all());
-                        // counts[t][p] = sum over rows of onehot(y)[n, t] * onehot(pred)[n, p].
-                        if let Some(c) = out.shape().dims()[1].known() {
-                            let confusion = y.one_hot(c).t().matmul(pred.one_hot(c));
-                            b.output(CONFUSION, confusion);
-                        }
+                    if kind == ProgramKind::Eval {
+                        classification_outputs(&b, out, y);
                     }
                     Some(loss)
                 }
@@ -264,41 +253,7 @@ impl Trainer {
             }
             b.output("loss", loss);
             if trains {
-                if let Some(e) = b.error() {
-                    return Err(TrainError::Build {
-                        program,
-                        error: at_users_line(e),
-                    });
-                }
-                let one = loss.ones_like();
-                let grads = vjp_in(&b, &[(loss, one)], &pvars)
-                    .map_err(|error| TrainError::Grad { program, error })?;
-                let named: Vec<(String, Var<'_>, Var<'_>)> = params
-                    .iter()
-                    .zip(&pvars)
-                    .zip(grads)
-                    .map(|((p, v), g)| (p.name.clone(), *v, g))
-                    .collect();
-                match kind {
-                    ProgramKind::Grads => {
-                        for (n, _, g) in &named {
-                            b.output(&format!("grad.{n}"), *g);
-                        }
-                    }
-                    ProgramKind::Accumulate => {
-                        for (n, _, g) in &named {
-                            let acc = b.state(&format!("{n}.{ACC_SUFFIX}"), DType::F32, g.shape());
-                            b.update(acc, acc + *g);
-                        }
-                    }
-                    _ => {
-                        let lr = b.input(LR_INPUT, DType::F64, Shape::scalar());
-                        self.optim.build(&b, lr, &named);
-                    }
-                }
-                if let Some(key) = s.rng_key() {
-                    b.update(key, key + 1);
-                }
+                self.backward(&b, kind, loss, &params, &pvars, s.rng_key())?;
             }
         }
         let mut graph = b.finish().map_err(|error| TrainError::Build {
@@ -317,6 +272,57 @@ impl Trainer {
             ))
         })?;
         Ok((graph, declared))
+    }
+
+    /// The gradients of `loss` with respect to the parameters and what `kind` does
+    /// with them: outputs (`Grads`), accumulation state (`Accumulate`) or the
+    /// optimizer's update (`Step`); the dropout key advances.
+    fn backward<'g>(
+        &self,
+        b: &'g GraphBuilder,
+        kind: ProgramKind,
+        loss: Var<'g>,
+        params: &[ParamSpec],
+        pvars: &[Var<'g>],
+        rng_key: Option<Var<'g>>,
+    ) -> Result<(), TrainError> {
+        let program = kind.name();
+        if let Some(e) = b.error() {
+            return Err(TrainError::Build {
+                program,
+                error: at_users_line(e),
+            });
+        }
+        let one = loss.ones_like();
+        let grads = vjp_in(b, &[(loss, one)], pvars)
+            .map_err(|error| TrainError::Grad { program, error })?;
+        let named: Vec<(String, Var<'_>, Var<'_>)> = params
+            .iter()
+            .zip(pvars)
+            .zip(grads)
+            .map(|((p, v), g)| (p.name.clone(), *v, g))
+            .collect();
+        match kind {
+            ProgramKind::Grads => {
+                for (n, _, g) in &named {
+                    b.output(&format!("grad.{n}"), *g);
+                }
+            }
+            ProgramKind::Accumulate => {
+                for (n, _, g) in &named {
+                    let acc = b.state(&format!("{n}.{ACC_SUFFIX}"), DType::F32, g.shape());
+                    b.update(acc, acc + *g);
+                }
+            }
+            _ => {
+                let lr = b.input(LR_INPUT, DType::F64, Shape::scalar());
+                self.optim.build(b, lr, &named);
+            }
+        }
+        if let Some(key) = rng_key {
+            b.update(key, key + 1);
+        }
+        Ok(())
     }
 
     /// The optimizer applied to the mean of `k` accumulated gradients, which are reset.
@@ -493,4 +499,21 @@ fn at_users_line(mut e: aotgrad_ir::BuildError) -> aotgrad_ir::BuildError {
         e.location = c.location;
     }
     e
+}
+
+/// For classification (class-index targets `y: i64[N]`, scores `out: [N, C]`): the
+/// count of correct predictions, and with a known C the confusion matrix, computed
+/// where the model runs so that only these numbers come back.
+fn classification_outputs<'g>(b: &'g GraphBuilder, out: Var<'g>, y: Var<'g>) {
+    if y.dtype() != DType::I64 || out.rank() != 2 || y.rank() != 1 {
+        return;
+    }
+    let pred = out.argmax(1, false);
+    let hit = pred.equal(y).cast(DType::I64);
+    b.output(CORRECT, hit.sum_all());
+    // counts[t][p] = sum over rows of onehot(y)[n, t] * onehot(pred)[n, p].
+    if let Some(c) = out.shape().dims()[1].known() {
+        let confusion = y.one_hot(c).t().matmul(pred.one_hot(c));
+        b.output(CONFUSION, confusion);
+    }
 }

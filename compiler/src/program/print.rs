@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::{Affine, BufferKind, KernelBody, LoopKernel, Program};
+use super::{Affine, BufferKind, Kernel, KernelBody, LoopKernel, Program};
 
 fn dims(v: &[usize]) -> String {
     let parts: Vec<String> = v.iter().map(|d| d.to_string()).collect();
@@ -45,13 +45,9 @@ fn write_loop(f: &mut fmt::Formatter<'_>, head: &str, l: &LoopKernel) -> fmt::Re
     write!(f, "{}", l.expr)
 }
 
-impl fmt::Display for Program {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "program {}", self.name)?;
-        for (k, v) in &self.env {
-            write!(f, " {k}={v}")?;
-        }
-        writeln!(f)?;
+impl Program {
+    /// The `buffers:` section: each buffer's type, size, kind and node.
+    fn fmt_buffers(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "buffers:")?;
         for (i, b) in self.buffers.iter().enumerate() {
             if b.elems == 0 && matches!(b.kind, BufferKind::Arena { .. }) {
@@ -85,52 +81,69 @@ impl fmt::Display for Program {
                 b.bytes()
             )?;
         }
-        writeln!(f, "kernels:")?;
-        for (t, k) in self.kernels.iter().enumerate() {
-            match &k.body {
-                KernelBody::Loop(l) => {
-                    write_loop(f, &format!("  k{t}: {} {}", loop_kind(l), k.node), l)?;
-                }
-                KernelBody::Rows(r) => {
-                    writeln!(f, "  k{t}: rows {} {} stages", r.rows, r.stages.len())?;
-                    for l in &r.stages {
-                        let node = l.outs[0].node;
-                        write_loop(f, &format!("    {} {node}", loop_kind(l)), l)?;
-                    }
-                }
-                KernelBody::MatMul(m) => {
-                    writeln!(
-                        f,
-                        "  k{t}: matmul {} {} batch {} m={} n={} k={} a=b{} {} b=b{} {} -> b{}",
-                        k.node,
-                        m.dtype.name(),
-                        dims(&m.batch),
-                        m.m,
-                        m.n,
-                        m.k,
-                        m.a.0.0,
-                        access(&m.a.1),
-                        m.b.0.0,
-                        access(&m.b.1),
-                        m.c.0
-                    )?;
-                    if let Some(e) = &m.epilogue {
-                        write_loop(f, &format!("    epilogue {}", e.outs[0].node), e)?;
-                    }
-                }
-                KernelBody::Library(l) => {
-                    let ins: Vec<String> =
-                        l.inputs.iter().map(|(b, _)| format!("b{}", b.0)).collect();
-                    writeln!(
-                        f,
-                        "  k{t}: library {} over {} ({}) -> b{}",
-                        k.node,
-                        dims(&l.shape),
-                        ins.join(", "),
-                        l.out.0
-                    )?;
+        Ok(())
+    }
+
+    /// One line (or a few, for row kernels and epilogues) of the `kernels:` section.
+    fn fmt_kernel(&self, f: &mut fmt::Formatter<'_>, t: usize, k: &Kernel) -> fmt::Result {
+        match &k.body {
+            KernelBody::Loop(l) => {
+                write_loop(f, &format!("  k{t}: {} {}", loop_kind(l), k.node), l)?;
+            }
+            KernelBody::Rows(r) => {
+                writeln!(f, "  k{t}: rows {} {} stages", r.rows, r.stages.len())?;
+                for l in &r.stages {
+                    let node = l.outs[0].node;
+                    write_loop(f, &format!("    {} {node}", loop_kind(l)), l)?;
                 }
             }
+            KernelBody::MatMul(m) => {
+                writeln!(
+                    f,
+                    "  k{t}: matmul {} {} batch {} m={} n={} k={} a=b{} {} b=b{} {} -> b{}",
+                    k.node,
+                    m.dtype.name(),
+                    dims(&m.batch),
+                    m.m,
+                    m.n,
+                    m.k,
+                    m.a.0.0,
+                    access(&m.a.1),
+                    m.b.0.0,
+                    access(&m.b.1),
+                    m.c.0
+                )?;
+                if let Some(e) = &m.epilogue {
+                    write_loop(f, &format!("    epilogue {}", e.outs[0].node), e)?;
+                }
+            }
+            KernelBody::Library(l) => {
+                let ins: Vec<String> = l.inputs.iter().map(|(b, _)| format!("b{}", b.0)).collect();
+                writeln!(
+                    f,
+                    "  k{t}: library {} over {} ({}) -> b{}",
+                    k.node,
+                    dims(&l.shape),
+                    ins.join(", "),
+                    l.out.0
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Program {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "program {}", self.name)?;
+        for (k, v) in &self.env {
+            write!(f, " {k}={v}")?;
+        }
+        writeln!(f)?;
+        self.fmt_buffers(f)?;
+        writeln!(f, "kernels:")?;
+        for (t, k) in self.kernels.iter().enumerate() {
+            self.fmt_kernel(f, t, k)?;
         }
         if !self.saved.is_empty() {
             let list: Vec<String> = self

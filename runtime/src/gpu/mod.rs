@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use aotgrad_compiler::codegen::wgsl::{self, Mem, WgslLimits, WgslProgram};
 use aotgrad_compiler::lower::{self, BufferId, BufferKind, Program};
+use aotgrad_compiler::program::OutputSpec;
 use aotgrad_ir::{Graph, Op, verify};
 
 pub use device::{DeviceStore, GpuContext, context};
@@ -278,22 +279,7 @@ impl GpuProgram {
         let ctx = self.ctx.clone();
         let graph = &self.graph;
         let v = self.variants.get_mut(idx);
-        // Inputs.
-        for (i, b) in v.program.buffers.iter().enumerate() {
-            if let BufferKind::Input(name) = &b.kind {
-                let t = inputs
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .map(|(_, t)| *t)
-                    .expect("bound above");
-                let words = device::to_words(name, t)?;
-                if !words.is_empty() {
-                    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-                    ctx.queue
-                        .write_buffer(&v.owned[&BufferId(i as u32)], 0, &bytes);
-                }
-            }
-        }
+        upload_inputs(&ctx, v, inputs)?;
         // Bind groups, rebuilt only when the store's buffers changed.
         if v.bind_groups
             .as_ref()
@@ -309,21 +295,8 @@ impl GpuProgram {
                 label: Some("aotgrad step"),
             });
         encoder.clear_buffer(&v.status, 0, None);
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(&v.program.name),
-                timestamp_writes: None,
-            });
-            for ((k, p), g) in v.wgsl.kernels.iter().zip(&v.pipelines).zip(groups) {
-                let (Some(p), Some(g)) = (p, g) else { continue };
-                pass.set_pipeline(p);
-                pass.set_bind_group(0, g, &[]);
-                let [x, y, z] = k.workgroups;
-                pass.dispatch_workgroups(x, y, z);
-            }
-        }
-        // Staged updates (the lowering writes most in place): all sources are copied
-        // out before any target is written, as one may read another's target.
+        record_dispatches(&mut encoder, v, groups);
+        stage_updates(&ctx, &mut encoder, v, store);
         let memory = |m: Mem| -> &wgpu::Buffer {
             match m {
                 Mem::Arena => &v.arena,
@@ -331,30 +304,6 @@ impl GpuProgram {
                 Mem::Buffer(b) => buffer_of(v, store, b),
             }
         };
-        let mut staged = Vec::new();
-        for u in &v.program.updates {
-            let Some((src, at)) = &u.source else { continue };
-            let n: usize = u.shape.iter().product();
-            let (m, base) = wgsl::placement(&v.program, *src);
-            let tmp = ctx.storage("staged update", n);
-            if n > 0 {
-                let from = ((base as i64 + at.offset) * 4) as u64;
-                encoder.copy_buffer_to_buffer(memory(m), from, &tmp, 0, (n * 4) as u64);
-            }
-            staged.push((u.target, tmp, n));
-        }
-        for (target, tmp, n) in &staged {
-            if *n > 0 {
-                let (m, base) = wgsl::placement(&v.program, *target);
-                encoder.copy_buffer_to_buffer(
-                    tmp,
-                    0,
-                    memory(m),
-                    (base * 4) as u64,
-                    (*n * 4) as u64,
-                );
-            }
-        }
         // Read-back: the status words and the wanted outputs.
         let mut ranges = vec![(&v.status, 0usize, 3usize)];
         let mut wanted = Vec::new();
@@ -388,36 +337,120 @@ impl GpuProgram {
         let outputs = wanted
             .into_iter()
             .zip(&words[1..])
-            .map(|((o, lo), w)| {
-                let n: usize = o.shape.iter().product();
-                let (_, base) = wgsl::placement(&v.program, o.buf);
-                let mut idx = Vec::with_capacity(n);
-                let mut pos = vec![0usize; o.shape.len()];
-                for _ in 0..n {
-                    let off = base as i64
-                        + o.at.offset
-                        + pos
-                            .iter()
-                            .zip(&o.at.strides)
-                            .map(|(&p, &s)| p as i64 * s)
-                            .sum::<i64>();
-                    idx.push(w[(off as usize) - lo]);
-                    for d in (0..pos.len()).rev() {
-                        pos[d] += 1;
-                        if pos[d] < o.shape[d] {
-                            break;
-                        }
-                        pos[d] = 0;
-                    }
-                }
-                (o.name.clone(), device::from_words(&idx, o.dtype, &o.shape))
-            })
+            .map(|((o, lo), w)| (o.name.clone(), output_from_words(v, o, lo, w)))
             .collect();
         Ok(Evaluation {
             outputs,
             updates: Vec::new(),
         })
     }
+}
+
+/// Writes each input tensor into its device buffer (as 32-bit words).
+fn upload_inputs(
+    ctx: &GpuContext,
+    v: &GpuVariant,
+    inputs: &[(&str, &Tensor)],
+) -> Result<(), RunError> {
+    for (i, b) in v.program.buffers.iter().enumerate() {
+        if let BufferKind::Input(name) = &b.kind {
+            let t = inputs
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| *t)
+                .expect("bound above");
+            let words = device::to_words(name, t)?;
+            if !words.is_empty() {
+                let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+                ctx.queue
+                    .write_buffer(&v.owned[&BufferId(i as u32)], 0, &bytes);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One compute pass: every kernel's dispatch in schedule order.
+fn record_dispatches(
+    encoder: &mut wgpu::CommandEncoder,
+    v: &GpuVariant,
+    groups: &[Option<wgpu::BindGroup>],
+) {
+    {
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(&v.program.name),
+            timestamp_writes: None,
+        });
+        for ((k, p), g) in v.wgsl.kernels.iter().zip(&v.pipelines).zip(groups) {
+            let (Some(p), Some(g)) = (p, g) else { continue };
+            pass.set_pipeline(p);
+            pass.set_bind_group(0, g, &[]);
+            let [x, y, z] = k.workgroups;
+            pass.dispatch_workgroups(x, y, z);
+        }
+    }
+}
+
+/// Staged updates (the lowering writes most in place): all sources are copied out
+/// before any target is written, as one may read another's target.
+fn stage_updates(
+    ctx: &GpuContext,
+    encoder: &mut wgpu::CommandEncoder,
+    v: &GpuVariant,
+    store: &DeviceStore,
+) {
+    let memory = |m: Mem| -> &wgpu::Buffer {
+        match m {
+            Mem::Arena => &v.arena,
+            Mem::Status => &v.status,
+            Mem::Buffer(b) => buffer_of(v, store, b),
+        }
+    };
+    let mut staged = Vec::new();
+    for u in &v.program.updates {
+        let Some((src, at)) = &u.source else { continue };
+        let n: usize = u.shape.iter().product();
+        let (m, base) = wgsl::placement(&v.program, *src);
+        let tmp = ctx.storage("staged update", n);
+        if n > 0 {
+            let from = ((base as i64 + at.offset) * 4) as u64;
+            encoder.copy_buffer_to_buffer(memory(m), from, &tmp, 0, (n * 4) as u64);
+        }
+        staged.push((u.target, tmp, n));
+    }
+    for (target, tmp, n) in &staged {
+        if *n > 0 {
+            let (m, base) = wgsl::placement(&v.program, *target);
+            encoder.copy_buffer_to_buffer(tmp, 0, memory(m), (base * 4) as u64, (*n * 4) as u64);
+        }
+    }
+}
+
+/// Output `o` from the words read back from its extent (starting at word `lo`),
+/// following its strided view.
+fn output_from_words(v: &GpuVariant, o: &OutputSpec, lo: usize, w: &[u32]) -> Tensor {
+    let n: usize = o.shape.iter().product();
+    let (_, base) = wgsl::placement(&v.program, o.buf);
+    let mut idx = Vec::with_capacity(n);
+    let mut pos = vec![0usize; o.shape.len()];
+    for _ in 0..n {
+        let off = base as i64
+            + o.at.offset
+            + pos
+                .iter()
+                .zip(&o.at.strides)
+                .map(|(&p, &s)| p as i64 * s)
+                .sum::<i64>();
+        idx.push(w[(off as usize) - lo]);
+        for d in (0..pos.len()).rev() {
+            pos[d] += 1;
+            if pos[d] < o.shape[d] {
+                break;
+            }
+            pos[d] = 0;
+        }
+    }
+    device::from_words(&idx, o.dtype, &o.shape)
 }
 
 fn buffer_of<'a>(v: &'a GpuVariant, store: &'a DeviceStore, b: BufferId) -> &'a wgpu::Buffer {
