@@ -44,6 +44,13 @@ pub(crate) fn leaves(graph: &Graph) -> Vec<Leaf> {
 
 /// Checks every leaf's tensor (`tensor` gives its dtype and shape, `None` when the
 /// caller has none) and binds the symbols; a missing tensor is [`RunError::Missing`].
+/// Whether `leaves` has an input called `name`.
+pub(crate) fn has_input(leaves: &[Leaf], name: &str) -> bool {
+    leaves
+        .iter()
+        .any(|l| l.kind == LeafKind::Input && l.name == name)
+}
+
 pub(crate) fn bind(
     leaves: &[Leaf],
     mut tensor: impl FnMut(&Leaf) -> Option<(DType, Vec<usize>)>,

@@ -472,9 +472,7 @@ impl CpuProgram {
 
     /// Whether the program has an input leaf called `name`.
     pub fn has_input(&self, name: &str) -> bool {
-        self.leaves
-            .iter()
-            .any(|l| l.kind == LeafKind::Input && l.name == name)
+        crate::leaf::has_input(&self.leaves, name)
     }
 
     pub fn options(&self) -> CpuOptions {
