@@ -21,6 +21,7 @@
 
 pub mod param_arena;
 mod plan;
+pub use plan::{PlanPass, plan_passes};
 pub mod tree;
 
 use std::collections::HashMap;
@@ -115,64 +116,6 @@ fn lower_in(
     layout: Option<&ParamLayout>,
 ) -> Result<Program, LowerError> {
     lower_observed(graph, env, opts, layout, &mut |_, _| {})
-}
-
-/// One kernel-plan pass: a named `Program -> Program` rewrite run after the graph is
-/// lowered, as the graph passes are (`passes::optimize_with`).
-#[derive(Clone, Copy)]
-pub struct PlanPass<'a> {
-    pub name: &'static str,
-    run: PlanRun<'a>,
-}
-
-#[derive(Clone, Copy)]
-enum PlanRun<'a> {
-    Plain(fn(&mut Program)),
-    Target(fn(&mut Program, Target)),
-    Arena(&'a ParamLayout),
-}
-
-impl PlanPass<'_> {
-    fn run(&self, p: &mut Program, target: Target) {
-        match self.run {
-            PlanRun::Plain(f) => f(p),
-            PlanRun::Target(f) => f(p, target),
-            PlanRun::Arena(layout) => param_arena::merge_update_loops(p, layout),
-        }
-    }
-}
-
-/// The kernel-plan passes `opts` (and a parameter arena's `layout`) select, in order.
-/// `assign_offsets` (the memory plan) is always last.
-pub fn plan_passes<'a>(opts: LowerOptions, layout: Option<&'a ParamLayout>) -> Vec<PlanPass<'a>> {
-    let pass = |name, f| PlanPass {
-        name,
-        run: PlanRun::Plain(f),
-    };
-    let mut passes = Vec::new();
-    if opts.in_place_updates {
-        passes.push(pass("sink_update_kernels", plan::sink_update_kernels));
-        passes.push(pass("updates_in_place", plan::updates_in_place));
-    }
-    if opts.fuse {
-        passes.push(pass("merge_loops", plan::merge_loops));
-        passes.push(pass("hoist_scalar_loops", plan::hoist_scalar_loops));
-        passes.push(pass("fuse_epilogues", plan::fuse_epilogues));
-        if opts.rows {
-            passes.push(PlanPass {
-                name: "fuse_rows",
-                run: PlanRun::Target(plan::fuse_rows),
-            });
-        }
-        if let Some(layout) = layout {
-            passes.push(PlanPass {
-                name: "merge_update_loops",
-                run: PlanRun::Arena(layout),
-            });
-        }
-    }
-    passes.push(pass("assign_offsets", plan::assign_offsets));
-    passes
 }
 
 /// [`lower`] (or [`lower_for_arena`] with a `layout`), calling `observe` with the

@@ -2,7 +2,8 @@
 //! intermediates by liveness over the kernel schedule.
 
 use super::{
-    BufferId, BufferKind, Kernel, KernelBody, LoopKernel, MatMulKernel, Program, RowKernel,
+    BufferId, BufferKind, Kernel, KernelBody, LoopKernel, LowerOptions, MatMulKernel, ParamLayout,
+    Program, RowKernel,
 };
 
 use crate::program::Target;
@@ -625,4 +626,62 @@ fn first_fit(
         offsets.push((i, offset));
     }
     (arena, offsets)
+}
+
+/// One kernel-plan pass: a named `Program -> Program` rewrite run after the graph is
+/// lowered, as the graph passes are (`passes::optimize_with`).
+#[derive(Clone, Copy)]
+pub struct PlanPass<'a> {
+    pub name: &'static str,
+    run: PlanRun<'a>,
+}
+
+#[derive(Clone, Copy)]
+enum PlanRun<'a> {
+    Plain(fn(&mut Program)),
+    Target(fn(&mut Program, Target)),
+    Arena(&'a ParamLayout),
+}
+
+impl PlanPass<'_> {
+    pub(super) fn run(&self, p: &mut Program, target: Target) {
+        match self.run {
+            PlanRun::Plain(f) => f(p),
+            PlanRun::Target(f) => f(p, target),
+            PlanRun::Arena(layout) => super::param_arena::merge_update_loops(p, layout),
+        }
+    }
+}
+
+/// The kernel-plan passes `opts` (and a parameter arena's `layout`) select, in order.
+/// `assign_offsets` (the memory plan) is always last.
+pub fn plan_passes<'a>(opts: LowerOptions, layout: Option<&'a ParamLayout>) -> Vec<PlanPass<'a>> {
+    let pass = |name, f| PlanPass {
+        name,
+        run: PlanRun::Plain(f),
+    };
+    let mut passes = Vec::new();
+    if opts.in_place_updates {
+        passes.push(pass("sink_update_kernels", sink_update_kernels));
+        passes.push(pass("updates_in_place", updates_in_place));
+    }
+    if opts.fuse {
+        passes.push(pass("merge_loops", merge_loops));
+        passes.push(pass("hoist_scalar_loops", hoist_scalar_loops));
+        passes.push(pass("fuse_epilogues", fuse_epilogues));
+        if opts.rows {
+            passes.push(PlanPass {
+                name: "fuse_rows",
+                run: PlanRun::Target(fuse_rows),
+            });
+        }
+        if let Some(layout) = layout {
+            passes.push(PlanPass {
+                name: "merge_update_loops",
+                run: PlanRun::Arena(layout),
+            });
+        }
+    }
+    passes.push(pass("assign_offsets", assign_offsets));
+    passes
 }
