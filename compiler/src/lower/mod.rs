@@ -35,7 +35,7 @@ pub use crate::program::{
     Target, UpdateSpec, explain_fusion, reduce_identity,
 };
 pub use param_arena::{ParamLayout, ParamSlot};
-pub use tree::{Node, Tree, flatten};
+pub use tree::{Tree, TreeNode, flatten};
 
 /// A tree whose per-element cost is at most this is recomputed in every consumer
 /// rather than stored (see the module doc).
@@ -151,7 +151,7 @@ struct Lowerer<'g> {
     shapes: Vec<Vec<usize>>,
     uses: Vec<usize>,
     live: Vec<bool>,
-    vals: Vec<Option<Rc<Node>>>,
+    vals: Vec<Option<Rc<TreeNode>>>,
     buffers: Vec<Buffer>,
     kernels: Vec<Kernel>,
     persistent: HashMap<String, BufferId>,
@@ -218,17 +218,17 @@ impl<'g> Lowerer<'g> {
         BufferId(self.buffers.len() as u32 - 1)
     }
 
-    fn val(&self, id: NodeId) -> Rc<Node> {
+    fn val(&self, id: NodeId) -> Rc<TreeNode> {
         self.vals[id.index()]
             .clone()
             .expect("operands are lowered before their users")
     }
 
-    fn leaf(&mut self, id: NodeId, kind: BufferKind) -> Rc<Node> {
+    fn leaf(&mut self, id: NodeId, kind: BufferKind) -> Rc<TreeNode> {
         let shape = self.shapes[id.index()].clone();
         let dtype = self.g.ty(id).dtype;
         let buf = self.buffer(kind, dtype, shape.iter().product(), id);
-        Node::new(
+        TreeNode::new(
             Tree::Load {
                 buf,
                 at: Affine::contiguous(&shape),
@@ -239,11 +239,11 @@ impl<'g> Lowerer<'g> {
 
     /// A fresh arena buffer for the value of `id` (dense, row-major over its shape) and
     /// the load that reads the value back.
-    fn arena_value(&mut self, id: NodeId, dtype: DType) -> (BufferId, Rc<Node>) {
+    fn arena_value(&mut self, id: NodeId, dtype: DType) -> (BufferId, Rc<TreeNode>) {
         let shape = &self.shapes[id.index()];
         let (elems, at) = (shape.iter().product(), Affine::contiguous(shape));
         let buf = self.buffer(BufferKind::Arena { offset: 0 }, dtype, elems, id);
-        (buf, Node::new(Tree::Load { buf, at }, dtype))
+        (buf, TreeNode::new(Tree::Load { buf, at }, dtype))
     }
 
     /// Records that `id`'s kernel (a reduction, matmul or library kernel) writes its
@@ -255,7 +255,7 @@ impl<'g> Lowerer<'g> {
 
     /// Stores `tree` (the value of `id`) in a fresh arena buffer with a loop kernel;
     /// `why` it was not fused goes to `--explain-fusion`.
-    fn store(&mut self, id: NodeId, tree: &Rc<Node>, why: String) -> Rc<Node> {
+    fn store(&mut self, id: NodeId, tree: &Rc<TreeNode>, why: String) -> Rc<TreeNode> {
         self.stored.push((id, why));
         let shape = self.shapes[id.index()].clone();
         let (buf, value) = self.arena_value(id, tree.dtype);
@@ -314,7 +314,7 @@ impl<'g> Lowerer<'g> {
 
     /// Why the fused tree `v` of node `id` must be stored rather than recomputed in
     /// its consumers; `None` when it fuses.
-    fn store_reason(&self, id: NodeId, v: &Node) -> Option<String> {
+    fn store_reason(&self, id: NodeId, v: &TreeNode) -> Option<String> {
         let uses = self.uses[id.index()];
         if self.is_root(id) {
             Some("an output or update of the graph".to_string())
@@ -347,7 +347,7 @@ impl<'g> Lowerer<'g> {
         let shape = self.shapes[id.index()].clone();
         let arg = |l: &Self, k: usize| l.val(node.inputs[k]);
         let ashape = |l: &Self, k: usize| l.shapes[node.inputs[k].index()].clone();
-        let v: Rc<Node> = match &node.op {
+        let v: Rc<TreeNode> = match &node.op {
             Op::Input { name, .. } => self.leaf(id, BufferKind::Input(name.clone())),
             Op::Param { name, .. } | Op::State { name, .. } => {
                 let v = self.leaf(id, BufferKind::Persistent(name.clone()));
@@ -358,20 +358,22 @@ impl<'g> Lowerer<'g> {
             Op::Const {
                 value: ConstValue::Splat(s),
                 ..
-            } => Node::new(Tree::Const(*s), dtype),
+            } => TreeNode::new(Tree::Const(*s), dtype),
             Op::Const {
                 value: ConstValue::Dense(d),
                 ..
             } => self.leaf(id, BufferKind::Const(d.clone())),
-            Op::Unary(u) => Node::new(Tree::Unary(*u, arg(self, 0)), dtype),
-            Op::Binary(b) => Node::new(Tree::Binary(*b, arg(self, 0), arg(self, 1)), dtype),
-            Op::Where => Node::new(Tree::Where(arg(self, 0), arg(self, 1), arg(self, 2)), dtype),
-            Op::Cast(_) => Node::new(Tree::Cast(arg(self, 0)), dtype),
+            Op::Unary(u) => TreeNode::new(Tree::Unary(*u, arg(self, 0)), dtype),
+            Op::Binary(b) => TreeNode::new(Tree::Binary(*b, arg(self, 0), arg(self, 1)), dtype),
+            Op::Where => {
+                TreeNode::new(Tree::Where(arg(self, 0), arg(self, 1), arg(self, 2)), dtype)
+            }
+            Op::Cast(_) => TreeNode::new(Tree::Cast(arg(self, 0)), dtype),
             Op::Iota { axis, .. } => {
                 let mut strides = vec![0i64; shape.len()];
                 strides[*axis] = 1;
-                let idx = Node::new(Tree::Index(Affine { offset: 0, strides }), DType::I64);
-                Node::new(Tree::Cast(idx), dtype)
+                let idx = TreeNode::new(Tree::Index(Affine { offset: 0, strides }), DType::I64);
+                TreeNode::new(Tree::Cast(idx), dtype)
             }
             Op::Expand(_) => {
                 let from = ashape(self, 0);
@@ -407,7 +409,7 @@ impl<'g> Lowerer<'g> {
                     Some(v) => v,
                     None => {
                         let b = self.as_dense(node.inputs[0]);
-                        Node::new(
+                        TreeNode::new(
                             Tree::Load {
                                 buf: b,
                                 at: Affine::contiguous(&shape),
@@ -447,13 +449,13 @@ impl<'g> Lowerer<'g> {
     /// overlapping windows). Such a view would repeat a gather's scalar, checked load
     /// for each read, so a gathered value is stored once first (max-pooling's pick,
     /// then the next convolution's im2col windows over it); any other tree fuses.
-    fn repeated_view_source(&mut self, id: NodeId) -> Rc<Node> {
+    fn repeated_view_source(&mut self, id: NodeId) -> Rc<TreeNode> {
         let v = self.val(id);
         if !v.is_indexed() {
             return v;
         }
         let (buf, at) = self.as_load(id);
-        Node::new(Tree::Load { buf, at }, v.dtype)
+        TreeNode::new(Tree::Load { buf, at }, v.dtype)
     }
 
     /// The value of `id` under a view that skips elements (a partial slice). A fused
@@ -461,11 +463,11 @@ impl<'g> Lowerer<'g> {
     /// so the program's meaning) checks every index of the gather, so a gathered value
     /// is stored whole first: an out-of-range index is an error on every backend
     /// whether or not its element is read afterwards.
-    fn partial_view_source(&mut self, id: NodeId) -> Rc<Node> {
+    fn partial_view_source(&mut self, id: NodeId) -> Rc<TreeNode> {
         self.repeated_view_source(id)
     }
 
-    fn reduce(&mut self, id: NodeId, op: ReduceOp, axes: &[usize]) -> Rc<Node> {
+    fn reduce(&mut self, id: NodeId, op: ReduceOp, axes: &[usize]) -> Rc<TreeNode> {
         let node = self.g.node(id);
         let input = node.inputs[0];
         let in_shape = self.shapes[input.index()].clone();
@@ -507,7 +509,7 @@ impl<'g> Lowerer<'g> {
         value
     }
 
-    fn matmul(&mut self, id: NodeId, ta: bool, tb: bool) -> Rc<Node> {
+    fn matmul(&mut self, id: NodeId, ta: bool, tb: bool) -> Rc<TreeNode> {
         let node = self.g.node(id);
         let (ai, bi) = (node.inputs[0], node.inputs[1]);
         let shape = self.shapes[id.index()].clone();
@@ -547,11 +549,11 @@ impl<'g> Lowerer<'g> {
             };
             let mut out_strides = Affine::contiguous(&shape).strides;
             out_strides.push(0);
-            let product = Node::new(
+            let product = TreeNode::new(
                 Tree::Binary(
                     BinaryOp::Mul,
-                    Node::new(Tree::Load { buf: a.0, at: at_a }, dtype),
-                    Node::new(Tree::Load { buf: b.0, at: at_b }, dtype),
+                    TreeNode::new(Tree::Load { buf: a.0, at: at_a }, dtype),
+                    TreeNode::new(Tree::Load { buf: b.0, at: at_b }, dtype),
                 ),
                 dtype,
             );
@@ -600,7 +602,7 @@ impl<'g> Lowerer<'g> {
     /// checked place along `axis`, fused with the index's computation and with what
     /// reads the result (cross-entropy's pick of each row's target log-probability
     /// joins the softmax row kernel).
-    fn gather(&mut self, id: NodeId, axis: usize) -> Rc<Node> {
+    fn gather(&mut self, id: NodeId, axis: usize) -> Rc<TreeNode> {
         let node = self.g.node(id);
         let (xi, ii) = (node.inputs[0], node.inputs[1]);
         let xs = self.shapes[xi.index()].clone();
@@ -612,7 +614,7 @@ impl<'g> Lowerer<'g> {
         // Strides off `axis` are valid for the output's index: the index is no larger
         // than `x` on every other axis (the shape rule).
         let stride = std::mem::take(&mut at.strides[axis]);
-        let index = Node::new(
+        let index = TreeNode::new(
             Tree::Checked {
                 index: self.val(ii),
                 len,
@@ -620,7 +622,7 @@ impl<'g> Lowerer<'g> {
             },
             DType::I64,
         );
-        Node::new(
+        TreeNode::new(
             Tree::Gather {
                 buf,
                 at,
@@ -637,7 +639,7 @@ impl<'g> Lowerer<'g> {
     /// elementwise tree
     /// `where(checked(index) == i[axis], base + src, base)`, the interpreter's sum
     /// exactly. Other scatters stay library kernels.
-    fn scatter_add(&mut self, id: NodeId, axis: usize) -> Rc<Node> {
+    fn scatter_add(&mut self, id: NodeId, axis: usize) -> Rc<TreeNode> {
         let node = self.g.node(id);
         let (bi, ii, si) = (node.inputs[0], node.inputs[1], node.inputs[2]);
         let bs = self.shapes[bi.index()].clone();
@@ -654,11 +656,11 @@ impl<'g> Lowerer<'g> {
             return self.library(id);
         }
         let dtype = node.ty.dtype;
-        let spread = |v: Rc<Node>| {
+        let spread = |v: Rc<TreeNode>| {
             v.map_leaves(&mut |a| Some(a.expand(&is, &bs)))
                 .expect("expand is affine")
         };
-        let index = Node::new(
+        let index = TreeNode::new(
             Tree::Checked {
                 index: spread(self.val(ii)),
                 len: bs[axis],
@@ -668,17 +670,17 @@ impl<'g> Lowerer<'g> {
         );
         let mut strides = vec![0i64; bs.len()];
         strides[axis] = 1;
-        let here = Node::new(Tree::Index(Affine { offset: 0, strides }), DType::I64);
-        let hit = Node::new(Tree::Binary(BinaryOp::Eq, index, here), DType::Bool);
+        let here = TreeNode::new(Tree::Index(Affine { offset: 0, strides }), DType::I64);
+        let hit = TreeNode::new(Tree::Binary(BinaryOp::Eq, index, here), DType::Bool);
         let base = self.val(bi);
-        let sum = Node::new(
+        let sum = TreeNode::new(
             Tree::Binary(BinaryOp::add_for(dtype), base.clone(), spread(self.val(si))),
             dtype,
         );
-        Node::new(Tree::Where(hit, sum, base), dtype)
+        TreeNode::new(Tree::Where(hit, sum, base), dtype)
     }
 
-    fn library(&mut self, id: NodeId) -> Rc<Node> {
+    fn library(&mut self, id: NodeId) -> Rc<TreeNode> {
         let node = self.g.node(id);
         let inputs: Vec<(BufferId, Vec<usize>)> = node
             .inputs

@@ -21,16 +21,16 @@ pub enum Tree {
     /// The affine value itself as an i64 (iota).
     Index(Affine),
     Const(Scalar),
-    Unary(UnaryOp, Rc<Node>),
-    Binary(BinaryOp, Rc<Node>, Rc<Node>),
-    Where(Rc<Node>, Rc<Node>, Rc<Node>),
-    Cast(Rc<Node>),
+    Unary(UnaryOp, Rc<TreeNode>),
+    Binary(BinaryOp, Rc<TreeNode>, Rc<TreeNode>),
+    Where(Rc<TreeNode>, Rc<TreeNode>, Rc<TreeNode>),
+    Cast(Rc<TreeNode>),
     /// `index` as an i64 when it lies in `[0, len)`; otherwise 0, and the run fails
     /// with an out-of-range error naming graph node `node` (a gather or scatter-add)
     /// before any later kernel runs. Indices computed inside a kernel are checked here
     /// instead of by a separate pass over them.
     Checked {
-        index: Rc<Node>,
+        index: Rc<TreeNode>,
         len: usize,
         node: NodeId,
     },
@@ -43,27 +43,27 @@ pub enum Tree {
         at: Affine,
         stride: i64,
         len: usize,
-        index: Rc<Node>,
+        index: Rc<TreeNode>,
     },
 }
 
 /// A tree node with its element type.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Node {
+pub struct TreeNode {
     pub tree: Tree,
     pub dtype: DType,
 }
 
-impl Node {
-    pub fn new(tree: Tree, dtype: DType) -> Rc<Node> {
-        Rc::new(Node { tree, dtype })
+impl TreeNode {
+    pub fn new(tree: Tree, dtype: DType) -> Rc<TreeNode> {
+        Rc::new(TreeNode { tree, dtype })
     }
 
     /// Rewrites every leaf's affine map.
     pub fn map_leaves(
-        self: &Rc<Node>,
+        self: &Rc<TreeNode>,
         f: &mut dyn FnMut(&Affine) -> Option<Affine>,
-    ) -> Option<Rc<Node>> {
+    ) -> Option<Rc<TreeNode>> {
         let tree = match &self.tree {
             Tree::Load { buf, at } => Tree::Load {
                 buf: *buf,
@@ -96,7 +96,7 @@ impl Node {
                 index: index.map_leaves(f)?,
             },
         };
-        Some(Node::new(tree, self.dtype))
+        Some(TreeNode::new(tree, self.dtype))
     }
 
     /// Work of evaluating the tree once per element; transcendental calls count more,
@@ -175,13 +175,13 @@ impl Node {
 }
 
 /// Flattens `root` into a kernel body, collecting its distinct loads into `loads`.
-pub fn flatten(root: &Node, loads: &mut Vec<(BufferId, Affine)>) -> Flat {
+pub fn flatten(root: &TreeNode, loads: &mut Vec<(BufferId, Affine)>) -> Flat {
     let mut flat = Flat { nodes: Vec::new() };
     push(&mut flat, root, loads);
     flat
 }
 
-fn push(flat: &mut Flat, n: &Node, loads: &mut Vec<(BufferId, Affine)>) -> usize {
+fn push(flat: &mut Flat, n: &TreeNode, loads: &mut Vec<(BufferId, Affine)>) -> usize {
     let mut load = |key: (BufferId, Affine)| {
         loads.iter().position(|l| *l == key).unwrap_or_else(|| {
             loads.push(key);
