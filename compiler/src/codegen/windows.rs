@@ -32,7 +32,7 @@ pub struct Block {
 /// A word range of one device memory bound as a binding: `start` is a multiple of the
 /// adapter's offset alignment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Window {
+pub struct BindingWindow {
     pub start: usize,
     pub words: usize,
 }
@@ -67,9 +67,9 @@ impl BindingLimit {
     }
 
     /// The window holding the word range `[lo, hi)`.
-    pub fn window(self, lo: usize, hi: usize) -> Window {
+    pub fn window(self, lo: usize, hi: usize) -> BindingWindow {
         let start = lo / self.align_words * self.align_words;
-        Window {
+        BindingWindow {
             start,
             words: hi.max(start + 1) - start,
         }

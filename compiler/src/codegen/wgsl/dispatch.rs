@@ -89,7 +89,7 @@ impl<'a> Gen<'a> {
         accesses: &[(BufferId, Affine)],
         origin: &[usize],
         shape: &[usize],
-    ) -> Vec<(BufferId, Window)> {
+    ) -> Vec<(BufferId, BindingWindow)> {
         let lim = self.limits.binding();
         let mut out = Vec::new();
         let mut arena = Vec::new();

@@ -40,7 +40,7 @@ impl<'a> Emitter<'a> {
     }
 
     /// The binding index of `mem` (through `window`), marking it written when `write`.
-    pub(super) fn bind(&mut self, mem: Mem, window: Option<Window>, write: bool) -> usize {
+    pub(super) fn bind(&mut self, mem: Mem, window: Option<BindingWindow>, write: bool) -> usize {
         if let Some(i) = self
             .bindings
             .iter()

@@ -39,7 +39,7 @@ use crate::program::{
     Program, Target,
 };
 
-use super::windows::{self, BindingLimit, Block, Window};
+use super::windows::{self, BindingLimit, BindingWindow, Block};
 
 /// Invocations per workgroup of 1-D kernels (WebGPU's guaranteed minimum maximum).
 pub const WORKGROUP: u32 = 256;
@@ -140,7 +140,7 @@ pub struct Binding {
     pub mem: Mem,
     /// `None` binds the whole memory; a window binds only those words (a memory larger
     /// than the adapter's binding limit, see [`windows`]).
-    pub window: Option<Window>,
+    pub window: Option<BindingWindow>,
     /// Whether the kernel writes it (then it is `read_write`).
     pub written: bool,
 }
@@ -367,7 +367,7 @@ struct Emitter<'a> {
     limits: WgslLimits,
     bindings: Vec<Binding>,
     /// The windows this dispatch binds its windowed buffers through.
-    windows: Vec<(BufferId, Window)>,
+    windows: Vec<(BufferId, BindingWindow)>,
     /// A block past the start of a reduced axis: combine with the output's value.
     accumulate: bool,
     body: String,
