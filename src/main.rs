@@ -69,8 +69,9 @@ enum Cmd {
         /// emitted for this host (depends on the host's CPU features).
         #[arg(long)]
         machine: bool,
-        /// Print the program as first lowered and after every kernel-plan pass (the
-        /// CPU's lowering; the GPU's with --wgsl), then the result.
+        /// Print the program as first lowered and after every kernel-plan pass, exactly
+        /// as the backend lowers it (the CPU's, with its parameter arena; the GPU's with
+        /// --wgsl); the last one is the program that runs.
         #[arg(long)]
         print_after_all: bool,
     },
@@ -438,40 +439,13 @@ fn opt_cmd(a: OptArgs) -> Result<String, String> {
     Ok(out)
 }
 
-/// The reference model's optimised step graph, lowered pass by pass (`--print-after-all`).
-fn lower_passes_cmd(model: &str, wgsl: bool) -> Result<String, String> {
-    use aotgrad::compiler::{codegen, lower};
-    let (trainer, batch) = aotgrad::bench::setup(model)?;
-    let env: aotgrad::runtime::interp::SymbolEnv =
-        [(std::sync::Arc::from("N"), batch.x.shape()[0])]
-            .into_iter()
-            .collect();
-    let step = trainer
-        .compile(&aotgrad::train::Backend::Interpreter)
-        .map_err(|e| e.to_string())?;
-    let opts = if wgsl {
-        codegen::wgsl::lower_options()
-    } else {
-        lower::LowerOptions::default()
-    };
-    let mut out = String::new();
-    lower::lower_observed(
-        step.optimized_step_graph(),
-        &env,
-        opts,
-        None,
-        &mut |pass, p| {
-            out.push_str(&format!(
-                "# after {pass}: {} kernels\n{p}\n",
-                p.kernels.len()
-            ));
-        },
-    )
-    .map_err(|e| e.to_string())?;
-    Ok(out)
-}
-
-fn lower_cmd(model: &str, clif: bool, wgsl: bool, machine: bool) -> Result<String, String> {
+fn lower_cmd(
+    model: &str,
+    clif: bool,
+    wgsl: bool,
+    machine: bool,
+    print_after_all: bool,
+) -> Result<String, String> {
     let (trainer, batch) = aotgrad::bench::setup(model)?;
     // The one symbol of the reference models: the batch size.
     let env: aotgrad::runtime::interp::SymbolEnv =
@@ -489,6 +463,11 @@ fn lower_cmd(model: &str, clif: bool, wgsl: bool, machine: bool) -> Result<Strin
         let p = aotgrad::compiler::lower::lower(graph, &env, opts).map_err(|e| e.to_string())?;
         let w = aotgrad::compiler::codegen::wgsl::emit(&p, graph, Default::default())
             .map_err(|e| e.to_string())?;
+        if print_after_all {
+            let passes = aotgrad::compiler::lower::lower_pass_by_pass(graph, &env, opts, None)
+                .map_err(|e| e.to_string())?;
+            return Ok(format!("{passes}\n{w}"));
+        }
         return Ok(format!("{p}\n{w}"));
     }
     let mut step = trainer
@@ -500,7 +479,11 @@ fn lower_cmd(model: &str, clif: bool, wgsl: bool, machine: bool) -> Result<Strin
             .ok_or("no CPU program was compiled")?
             .map_err(|e| e.to_string())
     };
-    let mut out = stage(Stage::Lowered)?;
+    let mut out = stage(if print_after_all {
+        Stage::PlanPasses
+    } else {
+        Stage::Lowered
+    })?;
     if clif {
         out = format!("{out}\n{}", stage(Stage::CraneliftIr)?);
     }
@@ -539,13 +522,7 @@ fn main() -> ExitCode {
             wgsl,
             machine,
             print_after_all,
-        } => {
-            if *print_after_all {
-                lower_passes_cmd(model, *wgsl)
-            } else {
-                lower_cmd(model, *clif, *wgsl, *machine)
-            }
-        }
+        } => lower_cmd(model, *clif, *wgsl, *machine, *print_after_all),
         Cmd::Opt {
             file,
             model,

@@ -189,7 +189,12 @@ impl Executor for CpuExecutor {
     }
 
     fn stages(&self) -> &'static [Stage] {
-        &[Stage::Lowered, Stage::CraneliftIr, Stage::MachineCode]
+        &[
+            Stage::Lowered,
+            Stage::PlanPasses,
+            Stage::CraneliftIr,
+            Stage::MachineCode,
+        ]
     }
 
     fn inspect(&self, kind: ProgramKind, stage: Stage) -> Option<Result<String, RunError>> {
@@ -197,6 +202,7 @@ impl Executor for CpuExecutor {
         let v = p.last_variant()?;
         match stage {
             Stage::Lowered => Some(Ok(v.program().to_string())),
+            Stage::PlanPasses => Some(p.lowered_pass_by_pass(&v.program().env)),
             Stage::CraneliftIr => Some(Ok(v.clif().to_string())),
             Stage::MachineCode => {
                 // Compiled again with the option (the running program keeps no text).

@@ -80,14 +80,16 @@ impl Executor for GpuExecutor {
     }
 
     fn stages(&self) -> &'static [Stage] {
-        &[Stage::Lowered, Stage::Wgsl]
+        &[Stage::Lowered, Stage::PlanPasses, Stage::Wgsl]
     }
 
     fn inspect(&self, kind: ProgramKind, stage: Stage) -> Option<Result<String, RunError>> {
-        let v = self.programs.get(&kind)?.last_variant()?;
+        let p = self.programs.get(&kind)?;
+        let v = p.last_variant()?;
         match stage {
             Stage::Lowered => Some(Ok(v.program().to_string())),
             Stage::Wgsl => Some(Ok(v.wgsl().to_string())),
+            Stage::PlanPasses => Some(p.lowered_pass_by_pass(&v.program().env)),
             Stage::CraneliftIr | Stage::MachineCode => None,
         }
     }

@@ -73,6 +73,9 @@ pub enum Updates {
 pub enum Stage {
     /// The lowered program: kernels, buffers, memory plan.
     Lowered,
+    /// The lowered program as first lowered and after every kernel-plan pass
+    /// (`aotgrad lower --print-after-all`).
+    PlanPasses,
     /// The Cranelift IR handed to Cranelift (byte-stable).
     CraneliftIr,
     /// Cranelift's optimised IR and this host's machine code (depends on the CPU).

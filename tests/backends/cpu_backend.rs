@@ -647,3 +647,40 @@ fn bench_profile_prints_kernels_and_refuses_other_backends() {
         "{stderr}"
     );
 }
+
+/// `Stage::PlanPasses` lowers the step again exactly as the CPU compiled it (its
+/// options and parameter arena): the program after the last pass is the one that runs,
+/// and the arena pass (which adds buffers after the first lowering) is among them.
+#[test]
+fn plan_passes_end_in_the_program_that_runs() {
+    let (trainer, batch) = aotgrad::bench::setup("mlp_ce_adam64").unwrap();
+    let mut step = trainer.compile(&Backend::Cpu { threads: 1 }).unwrap();
+    step.run(&batch).unwrap();
+    let passes = step
+        .artifact(ProgramKind::Step, Stage::PlanPasses)
+        .unwrap()
+        .unwrap();
+    let lowered = step
+        .artifact(ProgramKind::Step, Stage::Lowered)
+        .unwrap()
+        .unwrap();
+    let heads: Vec<&str> = passes
+        .lines()
+        .filter(|l| l.starts_with("# after "))
+        .collect();
+    assert_eq!(
+        heads.first().map(|h| h.split(':').next()),
+        Some(Some("# after lower"))
+    );
+    assert!(
+        heads
+            .iter()
+            .any(|h| h.starts_with("# after merge_update_loops:")),
+        "{heads:?}"
+    );
+    let last = passes
+        .rsplit_once("# after assign_offsets: ")
+        .map(|(_, rest)| rest.split_once('\n').unwrap().1)
+        .unwrap();
+    assert_eq!(last.trim_end(), lowered.trim_end());
+}

@@ -118,9 +118,26 @@ fn lower_in(
     lower_observed(graph, env, opts, layout, &mut |_, _| {})
 }
 
+/// The program as first lowered and after every kernel-plan pass, each headed
+/// `# after PASS: N kernels` (what `aotgrad lower --print-after-all` prints).
+pub fn lower_pass_by_pass(
+    graph: &Graph,
+    env: &SymbolEnv,
+    opts: LowerOptions,
+    layout: Option<&ParamLayout>,
+) -> Result<String, LowerError> {
+    let mut out = String::new();
+    lower_observed(graph, env, opts, layout, &mut |pass, p| {
+        out.push_str(&format!(
+            "# after {pass}: {} kernels\n{p}\n",
+            p.kernels.len()
+        ));
+    })?;
+    Ok(out)
+}
+
 /// [`lower`] (or [`lower_for_arena`] with a `layout`), calling `observe` with the
-/// program as first lowered (`"lower"`) and after every kernel-plan pass: what
-/// `aotgrad lower --print-after-all` prints.
+/// program as first lowered (`"lower"`) and after every kernel-plan pass.
 pub fn lower_observed(
     graph: &Graph,
     env: &SymbolEnv,
@@ -136,12 +153,15 @@ pub fn lower_observed(
         }
     }
     let mut p = l.finish();
+    // What the backward pass keeps depends on what fusion left in memory: derived again
+    // after every pass, so each observed program is complete.
+    p.saved = saved_for_backward(graph, &p);
     observe("lower", &p);
     for pass in plan_passes(opts, layout) {
-        pass.run(&mut p, opts.target);
+        pass.run(&mut p);
+        p.saved = saved_for_backward(graph, &p);
         observe(pass.name, &p);
     }
-    p.saved = saved_for_backward(graph, &p);
     Ok(p)
 }
 

@@ -630,36 +630,26 @@ fn first_fit(
 
 /// One kernel-plan pass: a named `Program -> Program` rewrite run after the graph is
 /// lowered, as the graph passes are (`passes::optimize_with`).
-#[derive(Clone, Copy)]
 pub struct PlanPass<'a> {
     pub name: &'static str,
-    run: PlanRun<'a>,
-}
-
-#[derive(Clone, Copy)]
-enum PlanRun<'a> {
-    Plain(fn(&mut Program)),
-    Target(fn(&mut Program, Target)),
-    Arena(&'a ParamLayout),
+    run: Box<dyn Fn(&mut Program) + 'a>,
 }
 
 impl PlanPass<'_> {
-    pub(super) fn run(&self, p: &mut Program, target: Target) {
-        match self.run {
-            PlanRun::Plain(f) => f(p),
-            PlanRun::Target(f) => f(p, target),
-            PlanRun::Arena(layout) => super::param_arena::merge_update_loops(p, layout),
-        }
+    pub(super) fn run(&self, p: &mut Program) {
+        (self.run)(p)
     }
 }
 
 /// The kernel-plan passes `opts` (and a parameter arena's `layout`) select, in order.
 /// `assign_offsets` (the memory plan) is always last.
 pub fn plan_passes<'a>(opts: LowerOptions, layout: Option<&'a ParamLayout>) -> Vec<PlanPass<'a>> {
-    let pass = |name, f| PlanPass {
-        name,
-        run: PlanRun::Plain(f),
-    };
+    fn pass<'a>(name: &'static str, run: impl Fn(&mut Program) + 'a) -> PlanPass<'a> {
+        PlanPass {
+            name,
+            run: Box::new(run),
+        }
+    }
     let mut passes = Vec::new();
     if opts.in_place_updates {
         passes.push(pass("sink_update_kernels", sink_update_kernels));
@@ -670,16 +660,12 @@ pub fn plan_passes<'a>(opts: LowerOptions, layout: Option<&'a ParamLayout>) -> V
         passes.push(pass("hoist_scalar_loops", hoist_scalar_loops));
         passes.push(pass("fuse_epilogues", fuse_epilogues));
         if opts.rows {
-            passes.push(PlanPass {
-                name: "fuse_rows",
-                run: PlanRun::Target(fuse_rows),
-            });
+            passes.push(pass("fuse_rows", move |p| fuse_rows(p, opts.target)));
         }
         if let Some(layout) = layout {
-            passes.push(PlanPass {
-                name: "merge_update_loops",
-                run: PlanRun::Arena(layout),
-            });
+            passes.push(pass("merge_update_loops", move |p| {
+                super::param_arena::merge_update_loops(p, layout)
+            }));
         }
     }
     passes.push(pass("assign_offsets", assign_offsets));

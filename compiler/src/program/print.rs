@@ -67,7 +67,10 @@ impl Program {
                 ),
                 BufferKind::Const(_) => "const".to_string(),
                 BufferKind::Arena { offset } => {
-                    let live = self.live[i]
+                    // Live ranges come with the memory plan (`assign_offsets`, the last
+                    // kernel-plan pass); a program printed before it, whose passes may
+                    // have added buffers, has none for them yet.
+                    let live = (self.live.get(i).copied().flatten())
                         .map(|(a, z)| format!("k{a}..k{z}"))
                         .unwrap_or_else(|| "unused".into());
                     format!("arena @{offset} live {live}")

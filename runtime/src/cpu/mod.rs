@@ -392,6 +392,30 @@ impl CpuProgram {
     }
 
     /// The parameter-arena layout the program was made for, if any.
+    /// How this program's graph is lowered (from its `CpuOptions`).
+    fn lower_options(&self) -> LowerOptions {
+        LowerOptions {
+            in_place_updates: self.opts.in_place_updates,
+            // Check-numerics names the node that made the first NaN, so every op is
+            // its own kernel there.
+            fuse: self.opts.fuse && !self.opts.check_numerics,
+            rows: self.opts.rows,
+            ..LowerOptions::default()
+        }
+    }
+
+    /// The variant for `env` lowered again pass by pass, exactly as it was compiled
+    /// (same options, same parameter arena): [`lower::lower_pass_by_pass`].
+    pub fn lowered_pass_by_pass(&self, env: &SymbolEnv) -> Result<String, RunError> {
+        lower::lower_pass_by_pass(
+            &self.graph,
+            env,
+            self.lower_options(),
+            self.layout.as_deref(),
+        )
+        .map_err(crate::leaf::lower_error)
+    }
+
     pub fn layout(&self) -> Option<&Arc<ParamLayout>> {
         self.layout.as_ref()
     }
@@ -429,14 +453,7 @@ impl CpuProgram {
 
     fn compile(&self, env: &SymbolEnv) -> Result<Variant, RunError> {
         let t0 = Instant::now();
-        let opts = LowerOptions {
-            in_place_updates: self.opts.in_place_updates,
-            // Check-numerics names the node that made the first NaN, so every op is
-            // its own kernel there.
-            fuse: self.opts.fuse && !self.opts.check_numerics,
-            rows: self.opts.rows,
-            ..LowerOptions::default()
-        };
+        let opts = self.lower_options();
         let program = match &self.layout {
             Some(layout) => lower::lower_for_arena(&self.graph, env, opts, layout),
             None => lower::lower(&self.graph, env, opts),

@@ -107,6 +107,13 @@ impl GpuProgram {
         self.variants.clear();
     }
 
+    /// The variant for `env` lowered again pass by pass, as it was compiled:
+    /// [`lower::lower_pass_by_pass`] with [`wgsl::lower_options`].
+    pub fn lowered_pass_by_pass(&self, env: &SymbolEnv) -> Result<String, RunError> {
+        lower::lower_pass_by_pass(&self.graph, env, wgsl::lower_options(), None)
+            .map_err(crate::leaf::lower_error)
+    }
+
     pub fn graph(&self) -> &Graph {
         &self.graph
     }
