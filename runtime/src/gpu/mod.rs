@@ -302,13 +302,7 @@ impl GpuProgram {
         encoder.clear_buffer(&v.status, 0, None);
         record_dispatches(&mut encoder, v, groups);
         stage_updates(&ctx, &mut encoder, v, store);
-        let memory = |m: Mem| -> &wgpu::Buffer {
-            match m {
-                Mem::Arena => &v.arena,
-                Mem::Status => &v.status,
-                Mem::Buffer(b) => buffer_of(v, store, b),
-            }
-        };
+        let memory = |m: Mem| memory_of(v, store, m);
         // Read-back: the status words and the wanted outputs.
         let mut ranges = vec![(&v.status, 0usize, 3usize)];
         let mut wanted = Vec::new();
@@ -404,13 +398,7 @@ fn stage_updates(
     v: &GpuVariant,
     store: &DeviceStore,
 ) {
-    let memory = |m: Mem| -> &wgpu::Buffer {
-        match m {
-            Mem::Arena => &v.arena,
-            Mem::Status => &v.status,
-            Mem::Buffer(b) => buffer_of(v, store, b),
-        }
-    };
+    let memory = |m: Mem| memory_of(v, store, m);
     let mut staged = Vec::new();
     for u in &v.program.updates {
         let Some((src, at)) = &u.source else { continue };
@@ -458,6 +446,16 @@ fn output_from_words(v: &GpuVariant, o: &OutputSpec, lo: usize, w: &[u32]) -> Te
     device::from_words(&idx, o.dtype, &o.shape)
 }
 
+/// The device buffer behind a WGSL memory: the arena, the status words, or a buffer
+/// of the program (its own, or the store's for persistent tensors).
+fn memory_of<'a>(v: &'a GpuVariant, store: &'a DeviceStore, m: Mem) -> &'a wgpu::Buffer {
+    match m {
+        Mem::Arena => &v.arena,
+        Mem::Status => &v.status,
+        Mem::Buffer(b) => buffer_of(v, store, b),
+    }
+}
+
 fn buffer_of<'a>(v: &'a GpuVariant, store: &'a DeviceStore, b: BufferId) -> &'a wgpu::Buffer {
     match &v.program.buffer(b).kind {
         BufferKind::Persistent(name) => &store.tensors[name].buffer,
@@ -482,11 +480,7 @@ fn build_bind_groups(
             .iter()
             .enumerate()
             .map(|(i, b)| {
-                let buffer = match b.mem {
-                    Mem::Arena => &v.arena,
-                    Mem::Status => &v.status,
-                    Mem::Buffer(id) => buffer_of(v, store, id),
-                };
+                let buffer = memory_of(v, store, b.mem);
                 let resource = match b.window {
                     None => buffer.as_entire_binding(),
                     Some(w) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
