@@ -460,15 +460,17 @@ fn lower_cmd(
             .map_err(|e| e.to_string())?;
         let graph = step.optimized_step_graph();
         let opts = aotgrad::compiler::codegen::wgsl::lower_options();
-        let p = aotgrad::compiler::lower::lower(graph, &env, opts).map_err(|e| e.to_string())?;
+        let lowered = if print_after_all {
+            aotgrad::compiler::lower::lower_pass_by_pass(graph, &env, opts, None)
+                .map(|(p, passes)| (p, Some(passes)))
+        } else {
+            aotgrad::compiler::lower::lower(graph, &env, opts).map(|p| (p, None))
+        };
+        let (p, passes) = lowered.map_err(|e| e.to_string())?;
         let w = aotgrad::compiler::codegen::wgsl::emit(&p, graph, Default::default())
             .map_err(|e| e.to_string())?;
-        if print_after_all {
-            let passes = aotgrad::compiler::lower::lower_pass_by_pass(graph, &env, opts, None)
-                .map_err(|e| e.to_string())?;
-            return Ok(format!("{passes}\n{w}"));
-        }
-        return Ok(format!("{p}\n{w}"));
+        let program = passes.unwrap_or_else(|| p.to_string());
+        return Ok(format!("{program}\n{w}"));
     }
     let mut step = trainer
         .compile(&aotgrad::train::Backend::Cpu { threads: 1 })

@@ -118,22 +118,23 @@ fn lower_in(
     lower_observed(graph, env, opts, layout, &mut |_, _| {})
 }
 
-/// The program as first lowered and after every kernel-plan pass, each headed
-/// `# after PASS: N kernels` (what `aotgrad lower --print-after-all` prints).
+/// The lowered program, and its text as first lowered and after every kernel-plan
+/// pass, each headed `# after PASS: N kernels` (what `aotgrad lower --print-after-all`
+/// prints).
 pub fn lower_pass_by_pass(
     graph: &Graph,
     env: &SymbolEnv,
     opts: LowerOptions,
     layout: Option<&ParamLayout>,
-) -> Result<String, LowerError> {
+) -> Result<(Program, String), LowerError> {
     let mut out = String::new();
-    lower_observed(graph, env, opts, layout, &mut |pass, p| {
+    let p = lower_observed(graph, env, opts, layout, &mut |pass, p| {
         out.push_str(&format!(
             "# after {pass}: {} kernels\n{p}\n",
             p.kernels.len()
         ));
     })?;
-    Ok(out)
+    Ok((p, out))
 }
 
 /// [`lower`] (or [`lower_for_arena`] with a `layout`), calling `observe` with the

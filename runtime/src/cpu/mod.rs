@@ -413,6 +413,7 @@ impl CpuProgram {
             self.lower_options(),
             self.layout.as_deref(),
         )
+        .map(|(_, text)| text)
         .map_err(crate::leaf::lower_error)
     }
 

@@ -111,6 +111,7 @@ impl GpuProgram {
     /// [`lower::lower_pass_by_pass`] with [`wgsl::lower_options`].
     pub fn lowered_pass_by_pass(&self, env: &SymbolEnv) -> Result<String, RunError> {
         lower::lower_pass_by_pass(&self.graph, env, wgsl::lower_options(), None)
+            .map(|(_, text)| text)
             .map_err(crate::leaf::lower_error)
     }
 
