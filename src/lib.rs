@@ -22,6 +22,7 @@ pub mod cli;
 pub mod data;
 pub mod executor;
 mod gradcheck;
+pub mod lr_schedule;
 pub mod metrics;
 pub mod nn;
 pub mod optim;

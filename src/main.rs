@@ -414,10 +414,8 @@ fn opt_cmd(a: OptArgs) -> Result<String, String> {
             env.insert(std::sync::Arc::<str>::from(k), v);
         }
         for (_, n) in optimized.nodes() {
-            for d in n.ty.shape.dims() {
-                if let aotgrad::ir::Dim::Sym(s) = d {
-                    env.entry(s.clone()).or_insert(64);
-                }
+            for s in n.ty.shape.dims().iter().flat_map(|d| d.symbols()) {
+                env.entry(s).or_insert(64);
             }
         }
         let p = aotgrad::compiler::lower::lower(

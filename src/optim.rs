@@ -171,29 +171,38 @@ impl Optimizer {
     /// Builds the update of every `(name, param, grad)` into `b`: declares the state it
     /// needs (`<param>.<key>` and [`STEP_STATE`]) and records the updates. `lr` is the
     /// `f64[]` learning-rate value.
-    pub fn build<'g>(
-        &self,
-        b: &'g GraphBuilder,
-        lr: Var<'g>,
-        params: &[(String, Var<'g>, Var<'g>)],
-    ) {
+    /// Builds the update of every parameter in `params` into the graph: `lr` is the
+    /// step's `f64[]` learning-rate input. Each parameter's update runs in its own dtype
+    /// (host scalars are rounded to it once, as PyTorch rounds them to the parameter's
+    /// dtype), with its group's lr scale and weight decay.
+    pub fn build<'g>(&self, b: &'g GraphBuilder, lr: Var<'g>, params: &[OptParam<'g>]) {
         let t = b.state(STEP_STATE, DType::F64, Shape::scalar());
         let t1 = t + 1.0;
         b.update(t, t1);
         let state = |name: &str, key: &str, like: Var<'g>| {
             b.state(&format!("{name}.{key}"), like.dtype(), like.shape())
         };
+        // The group's lr: the input itself for the default group (so an f32 model's
+        // program is the one it always was), scaled for another group.
+        let lr_of = |p: &OptParam<'g>| {
+            if p.lr_scale == 1.0 {
+                lr
+            } else {
+                lr * p.lr_scale
+            }
+        };
         match *self {
             Optimizer::Sgd(o) => {
-                let neg_lr = (-lr).cast(DType::F32);
                 let first = (o.momentum != 0.0).then(|| t.equal(0.0));
-                for (name, p, g) in params {
-                    let (p, mut d) = (*p, *g);
-                    if o.weight_decay != 0.0 {
-                        d = d + p * o.weight_decay;
+                for op in params {
+                    let (p, mut d) = (op.param, op.grad);
+                    let neg_lr = (-lr_of(op)).cast(p.dtype());
+                    let wd = op.weight_decay.unwrap_or(o.weight_decay);
+                    if wd != 0.0 {
+                        d = d + p * wd;
                     }
                     if o.momentum != 0.0 {
-                        let buf = state(name, "momentum_buffer", p);
+                        let buf = state(&op.name, "momentum_buffer", p);
                         // PyTorch: the buffer starts as a copy of the first gradient.
                         let first = first.expect("built when momentum != 0");
                         let damped = if o.dampening == 0.0 {
@@ -222,20 +231,23 @@ impl Optimizer {
                 // of two. Same value up to rounding (measured: the MNIST MLP's first-layer
                 // update went from 27% to 24% of the step; the rest is moving p, m, v).
                 let bc2_sqrt = bc2.sqrt();
-                let neg_step_size = (-(lr / bc1) * bc2_sqrt).cast(DType::F32);
-                let eps_hat = (bc2_sqrt * o.eps).cast(DType::F32);
-                let decay = (o.decoupled_weight_decay && o.weight_decay != 0.0)
-                    .then(|| (1.0 - lr * o.weight_decay).cast(DType::F32));
-                for (name, p, g) in params {
-                    let (mut p, mut g) = (*p, *g);
+                for op in params {
+                    let (mut p, mut g) = (op.param, op.grad);
+                    let dt = p.dtype();
+                    let lr = lr_of(op);
+                    let neg_step_size = (-(lr / bc1) * bc2_sqrt).cast(dt);
+                    let eps_hat = (bc2_sqrt * o.eps).cast(dt);
+                    let wd = op.weight_decay.unwrap_or(o.weight_decay);
                     let p0 = p;
-                    if let Some(decay) = decay {
-                        p = p * decay;
-                    } else if o.weight_decay != 0.0 {
-                        g = g + p * o.weight_decay;
+                    if o.decoupled_weight_decay {
+                        if wd != 0.0 {
+                            p = p * (1.0 - lr * wd).cast(dt);
+                        }
+                    } else if wd != 0.0 {
+                        g = g + p * wd;
                     }
-                    let m = state(name, "exp_avg", p);
-                    let v = state(name, "exp_avg_sq", p);
+                    let m = state(&op.name, "exp_avg", p);
+                    let v = state(&op.name, "exp_avg_sq", p);
                     let m1 = m + (g - m) * (1.0 - b1);
                     let v1 = v * b2 + (g * (1.0 - b2)) * g;
                     b.update(m, m1);
@@ -245,17 +257,18 @@ impl Optimizer {
                 }
             }
             Optimizer::RmsProp(o) => {
-                let neg_lr = (-lr).cast(DType::F32);
-                for (name, p, g) in params {
-                    let (p, mut g) = (*p, *g);
-                    if o.weight_decay != 0.0 {
-                        g = g + p * o.weight_decay;
+                for op in params {
+                    let (p, mut g) = (op.param, op.grad);
+                    let neg_lr = (-lr_of(op)).cast(p.dtype());
+                    let wd = op.weight_decay.unwrap_or(o.weight_decay);
+                    if wd != 0.0 {
+                        g = g + p * wd;
                     }
-                    let sa = state(name, "square_avg", p);
+                    let sa = state(&op.name, "square_avg", p);
                     let sa1 = sa * o.alpha + (g * (1.0 - o.alpha)) * g;
                     b.update(sa, sa1);
                     let avg = if o.centered {
-                        let ga = state(name, "grad_avg", p);
+                        let ga = state(&op.name, "grad_avg", p);
                         let ga1 = ga + (g - ga) * (1.0 - o.alpha);
                         b.update(ga, ga1);
                         (sa1 - ga1 * ga1).sqrt() + o.eps
@@ -263,7 +276,7 @@ impl Optimizer {
                         sa1.sqrt() + o.eps
                     };
                     if o.momentum > 0.0 {
-                        let buf = state(name, "momentum_buffer", p);
+                        let buf = state(&op.name, "momentum_buffer", p);
                         let buf1 = buf * o.momentum + g / avg;
                         b.update(buf, buf1);
                         b.update(p, p + buf1 * neg_lr);
@@ -276,8 +289,20 @@ impl Optimizer {
     }
 }
 
-/// Learning-rate schedules (PyTorch's `lr_scheduler`), applied between steps by setting
-/// the step's `lr` input: no recompilation.
+/// One parameter as the optimizer updates it: its name (its state is named after it),
+/// value, gradient, and its parameter group's settings.
+#[derive(Debug, Clone)]
+pub struct OptParam<'g> {
+    pub name: String,
+    pub param: Var<'g>,
+    pub grad: Var<'g>,
+    /// The group's lr over the optimizer's (`1.0` in the default group): a scheduler
+    /// changes every group's lr by the same factor, as PyTorch's do.
+    pub lr_scale: f64,
+    /// The group's weight decay, if it sets one.
+    pub weight_decay: Option<f64>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Scheduler {
     /// Multiply by `gamma` every `step_size` epochs.

@@ -35,6 +35,15 @@ pub enum OpError {
         from_numel: String,
         to_numel: String,
     },
+    #[error(
+        "cannot reshape {from} ({from_numel} elements) to {to}: the other dims hold {rest_numel} elements, which do not divide it"
+    )]
+    BadReshapeInfer {
+        from: Shape,
+        to: String,
+        from_numel: String,
+        rest_numel: String,
+    },
     #[error("{perm:?} is not a permutation of the axes of {ty}")]
     BadPermutation { perm: Vec<usize>, ty: TensorType },
     #[error("matmul operands do not agree: {lhs} @ {rhs} ({why})")]

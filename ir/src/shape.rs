@@ -4,16 +4,26 @@
 //! inputs (the batch size, the short last batch). Shape rules reason about symbols
 //! exactly: two dims are equal only if they are the same number or the same symbol, and
 //! an element count is a monomial `c * N^a * M^b ...`, which is what reshape compares.
+//!
+//! A *merged* dim (`5*N`, `N*T`) is such a monomial used as one dim: what
+//! `flatten(0, 1)` of `[N, 5, 3]` or `view(-1, 3)` make. It is kept in one canonical
+//! form (the coefficient, then the symbols in name order, each repeated by its power),
+//! so two merged dims are equal exactly when their monomials are, and it binds by
+//! evaluating the product once its symbols are bound. Inputs declare plain symbols;
+//! merged dims only arise inside a graph.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-/// One dimension: a known size or a named symbol.
+/// One dimension: a known size, a named symbol, or a product of symbols (a merged dim).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Dim {
     Known(usize),
     Sym(Arc<str>),
+    /// A monomial with at least one symbol that is not a plain symbol (`5*N`, `N*T`):
+    /// only [`Numel::as_dim`] makes one, so the form is canonical.
+    Merged(Arc<Numel>),
 }
 
 impl Dim {
@@ -24,7 +34,26 @@ impl Dim {
     pub fn known(&self) -> Option<usize> {
         match self {
             Dim::Known(n) => Some(*n),
-            Dim::Sym(_) => None,
+            Dim::Sym(_) | Dim::Merged(_) => None,
+        }
+    }
+
+    /// The size once symbols are bound (`None` if a symbol is unbound or the product
+    /// overflows).
+    pub fn bind(&self, env: &BTreeMap<Arc<str>, usize>) -> Option<usize> {
+        match self {
+            Dim::Known(n) => Some(*n),
+            Dim::Sym(s) => env.get(s).copied(),
+            Dim::Merged(m) => m.bind(env),
+        }
+    }
+
+    /// The symbols this dim depends on.
+    pub fn symbols(&self) -> Vec<Arc<str>> {
+        match self {
+            Dim::Known(_) => Vec::new(),
+            Dim::Sym(s) => vec![s.clone()],
+            Dim::Merged(m) => m.syms.keys().cloned().collect(),
         }
     }
 
@@ -56,6 +85,7 @@ impl fmt::Display for Dim {
         match self {
             Dim::Known(n) => write!(f, "{n}"),
             Dim::Sym(s) => f.write_str(s),
+            Dim::Merged(m) => write!(f, "{m}"),
         }
     }
 }
@@ -115,13 +145,7 @@ impl Shape {
 
     /// Replaces each symbol by its bound size.
     pub fn bind(&self, env: &BTreeMap<Arc<str>, usize>) -> Option<Vec<usize>> {
-        self.0
-            .iter()
-            .map(|d| match d {
-                Dim::Known(n) => Some(*n),
-                Dim::Sym(s) => env.get(s).copied(),
-            })
-            .collect()
+        self.0.iter().map(|d| d.bind(env)).collect()
     }
 
     /// NumPy/PyTorch broadcasting of two shapes, aligned at the trailing dims.
@@ -177,7 +201,7 @@ impl fmt::Display for Shape {
 }
 
 /// An element count `coeff * prod(sym^exp)`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Numel {
     pub coeff: usize,
     pub syms: BTreeMap<Arc<str>, u32>,
@@ -195,8 +219,22 @@ impl Numel {
         match d {
             Dim::Known(n) => self.coeff = self.coeff.saturating_mul(*n),
             Dim::Sym(s) => *self.syms.entry(s.clone()).or_insert(0) += 1,
+            Dim::Merged(m) => {
+                self.coeff = self.coeff.saturating_mul(m.coeff);
+                for (s, e) in &m.syms {
+                    *self.syms.entry(s.clone()).or_insert(0) += e;
+                }
+            }
         }
         self
+    }
+
+    /// The count once its symbols are bound (`None` if one is unbound or it overflows).
+    pub fn bind(&self, env: &BTreeMap<Arc<str>, usize>) -> Option<usize> {
+        self.syms.iter().try_fold(self.coeff, |acc, (s, e)| {
+            let v = *env.get(s)?;
+            (0..*e).try_fold(acc, |a, _| a.checked_mul(v))
+        })
     }
 
     /// `self / other` when it divides exactly (used by reshape's `-1`).
@@ -221,27 +259,60 @@ impl Numel {
         })
     }
 
-    /// The count as a single dim, if it is a plain number or exactly one symbol.
-    pub fn as_dim(&self) -> Option<Dim> {
-        match (self.coeff, self.syms.len()) {
-            (c, 0) => Some(Dim::Known(c)),
-            (1, 1) => {
-                let (s, e) = self.syms.iter().next()?;
-                (*e == 1).then(|| Dim::Sym(s.clone()))
-            }
-            _ => None,
+    /// The count as one dim: a number, a plain symbol, or a merged dim (`5*N`). A count
+    /// with a zero coefficient is `0` whatever its symbols.
+    pub fn as_dim(&self) -> Dim {
+        if self.coeff == 0 || self.syms.is_empty() {
+            return Dim::Known(self.coeff);
         }
+        if self.coeff == 1 && self.syms.len() == 1 {
+            let (s, e) = self.syms.iter().next().expect("one symbol");
+            if *e == 1 {
+                return Dim::Sym(s.clone());
+            }
+        }
+        Dim::Merged(Arc::new(self.clone()))
+    }
+
+    /// Parses the text form of a merged dim (`5*N`, `N*T`, `2*N*N`): factors that are
+    /// numbers or symbol names joined by `*`.
+    pub fn parse(s: &str) -> Option<Numel> {
+        let mut n = Numel::one();
+        for factor in s.split('*') {
+            let d = if let Ok(v) = factor.parse::<usize>() {
+                Dim::Known(v)
+            } else {
+                let mut chars = factor.chars();
+                let first = chars.next()?;
+                if !((first.is_ascii_alphabetic() || first == '_')
+                    && chars.all(|c| c.is_ascii_alphanumeric() || c == '_'))
+                {
+                    return None;
+                }
+                Dim::sym(factor)
+            };
+            n = n.mul_dim(&d);
+        }
+        Some(n)
     }
 }
 
+/// `5*N`, `N*T`, `2*N*N`: the coefficient (left out when 1, unless there is nothing
+/// else), then each symbol as many times as its power. The parser reads it back.
 impl fmt::Display for Numel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.coeff)?;
+        let mut first = true;
+        if self.coeff != 1 || self.syms.is_empty() {
+            write!(f, "{}", self.coeff)?;
+            first = false;
+        }
         for (s, e) in &self.syms {
-            if *e == 1 {
-                write!(f, "*{s}")?;
-            } else {
-                write!(f, "*{s}^{e}")?;
+            for _ in 0..*e {
+                if !first {
+                    f.write_str("*")?;
+                }
+                f.write_str(s)?;
+                first = false;
             }
         }
         Ok(())
@@ -272,14 +343,32 @@ mod tests {
     fn symbolic_numel_divides() {
         let a = shape!["N", 28, 28].numel();
         let b = shape!["N"].numel();
-        assert_eq!(a.div(&b).unwrap().as_dim(), Some(Dim::Known(784)));
-        assert_eq!(
-            a.div(&shape![784].numel()).unwrap().as_dim(),
-            Some(Dim::sym("N"))
-        );
+        assert_eq!(a.div(&b).unwrap().as_dim(), Dim::Known(784));
+        assert_eq!(a.div(&shape![784].numel()).unwrap().as_dim(), Dim::sym("N"));
         assert!(a.div(&shape![5].numel()).is_none());
         assert!(a.div(&shape!["M"].numel()).is_none());
         assert_eq!(a.to_string(), "784*N");
+    }
+
+    #[test]
+    fn merged_dims_are_canonical_and_bind() {
+        let nt = shape!["T", "N"].numel().as_dim();
+        assert_eq!(nt, shape!["N", "T"].numel().as_dim(), "order-free");
+        assert_eq!(nt.to_string(), "N*T");
+        let five_n = shape!["N", 5].numel().as_dim();
+        assert_eq!(five_n.to_string(), "5*N");
+        assert_eq!(Numel::parse("5*N").unwrap().as_dim(), five_n);
+        assert_eq!(Numel::parse("N*5").unwrap().as_dim(), five_n);
+        assert_eq!(Numel::parse("2*N*N").unwrap().as_dim().to_string(), "2*N*N");
+        assert!(Numel::parse("5**N").is_none());
+        // A merged dim merges again as its factors: [5*N, 3] has 15*N elements.
+        let s = Shape(vec![five_n.clone(), Dim::Known(3)]);
+        assert_eq!(s.numel(), shape!["N", 15].numel());
+        let env: BTreeMap<Arc<str>, usize> = [(Arc::from("N"), 7)].into_iter().collect();
+        assert_eq!(s.bind(&env), Some(vec![35, 3]));
+        let huge: BTreeMap<Arc<str>, usize> = [(Arc::from("N"), usize::MAX)].into_iter().collect();
+        assert_eq!(five_n.bind(&huge), None, "overflow is unbound, not wrapped");
+        assert_eq!(shape!["N", 0].numel().as_dim(), Dim::Known(0));
     }
 
     #[test]

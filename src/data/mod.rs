@@ -6,6 +6,7 @@
 
 pub mod csv;
 pub mod mnist;
+pub mod named;
 pub mod transforms;
 
 use std::path::Path;
@@ -13,6 +14,9 @@ use std::path::Path;
 use aotgrad_ir::Data;
 use aotgrad_runtime::Tensor;
 
+pub use named::{
+    BatchTensors, DictDataset, DictLoader, NamedTensorDataset, PaddedSequences, TensorDict,
+};
 pub use transforms::{
     Compose, MinMax, Normalize, RandomCrop, RandomHorizontalFlip, ToFloat, Transform, ZScore,
 };
@@ -259,13 +263,7 @@ impl<'a> DataLoader<'a> {
 
     /// The sample order of epoch `epoch`.
     pub fn order(&self, epoch: usize) -> Vec<usize> {
-        match self.shuffle {
-            Some(seed) => {
-                Rng::new(seed.wrapping_add((epoch as u64).wrapping_mul(0x1000_0000_01B3)))
-                    .permutation(self.ds.len())
-            }
-            None => (0..self.ds.len()).collect(),
-        }
+        epoch_order(self.shuffle, epoch, self.ds.len())
     }
 
     /// The batches of epoch `epoch`.
@@ -286,6 +284,15 @@ impl<'a> DataLoader<'a> {
 }
 
 /// Reads a file, gunzipping it when its name ends in `.gz`.
+/// The sample order of `epoch`: a seeded permutation, or `0..n` without shuffling.
+pub(crate) fn epoch_order(shuffle: Option<u64>, epoch: usize, n: usize) -> Vec<usize> {
+    match shuffle {
+        Some(seed) => Rng::new(seed.wrapping_add((epoch as u64).wrapping_mul(0x1000_0000_01B3)))
+            .permutation(n),
+        None => (0..n).collect(),
+    }
+}
+
 pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
     let raw = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
     if path.extension().is_some_and(|e| e == "gz") {

@@ -14,40 +14,11 @@ use std::rc::Rc;
 
 use aotgrad_ir::{BuildErrorKind, DType, GraphBuilder, Shape, Var};
 use aotgrad_runtime::Tensor;
-use aotgrad_runtime::interp::rng;
+
+pub use super::init::{FanMode, Init, InitError};
 
 /// Name of the per-step RNG key state (`i64[]`).
 pub const RNG_STATE: &str = "rng.key";
-
-/// How a parameter's initial value is drawn.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Init {
-    /// U(-bound, bound): PyTorch's default for `Linear` weight and bias is
-    /// `bound = 1/sqrt(fan_in)` (kaiming-uniform with a = sqrt(5) reduces to it).
-    Uniform { bound: f64 },
-    /// N(0, std^2).
-    Normal { std: f64 },
-    /// Every element equal.
-    Constant(f64),
-}
-
-impl Init {
-    /// Draws `n` values from the counter-based RNG with `key` (deterministic: the same
-    /// key always gives the same values, on every machine).
-    pub fn sample(&self, key: i64, shape: &[usize]) -> Tensor {
-        let n: usize = shape.iter().product();
-        let vals: Vec<f32> = match *self {
-            Init::Uniform { bound } => (0..n)
-                .map(|i| ((rng::uniform_f64(key, i) * 2.0 - 1.0) * bound) as f32)
-                .collect(),
-            Init::Normal { std } => (0..n)
-                .map(|i| (rng::normal_f64(key, i) * std) as f32)
-                .collect(),
-            Init::Constant(c) => vec![c as f32; n],
-        };
-        Tensor::from_f32(&vals, shape).expect("sized from shape")
-    }
-}
 
 /// A parameter declared while building: its full name, shape and initialiser.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +26,9 @@ pub struct ParamSpec {
     pub name: String,
     pub shape: Vec<usize>,
     pub init: Init,
+    /// Its float dtype: the scope's ([`Scope::dtype`], the trainer's) unless the module
+    /// asked for another ([`Scope::param_typed`]).
+    pub dtype: DType,
 }
 
 /// Whether a program is built for training (dropout active) or evaluation.
@@ -99,17 +73,14 @@ impl BatchStatistics {
     /// The values per channel with `env`'s symbols bound; `None` if a dim stays unbound.
     pub fn values_per_channel(
         &self,
-        env: &std::collections::BTreeMap<String, usize>,
+        env: &std::collections::BTreeMap<std::sync::Arc<str>, usize>,
     ) -> Option<usize> {
         self.shape
             .dims()
             .iter()
             .enumerate()
             .filter(|(i, _)| *i != 1)
-            .map(|(_, d)| match d {
-                aotgrad_ir::Dim::Known(n) => Some(*n),
-                aotgrad_ir::Dim::Sym(s) => env.get(&**s).copied(),
-            })
+            .map(|(_, d)| d.bind(env))
             .try_fold(1usize, |acc, n| n.map(|n| acc.saturating_mul(n)))
     }
 }
@@ -127,8 +98,23 @@ pub struct Scope<'g> {
     b: &'g GraphBuilder,
     prefix: String,
     mode: Mode,
+    dtype: DType,
     key: Rc<RefCell<KeySlot<'g>>>,
     reg: Rc<RefCell<Registry>>,
+    hooks: Rc<RefCell<Hooks<'g>>>,
+}
+
+/// Forward hooks: the module paths whose outputs the program returns, and what was
+/// recorded for them while building.
+#[derive(Default)]
+struct Hooks<'g> {
+    wanted: Vec<String>,
+    seen: Vec<(String, Var<'g>)>,
+}
+
+/// The output name of a hooked module's activation (`hook.encoder.0`).
+pub fn hook_output(path: &str) -> String {
+    format!("hook.{path}")
 }
 
 impl<'g> Scope<'g> {
@@ -140,12 +126,53 @@ impl<'g> Scope<'g> {
             b,
             prefix: String::new(),
             mode,
+            dtype: DType::F32,
             key: Rc::new(RefCell::new(KeySlot {
                 enabled: rng,
                 key: None,
             })),
             reg: Rc::default(),
+            hooks: Rc::default(),
         }
+    }
+
+    /// The float dtype parameters declared in this scope (and its children) take.
+    pub fn with_dtype(mut self, dtype: DType) -> Scope<'g> {
+        self.dtype = dtype;
+        self
+    }
+
+    /// The scope's float dtype for parameters (f32 unless the trainer says otherwise).
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Asks for the outputs of the modules at `paths` (PyTorch's forward hooks): a
+    /// composite module reports each child's output with [`Scope::observe`].
+    pub fn hook(&self, paths: &[String]) {
+        self.hooks.borrow_mut().wanted.extend_from_slice(paths);
+    }
+
+    /// Records `value` as the output of the module at this scope's path if a hook asked
+    /// for it ([`Sequential`] calls it for each layer; custom modules may too).
+    pub fn observe(&self, value: Var<'g>) {
+        let path = self.path().to_string();
+        let mut hooks = self.hooks.borrow_mut();
+        if hooks.wanted.contains(&path) && !hooks.seen.iter().any(|(p, _)| *p == path) {
+            hooks.seen.push((path, value));
+        }
+    }
+
+    /// What the hooks recorded, and the paths asked for that no module reported.
+    pub fn hooked(&self) -> (Vec<(String, Var<'g>)>, Vec<String>) {
+        let hooks = self.hooks.borrow();
+        let missing = hooks
+            .wanted
+            .iter()
+            .filter(|w| !hooks.seen.iter().any(|(p, _)| p == *w))
+            .cloned()
+            .collect();
+        (hooks.seen.clone(), missing)
     }
 
     /// The RNG key state, if a random op declared it.
@@ -173,21 +200,38 @@ impl<'g> Scope<'g> {
         }
     }
 
-    /// Declares (or, within one graph, reuses) the f32 parameter `<prefix><name>`.
+    /// Declares (or, within one graph, reuses) the parameter `<prefix><name>` in the
+    /// scope's float dtype ([`Scope::dtype`]).
     #[track_caller]
     pub fn param(&self, name: &str, shape: &[usize], init: Init) -> Var<'g> {
+        self.param_typed(name, shape, init, self.dtype)
+    }
+
+    /// [`Scope::param`] with an explicit float dtype (a module that keeps, say, an f64
+    /// accumulator in an f32 model). Integer dtypes are refused: they have no gradient.
+    #[track_caller]
+    pub fn param_typed(&self, name: &str, shape: &[usize], init: Init, dtype: DType) -> Var<'g> {
         let full = format!("{}{name}", self.prefix);
         if let Some(v) = self.b.get(&full) {
             return v;
+        }
+        if !dtype.is_float() {
+            return self.b.report(
+                "param",
+                BuildErrorKind::Usage(format!(
+                    "parameter {full:?} must have a float dtype, got {dtype}"
+                )),
+            );
         }
         let mut reg = self.reg.borrow_mut();
         reg.params.push(ParamSpec {
             name: full.clone(),
             shape: shape.to_vec(),
             init,
+            dtype,
         });
         reg.order.push(full.clone());
-        self.b.param(&full, DType::F32, Shape::known(shape))
+        self.b.param(&full, dtype, Shape::known(shape))
     }
 
     /// Declares (or reuses) the buffer `<prefix><name>` with its initial value: a
@@ -286,6 +330,19 @@ impl<'g> Scope<'g> {
 pub trait Module {
     fn forward<'g>(&self, s: &Scope<'g>, x: Var<'g>) -> Var<'g>;
 
+    /// Several inputs and several outputs (PyTorch's `forward(*args)` returning a
+    /// tuple): the trainer calls it with the batch's inputs in declaration order and
+    /// names the outputs `output`, `output.1`, ... By default a module takes one input
+    /// and returns one output; a multi-input module overrides this (and makes its
+    /// one-input `forward` say how many it needs, with [`report_inputs`]).
+    #[track_caller]
+    fn forward_all<'g>(&self, s: &Scope<'g>, inputs: &[Var<'g>]) -> Vec<Var<'g>> {
+        match inputs {
+            [x] => vec![self.forward(s, *x)],
+            _ => vec![report_inputs(s, &self.type_name(), 1, inputs.len())],
+        }
+    }
+
     /// The layer's type as error messages name it (`Linear`): by default the Rust type's
     /// name without its module path or generic arguments.
     fn type_name(&self) -> String {
@@ -295,9 +352,24 @@ pub trait Module {
     }
 }
 
+/// The error of a module called with the wrong number of inputs.
+#[track_caller]
+pub fn report_inputs<'g>(s: &Scope<'g>, layer: &str, want: usize, got: usize) -> Var<'g> {
+    s.builder().report(
+        "forward",
+        BuildErrorKind::Usage(format!(
+            "{layer} takes {want} input(s), got {got} (declare them with Trainer::batch_input)"
+        )),
+    )
+}
+
 impl<M: Module + ?Sized> Module for Box<M> {
     fn forward<'g>(&self, s: &Scope<'g>, x: Var<'g>) -> Var<'g> {
         (**self).forward(s, x)
+    }
+
+    fn forward_all<'g>(&self, s: &Scope<'g>, inputs: &[Var<'g>]) -> Vec<Var<'g>> {
+        (**self).forward_all(s, inputs)
     }
 
     fn type_name(&self) -> String {
@@ -422,8 +494,12 @@ impl Module for Sequential {
     fn forward<'g>(&self, s: &Scope<'g>, x: Var<'g>) -> Var<'g> {
         self.layers.iter().fold(x, |h, l| {
             let what = format!("layer {:?} ({})", l.name, l.module.type_name());
-            s.builder()
-                .within(what, l.added, || l.module.forward(&s.child(&l.name), h))
+            let child = s.child(&l.name);
+            let out = s
+                .builder()
+                .within(what, l.added, || l.module.forward(&child, h));
+            child.observe(out);
+            out
         })
     }
 }

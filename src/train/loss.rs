@@ -6,9 +6,19 @@ use std::rc::Rc;
 
 use aotgrad_ir::Var;
 
-use crate::nn::{self, Reduction};
+use crate::nn::{self, Reduction, Vars};
 
-type LossFn = Rc<dyn for<'g> Fn(Var<'g>, Var<'g>) -> Var<'g>>;
+type PairFn = Rc<dyn for<'g> Fn(Var<'g>, Var<'g>) -> Var<'g>>;
+type NamedFn = Rc<dyn for<'g> Fn(&Vars<'g>) -> Var<'g>>;
+
+/// What a loss reads.
+#[derive(Clone)]
+pub(super) enum LossFn {
+    /// The model's (first) output and the batch's (first) target.
+    Pair(PairFn),
+    /// Any of the model's outputs (`output`, `output.1`, hooks) and the batch's tensors.
+    Named(NamedFn),
+}
 
 /// A loss between the model's output and the target, as a graph builder.
 #[derive(Clone)]
@@ -52,7 +62,24 @@ impl Loss {
             name: name.to_string(),
             made_at: std::panic::Location::caller(),
             options: String::new(),
-            f: Rc::new(f),
+            f: LossFn::Pair(Rc::new(f)),
+            probabilities: false,
+            classes: ClassTargets::None,
+        }
+    }
+
+    /// A loss that reads any of the batch's tensors and the model's outputs by name:
+    /// the outputs are `output` (the first), `output.1`, ... and `hook.<path>`; the batch
+    /// tensors have the names [`crate::train::Trainer::batch_input`] and
+    /// [`crate::train::Trainer::batch_target`] gave them. A masked sequence loss, say:
+    /// `Loss::named("masked_ce", |v| masked_ce(v.get("output"), v.get("y"), v.get("mask")))`.
+    #[track_caller]
+    pub fn named(name: &str, f: impl for<'g> Fn(&Vars<'g>) -> Var<'g> + 'static) -> Loss {
+        Loss {
+            name: name.to_string(),
+            made_at: std::panic::Location::caller(),
+            options: String::new(),
+            f: LossFn::Named(Rc::new(f)),
             probabilities: false,
             classes: ClassTargets::None,
         }

@@ -13,6 +13,7 @@
 //! last short batch of an epoch runs through the same programs. The learning rate is an
 //! input of the step, so schedulers change it between steps without recompiling.
 
+mod controls;
 mod early_stopping;
 mod gate;
 mod loss;
@@ -23,12 +24,13 @@ use aotgrad_compiler::GradError;
 use aotgrad_ir::BuildError;
 use aotgrad_runtime::RunError;
 
-pub use crate::data::Batch;
+pub use crate::data::{Batch, BatchTensors, TensorDict};
 pub use crate::executor::Backend;
+pub use controls::{ParamGroup, pattern_matches};
 pub use early_stopping::EarlyStopping;
 pub use loss::Loss;
-pub use step::{CONFUSION, CORRECT, StepResult, TrainStep};
-pub use trainer::{BATCH_DIM, Trainer};
+pub use step::{CONFUSION, CORRECT, GRAD_NORM, StepResult, TrainStep};
+pub use trainer::{BATCH_DIM, Trainer, output_name};
 
 /// The output of a BCE loss's probability check (checked mode).
 const PROB_CHECK: &str = "check.output_in_0_1";
@@ -58,6 +60,11 @@ pub enum TrainError {
     },
     #[error("the trainer needs {0}")]
     Config(String),
+    #[error("initialising parameter {param:?}: {error}")]
+    Init {
+        param: String,
+        error: crate::nn::InitError,
+    },
     #[error(
         "step {step}: the model's output is outside [0, 1], which {loss} requires (use a sigmoid, or a with-logits loss)"
     )]
@@ -73,10 +80,7 @@ pub enum TrainError {
     )]
     LossNotScalar { loss: String, ty: String },
     #[error("the batch is empty ({what} has shape {shape:?})")]
-    EmptyBatch {
-        what: &'static str,
-        shape: Vec<usize>,
-    },
+    EmptyBatch { what: String, shape: Vec<usize> },
     #[error(
         "{layer}: expected more than 1 value per channel when training, got input size {shape:?}"
     )]

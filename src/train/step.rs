@@ -9,8 +9,9 @@ use aotgrad_runtime::cpu::KernelProfile;
 use aotgrad_runtime::gpu::Fetch;
 use aotgrad_runtime::{Evaluation, RunError, Tensor};
 
-use super::{BATCH_DIM, Backend, Batch, PROB_CHECK, TrainError};
+use super::{BATCH_DIM, Backend, BatchTensors, PROB_CHECK, TrainError};
 use crate::executor::{self, Executor, ExecutorOptions, ProgramKind, Stage, Updates};
+use crate::lr_schedule::LrSchedule;
 use crate::nn;
 use crate::optim::{LR_INPUT, Optimizer};
 
@@ -19,6 +20,9 @@ pub const CONFUSION: &str = "metric.confusion";
 
 /// The eval program's output counting correct class predictions.
 pub const CORRECT: &str = "metric.correct";
+
+/// The step's output holding the gradients' total norm before a norm clip.
+pub const GRAD_NORM: &str = "grad_norm";
 
 /// The scalar `loss` output of an evaluation (NaN if absent, which checked mode reports).
 fn loss_of(ev: &Evaluation) -> f64 {
@@ -40,6 +44,30 @@ pub struct StepResult {
     /// confusion matrix of the batch (`[C, C]` counts, true by predicted), computed
     /// inside the eval program.
     pub confusion: Option<Tensor>,
+    /// With `Trainer::clip_grad_norm`, from a training step: the gradients' total norm
+    /// before clipping (what `clip_grad_norm_` returns).
+    pub grad_norm: Option<f64>,
+    /// The model's further outputs (`output.1`, ...) and hooked activations
+    /// (`hook.<path>`), when the call fetched every output.
+    pub extra: Vec<(String, Tensor)>,
+}
+
+impl StepResult {
+    fn from_evaluation(loss: f64, ev: &Evaluation) -> StepResult {
+        StepResult {
+            loss,
+            output: ev.output("output").cloned(),
+            correct: ev.output(CORRECT).and_then(Tensor::item).map(|v| v as u64),
+            confusion: ev.output(CONFUSION).cloned(),
+            grad_norm: ev.output(GRAD_NORM).and_then(Tensor::item),
+            extra: ev
+                .outputs
+                .iter()
+                .filter(|(n, _)| n.starts_with("output.") || n.starts_with("hook."))
+                .map(|(n, t)| (n.to_string(), t.clone()))
+                .collect(),
+        }
+    }
 }
 
 /// Everything `Trainer::compile` hands a new step.
@@ -64,6 +92,11 @@ pub(super) struct StepParts {
     pub optim: Optimizer,
     pub batch_stats: Vec<nn::BatchStatistics>,
     pub classes: Option<usize>,
+    /// The parameters that train (not frozen), in declaration order.
+    pub trainable: Vec<String>,
+    /// The model's input names, in declaration order.
+    pub inputs: Vec<String>,
+    pub schedule: Option<LrSchedule>,
 }
 
 /// The compiled training programs and the executor that runs them.
@@ -103,6 +136,11 @@ pub struct TrainStep {
     batch_stats: Vec<nn::BatchStatistics>,
     /// How many classes integer targets index (cross entropy, NLL, one-hot MSE).
     classes: Option<usize>,
+    trainable: Vec<String>,
+    inputs: Vec<String>,
+    /// Sets the lr before every update; the base lr is the optimizer's.
+    schedule: Option<LrSchedule>,
+    base_lr: f64,
     /// The parameters as read back for [`TrainStep::parameters`] (reset by every run
     /// that applies updates and every load).
     mirror: OnceCell<Vec<(String, Tensor)>>,
@@ -149,6 +187,10 @@ impl TrainStep {
             optim: p.optim,
             batch_stats: p.batch_stats,
             classes: p.classes,
+            trainable: p.trainable,
+            inputs: p.inputs,
+            schedule: p.schedule,
+            base_lr: p.lr,
             mirror: OnceCell::new(),
         })
     }
@@ -324,26 +366,43 @@ impl TrainStep {
         Ok(loss)
     }
 
-    fn batch_feeds<'a>(&self, batch: &'a Batch) -> [(&'static str, &'a Tensor); 2] {
-        [("x", &batch.x), ("y", &batch.y)]
+    fn batch_feeds<'a, B: BatchTensors + ?Sized>(
+        &self,
+        batch: &'a B,
+    ) -> Vec<(&'a str, &'a Tensor)> {
+        batch.tensors()
+    }
+
+    /// Sets the learning rate of the next update from the schedule, if there is one.
+    fn scheduled_lr(&mut self) {
+        if let Some(s) = &self.schedule {
+            self.lr = s.lr_at(self.base_lr, self.steps);
+        }
     }
 
     /// One training step on `batch`: forward, loss, backward, update. Returns the loss
     /// computed before the update.
-    pub fn run(&mut self, batch: &Batch) -> Result<f64, TrainError> {
+    pub fn run<B: BatchTensors + ?Sized>(&mut self, batch: &B) -> Result<f64, TrainError> {
         Ok(self
             .run_fetch(batch, Fetch::Only(&["loss", PROB_CHECK]))?
             .loss)
     }
 
     /// [`TrainStep::run`], also returning the model's output.
-    pub fn run_full(&mut self, batch: &Batch) -> Result<StepResult, TrainError> {
+    pub fn run_full<B: BatchTensors + ?Sized>(
+        &mut self,
+        batch: &B,
+    ) -> Result<StepResult, TrainError> {
         self.run_fetch(batch, Fetch::All)
     }
 
     /// One step reading back the outputs `fetch` names (on the GPU; the other backends
     /// have every output in host memory anyway).
-    fn run_fetch(&mut self, batch: &Batch, fetch: Fetch<'_>) -> Result<StepResult, TrainError> {
+    fn run_fetch<B: BatchTensors + ?Sized>(
+        &mut self,
+        batch: &B,
+        fetch: Fetch<'_>,
+    ) -> Result<StepResult, TrainError> {
         self.check_batch(batch, true)?;
         self.run_checked(batch, fetch)
             .map_err(|e| self.diagnose(e, batch))
@@ -353,11 +412,15 @@ impl TrainStep {
     /// mean loss would be NaN), and in training one that gives a batch-norm layer a
     /// single value per channel (PyTorch's error; its variance would be 0/0 and poison
     /// the running statistics).
-    fn check_batch(&self, batch: &Batch, training: bool) -> Result<(), TrainError> {
-        for (what, t) in [("x", &batch.x), ("y", &batch.y)] {
+    fn check_batch<B: BatchTensors + ?Sized>(
+        &self,
+        batch: &B,
+        training: bool,
+    ) -> Result<(), TrainError> {
+        for (what, t) in batch.tensors() {
             if t.shape().first() == Some(&0) {
                 return Err(TrainError::EmptyBatch {
-                    what,
+                    what: what.to_string(),
                     shape: t.shape().to_vec(),
                 });
             }
@@ -365,8 +428,8 @@ impl TrainStep {
         if !training {
             return Ok(());
         }
-        let n = batch.x.shape().first().copied().unwrap_or(1);
-        let env = [(BATCH_DIM.to_string(), n)].into_iter().collect();
+        let n = batch.batch_size();
+        let env = [(std::sync::Arc::from(BATCH_DIM), n)].into_iter().collect();
         for l in &self.batch_stats {
             if l.values_per_channel(&env).is_some_and(|v| v <= 1) {
                 let shape = l
@@ -386,7 +449,12 @@ impl TrainStep {
 
     /// A failed run described in the model's terms where possible: an index out of
     /// range in a classifier whose batch holds a bad label is that label.
-    fn diagnose(&self, e: TrainError, batch: &Batch) -> TrainError {
+    fn diagnose<B: BatchTensors + ?Sized>(&self, e: TrainError, batch: &B) -> TrainError {
+        let tensors = batch.tensors();
+        let y = tensors
+            .iter()
+            .find(|(n, _)| !self.inputs.iter().any(|i| i == n))
+            .map(|(_, t)| *t);
         let (
             TrainError::Run {
                 error: RunError::IndexOutOfRange { .. },
@@ -394,7 +462,7 @@ impl TrainStep {
             },
             Some(classes),
             Some(labels),
-        ) = (&e, self.classes, batch.y.as_i64().ok())
+        ) = (&e, self.classes, y.and_then(|y| y.as_i64().ok()))
         else {
             return e;
         };
@@ -412,14 +480,18 @@ impl TrainStep {
     }
 
     /// [`TrainStep::run_fetch`] on a checked batch.
-    fn run_checked(&mut self, batch: &Batch, fetch: Fetch<'_>) -> Result<StepResult, TrainError> {
+    fn run_checked<B: BatchTensors + ?Sized>(
+        &mut self,
+        batch: &B,
+        fetch: Fetch<'_>,
+    ) -> Result<StepResult, TrainError> {
         let extra = self.batch_feeds(batch);
         let result = |loss, ev: &Evaluation| StepResult {
-            loss,
-            output: ev.output("output").cloned(),
             correct: None,
             confusion: None,
+            ..StepResult::from_evaluation(loss, ev)
         };
+        self.scheduled_lr();
         if self.accumulate.is_some() {
             let ev = self.exec_update(ProgramKind::Accumulate, &extra, Fetch::All)?;
             let loss = self.check(&ev)?;
@@ -439,14 +511,14 @@ impl TrainStep {
 
     /// One epoch of training steps over `batches` (a `DataLoader`'s epoch, or any
     /// other source); returns the sample-weighted mean of the step losses.
-    pub fn run_epoch<E: std::fmt::Display>(
+    pub fn run_epoch<B: BatchTensors, E: std::fmt::Display>(
         &mut self,
-        batches: impl IntoIterator<Item = Result<Batch, E>>,
+        batches: impl IntoIterator<Item = Result<B, E>>,
     ) -> Result<f64, TrainError> {
         let (mut sum, mut seen) = (0.0, 0usize);
         for b in batches {
             let b = b.map_err(|e| TrainError::Batch(e.to_string()))?;
-            let n = b.y.shape().first().copied().unwrap_or(1);
+            let n = b.batch_size();
             sum += self.run(&b)? * n as f64;
             seen += n;
         }
@@ -455,6 +527,7 @@ impl TrainStep {
 
     /// One step of a data-free objective (`Trainer::minimize`); returns its value.
     pub fn step(&mut self) -> Result<f64, TrainError> {
+        self.scheduled_lr();
         let ev = self.exec_update(ProgramKind::Step, &[], Fetch::Only(&["loss", PROB_CHECK]))?;
         let loss = self.check(&ev)?;
         self.steps += 1;
@@ -463,9 +536,9 @@ impl TrainStep {
 
     /// Forward and backward only (no update): the loss and `(param, gradient)` pairs, as
     /// after PyTorch's `loss.backward()`.
-    pub fn gradients(
+    pub fn gradients<B: BatchTensors + ?Sized>(
         &self,
-        batch: Option<&Batch>,
+        batch: Option<&B>,
     ) -> Result<(f64, Vec<(String, Tensor)>), TrainError> {
         if let Some(b) = batch {
             self.check_batch(b, true)?;
@@ -479,8 +552,9 @@ impl TrainStep {
                 None => e,
             })?;
         let loss = loss_of(&ev);
+        // Frozen parameters have no gradient (PyTorch's `.grad` stays None).
         let grads = self
-            .param_names
+            .trainable
             .iter()
             .map(|n| {
                 let g = ev
@@ -494,7 +568,7 @@ impl TrainStep {
     }
 
     /// Loss and output on `batch` in evaluation mode (dropout off), without updating.
-    pub fn evaluate(&self, batch: &Batch) -> Result<StepResult, TrainError> {
+    pub fn evaluate<B: BatchTensors + ?Sized>(&self, batch: &B) -> Result<StepResult, TrainError> {
         self.check_batch(batch, false)?;
         let ev = self
             .exec(
@@ -504,23 +578,40 @@ impl TrainStep {
                 Fetch::All,
             )
             .map_err(|e| self.diagnose(e, batch))?;
-        Ok(StepResult {
-            loss: loss_of(&ev),
-            output: ev.output("output").cloned(),
-            correct: ev.output(CORRECT).and_then(Tensor::item).map(|v| v as u64),
-            confusion: ev.output(CONFUSION).cloned(),
-        })
+        Ok(StepResult::from_evaluation(loss_of(&ev), &ev))
     }
 
-    /// The model's output for inputs `x` (evaluation mode).
+    /// The model's output for inputs `x` (evaluation mode): a model of one input.
     pub fn predict(&self, x: &Tensor) -> Result<Tensor, TrainError> {
+        let name = self.inputs.first().map_or("x", String::as_str);
         let ev = self.exec(
             ProgramKind::Predict,
-            &[("x", x)],
+            &[(name, x)],
             Updates::Discard,
             Fetch::All,
         )?;
         Ok(ev.output("output").cloned().expect("predict has an output"))
+    }
+
+    /// Every output of the predict program (evaluation mode) for the model inputs in
+    /// `batch` (other tensors in it are ignored): `output`, `output.1`, ... and the
+    /// hooked activations `hook.<path>`, by name.
+    pub fn predict_all<B: BatchTensors + ?Sized>(
+        &self,
+        batch: &B,
+    ) -> Result<Vec<(String, Tensor)>, TrainError> {
+        let tensors = batch.tensors();
+        let feeds: Vec<(&str, &Tensor)> = tensors
+            .into_iter()
+            .filter(|(n, _)| self.inputs.iter().any(|i| i == n))
+            .collect();
+        let ev = self.exec(ProgramKind::Predict, &feeds, Updates::Discard, Fetch::All)?;
+        Ok(ev
+            .outputs
+            .iter()
+            .filter(|(n, _)| *n == "output" || n.starts_with("output.") || n.starts_with("hook."))
+            .map(|(n, t)| (n.to_string(), t.clone()))
+            .collect())
     }
 
     /// Parameters in declaration order, with PyTorch `state_dict` names.

@@ -9,14 +9,16 @@ use aotgrad_compiler::vjp_in;
 use aotgrad_ir::{DType, Dim, Graph, GraphBuilder, Shape, Var};
 use aotgrad_runtime::Tensor;
 
+use super::controls::{Clip, Feed, ParamGroup, pattern_matches};
 use super::gate::gate_updates;
-use super::loss::{ClassTargets, Loss};
-use super::step::{CONFUSION, CORRECT, StepParts, TrainStep};
+use super::loss::{ClassTargets, Loss, LossFn};
+use super::step::{CONFUSION, CORRECT, GRAD_NORM, StepParts, TrainStep};
 use super::{Backend, PROB_CHECK, TrainError};
 use crate::executor::{ExecutorOptions, ProgramKind};
+use crate::lr_schedule::LrSchedule;
 use crate::nn::module::{BufferSpec, Mode, Module, ParamSpec, RNG_STATE, Scope};
-use crate::nn::{self, Reduction};
-use crate::optim::{LR_INPUT, Optimizer};
+use crate::nn::{self, Init, Reduction, Vars};
+use crate::optim::{LR_INPUT, OptParam, Optimizer};
 
 enum Body {
     Model(Rc<dyn Module>),
@@ -29,8 +31,19 @@ pub struct Trainer {
     body: Body,
     loss: Option<Loss>,
     optim: Optimizer,
-    input: Option<(DType, Vec<usize>)>,
-    target: Option<(DType, Vec<usize>)>,
+    /// The batch's tensors: model inputs and loss targets, in declaration order.
+    feeds: Vec<Feed>,
+    /// The float dtype of parameters, buffers and optimizer state.
+    dtype: DType,
+    /// Parameters that get no gradient, no update and no optimizer state (patterns).
+    frozen: Vec<String>,
+    groups: Vec<ParamGroup>,
+    clip: Clip,
+    schedule: Option<LrSchedule>,
+    /// Initialisers that replace a layer's default, by parameter pattern.
+    inits: Vec<(String, Init)>,
+    /// Module paths whose outputs the programs return (forward hooks).
+    hooks: Vec<String>,
     seed: u64,
     accumulate: usize,
     checked: bool,
@@ -57,8 +70,14 @@ impl Trainer {
             body: Body::Model(Rc::new(model)),
             loss: Some(loss),
             optim,
-            input: None,
-            target: None,
+            feeds: Vec::new(),
+            dtype: DType::F32,
+            frozen: Vec::new(),
+            groups: Vec::new(),
+            clip: Clip::default(),
+            schedule: None,
+            inits: Vec::new(),
+            hooks: Vec::new(),
             seed: 0,
             accumulate: 1,
             checked: true,
@@ -89,15 +108,105 @@ impl Trainer {
         self
     }
 
-    /// The per-sample input type: a batch is `[N, dims...]`.
-    pub fn input(mut self, dtype: DType, dims: &[usize]) -> Trainer {
-        self.input = Some((dtype, dims.to_vec()));
+    /// The per-sample input type: a batch's `x` is `[N, dims...]`.
+    pub fn input(self, dtype: DType, dims: &[usize]) -> Trainer {
+        self.batch_input("x", dtype, Shape::known(dims))
+    }
+
+    /// The per-sample target type: a batch's `y` is `[N, dims...]`.
+    pub fn target(self, dtype: DType, dims: &[usize]) -> Trainer {
+        self.batch_target("y", dtype, Shape::known(dims))
+    }
+
+    /// Declares a model input named `name` (a batch tensor `[N, dims...]`): the model's
+    /// [`Module::forward_all`] gets the inputs in declaration order. Dims may be symbolic
+    /// (`shape!["T", 8]`): each distinct size compiles once. Redeclaring a name replaces
+    /// it.
+    pub fn batch_input(mut self, name: &str, dtype: DType, dims: Shape) -> Trainer {
+        self.set_feed(name, dtype, dims, false);
         self
     }
 
-    /// The per-sample target type: a batch is `[N, dims...]`.
-    pub fn target(mut self, dtype: DType, dims: &[usize]) -> Trainer {
-        self.target = Some((dtype, dims.to_vec()));
+    /// Declares a batch tensor the loss reads but the model does not (a target, a mask
+    /// for the loss, per-sample weights): absent from the predict program.
+    pub fn batch_target(mut self, name: &str, dtype: DType, dims: Shape) -> Trainer {
+        self.set_feed(name, dtype, dims, true);
+        self
+    }
+
+    fn set_feed(&mut self, name: &str, dtype: DType, dims: Shape, target: bool) {
+        self.feeds.retain(|f| f.name != name);
+        self.feeds.push(Feed {
+            name: name.to_string(),
+            dtype,
+            dims,
+            target,
+        });
+    }
+
+    /// The float dtype of parameters, buffers and optimizer state (default f32):
+    /// `DType::F64` trains in f64 end to end on the interpreter and the CPU backend (the
+    /// GPU backend refuses f64 tensors with its typed error). Inputs keep the dtypes
+    /// declared for them; mixed operations promote as in PyTorch.
+    pub fn dtype(mut self, dtype: DType) -> Trainer {
+        self.dtype = dtype;
+        self
+    }
+
+    /// Freezes the parameters matching `pattern` (PyTorch's `requires_grad = False`): no
+    /// gradient is computed for them, no update, no optimizer state. A pattern is a
+    /// parameter name (`fc1.weight`), a module path (`fc1`, every parameter under it), or
+    /// a `*` at the start or end (`*.bias`, `encoder.*`); one that matches nothing is a
+    /// compile error.
+    pub fn freeze(mut self, pattern: &str) -> Trainer {
+        self.frozen.push(pattern.to_string());
+        self
+    }
+
+    /// A parameter group (PyTorch's `param_groups`): its own lr and/or weight decay for
+    /// the parameters it matches. Parameters no group matches form the default group
+    /// with the optimizer's settings; a parameter two groups match is an error.
+    pub fn param_group(mut self, group: ParamGroup) -> Trainer {
+        self.groups.push(group);
+        self
+    }
+
+    /// `clip_grad_norm_(max_norm)` before every update, compiled into the step: all
+    /// gradients are scaled by `min(1, max_norm / (total_norm + 1e-6))`, where
+    /// `total_norm` is the 2-norm of the per-parameter 2-norms. The norm before clipping
+    /// is returned as `StepResult::grad_norm`.
+    pub fn clip_grad_norm(mut self, max_norm: f64) -> Trainer {
+        self.clip.norm = Some(max_norm);
+        self
+    }
+
+    /// `clip_grad_value_(clip_value)` before every update (applied before a norm clip
+    /// when both are set).
+    pub fn clip_grad_value(mut self, clip_value: f64) -> Trainer {
+        self.clip.value = Some(clip_value);
+        self
+    }
+
+    /// A per-step learning-rate schedule (the compiled step's lr input is set from it
+    /// before every update).
+    pub fn schedule(mut self, schedule: LrSchedule) -> Trainer {
+        self.schedule = Some(schedule);
+        self
+    }
+
+    /// Initialises the parameters matching `pattern` (as for [`Trainer::freeze`]) with
+    /// `init` instead of their layer's default (PyTorch's `nn.init.xavier_uniform_(..)`).
+    /// The first matching call wins.
+    pub fn init(mut self, pattern: &str, init: Init) -> Trainer {
+        self.inits.push((pattern.to_string(), init));
+        self
+    }
+
+    /// Returns the output of the module at `path` (`encoder.0`, a `Sequential`'s layer
+    /// name) from every program as `hook.<path>` (PyTorch's forward hooks):
+    /// `StepResult::extra`, [`TrainStep::predict_all`], and [`Loss::named`] can read it.
+    pub fn hook(mut self, path: &str) -> Trainer {
+        self.hooks.push(path.to_string());
         self
     }
 
@@ -156,18 +265,11 @@ impl Trainer {
         self
     }
 
-    fn batched<'g>(
-        b: &'g GraphBuilder,
-        name: &str,
-        spec: &Option<(DType, Vec<usize>)>,
-        what: &str,
-    ) -> Result<Var<'g>, TrainError> {
-        let (dt, dims) = spec
-            .as_ref()
-            .ok_or_else(|| TrainError::Config(format!("{what} (call .{what}(dtype, dims))")))?;
+    /// The graph input of a batch tensor: `[N, dims...]`.
+    fn feed_var<'g>(b: &'g GraphBuilder, f: &Feed) -> Var<'g> {
         let mut shape = vec![Dim::sym(BATCH_DIM)];
-        shape.extend(dims.iter().map(|&d| Dim::Known(d)));
-        Ok(b.input(name, *dt, Shape(shape)))
+        shape.extend(f.dims.dims().iter().cloned());
+        b.input(&f.name, f.dtype, Shape(shape))
     }
 
     /// Traces one program. Returns the graph and what the model declared.
@@ -186,20 +288,69 @@ impl Trainer {
             return self.trace_apply(b, specs);
         }
         let mode = if trains { Mode::Train } else { Mode::Eval };
-        let s = Scope::new(&b, mode, trains);
+        let s = Scope::new(&b, mode, trains).with_dtype(self.dtype);
+        s.hook(&self.hooks);
         let loss = match &self.body {
             Body::Model(m) => {
-                let x = Self::batched(&b, "x", &self.input, "input")?;
+                let mut vars = Vars::new(&b);
+                let mut inputs = Vec::new();
+                for f in self.feeds.iter().filter(|f| !f.target) {
+                    let v = Self::feed_var(&b, f);
+                    vars.insert(&f.name, v);
+                    inputs.push(v);
+                }
+                if inputs.is_empty() {
+                    return Err(TrainError::Config(
+                        "input (call .input(dtype, dims) or .batch_input(name, dtype, dims))"
+                            .into(),
+                    ));
+                }
                 let what = format!("model ({})", m.type_name());
-                let out = b.within(what, self.made_at, || m.forward(&s, x));
-                b.output("output", out);
+                let outs = b.within(what, self.made_at, || m.forward_all(&s, &inputs));
+                let Some(&out) = outs.first() else {
+                    return Err(TrainError::Config(
+                        "a model that returns at least one output".into(),
+                    ));
+                };
+                for (i, o) in outs.iter().enumerate() {
+                    let name = output_name(i);
+                    b.output(&name, *o);
+                    vars.insert(&name, *o);
+                }
+                let (hooked, missing) = s.hooked();
+                if let Some(path) = missing.first() {
+                    return Err(TrainError::Config(format!(
+                        "a module at {path:?} for the hook (no module there reported its output; Sequential layers do, by name or index)"
+                    )));
+                }
+                for (path, v) in hooked {
+                    let name = nn::hook_output(&path);
+                    b.output(&name, v);
+                    vars.insert(&name, v);
+                }
                 if kind == ProgramKind::Predict {
                     None
                 } else {
-                    let y = Self::batched(&b, "y", &self.target, "target")?;
+                    let mut target = None;
+                    for f in self.feeds.iter().filter(|f| f.target) {
+                        let v = Self::feed_var(&b, f);
+                        vars.insert(&f.name, v);
+                        target.get_or_insert(v);
+                    }
                     let loss_def = self.loss.as_ref().expect("models have a loss");
                     let what = format!("loss {}", loss_def.description());
-                    let loss = b.within(what, loss_def.made_at, || (loss_def.f)(out, y));
+                    let loss = match &loss_def.f {
+                        LossFn::Pair(f) => {
+                            let y = target.ok_or_else(|| {
+                                TrainError::Config(
+                                    "target (call .target(dtype, dims) or .batch_target(name, dtype, dims))"
+                                        .into(),
+                                )
+                            })?;
+                            b.within(what, loss_def.made_at, || f(out, y))
+                        }
+                        LossFn::Named(f) => b.within(what, loss_def.made_at, || f(&vars)),
+                    };
                     if !loss.is_poisoned() && loss.rank() != 0 {
                         return Err(TrainError::LossNotScalar {
                             loss: loss_def.name.clone(),
@@ -212,7 +363,9 @@ impl Trainer {
                     // Classification (class-index targets, [N, C] scores): the count of
                     // correct predictions is part of the eval program, computed where
                     // the model runs; only one number comes back.
-                    if kind == ProgramKind::Eval {
+                    if kind == ProgramKind::Eval
+                        && let Some(y) = target
+                    {
                         classification_outputs(&b, out, y);
                     }
                     Some(loss)
@@ -236,6 +389,12 @@ impl Trainer {
             order: s.state_dict_order(),
             batch_stats: s.batch_statistics(),
         };
+        // Frozen parameters stay graph params (the forward reads them) but are not
+        // differentiated, updated or given optimizer state.
+        let params: Vec<ParamSpec> = params
+            .into_iter()
+            .filter(|p| !self.is_frozen(&p.name))
+            .collect();
         let pvars: Vec<Var<'_>> = params
             .iter()
             .map(|p| b.get(&p.name).expect("declared"))
@@ -310,17 +469,102 @@ impl Trainer {
             }
             ProgramKind::Accumulate => {
                 for (n, _, g) in &named {
-                    let acc = b.state(&format!("{n}.{ACC_SUFFIX}"), DType::F32, g.shape());
+                    let acc = b.state(&format!("{n}.{ACC_SUFFIX}"), g.dtype(), g.shape());
                     b.update(acc, acc + *g);
                 }
             }
-            _ => {
-                let lr = b.input(LR_INPUT, DType::F64, Shape::scalar());
-                self.optim.build(b, lr, &named);
-            }
+            _ => self.update(b, named)?,
         }
         if let Some(key) = rng_key {
             b.update(key, key + 1);
+        }
+        Ok(())
+    }
+
+    /// Clipping, then the optimizer's update of every `(name, param, grad)` with its
+    /// parameter group's settings.
+    fn update<'g>(
+        &self,
+        b: &'g GraphBuilder,
+        mut named: Vec<(String, Var<'g>, Var<'g>)>,
+    ) -> Result<(), TrainError> {
+        let grads: Vec<Var<'g>> = named.iter().map(|(_, _, g)| *g).collect();
+        if let Some((clipped, norm)) = self.clip.apply(b, &grads) {
+            for ((_, _, g), c) in named.iter_mut().zip(clipped) {
+                *g = c;
+            }
+            if let Some(norm) = norm {
+                b.output(GRAD_NORM, norm);
+            }
+        }
+        let lr = b.input(LR_INPUT, DType::F64, Shape::scalar());
+        let mut params = Vec::with_capacity(named.len());
+        for (name, p, g) in named {
+            let group = self.group_of(&name)?;
+            let (lr_scale, weight_decay) = match group {
+                Some(gr) => (
+                    match gr.lr {
+                        Some(glr) if self.optim.lr() != 0.0 => glr / self.optim.lr(),
+                        Some(_) => {
+                            return Err(TrainError::Config(
+                                "a non-zero optimizer lr for a parameter group's own lr (its ratio to it)"
+                                    .into(),
+                            ));
+                        }
+                        None => 1.0,
+                    },
+                    gr.weight_decay,
+                ),
+                None => (1.0, None),
+            };
+            params.push(OptParam {
+                name,
+                param: p,
+                grad: g,
+                lr_scale,
+                weight_decay,
+            });
+        }
+        self.optim.build(b, lr, &params);
+        Ok(())
+    }
+
+    fn is_frozen(&self, name: &str) -> bool {
+        self.frozen.iter().any(|p| pattern_matches(p, name))
+    }
+
+    /// The one parameter group matching `name`, if any; two is an error.
+    fn group_of(&self, name: &str) -> Result<Option<&ParamGroup>, TrainError> {
+        let mut hits = self.groups.iter().filter(|g| g.matches(name));
+        let first = hits.next();
+        if hits.next().is_some() {
+            return Err(TrainError::Config(format!(
+                "parameter {name:?} in one parameter group only (two groups match it)"
+            )));
+        }
+        Ok(first)
+    }
+
+    /// Every freeze, init and group pattern matches at least one parameter (a typo
+    /// would otherwise silently train, or initialise, the wrong thing).
+    fn check_patterns(&self, specs: &[ParamSpec]) -> Result<(), TrainError> {
+        let patterns = self
+            .frozen
+            .iter()
+            .map(|p| ("freeze", p))
+            .chain(self.inits.iter().map(|(p, _)| ("init", p)))
+            .chain(
+                self.groups
+                    .iter()
+                    .flat_map(|g| g.params.iter().map(|p| ("param_group", p))),
+            );
+        for (what, p) in patterns {
+            if !specs.iter().any(|s| pattern_matches(p, &s.name)) {
+                let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+                return Err(TrainError::Config(format!(
+                    "{what} pattern {p:?} to match a parameter; the model has {names:?}"
+                )));
+            }
         }
         Ok(())
     }
@@ -333,18 +577,17 @@ impl Trainer {
     ) -> Result<(Graph, Declared), TrainError> {
         let inv_k = 1.0 / self.accumulate as f64;
         let mut named = Vec::new();
-        for p in specs {
-            let v = b.param(&p.name, DType::F32, Shape::known(&p.shape));
+        for p in specs.iter().filter(|p| !self.is_frozen(&p.name)) {
+            let v = b.param(&p.name, p.dtype, Shape::known(&p.shape));
             let acc = b.state(
                 &format!("{}.{ACC_SUFFIX}", p.name),
-                DType::F32,
+                p.dtype,
                 Shape::known(&p.shape),
             );
             b.update(acc, acc.zeros_like());
             named.push((p.name.clone(), v, acc * inv_k));
         }
-        let lr = b.input(LR_INPUT, DType::F64, Shape::scalar());
-        self.optim.build(&b, lr, &named);
+        self.update(&b, named)?;
         let g = b.finish().map_err(|error| TrainError::Build {
             program: "apply",
             error,
@@ -364,6 +607,7 @@ impl Trainer {
     pub fn compile(&self, backend: &Backend) -> Result<TrainStep, TrainError> {
         let (traced, declared) = self.trace(ProgramKind::Step, &[])?;
         let specs = declared.params;
+        self.check_patterns(&specs)?;
         // The class count behind integer targets, for naming a bad label.
         let classes = match self.loss.as_ref().map(|l| l.classes) {
             Some(ClassTargets::Fixed(n)) => Some(n),
@@ -406,9 +650,20 @@ impl Trainer {
                 let key = (self.seed as i64)
                     .wrapping_mul(0x9E37_79B9_7F4A_7C15_u64 as i64)
                     .wrapping_add(i as i64 + 1);
-                (p.name.clone(), p.init.sample(key, &p.shape))
+                let init = self
+                    .inits
+                    .iter()
+                    .find(|(pat, _)| pattern_matches(pat, &p.name))
+                    .map_or(&p.init, |(_, init)| init);
+                let value =
+                    init.sample(key, &p.shape, p.dtype)
+                        .map_err(|error| TrainError::Init {
+                            param: p.name.clone(),
+                            error,
+                        })?;
+                Ok((p.name.clone(), value))
             })
-            .collect();
+            .collect::<Result<_, TrainError>>()?;
         let mut state: HashMap<String, Tensor> = declared
             .buffers
             .iter()
@@ -466,7 +721,28 @@ impl Trainer {
             optim: self.optim,
             batch_stats: declared.batch_stats,
             classes,
+            trainable: specs
+                .iter()
+                .filter(|p| !self.is_frozen(&p.name))
+                .map(|p| p.name.clone())
+                .collect(),
+            inputs: self
+                .feeds
+                .iter()
+                .filter(|f| !f.target)
+                .map(|f| f.name.clone())
+                .collect(),
+            schedule: self.schedule.clone(),
         })
+    }
+}
+
+/// The name of the model's `i`-th output.
+pub fn output_name(i: usize) -> String {
+    if i == 0 {
+        "output".to_string()
+    } else {
+        format!("output.{i}")
     }
 }
 

@@ -213,7 +213,7 @@ pub fn vjp<'g>(node: &Node, r: &Rule<'g>, ct: Var<'g>) -> Vec<Option<Var<'g>>> {
                         stop: lo + n,
                         step: 1,
                     },
-                    Dim::Sym(_) => SliceAxis::Full,
+                    Dim::Sym(_) | Dim::Merged(_) => SliceAxis::Full,
                 })
                 .collect();
             vec![Some(b.apply(Op::Slice(ranges), &[ct]))]

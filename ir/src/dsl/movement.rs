@@ -42,18 +42,23 @@ impl<'g> Var<'g> {
         }
         if let Some(i) = infer_at {
             let rest = Shape(known.clone()).numel();
-            match self.shape().numel().div(&rest).and_then(|n| n.as_dim()) {
+            match self.shape().numel().div(&rest).map(|n| n.as_dim()) {
                 Some(d) => known[i] = d,
                 None => {
-                    let to = Shape(known);
+                    // Said with the -1 where the user wrote it (not the placeholder 1).
+                    let to = dims
+                        .iter()
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ");
                     return self.fail(
                         loc,
                         "reshape",
-                        OpError::BadReshape {
+                        OpError::BadReshapeInfer {
                             from: self.shape(),
-                            to: to.clone(),
+                            to: format!("[{to}]"),
                             from_numel: self.shape().numel().to_string(),
-                            to_numel: format!("a multiple of {}", to.numel()),
+                            rest_numel: rest.to_string(),
                         },
                     );
                 }
@@ -105,18 +110,7 @@ impl<'g> Var<'g> {
                 usage(format!("start_dim {start} comes after end_dim {end}")),
             );
         }
-        let merged = Shape(shape.0[s..=e].to_vec()).numel();
-        let Some(d) = merged.as_dim() else {
-            return self.fail(
-                loc,
-                "flatten",
-                OpError::SymbolicDim {
-                    op: "flatten",
-                    dim: s,
-                    ty: self.ty(),
-                },
-            );
-        };
+        let d = Shape(shape.0[s..=e].to_vec()).numel().as_dim();
         let mut dims = shape.0[..s].to_vec();
         dims.push(d);
         dims.extend_from_slice(&shape.0[e + 1..]);
@@ -559,18 +553,8 @@ impl<'g> Var<'g> {
         let x2 = if shape.rank() == 2 {
             self
         } else {
-            let lead = Shape(shape.0[..shape.rank() - 1].to_vec()).numel();
-            let Some(rows) = lead.as_dim() else {
-                return self.fail(
-                    loc,
-                    "linear",
-                    OpError::SymbolicDim {
-                        op: "linear",
-                        dim: 0,
-                        ty: self.ty(),
-                    },
-                );
-            };
+            // Leading dims merge into one (a merged dim `N*T` when symbolic).
+            let rows = Shape(shape.0[..shape.rank() - 1].to_vec()).numel().as_dim();
             self.reshape_to(loc, Shape(vec![rows, shape.0[shape.rank() - 1].clone()]))
         };
         let mut y = x2.prim(

@@ -405,10 +405,13 @@ impl AttrReader {
     }
 }
 
-/// A dim is a number or a symbol name (letter or `_` first).
+/// A dim is a number, a symbol name (letter or `_` first), or a merged dim (`5*N`).
 pub fn parse_dim(s: &str) -> Option<Dim> {
     if let Ok(n) = s.parse::<usize>() {
         return Some(Dim::Known(n));
+    }
+    if s.contains('*') {
+        return crate::shape::Numel::parse(s).map(|n| n.as_dim());
     }
     let mut chars = s.chars();
     let first = chars.next()?;

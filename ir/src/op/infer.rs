@@ -133,8 +133,8 @@ pub(super) fn infer(op: &Op, xs: &[&TensorType]) -> R {
                                 detail: format!("axis {i}: {n} + {lo} + {hi}"),
                             })?,
                     ),
-                    Dim::Sym(_) if lo == 0 && hi == 0 => d.clone(),
-                    Dim::Sym(_) => {
+                    Dim::Sym(_) | Dim::Merged(_) if lo == 0 && hi == 0 => d.clone(),
+                    Dim::Sym(_) | Dim::Merged(_) => {
                         return Err(OpError::SymbolicDim {
                             op: "pad",
                             dim: i,
@@ -302,7 +302,7 @@ fn check_const(value: &ConstValue, ty: &TensorType) -> Result<(), OpError> {
         ConstValue::Dense(d) => (d.dtype(), Some(d.len())),
     };
     let numel = ty.shape.numel();
-    let need = numel.as_dim().and_then(|d| d.known());
+    let need = numel.as_dim().known();
     let bad = dtype != ty.dtype || got.is_some_and(|n| need != Some(n));
     if bad {
         return Err(OpError::BadConst {

@@ -33,7 +33,7 @@ pub(crate) struct Token {
 }
 
 fn is_atom_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '+' | '-')
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '+' | '-' | '*')
 }
 
 pub(crate) fn lex(src: &str) -> Result<Vec<Token>, ParseError> {

@@ -311,6 +311,14 @@ pub(crate) fn bind_leaf(
                     origin.insert(s.clone(), name.to_string());
                 }
             },
+            // A leaf declared with a merged dim (`5*N`, from the text format) checks
+            // against symbols earlier leaves bound; it cannot bind them itself (which N
+            // would `N*T` = 12 mean?).
+            Dim::Merged(m) => {
+                if m.bind(env) != Some(n) {
+                    return Err(mismatch());
+                }
+            }
         }
     }
     Ok(())
