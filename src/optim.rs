@@ -193,10 +193,10 @@ impl Optimizer {
         };
         match *self {
             Optimizer::Sgd(o) => {
+                let neg_lrs = per_group(params, |op| (-lr_of(op)).cast(op.param.dtype()));
                 let first = (o.momentum != 0.0).then(|| t.equal(0.0));
-                for op in params {
+                for (op, neg_lr) in params.iter().zip(neg_lrs) {
                     let (p, mut d) = (op.param, op.grad);
-                    let neg_lr = (-lr_of(op)).cast(p.dtype());
                     let wd = op.weight_decay.unwrap_or(o.weight_decay);
                     if wd != 0.0 {
                         d = d + p * wd;
@@ -231,19 +231,22 @@ impl Optimizer {
                 // of two. Same value up to rounding (measured: the MNIST MLP's first-layer
                 // update went from 27% to 24% of the step; the rest is moving p, m, v).
                 let bc2_sqrt = bc2.sqrt();
-                for op in params {
+                let scalars = per_group(params, |op| {
+                    let (dt, lr) = (op.param.dtype(), lr_of(op));
+                    let wd = op.weight_decay.unwrap_or(o.weight_decay);
+                    (
+                        (-(lr / bc1) * bc2_sqrt).cast(dt),
+                        (bc2_sqrt * o.eps).cast(dt),
+                        (o.decoupled_weight_decay && wd != 0.0).then(|| (1.0 - lr * wd).cast(dt)),
+                    )
+                });
+                for (op, (neg_step_size, eps_hat, decay)) in params.iter().zip(scalars) {
                     let (mut p, mut g) = (op.param, op.grad);
-                    let dt = p.dtype();
-                    let lr = lr_of(op);
-                    let neg_step_size = (-(lr / bc1) * bc2_sqrt).cast(dt);
-                    let eps_hat = (bc2_sqrt * o.eps).cast(dt);
                     let wd = op.weight_decay.unwrap_or(o.weight_decay);
                     let p0 = p;
-                    if o.decoupled_weight_decay {
-                        if wd != 0.0 {
-                            p = p * (1.0 - lr * wd).cast(dt);
-                        }
-                    } else if wd != 0.0 {
+                    if let Some(decay) = decay {
+                        p = p * decay;
+                    } else if !o.decoupled_weight_decay && wd != 0.0 {
                         g = g + p * wd;
                     }
                     let m = state(&op.name, "exp_avg", p);
@@ -257,9 +260,9 @@ impl Optimizer {
                 }
             }
             Optimizer::RmsProp(o) => {
-                for op in params {
+                let neg_lrs = per_group(params, |op| (-lr_of(op)).cast(op.param.dtype()));
+                for (op, neg_lr) in params.iter().zip(neg_lrs) {
                     let (p, mut g) = (op.param, op.grad);
-                    let neg_lr = (-lr_of(op)).cast(p.dtype());
                     let wd = op.weight_decay.unwrap_or(o.weight_decay);
                     if wd != 0.0 {
                         g = g + p * wd;
@@ -287,6 +290,29 @@ impl Optimizer {
             }
         }
     }
+}
+
+/// `scalars(p)` for every parameter, built once per distinct (dtype, lr scale, weight
+/// decay) and before any per-parameter op, so that a one-group model's program is the
+/// one it always was (its step scalars first, then the parameters' updates).
+fn per_group<'g, T: Clone>(params: &[OptParam<'g>], mut scalars: impl FnMut(&OptParam<'g>) -> T) -> Vec<T> {
+    let mut made: Vec<((DType, u64, Option<u64>), T)> = Vec::new();
+    params
+        .iter()
+        .map(|p| {
+            let key = (
+                p.param.dtype(),
+                p.lr_scale.to_bits(),
+                p.weight_decay.map(f64::to_bits),
+            );
+            if let Some((_, v)) = made.iter().find(|(k, _)| *k == key) {
+                return v.clone();
+            }
+            let v = scalars(p);
+            made.push((key, v.clone()));
+            v
+        })
+        .collect()
 }
 
 /// One parameter as the optimizer updates it: its name (its state is named after it),

@@ -256,10 +256,10 @@ mod tests {
             .sample(1, &[5], DType::F32)
             .unwrap_err();
         assert_eq!(e.init, "xavier_uniform_");
-        let a = Init::Uniform { bound: 1.0 }
+        let a = Init::Uniform { bound: 0.3 }
             .sample(9, &[4], DType::F64)
             .unwrap();
-        let b = Init::Uniform { bound: 1.0 }
+        let b = Init::Uniform { bound: 0.3 }
             .sample(9, &[4], DType::F32)
             .unwrap();
         for (x, y) in a.as_f64().unwrap().iter().zip(b.as_f32().unwrap()) {

@@ -26,6 +26,7 @@ use aotgrad_runtime::RunError;
 
 pub use crate::data::{Batch, BatchTensors, TensorDict};
 pub use crate::executor::Backend;
+pub use crate::nn::Vars;
 pub use controls::{ParamGroup, pattern_matches};
 pub use early_stopping::EarlyStopping;
 pub use loss::Loss;

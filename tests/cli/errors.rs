@@ -61,7 +61,7 @@ fn dsl_shape_errors_name_op_types_and_line() {
         &e,
         ".reshape(",
         "reshape",
-        "cannot reshape [2,3] (6 elements) to [4,1] (a multiple of 4 elements)",
+        "cannot reshape [2,3] (6 elements) to [4, -1]: the other dims hold 4 elements, which do not divide it",
     );
 
     let e = build_err(|g| g.input("a", DType::F32, shape![2, 3]).reshape(&[5]));

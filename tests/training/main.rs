@@ -10,3 +10,6 @@ mod data;
 mod metrics;
 mod runlog;
 mod training;
+mod layers;
+mod trajectories;
+mod vocabulary;
