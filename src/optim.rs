@@ -295,8 +295,13 @@ impl Optimizer {
 /// `scalars(p)` for every parameter, built once per distinct (dtype, lr scale, weight
 /// decay) and before any per-parameter op, so that a one-group model's program is the
 /// one it always was (its step scalars first, then the parameters' updates).
-fn per_group<'g, T: Clone>(params: &[OptParam<'g>], mut scalars: impl FnMut(&OptParam<'g>) -> T) -> Vec<T> {
-    let mut made: Vec<((DType, u64, Option<u64>), T)> = Vec::new();
+fn per_group<'g, T: Clone>(
+    params: &[OptParam<'g>],
+    mut scalars: impl FnMut(&OptParam<'g>) -> T,
+) -> Vec<T> {
+    // (dtype, lr scale bits, weight decay bits): what the scalars depend on.
+    type GroupKey = (DType, u64, Option<u64>);
+    let mut made: Vec<(GroupKey, T)> = Vec::new();
     params
         .iter()
         .map(|p| {

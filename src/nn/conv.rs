@@ -237,8 +237,13 @@ impl BatchNormSpec<'_> {
         } else {
             (None, None)
         };
-        let zeros = Tensor::from_f32(&vec![0.0; c], &[c]).expect("sized");
-        let ones = Tensor::from_f32(&vec![1.0; c], &[c]).expect("sized");
+        // Running statistics in the model's float dtype (f64 models keep f64 buffers).
+        let zeros = Tensor::from_f32(&vec![0.0; c], &[c])
+            .expect("sized")
+            .cast(s.dtype());
+        let ones = Tensor::from_f32(&vec![1.0; c], &[c])
+            .expect("sized")
+            .cast(s.dtype());
         let rm = s.buffer("running_mean", zeros);
         let rv = s.buffer("running_var", ones);
         let tracked = s.buffer(

@@ -160,10 +160,10 @@ fn orthogonal(key: i64, rows: usize, cols: usize, gain: f64) -> Vec<f64> {
     for j in 0..wide {
         for _ in 0..2 {
             for k in 0..j {
-                let dot: f64 = (0..tall).map(|i| q[j][i] * q[k][i]).sum();
-                for i in 0..tall {
-                    q[j][i] -= dot * q[k][i];
-                }
+                let (done, rest) = q.split_at_mut(j);
+                let (col, prev) = (&mut rest[0], &done[k]);
+                let dot: f64 = col.iter().zip(prev).map(|(a, b)| a * b).sum();
+                col.iter_mut().zip(prev).for_each(|(a, b)| *a -= dot * b);
             }
         }
         let norm = q[j].iter().map(|v| v * v).sum::<f64>().sqrt();

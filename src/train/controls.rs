@@ -51,8 +51,11 @@ impl ParamGroup {
 
 /// Whether parameter `name` matches `pattern`: the name itself, a module path above it
 /// (`fc1` matches `fc1.weight`), or a pattern with one `*` at the start or the end
-/// (`*.bias`, `encoder.*`).
+/// (`*.bias`, `encoder.*`), or at both (`*bias*`: the name contains it).
 pub fn pattern_matches(pattern: &str, name: &str) -> bool {
+    if let Some(inner) = pattern.strip_prefix('*').and_then(|p| p.strip_suffix('*')) {
+        return name.contains(inner);
+    }
     if let Some(suffix) = pattern.strip_prefix('*') {
         return name.ends_with(suffix);
     }
@@ -123,5 +126,6 @@ mod tests {
         assert!(pattern_matches("*.bias", "0.bias"));
         assert!(pattern_matches("enc.*", "enc.0.weight"));
         assert!(!pattern_matches("*.bias", "0.weight"));
+        assert!(pattern_matches("*bias*", "bias_hh_l0"));
     }
 }

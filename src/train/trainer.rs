@@ -156,7 +156,7 @@ impl Trainer {
     /// Freezes the parameters matching `pattern` (PyTorch's `requires_grad = False`): no
     /// gradient is computed for them, no update, no optimizer state. A pattern is a
     /// parameter name (`fc1.weight`), a module path (`fc1`, every parameter under it), or
-    /// a `*` at the start or end (`*.bias`, `encoder.*`); one that matches nothing is a
+    /// a `*` at the start, the end or both (`*.bias`, `encoder.*`, `*bias*`); one that matches nothing is a
     /// compile error.
     pub fn freeze(mut self, pattern: &str) -> Trainer {
         self.frozen.push(pattern.to_string());

@@ -10,8 +10,7 @@ use std::path::Path;
 
 use aotgrad::compiler::vjp_in;
 use aotgrad::nn::{
-    AvgPool1d, Conv1d, Embedding, GELU, LayerNorm, MaxPool1d, Mode, Module, Recurrent, Scope,
-    SiLU,
+    AvgPool1d, Conv1d, Embedding, GELU, LayerNorm, MaxPool1d, Mode, Module, Recurrent, Scope, SiLU,
 };
 use aotgrad::prelude::*;
 use aotgrad::runtime::cpu::{self, CpuOptions};

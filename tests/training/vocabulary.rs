@@ -107,17 +107,21 @@ fn the_gpu_refuses_f64_training() {
     if !aotgrad::runtime::gpu::available_for_tests().expect("a GPU (AOTGRAD_REQUIRE_GPU=1)") {
         return;
     }
-    let r = Trainer::new(Linear::new(2, 1), Loss::mse(Reduction::Mean), Optimizer::sgd(0.1))
-        .dtype(DType::F64)
-        .input(DType::F64, &[2])
-        .target(DType::F64, &[1])
-        .compile(&Backend::Gpu)
-        .and_then(|mut s| {
-            s.run(&Batch {
-                x: Tensor::from_f64(&[1.0, 2.0], &[1, 2]).unwrap(),
-                y: Tensor::from_f64(&[1.0], &[1, 1]).unwrap(),
-            })
-        });
+    let r = Trainer::new(
+        Linear::new(2, 1),
+        Loss::mse(Reduction::Mean),
+        Optimizer::sgd(0.1),
+    )
+    .dtype(DType::F64)
+    .input(DType::F64, &[2])
+    .target(DType::F64, &[1])
+    .compile(&Backend::Gpu)
+    .and_then(|mut s| {
+        s.run(&Batch {
+            x: Tensor::from_f64(&[1.0, 2.0], &[1, 2]).unwrap(),
+            y: Tensor::from_f64(&[1.0], &[1, 1]).unwrap(),
+        })
+    });
     let e = r.unwrap_err().to_string();
     assert!(e.contains("f64"), "{e}");
 }
@@ -181,9 +185,17 @@ fn unmatched_patterns_and_hooks_are_errors() {
             .input(DType::F32, &[4])
             .target(DType::I64, &[])
     };
-    let e = base().freeze("fc3").compile(&Backend::Interpreter).err().unwrap();
+    let e = base()
+        .freeze("fc3")
+        .compile(&Backend::Interpreter)
+        .err()
+        .unwrap();
     assert!(e.to_string().contains("\"fc3\""), "{e}");
-    let e = base().hook("nope").compile(&Backend::Interpreter).err().unwrap();
+    let e = base()
+        .hook("nope")
+        .compile(&Backend::Interpreter)
+        .err()
+        .unwrap();
     assert!(e.to_string().contains("\"nope\""), "{e}");
     let e = base()
         .init("fc1.bias", Init::XavierUniform { gain: 1.0 })
@@ -223,7 +235,9 @@ impl Module for TwoHeads {
     }
 
     fn forward_all<'g>(&self, s: &Scope<'g>, inputs: &[Var<'g>]) -> Vec<Var<'g>> {
-        let h = Linear::new(4, 6).forward(&s.child("body"), inputs[0]).tanh();
+        let h = Linear::new(4, 6)
+            .forward(&s.child("body"), inputs[0])
+            .tanh();
         vec![
             Linear::new(6, 2).forward(&s.child("cls"), h),
             Linear::new(6, 1).forward(&s.child("reg"), h),
@@ -251,15 +265,27 @@ fn several_outputs_and_a_named_loss() {
         .with("x", b.x.clone())
         .with("label", b.y.clone())
         .with("value", Tensor::from_f32(&[0.5; 6], &[6, 1]).unwrap())
-        .with("weight", Tensor::from_f32(&[1., 0., 1., 0., 1., 0.], &[6]).unwrap());
+        .with(
+            "weight",
+            Tensor::from_f32(&[1., 0., 1., 0., 1., 0.], &[6]).unwrap(),
+        );
     let first = step.run_full(&batch).unwrap();
-    assert!(first.extra.iter().any(|(n, t)| n == "output.1" && t.shape() == [6, 1]));
+    assert!(
+        first
+            .extra
+            .iter()
+            .any(|(n, t)| n == "output.1" && t.shape() == [6, 1])
+    );
     let mut last = first.loss;
     for _ in 0..20 {
         last = step.run(&batch).unwrap();
     }
     assert!(last < first.loss, "{last} vs {}", first.loss);
-    assert!((step.lr() - 0.1 * 0.5f64.powi(20)).abs() < 1e-15, "{}", step.lr());
+    assert!(
+        (step.lr() - 0.1 * 0.5f64.powi(20)).abs() < 1e-15,
+        "{}",
+        step.lr()
+    );
     // A tensor the loss asks for that the batch does not declare is a build error.
     let e = Trainer::new(
         TwoHeads,
