@@ -153,8 +153,37 @@ impl<'g> Scope<'g> {
         self.hooks.borrow_mut().wanted.extend_from_slice(paths);
     }
 
+    /// Runs the submodule `name` on `x` (PyTorch's `self.name(x)`): its parameters are
+    /// named `<prefix><name>.<param>`, a build error inside it names the layer, its type
+    /// and this call's line, and a forward hook on its path sees its output.
+    #[track_caller]
+    pub fn call(&self, name: &str, module: &dyn Module, x: Var<'g>) -> Var<'g> {
+        let child = self.child(name);
+        let what = format!("layer {name:?} ({})", module.type_name());
+        let out = self
+            .b
+            .within(what, Location::caller(), || module.forward(&child, x));
+        child.observe(out);
+        out
+    }
+
+    /// [`Scope::call`] with several inputs and outputs ([`Module::forward_all`]); a hook
+    /// sees the first output.
+    #[track_caller]
+    pub fn call_all(&self, name: &str, module: &dyn Module, inputs: &[Var<'g>]) -> Vec<Var<'g>> {
+        let child = self.child(name);
+        let what = format!("layer {name:?} ({})", module.type_name());
+        let outs = self.b.within(what, Location::caller(), || {
+            module.forward_all(&child, inputs)
+        });
+        if let Some(first) = outs.first() {
+            child.observe(*first);
+        }
+        outs
+    }
+
     /// Records `value` as the output of the module at this scope's path if a hook asked
-    /// for it ([`Sequential`] calls it for each layer; custom modules may too).
+    /// for it ([`Sequential`] and [`Scope::call`] do it for each layer).
     pub fn observe(&self, value: Var<'g>) {
         let path = self.path().to_string();
         let mut hooks = self.hooks.borrow_mut();

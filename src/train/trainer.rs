@@ -320,7 +320,7 @@ impl Trainer {
                 let (hooked, missing) = s.hooked();
                 if let Some(path) = missing.first() {
                     return Err(TrainError::Config(format!(
-                        "a module at {path:?} for the hook (no module there reported its output; Sequential layers do, by name or index)"
+                        "a module at {path:?} for the hook (no module there reported its output; layers run by Sequential or Scope::call do)"
                     )));
                 }
                 for (path, v) in hooked {

@@ -217,7 +217,8 @@ fn configuration_errors_are_typed() {
         .err()
         .unwrap();
     assert!(
-        e.to_string().contains("input (call .input(dtype, dims))"),
+        e.to_string()
+            .contains("input (call .input(dtype, dims) or .batch_input(name, dtype, dims))"),
         "{e}"
     );
     // A model whose layer sizes do not fit its input: the DSL error names the op.

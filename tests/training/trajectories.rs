@@ -32,15 +32,11 @@ impl Module for SeqClassifier {
 
     fn forward_all<'g>(&self, s: &Scope<'g>, inputs: &[Var<'g>]) -> Vec<Var<'g>> {
         let (tokens, mask) = (inputs[0], inputs[1]);
-        let e = Embedding::new(12, 8)
-            .padding_idx(0)
-            .forward(&s.child("emb"), tokens);
-        let h = Recurrent::lstm(8, 16)
-            .batch_first(true)
-            .forward(&s.child("lstm"), e);
+        let e = s.call("emb", &Embedding::new(12, 8).padding_idx(0), tokens);
+        let h = s.call("lstm", &Recurrent::lstm(8, 16).batch_first(true), e);
         let m = mask.unsqueeze(-1);
         let pooled = (h * m).sum(1, false) / m.sum(1, false);
-        vec![Linear::new(16, 3).forward(&s.child("fc"), pooled)]
+        vec![s.call("fc", &Linear::new(16, 3), pooled)]
     }
 }
 

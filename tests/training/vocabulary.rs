@@ -332,3 +332,27 @@ fn named_initialisers_apply_by_pattern() {
             .all(|&v| v == 0.0)
     );
 }
+
+/// `Scope::call` names the layer, its type and the user's line in a build error.
+struct Misfit;
+
+impl Module for Misfit {
+    fn forward<'g>(&self, s: &Scope<'g>, x: Var<'g>) -> Var<'g> {
+        s.call("head", &Linear::new(5, 2), x)
+    }
+}
+
+#[test]
+fn scope_call_errors_name_the_layer_and_line() {
+    let line = line!() - 6;
+    let e = Trainer::new(Misfit, Loss::mse(Reduction::Mean), Optimizer::sgd(0.1))
+        .input(DType::F32, &[4])
+        .target(DType::F32, &[2])
+        .compile(&Backend::Interpreter)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("layer \"head\" (Linear)"), "{e}");
+    assert!(e.contains(&format!("vocabulary.rs:{line}")), "{e}");
+    assert!(e.contains("expected 5 input features, got 4"), "{e}");
+}
