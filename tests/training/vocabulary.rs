@@ -356,3 +356,57 @@ fn scope_call_errors_name_the_layer_and_line() {
     assert!(e.contains(&format!("vocabulary.rs:{line}")), "{e}");
     assert!(e.contains("expected 5 input features, got 4"), "{e}");
 }
+
+/// An f64 model with a frozen layer and a schedule resumes from a checkpoint bitwise:
+/// the f64 tensors, the frozen weights and the schedule's position (the step count)
+/// all come back.
+#[test]
+fn f64_frozen_scheduled_checkpoints_resume_bitwise() {
+    use aotgrad::checkpoint::{self, Progress};
+    let trainer = || {
+        Trainer::new(mlp(), Loss::cross_entropy(), Optimizer::adam(0.01))
+            .dtype(DType::F64)
+            .input(DType::F64, &[4])
+            .target(DType::I64, &[])
+            .freeze("fc1.bias")
+            .schedule(LrSchedule::one_cycle(0.05, 10))
+    };
+    let b = xy();
+    let batch = Batch {
+        x: b.x.cast(DType::F64),
+        y: b.y,
+    };
+    let mut straight = trainer().compile(&Backend::Cpu { threads: 1 }).unwrap();
+    for _ in 0..6 {
+        straight.run(&batch).unwrap();
+    }
+    let mut first = trainer().compile(&Backend::Cpu { threads: 1 }).unwrap();
+    for _ in 0..3 {
+        first.run(&batch).unwrap();
+    }
+    let dir = std::env::temp_dir().join(format!("aotgrad-vocab-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("f64.safetensors");
+    let progress = Progress {
+        epoch: 0,
+        steps: first.steps(),
+    };
+    checkpoint::save(&first, &path, &progress).unwrap();
+    let mut resumed = trainer()
+        .seed(7)
+        .compile(&Backend::Cpu { threads: 1 })
+        .unwrap();
+    checkpoint::load(&mut resumed, &path).unwrap();
+    for _ in 0..3 {
+        resumed.run(&batch).unwrap();
+    }
+    assert_eq!(resumed.parameters(), straight.parameters());
+    assert_eq!(resumed.optimizer_state(), straight.optimizer_state());
+    assert!(
+        resumed
+            .parameters()
+            .iter()
+            .all(|(_, t)| t.dtype() == DType::F64)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
