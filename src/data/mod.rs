@@ -217,32 +217,63 @@ pub fn random_split(
 /// transformed (random transforms draw from a per-epoch, per-batch seed).
 pub struct DataLoader<'a> {
     ds: &'a dyn Dataset,
-    batch_size: usize,
-    shuffle: Option<u64>,
-    drop_last: bool,
+    batching: Batching,
     transform: Option<&'a dyn Transform>,
+}
+
+/// How a loader cuts an epoch into batches: size, seeded shuffle, short last batch.
+/// Shared by [`DataLoader`] and [`DictLoader`], so both give the same order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Batching {
+    pub batch_size: usize,
+    pub shuffle: Option<u64>,
+    pub drop_last: bool,
+}
+
+impl Batching {
+    pub fn new(batch_size: usize) -> Batching {
+        Batching {
+            batch_size: batch_size.max(1),
+            shuffle: None,
+            drop_last: false,
+        }
+    }
+
+    pub fn num_batches(&self, n: usize) -> usize {
+        if self.drop_last {
+            n / self.batch_size
+        } else {
+            n.div_ceil(self.batch_size)
+        }
+    }
+
+    /// The sample indices of each batch of `epoch` over `n` samples.
+    pub fn batches(&self, epoch: usize, n: usize) -> impl Iterator<Item = Vec<usize>> + use<> {
+        let order = epoch_order(self.shuffle, epoch, n);
+        let bs = self.batch_size;
+        (0..self.num_batches(n))
+            .map(move |i| order[i * bs..((i + 1) * bs).min(order.len())].to_vec())
+    }
 }
 
 impl<'a> DataLoader<'a> {
     pub fn new(ds: &'a dyn Dataset, batch_size: usize) -> DataLoader<'a> {
         DataLoader {
             ds,
-            batch_size: batch_size.max(1),
-            shuffle: None,
-            drop_last: false,
+            batching: Batching::new(batch_size),
             transform: None,
         }
     }
 
     /// Reshuffle every epoch from `seed` (epoch `e` uses a seed derived from both).
     pub fn shuffle(mut self, seed: u64) -> DataLoader<'a> {
-        self.shuffle = Some(seed);
+        self.batching.shuffle = Some(seed);
         self
     }
 
     /// Drop the last batch when it is short (by default it is kept).
     pub fn drop_last(mut self, on: bool) -> DataLoader<'a> {
-        self.drop_last = on;
+        self.batching.drop_last = on;
         self
     }
 
@@ -253,37 +284,31 @@ impl<'a> DataLoader<'a> {
     }
 
     pub fn num_batches(&self) -> usize {
-        let n = self.ds.len();
-        if self.drop_last {
-            n / self.batch_size
-        } else {
-            n.div_ceil(self.batch_size)
-        }
+        self.batching.num_batches(self.ds.len())
     }
 
     /// The sample order of epoch `epoch`.
     pub fn order(&self, epoch: usize) -> Vec<usize> {
-        epoch_order(self.shuffle, epoch, self.ds.len())
+        epoch_order(self.batching.shuffle, epoch, self.ds.len())
     }
 
     /// The batches of epoch `epoch`.
     pub fn epoch(&self, epoch: usize) -> impl Iterator<Item = Result<Batch, DataError>> + '_ {
-        let order = self.order(epoch);
-        let n = self.num_batches();
-        let bs = self.batch_size;
-        (0..n).map(move |i| {
-            let idx = &order[i * bs..((i + 1) * bs).min(order.len())];
-            let mut b = self.ds.batch(idx);
-            if let Some(t) = self.transform {
-                let seed = self.shuffle.unwrap_or(0) ^ ((epoch as u64) << 32) ^ i as u64;
-                b.x = t.apply(b.x, &mut Rng::new(seed))?;
-            }
-            Ok(b)
-        })
+        let shuffle = self.batching.shuffle;
+        self.batching
+            .batches(epoch, self.ds.len())
+            .enumerate()
+            .map(move |(i, idx)| {
+                let mut b = self.ds.batch(&idx);
+                if let Some(t) = self.transform {
+                    let seed = shuffle.unwrap_or(0) ^ ((epoch as u64) << 32) ^ i as u64;
+                    b.x = t.apply(b.x, &mut Rng::new(seed))?;
+                }
+                Ok(b)
+            })
     }
 }
 
-/// Reads a file, gunzipping it when its name ends in `.gz`.
 /// The sample order of `epoch`: a seeded permutation, or `0..n` without shuffling.
 pub(crate) fn epoch_order(shuffle: Option<u64>, epoch: usize, n: usize) -> Vec<usize> {
     match shuffle {
@@ -293,6 +318,7 @@ pub(crate) fn epoch_order(shuffle: Option<u64>, epoch: usize, n: usize) -> Vec<u
     }
 }
 
+/// Reads a file, gunzipping it when its name ends in `.gz`.
 pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
     let raw = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
     if path.extension().is_some_and(|e| e == "gz") {

@@ -5,7 +5,7 @@
 
 use aotgrad_runtime::Tensor;
 
-use super::{Batch, DataError, take_rows};
+use super::{Batch, Batching, DataError, take_rows};
 
 /// What a training step can run on: named tensors, batch dim first.
 pub trait BatchTensors {
@@ -211,47 +211,35 @@ impl DictDataset for PaddedSequences {
 /// [`super::DataLoader`]: the same seed and epoch give the same batches).
 pub struct DictLoader<'a> {
     ds: &'a dyn DictDataset,
-    batch_size: usize,
-    shuffle: Option<u64>,
-    drop_last: bool,
+    batching: Batching,
 }
 
 impl<'a> DictLoader<'a> {
     pub fn new(ds: &'a dyn DictDataset, batch_size: usize) -> DictLoader<'a> {
         DictLoader {
             ds,
-            batch_size: batch_size.max(1),
-            shuffle: None,
-            drop_last: false,
+            batching: Batching::new(batch_size),
         }
     }
 
     pub fn shuffle(mut self, seed: u64) -> DictLoader<'a> {
-        self.shuffle = Some(seed);
+        self.batching.shuffle = Some(seed);
         self
     }
 
     pub fn drop_last(mut self, on: bool) -> DictLoader<'a> {
-        self.drop_last = on;
+        self.batching.drop_last = on;
         self
     }
 
     pub fn num_batches(&self) -> usize {
-        let n = self.ds.len();
-        if self.drop_last {
-            n / self.batch_size
-        } else {
-            n.div_ceil(self.batch_size)
-        }
+        self.batching.num_batches(self.ds.len())
     }
 
     pub fn epoch(&self, epoch: usize) -> impl Iterator<Item = Result<TensorDict, DataError>> + '_ {
-        let order = super::epoch_order(self.shuffle, epoch, self.ds.len());
-        let bs = self.batch_size;
-        (0..self.num_batches()).map(move |i| {
-            self.ds
-                .collate(&order[i * bs..((i + 1) * bs).min(order.len())])
-        })
+        self.batching
+            .batches(epoch, self.ds.len())
+            .map(|idx| self.ds.collate(&idx))
     }
 }
 
