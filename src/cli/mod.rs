@@ -10,4 +10,5 @@ pub mod args;
 pub mod mnist_job;
 pub mod plot;
 pub mod progress;
+pub mod pyrepr;
 pub mod runlog;

@@ -150,6 +150,7 @@ fn every_example_answers_help_with_the_shared_flags() {
         "quadratic",
         "autograd_basics",
         "titanic",
+        "multivariate_regression",
     ] {
         let out = Command::new(example(name)).arg("--help").output().unwrap();
         let help = String::from_utf8_lossy(&out.stdout);
@@ -254,4 +255,56 @@ fn examples_refuse_unused_flags_state_defaults_and_print_errors_plainly() {
         err.starts_with("error: /nonexistent/ckpt.safetensors: ") && !err.contains("Io {"),
         "{err}"
     );
+}
+
+/// Every line of an example's output (it must succeed with `--check`).
+fn output(name: &str, args: &[&str]) -> String {
+    let out = Command::new(example(name))
+        .args(args)
+        .arg("--check")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{name} {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The course's deterministic f64 programs P01-P03 print the course's digits.
+#[test]
+fn gradient_descent_by_hand_prints_the_courses_digits() {
+    let out = output("gradient_descent", &[]);
+    for line in [
+        "w=0.0 MSE=18.666666666666668",
+        "w=1.0 MSE=4.666666666666667",
+        "w=2.0 MSE=0.0",
+        "w=4.0 MSE=18.666666666666668",
+        "Predict (before training) 4 4.0",
+        "Epoch: 0 w=1.0933333333333333 loss=4.666666666666667",
+        "Epoch: 99 w=1.9999444396553017 loss=1.752432687141379e-08",
+        "Predict (after training) 4 7.999777758621207",
+        "Epoch: 0 w=1.260688 loss=4.919240100095999",
+        "Epoch: 99 w=1.9999999999999236 loss=5.250973729513143e-26",
+        "Predict (after training) 4 7.9999999999996945",
+    ] {
+        assert!(out.lines().any(|l| l == line), "missing {line:?} in\n{out}");
+    }
+}
+
+/// P21 in f64 (short mode): the course's iteration-0 loss digit for digit, and after
+/// 20 001 iterations PyTorch's f64 loss (`tools/course/p21_torch.py --iterations
+/// 20001`: 40.46192547875184) to round-off.
+#[test]
+fn multivariate_regression_trains_in_f64() {
+    let out = output("multivariate_regression", &["--epochs", "20001"]);
+    assert!(
+        out.contains("iteration 0: loss = 14631.285714285714"),
+        "{out}"
+    );
+    let last = out.lines().last().unwrap();
+    let loss = value(last, "loss");
+    assert!((loss - 40.46192547875184).abs() < 1e-12 * 40.5, "{last}");
 }
