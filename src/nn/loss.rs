@@ -88,10 +88,19 @@ pub fn binary_cross_entropy<'g>(
     if let Some(e) = need_float("binary_cross_entropy", input) {
         return e;
     }
-    let log_x = input.log().clamp(Some(-100.0), None);
+    // The value is computed from `input` with its gradient path cut, and the gradient
+    // is PyTorch's `binary_cross_entropy_backward`, `(x - y) / max((1 - x) x, 1e-12)`,
+    // attached as `(x - detach(x)) * detach(g)` (zero in value, `g` in gradient). The
+    // autodiff of the clamped logs is NaN where a probability is exactly 0 or 1 (the
+    // clamp's unselected branch carries `0 * inf`), which a saturated sigmoid reaches in
+    // f32: one such step used to turn every parameter into NaN.
+    let x = input.detach();
+    let log_x = x.log().clamp(Some(-100.0), None);
     // PyTorch's `log1p(-x)`: exact for tiny x, where `log(1 - x)` rounds `1 - x`.
-    let log_1mx = (-input).log1p().clamp(Some(-100.0), None);
-    let mut l = -(target * log_x + (1.0 - target) * log_1mx);
+    let log_1mx = (-x).log1p().clamp(Some(-100.0), None);
+    let value = -(target * log_x + (1.0 - target) * log_1mx);
+    let g = ((x - target) / ((1.0 - x) * x).maximum(1e-12)).detach();
+    let mut l = value + (input - x) * g;
     if let Some(w) = weight {
         l = l * w;
     }

@@ -565,3 +565,40 @@ fn zero_size_indexing_and_identity_updates_agree_across_backends() {
         assert_eq!(got, want, "{who}");
     }
 }
+
+/// BCE on probabilities that are exactly 0 or 1 (a saturated f32 sigmoid) has PyTorch's
+/// finite gradient `(x - y) / max((1 - x) x, 1e-12)`, not the NaN of the clamped logs'
+/// autodiff (`0 * inf`), which used to turn every parameter into NaN in one step.
+#[test]
+fn bce_at_saturated_probabilities_has_a_finite_gradient() {
+    let b = GraphBuilder::new("bce_edges");
+    let p = b.param("p", DType::F32, shape![4]);
+    let y = b.input("y", DType::F32, shape![4]);
+    b.output(
+        "loss",
+        aotgrad::nn::binary_cross_entropy(p, y, None, Reduction::Sum),
+    );
+    let joint = aotgrad::compiler::grad(
+        &b.finish().unwrap(),
+        &[("loss", aotgrad::compiler::Seed::Auto)],
+        &["p"],
+    )
+    .unwrap();
+    let f = feeds(&[
+        ("p", Tensor::from_f32(&[1.0, 0.0, 1.0, 0.25], &[4]).unwrap()),
+        ("y", Tensor::from_f32(&[1.0, 0.0, 0.0, 1.0], &[4]).unwrap()),
+    ]);
+    for ev in [
+        aotgrad::run(&joint, &f).unwrap(),
+        cpu::run_once(&joint, &f, CpuOptions::default()).unwrap(),
+    ] {
+        let g = ev.output("p.grad").unwrap().to_f64_vec();
+        // PyTorch: [0, 0, 1e12, -4] (the third is (1 - 0) / 1e-12).
+        assert_eq!(&g[..2], &[0.0, 0.0], "{g:?}");
+        assert!((g[2] / 1e12 - 1.0).abs() < 1e-6, "{g:?}");
+        assert!((g[3] + 4.0).abs() < 1e-6, "{g:?}");
+        // The loss is PyTorch's: log clamped at -100 for the impossible third element.
+        let l = ev.output("loss").unwrap().item().unwrap();
+        assert!((l - (100.0 + 4f64.ln())).abs() < 1e-4, "{l}");
+    }
+}
