@@ -8,6 +8,10 @@
 //!   `w -= lr · mean(2x(xw − y))`, the loss printed before each update;
 //! - P03, stochastic gradient descent: the same update per sample, the last sample's loss
 //!   printed after its update;
+//! - P04, the same SGD with autograd in f32 (`w = torch.Tensor([1.0])`, per sample
+//!   `l = (x*w - y)**2; l.backward(); w.data -= 0.01 * w.grad`): a compiled training step
+//!   per sample, printing each sample's gradient and the last sample's loss in epochs 0
+//!   and 99 with PyTorch's digits;
 //! - P29, the numpy family on `y ≈ 10x + noise` (random data; seeded here): per-sample
 //!   updates with lr 1, one random sample per epoch, and mini-batches of 10 with lr 1 and
 //!   0.1 (gradient `2w·mean(x²) − 2·mean(xy)`), each fit printed.
@@ -17,6 +21,7 @@ use std::collections::HashMap;
 use aotgrad::cli::args::{ExampleSpec, TrainArgs, check};
 use aotgrad::cli::pyrepr::py_repr as r;
 use aotgrad::data::Rng;
+use aotgrad::nn::{Init, Module, Scope};
 use aotgrad::prelude::*;
 use clap::Parser;
 
@@ -96,6 +101,15 @@ impl Program {
     }
 }
 
+/// `ŷ = x * w` with `w: f32[1] = [1.0]` (P04).
+struct TimesW;
+
+impl Module for TimesW {
+    fn forward<'g>(&self, s: &Scope<'g>, x: Var<'g>) -> Var<'g> {
+        x * s.param("w", &[1], Init::Constant(1.0))
+    }
+}
+
 fn main() -> std::process::ExitCode {
     aotgrad::cli::args::exit_code(run())
 }
@@ -141,6 +155,45 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         p03 = (sgd.w(), loss);
     }
     println!("Predict (after training) 4 {}", r(4.0 * sgd.w()));
+
+    println!("== P04 SGD with autograd (f32), lr 0.01");
+    let mut step = Trainer::new(
+        TimesW,
+        Loss::custom("squared error", |o, y| (o - y).square().sum_all()),
+        Optimizer::sgd(0.01),
+    )
+    .input(DType::F32, &[])
+    .target(DType::F32, &[])
+    .compile(&Backend::Interpreter)?;
+    let w_of = |step: &TrainStep| {
+        step.parameter("w")
+            .and_then(Tensor::item)
+            .unwrap_or(f64::NAN)
+    };
+    println!("predict (before training) 4 {}", r(4.0 * w_of(&step)));
+    let mut p04 = f64::NAN;
+    for epoch in 0..epochs {
+        for (x, y) in xs.iter().zip(&ys) {
+            let batch = Batch {
+                x: Tensor::from_f32(&[*x as f32], &[1])?,
+                y: Tensor::from_f32(&[*y as f32], &[1])?,
+            };
+            if epoch == 0 || epoch + 1 == epochs {
+                let (_, grads) = step.gradients(Some(&batch))?;
+                let g = grads[0].1.item().unwrap_or(f64::NAN);
+                println!("\tgrad:  {} {} {}", r(*x), r(*y), r(g));
+            }
+            p04 = step.run(&batch)?;
+        }
+        if epoch == 0 || epoch + 1 == epochs {
+            println!("progress: {epoch} {}", r(p04));
+        }
+    }
+    let pred = step.predict(&Tensor::from_f32(&[4.0], &[1])?)?;
+    println!(
+        "predict (after training) 4 {}",
+        r(pred.item().unwrap_or(f64::NAN))
+    );
 
     println!(
         "== P29 the numpy family on y = 10x + noise (seed {})",

@@ -152,6 +152,8 @@ fn every_example_answers_help_with_the_shared_flags() {
         "titanic",
         "multivariate_regression",
         "linear_layers",
+        "parameters_per_sample",
+        "diabetes_full_batch",
     ] {
         let out = Command::new(example(name)).arg("--help").output().unwrap();
         let help = String::from_utf8_lossy(&out.stdout);
@@ -274,7 +276,8 @@ fn output(name: &str, args: &[&str]) -> String {
     stdout
 }
 
-/// The course's deterministic f64 programs P01-P03 print the course's digits.
+/// The course's deterministic programs P01-P03 (f64) and P04 (f32 autograd) print the
+/// course's digits.
 #[test]
 fn gradient_descent_by_hand_prints_the_courses_digits() {
     let out = output("gradient_descent", &[]);
@@ -290,6 +293,13 @@ fn gradient_descent_by_hand_prints_the_courses_digits() {
         "Epoch: 0 w=1.260688 loss=4.919240100095999",
         "Epoch: 99 w=1.9999999999999236 loss=5.250973729513143e-26",
         "Predict (after training) 4 7.9999999999996945",
+        // P04, f32 autograd: PyTorch's digits (torch 2.15, `.item()` reprs).
+        "\tgrad:  2.0 4.0 -7.840000152587891",
+        "\tgrad:  3.0 6.0 -16.228801727294922",
+        "progress: 0 7.315943717956543",
+        "\tgrad:  3.0 6.0 -5.7220458984375e-06",
+        "progress: 99 9.094947017729282e-13",
+        "predict (after training) 4 7.999998569488525",
     ] {
         assert!(out.lines().any(|l| l == line), "missing {line:?} in\n{out}");
     }
@@ -325,4 +335,39 @@ fn autograd_lessons_and_linear_layers() {
     assert!(out.contains("  [0.1582, -0.4120]"), "{out}");
     let last = out.lines().last().unwrap();
     assert!(value(last, "mean_prediction") > 0.99, "{last}");
+}
+
+/// P31-P33 and P36: the fits the course describes, and the per-call cost is printed.
+#[test]
+fn parameters_per_sample_fit_as_the_course_says() {
+    let out = output("parameters_per_sample", &[]);
+    assert!(out.contains("us per step"), "{out}");
+    let last = out.lines().last().unwrap();
+    assert!((10.0..11.5).contains(&value(last, "p31_w")), "{last}");
+    assert!((11.5..13.0).contains(&value(last, "p32_w")), "{last}");
+    assert!((-11.0..-9.5).contains(&value(last, "p33_w")), "{last}");
+    assert!((0.5..3.0).contains(&value(last, "p36_b")), "{last}");
+}
+
+/// P07: the full-batch variants train; ReLU into BCE stops with the course's error
+/// (seed 2 reaches an output above 1).
+#[test]
+fn diabetes_full_batch_variants() {
+    let l = run("diabetes_full_batch", &["--epochs", "30"]);
+    assert!(l.contains("variant=sigmoid"), "{l}");
+    let l = run(
+        "diabetes_full_batch",
+        &["--variant", "relu", "--epochs", "200"],
+    );
+    assert!(value(&l, "accuracy") > 0.64, "{l}");
+    let out = Command::new(example("diabetes_full_batch"))
+        .args(["--variant", "all-relu", "--seed", "2"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("outside [0, 1]") && err.contains("step 141"),
+        "{err}"
+    );
 }
