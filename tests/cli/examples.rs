@@ -154,6 +154,7 @@ fn every_example_answers_help_with_the_shared_flags() {
         "linear_layers",
         "parameters_per_sample",
         "diabetes_full_batch",
+        "raw_regression",
     ] {
         let out = Command::new(example(name)).arg("--help").output().unwrap();
         let help = String::from_utf8_lossy(&out.stdout);
@@ -370,4 +371,20 @@ fn diabetes_full_batch_variants() {
         err.contains("outside [0, 1]") && err.contains("step 141"),
         "{err}"
     );
+}
+
+/// P23 fits (1.1, 2.2, 3.3, 4.4); P24 writes the loss of every step to TensorBoard.
+#[test]
+fn raw_regression_fits_and_logs() {
+    let l = run("raw_regression", &[]);
+    assert!((value(&l, "b") - 4.4).abs() < 0.1, "{l}");
+    let dir = std::env::temp_dir().join(format!("aotgrad-p24-{}", std::process::id()));
+    let l = run(
+        "raw_regression",
+        &["--variant", "p24", "--tensorboard", dir.to_str().unwrap()],
+    );
+    assert!(value(&l, "loss") < 0.05, "{l}");
+    let events: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert_eq!(events.len(), 1, "one event file");
+    std::fs::remove_dir_all(&dir).ok();
 }
