@@ -14,11 +14,10 @@ pub fn py_repr(v: f64) -> String {
     if v == 0.0 {
         return if v.is_sign_negative() { "-0.0" } else { "0.0" }.into();
     }
-    let exp = v.abs().log10().floor() as i32;
-    // log10 can be off by one at powers of ten; the shortest digits decide.
+    // The exponent of the shortest round-trip digits (what Python decides by).
     let sci = format!("{v:e}");
     let (mantissa, e) = sci.split_once('e').expect("`{:e}` has an exponent");
-    let e: i32 = e.parse().unwrap_or(exp);
+    let e: i32 = e.parse().expect("`{:e}` writes an integer exponent");
     if !(-4..16).contains(&e) {
         let sign = if e < 0 { '-' } else { '+' };
         return format!("{mantissa}e{sign}{:02}", e.abs());

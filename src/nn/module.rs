@@ -158,28 +158,48 @@ impl<'g> Scope<'g> {
     /// and this call's line, and a forward hook on its path sees its output.
     #[track_caller]
     pub fn call(&self, name: &str, module: &dyn Module, x: Var<'g>) -> Var<'g> {
-        let child = self.child(name);
-        let what = format!("layer {name:?} ({})", module.type_name());
-        let out = self
-            .b
-            .within(what, Location::caller(), || module.forward(&child, x));
-        child.observe(out);
-        out
+        self.call_at(name, module, Location::caller(), x)
     }
 
     /// [`Scope::call`] with several inputs and outputs ([`Module::forward_all`]); a hook
     /// sees the first output.
     #[track_caller]
     pub fn call_all(&self, name: &str, module: &dyn Module, inputs: &[Var<'g>]) -> Vec<Var<'g>> {
-        let child = self.child(name);
-        let what = format!("layer {name:?} ({})", module.type_name());
-        let outs = self.b.within(what, Location::caller(), || {
-            module.forward_all(&child, inputs)
+        let (child, outs) = self.in_child(name, module, Location::caller(), |c| {
+            module.forward_all(c, inputs)
         });
         if let Some(first) = outs.first() {
             child.observe(*first);
         }
         outs
+    }
+
+    /// [`Scope::call`] located at `at` (a `Sequential` names the line that added the
+    /// layer, not its own).
+    fn call_at(
+        &self,
+        name: &str,
+        module: &dyn Module,
+        at: &'static Location<'static>,
+        x: Var<'g>,
+    ) -> Var<'g> {
+        let (child, out) = self.in_child(name, module, at, |c| module.forward(c, x));
+        child.observe(out);
+        out
+    }
+
+    /// Runs `f` in the child scope `name`, with build errors naming the layer and `at`.
+    fn in_child<T>(
+        &self,
+        name: &str,
+        module: &dyn Module,
+        at: &'static Location<'static>,
+        f: impl FnOnce(&Scope<'g>) -> T,
+    ) -> (Scope<'g>, T) {
+        let child = self.child(name);
+        let what = format!("layer {name:?} ({})", module.type_name());
+        let out = self.b.within(what, at, || f(&child));
+        (child, out)
     }
 
     /// Records `value` as the output of the module at this scope's path if a hook asked
@@ -521,15 +541,9 @@ impl Sequential {
 
 impl Module for Sequential {
     fn forward<'g>(&self, s: &Scope<'g>, x: Var<'g>) -> Var<'g> {
-        self.layers.iter().fold(x, |h, l| {
-            let what = format!("layer {:?} ({})", l.name, l.module.type_name());
-            let child = s.child(&l.name);
-            let out = s
-                .builder()
-                .within(what, l.added, || l.module.forward(&child, h));
-            child.observe(out);
-            out
-        })
+        self.layers
+            .iter()
+            .fold(x, |h, l| s.call_at(&l.name, l.module.as_ref(), l.added, h))
     }
 }
 

@@ -11,7 +11,7 @@
 //! its compile time, grow past what a training step should carry; pad or chunk the
 //! sequence and carry the state, as truncated BPTT does).
 
-use aotgrad_ir::{BuildErrorKind, Var};
+use aotgrad_ir::{BuildErrorKind, Shape, Var};
 
 use super::module::{Init, Module, Scope, dropout, report_inputs};
 
@@ -296,13 +296,11 @@ impl Recurrent {
         };
         // All steps' input projections at once: [N, T, G*H].
         let xp = x.linear(w_ih, b_ih);
+        // [N, H] zeros with the batch's (possibly symbolic) size and the params' dtype.
+        let batch = x.shape().dims()[0].clone();
         let zeros = || {
-            // [N, H] zeros with the batch's (possibly symbolic) size and the params' dtype.
-            x.select(1, 0)
-                .narrow(1, 0, 1)
-                .zeros_like()
-                .cast(w_hh.dtype())
-                .expand(&[-1, h as i64])
+            s.builder()
+                .zeros(w_hh.dtype(), Shape(vec![batch.clone(), h.into()]))
         };
         let mut hs = h0.unwrap_or_else(zeros);
         let mut cs = (self.cell == Cell::Lstm).then(|| c0.unwrap_or_else(zeros));

@@ -29,6 +29,15 @@ fn loss_of(ev: &Evaluation) -> f64 {
     ev.output("loss").and_then(Tensor::item).unwrap_or(f64::NAN)
 }
 
+/// The model's outputs of an evaluation: `output`, `output.1`, ... and the hooked
+/// activations `hook.<path>`.
+fn model_outputs(ev: &Evaluation) -> impl Iterator<Item = (String, Tensor)> + '_ {
+    ev.outputs
+        .iter()
+        .filter(|(n, _)| n == "output" || n.starts_with("output.") || n.starts_with("hook."))
+        .map(|(n, t)| (n.clone(), t.clone()))
+}
+
 /// What one training step returns.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepResult {
@@ -60,12 +69,7 @@ impl StepResult {
             correct: ev.output(CORRECT).and_then(Tensor::item).map(|v| v as u64),
             confusion: ev.output(CONFUSION).cloned(),
             grad_norm: ev.output(GRAD_NORM).and_then(Tensor::item),
-            extra: ev
-                .outputs
-                .iter()
-                .filter(|(n, _)| n.starts_with("output.") || n.starts_with("hook."))
-                .map(|(n, t)| (n.to_string(), t.clone()))
-                .collect(),
+            extra: model_outputs(ev).filter(|(n, _)| n != "output").collect(),
         }
     }
 }
@@ -366,13 +370,6 @@ impl TrainStep {
         Ok(loss)
     }
 
-    fn batch_feeds<'a, B: BatchTensors + ?Sized>(
-        &self,
-        batch: &'a B,
-    ) -> Vec<(&'a str, &'a Tensor)> {
-        batch.tensors()
-    }
-
     /// Sets the learning rate of the next update from the schedule, if there is one.
     fn scheduled_lr(&mut self) {
         if let Some(s) = &self.schedule {
@@ -485,12 +482,7 @@ impl TrainStep {
         batch: &B,
         fetch: Fetch<'_>,
     ) -> Result<StepResult, TrainError> {
-        let extra = self.batch_feeds(batch);
-        let result = |loss, ev: &Evaluation| StepResult {
-            correct: None,
-            confusion: None,
-            ..StepResult::from_evaluation(loss, ev)
-        };
+        let extra = batch.tensors();
         self.scheduled_lr();
         if self.accumulate.is_some() {
             let ev = self.exec_update(ProgramKind::Accumulate, &extra, Fetch::All)?;
@@ -501,12 +493,12 @@ impl TrainStep {
                 self.micro = 0;
                 self.steps += 1;
             }
-            return Ok(result(loss, &ev));
+            return Ok(StepResult::from_evaluation(loss, &ev));
         }
         let ev = self.exec_update(ProgramKind::Step, &extra, fetch)?;
         let loss = self.check(&ev)?;
         self.steps += 1;
-        Ok(result(loss, &ev))
+        Ok(StepResult::from_evaluation(loss, &ev))
     }
 
     /// One epoch of training steps over `batches` (a `DataLoader`'s epoch, or any
@@ -543,7 +535,7 @@ impl TrainStep {
         if let Some(b) = batch {
             self.check_batch(b, true)?;
         }
-        let extra = batch.map(|b| self.batch_feeds(b));
+        let extra = batch.map(|b| b.tensors());
         let extra = extra.as_ref().map_or(&[][..], |e| &e[..]);
         let ev = self
             .exec(ProgramKind::Grads, extra, Updates::Discard, Fetch::All)
@@ -573,7 +565,7 @@ impl TrainStep {
         let ev = self
             .exec(
                 ProgramKind::Eval,
-                &self.batch_feeds(batch),
+                &batch.tensors(),
                 Updates::Discard,
                 Fetch::All,
             )
@@ -606,12 +598,7 @@ impl TrainStep {
             .filter(|(n, _)| self.inputs.iter().any(|i| i == n))
             .collect();
         let ev = self.exec(ProgramKind::Predict, &feeds, Updates::Discard, Fetch::All)?;
-        Ok(ev
-            .outputs
-            .iter()
-            .filter(|(n, _)| *n == "output" || n.starts_with("output.") || n.starts_with("hook."))
-            .map(|(n, t)| (n.to_string(), t.clone()))
-            .collect())
+        Ok(model_outputs(&ev).collect())
     }
 
     /// Parameters in declaration order, with PyTorch `state_dict` names.

@@ -410,3 +410,32 @@ fn f64_frozen_scheduled_checkpoints_resume_bitwise() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A parameter two groups match, and a group lr beside an optimizer lr of 0 (whose
+/// ratio the group's lr is), are typed configuration errors.
+#[test]
+fn parameter_group_errors_are_typed() {
+    use aotgrad::train::ParamGroup;
+    let e = Trainer::new(mlp(), Loss::cross_entropy(), Optimizer::sgd(0.1))
+        .input(DType::F32, &[4])
+        .target(DType::I64, &[])
+        .param_group(ParamGroup::new(&["fc1"]).lr(0.2))
+        .param_group(ParamGroup::new(&["*.bias"]).weight_decay(0.0))
+        .compile(&Backend::Interpreter)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("\"fc1.bias\" in one parameter group only"),
+        "{e}"
+    );
+    let e = Trainer::new(mlp(), Loss::cross_entropy(), Optimizer::sgd(0.0))
+        .input(DType::F32, &[4])
+        .target(DType::I64, &[])
+        .param_group(ParamGroup::new(&["fc2"]).lr(0.2))
+        .compile(&Backend::Interpreter)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("a non-zero optimizer lr"), "{e}");
+}
