@@ -37,7 +37,7 @@ pub use gradcheck::{GradcheckError, GradcheckOptions, GradcheckReport, InputChec
 pub use aotgrad_ir::{
     BuildError, DType, Dim, Graph, GraphBuilder, Shape, TensorType, Var, shape, text, verify,
 };
-pub use aotgrad_runtime::{Evaluation, RunError, Tensor, run};
+pub use aotgrad_runtime::{Evaluation, Ix, RunError, Tensor, TensorOpError, run, s};
 
 /// Everything a training script usually needs.
 pub mod prelude {
@@ -46,7 +46,7 @@ pub mod prelude {
     pub use crate::train::{Backend, Batch, EarlyStopping, Loss, TrainError, TrainStep, Trainer};
     pub use aotgrad_compiler::passes::OptLevel;
     pub use aotgrad_ir::{Axes, DType, Dim, Graph, GraphBuilder, Shape, TensorType, Var, shape};
-    pub use aotgrad_runtime::Tensor;
+    pub use aotgrad_runtime::{Ix, Tensor, TensorOpError, s};
 }
 
 /// The README's example, compiled and run as a doctest so it cannot rot.

@@ -8,7 +8,9 @@ pub mod interp;
 mod leaf;
 pub mod npy;
 mod tensor;
+pub mod tensor_ops;
 mod variants;
 
 pub use interp::{Evaluation, RunError, run};
 pub use tensor::{Tensor, TensorError};
+pub use tensor_ops::{Arg, Ix, TensorOpError};

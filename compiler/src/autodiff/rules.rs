@@ -38,7 +38,7 @@ pub fn differentiable_operands(g: &Graph, node: &Node) -> Vec<bool> {
         | Op::MatMul { .. }
         | Op::Unfold(_)
         | Op::Fold { .. } => vec![float_out; n],
-        Op::ArgReduce { .. } | Op::Random { .. } => vec![false; n],
+        Op::ArgReduce { .. } | Op::TopK { .. } | Op::Random { .. } => vec![false; n],
         Op::Gather { .. } => vec![float_out, false],
         Op::ScatterAdd { .. } => vec![float_out, false, float_out],
     }
@@ -93,6 +93,7 @@ pub fn vjp<'g>(node: &Node, r: &Rule<'g>, ct: Var<'g>) -> Vec<Option<Var<'g>>> {
             UnaryOp::Sign
             | UnaryOp::Floor
             | UnaryOp::Ceil
+            | UnaryOp::Trunc
             | UnaryOp::Not
             | UnaryOp::StopGradient => None,
         }],
@@ -170,7 +171,7 @@ pub fn vjp<'g>(node: &Node, r: &Rule<'g>, ct: Var<'g>) -> Vec<Option<Var<'g>>> {
                 }
             })]
         }
-        Op::ArgReduce { .. } => vec![None],
+        Op::ArgReduce { .. } | Op::TopK { .. } => vec![None],
         Op::Reshape(_) => vec![Some(ct.reshape_shape(x(0).shape()))],
         Op::Expand(to) => {
             let from = x(0).shape();

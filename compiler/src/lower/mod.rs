@@ -451,6 +451,7 @@ impl<'g> Lowerer<'g> {
             | Op::Pad { .. }
             | Op::Concat { .. }
             | Op::Fold { .. }
+            | Op::TopK { .. }
             | Op::Random { .. } => self.library(id),
         };
         let is_tree = !matches!(v.tree, Tree::Load { .. } | Tree::Const(_) | Tree::Index(_));

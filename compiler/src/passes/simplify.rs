@@ -248,6 +248,10 @@ fn fold_unary(u: UnaryOp, a: Scalar) -> Option<Scalar> {
         UnaryOp::Neg => -x,
         UnaryOp::Abs => x.abs(),
         UnaryOp::Sqrt => x.sqrt(),
+        // Exact in any rounding.
+        UnaryOp::Floor => x.floor(),
+        UnaryOp::Ceil => x.ceil(),
+        UnaryOp::Trunc => x.trunc(),
         // Not exactly rounded (libm may differ in the last bit from the backend's), or
         // not worth folding.
         UnaryOp::Sign
@@ -257,8 +261,6 @@ fn fold_unary(u: UnaryOp, a: Scalar) -> Option<Scalar> {
         | UnaryOp::Sin
         | UnaryOp::Cos
         | UnaryOp::Tanh
-        | UnaryOp::Floor
-        | UnaryOp::Ceil
         | UnaryOp::Log1p
         | UnaryOp::Expm1
         | UnaryOp::Erf

@@ -36,6 +36,11 @@ impl From<i32> for Operand<'_> {
         Operand::Int(v as i64)
     }
 }
+impl From<i64> for Operand<'_> {
+    fn from(v: i64) -> Self {
+        Operand::Int(v)
+    }
+}
 
 impl<'g> Var<'g> {
     /// A constant shaped like `shape`, holding `value` rounded to `dtype`.
@@ -141,6 +146,21 @@ impl<'g> Var<'g> {
         };
         let (a, b) = if swap { (b, a) } else { (a, b) };
         a.prim(loc, name, Op::Binary(op), &[b])
+    }
+
+    /// `op` applied elementwise with PyTorch's promotion and broadcasting, named by its
+    /// mnemonic in errors: what `a + b`, `a.lt(b)`, ... do, for code that picks the op
+    /// at run time (the host tensor operations).
+    #[track_caller]
+    pub fn binary_op(self, op: BinaryOp, rhs: impl Into<Operand<'g>>) -> Var<'g> {
+        self.binary(Location::caller(), op.name(), rhs.into(), op, false)
+    }
+
+    /// `op` applied elementwise (float functions of integers compute in f32, as
+    /// PyTorch's do).
+    #[track_caller]
+    pub fn unary_op(self, op: UnaryOp) -> Var<'g> {
+        self.unary(Location::caller(), op.name(), op)
     }
 
     pub(crate) fn unary(self, loc: Loc, name: &str, op: UnaryOp) -> Var<'g> {
@@ -330,6 +350,23 @@ impl<'g> Var<'g> {
     #[track_caller]
     pub fn ceil(self) -> Var<'g> {
         self.unary(Location::caller(), "ceil", UnaryOp::Ceil)
+    }
+    /// Rounds toward zero (`torch.trunc`).
+    #[track_caller]
+    pub fn trunc(self) -> Var<'g> {
+        self.unary(Location::caller(), "trunc", UnaryOp::Trunc)
+    }
+    /// The fractional part with the sign of `x`: `x - trunc(x)` (`torch.frac`).
+    #[track_caller]
+    pub fn frac(self) -> Var<'g> {
+        let loc = Location::caller();
+        let t = self.unary(loc, "frac", UnaryOp::Trunc);
+        let x = if self.dtype().is_float() {
+            self
+        } else {
+            self.cast(DType::F32)
+        };
+        x.binary(loc, "frac", Operand::Var(t), BinaryOp::Sub, false)
     }
     /// `log(1 + x)`, accurate where `x` is tiny (`torch.log1p`).
     #[track_caller]

@@ -113,3 +113,143 @@ impl GraphBuilder {
         self.rand(key, DType::F32, shape).lt(p)
     }
 }
+
+impl GraphBuilder {
+    /// `torch.arange(start, end, step)`: `ceil((end - start) / step)` values
+    /// `start + i * step`, computed in f64 and rounded to `dtype`.
+    #[track_caller]
+    pub fn arange_range(&self, start: f64, end: f64, step: f64, dtype: DType) -> Var<'_> {
+        let loc = Location::caller();
+        let bad = |why: String| self.fail(loc, "arange", BuildErrorKind::Usage(why));
+        if !(start.is_finite() && end.is_finite() && step.is_finite()) || step == 0.0 {
+            return bad(format!(
+                "arange({start}, {end}, {step}) needs finite bounds and a non-zero step"
+            ));
+        }
+        let n = ((end - start) / step).ceil();
+        if n < 0.0 {
+            return bad(format!(
+                "arange({start}, {end}, {step}): the step's sign does not lead from start to end"
+            ));
+        }
+        // Sizes past 2^53 are not integers in f64; the type check then bounds it.
+        if n > 9.007_199_254_740_992e15 {
+            return bad(format!("arange({start}, {end}, {step}) has {n} elements"));
+        }
+        let i = self.add(
+            loc,
+            "arange",
+            Op::Iota {
+                shape: Shape::known(&[n as usize]),
+                axis: 0,
+                dtype: DType::F64,
+            },
+            &[],
+        );
+        (i * step + start).cast(dtype)
+    }
+
+    /// `torch.linspace(start, end, steps)` with PyTorch's formula: `step = (end -
+    /// start) / (steps - 1)` in the dtype, the first half `start + i * step`, the rest
+    /// `end - (steps - 1 - i) * step`, so both ends are exact. Integer dtypes compute
+    /// in f64 and round toward zero.
+    #[track_caller]
+    pub fn linspace(&self, start: f64, end: f64, steps: usize, dtype: DType) -> Var<'_> {
+        let loc = Location::caller();
+        let ct = if dtype.is_float() { dtype } else { DType::F64 };
+        if steps == 1 {
+            return self.full(start, dtype, Shape::known(&[1]));
+        }
+        let shape = Shape::known(&[steps]);
+        let i = self.add(
+            loc,
+            "linspace",
+            Op::Iota {
+                shape: shape.clone(),
+                axis: 0,
+                dtype: ct,
+            },
+            &[],
+        );
+        let (s, e) = (self.scalar(start, ct), self.scalar(end, ct));
+        let step = (e - s) / self.scalar((steps - 1) as f64, ct);
+        let lo = i * step + s;
+        let hi = e - (self.scalar((steps - 1) as f64, ct) - i) * step;
+        let first_half = i.lt((steps / 2) as f64);
+        first_half.where_(lo, hi).cast(dtype)
+    }
+
+    /// `torch.eye(n, m)`: ones where row == column.
+    #[track_caller]
+    pub fn eye(&self, n: usize, m: usize, dtype: DType) -> Var<'_> {
+        let loc = Location::caller();
+        let shape = Shape::known(&[n, m]);
+        let iota = |axis| {
+            self.add(
+                loc,
+                "eye",
+                Op::Iota {
+                    shape: shape.clone(),
+                    axis,
+                    dtype: DType::I64,
+                },
+                &[],
+            )
+        };
+        iota(0).equal(iota(1)).cast(dtype)
+    }
+
+    /// Integers uniform in `[low, high)` keyed like [`GraphBuilder::rand`]
+    /// (`torch.randint`), i64: `low + floor(u * (high - low))` from an f64 uniform.
+    #[track_caller]
+    pub fn randint<'g>(&'g self, key: Var<'g>, low: i64, high: i64, shape: Shape) -> Var<'g> {
+        let loc = Location::caller();
+        if low >= high {
+            return self.fail(
+                loc,
+                "randint",
+                BuildErrorKind::Usage(format!("randint needs low < high, got [{low}, {high})")),
+            );
+        }
+        let span = (high as f64) - (low as f64);
+        let u = key.prim(
+            loc,
+            "randint",
+            Op::Random {
+                dist: Distribution::Uniform,
+                shape,
+                dtype: DType::F64,
+            },
+            &[],
+        );
+        // `u * span` can round up to `span` itself for spans past 2^53: clamp.
+        ((u * span).floor().minimum(span - 1.0) + low as f64).cast(DType::I64)
+    }
+
+    /// A random permutation of `0..n` keyed like [`GraphBuilder::rand`]
+    /// (`torch.randperm`): the positions of `n` f64 uniforms in sorted order.
+    #[track_caller]
+    pub fn randperm<'g>(&'g self, key: Var<'g>, n: usize) -> Var<'g> {
+        let loc = Location::caller();
+        let u = key.prim(
+            loc,
+            "randperm",
+            Op::Random {
+                dist: Distribution::Uniform,
+                shape: Shape::known(&[n]),
+                dtype: DType::F64,
+            },
+            &[],
+        );
+        u.prim(
+            loc,
+            "randperm",
+            Op::TopK {
+                axis: 0,
+                k: n,
+                largest: false,
+            },
+            &[],
+        )
+    }
+}

@@ -26,6 +26,7 @@ mod creation;
 mod index;
 mod movement;
 mod reduce;
+mod sort;
 
 use std::cell::RefCell;
 use std::panic::Location;

@@ -440,6 +440,105 @@ impl<'g> Var<'g> {
             .collect()
     }
 
+    /// Splits into pieces of the given sizes along `axis` (`x.split([2, 3], axis)`);
+    /// the sizes must add up to the axis length.
+    #[track_caller]
+    pub fn split_sizes(self, sizes: &[usize], axis: i64) -> Vec<Var<'g>> {
+        let loc = Location::caller();
+        let Some(a) = self.axis(loc, "split", axis) else {
+            return vec![self.b.poison()];
+        };
+        let total = sizes.iter().try_fold(0usize, |acc, &s| acc.checked_add(s));
+        if total.is_none() || self.shape().0[a].known() != total {
+            return vec![self.fail(
+                loc,
+                "split",
+                usage(format!(
+                    "split sizes {sizes:?} do not add up to axis {a} of {}",
+                    self.ty()
+                )),
+            )];
+        }
+        let mut start = 0i64;
+        sizes
+            .iter()
+            .map(|&s| {
+                let v = self.slice(a as i64, Some(start), Some(start + s as i64), 1);
+                start += s as i64;
+                v
+            })
+            .collect()
+    }
+
+    /// `x.repeat(reps)`: tiles the value `reps[i]` times along axis `i`; extra leading
+    /// reps add axes. An expand of interleaved size-1 axes and a reshape, so no copy
+    /// is made until something reads it.
+    #[track_caller]
+    pub fn repeat(self, reps: &[usize]) -> Var<'g> {
+        let loc = Location::caller();
+        if self.is_poisoned() {
+            return self;
+        }
+        let shape = self.shape();
+        if reps.len() < shape.rank() {
+            return self.fail(
+                loc,
+                "repeat",
+                usage(format!(
+                    "repeat needs at least one count per axis: {} counts for {}",
+                    reps.len(),
+                    self.ty()
+                )),
+            );
+        }
+        let mut dims = vec![Dim::Known(1); reps.len() - shape.rank()];
+        dims.extend(shape.0.iter().cloned());
+        let mut spread = Vec::with_capacity(2 * dims.len());
+        let mut tiled = Vec::with_capacity(2 * dims.len());
+        let mut merged = Vec::with_capacity(dims.len());
+        for (d, &r) in dims.iter().zip(reps) {
+            spread.extend([Dim::Known(1), d.clone()]);
+            tiled.extend([Dim::Known(r), d.clone()]);
+            merged.push(
+                crate::Numel::one()
+                    .mul_dim(&Dim::Known(r))
+                    .mul_dim(d)
+                    .as_dim(),
+            );
+        }
+        self.reshape_to(loc, Shape(spread))
+            .broadcast_as(loc, "repeat", &Shape(tiled))
+            .reshape_to(loc, Shape(merged))
+    }
+
+    /// Reverses the order along each of `axes` (`torch.flip`).
+    #[track_caller]
+    pub fn flip(self, axes: &[i64]) -> Var<'g> {
+        let loc = Location::caller();
+        let mut v = self;
+        for &axis in axes {
+            let Some(a) = self.axis(loc, "flip", axis) else {
+                return self.b.poison();
+            };
+            let Some(n) = self.shape().0[a].known() else {
+                return self.fail(
+                    loc,
+                    "flip",
+                    OpError::SymbolicDim {
+                        op: "flip",
+                        dim: a,
+                        ty: self.ty(),
+                    },
+                );
+            };
+            let rev = self
+                .b
+                .constant(crate::Data::I64((0..n as i64).rev().collect()), &[n]);
+            v = v.index_select(a as i64, rev);
+        }
+        v
+    }
+
     /// `torch.chunk`: `chunks` pieces of size `ceil(n / chunks)`.
     #[track_caller]
     pub fn chunk(self, chunks: usize, axis: i64) -> Vec<Var<'g>> {

@@ -110,6 +110,11 @@ impl Op {
                 v.push(("size", list(size, atom)));
                 v
             }
+            Op::TopK { axis, k, largest } => vec![
+                ("axis", atom(axis)),
+                ("k", atom(k)),
+                ("largest", atom(largest)),
+            ],
         }
     }
 
@@ -187,6 +192,11 @@ impl Op {
             "fold" => Op::Fold {
                 window: a.window()?,
                 size: a.pair("size")?,
+            },
+            "topk" => Op::TopK {
+                axis: a.usize("axis")?,
+                k: a.usize("k")?,
+                largest: a.bool("largest")?,
             },
             _ => {
                 return Err(AttrError {

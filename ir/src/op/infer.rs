@@ -60,6 +60,31 @@ pub(super) fn infer(op: &Op, xs: &[&TensorType]) -> R {
                 reduced(&xs[0].shape, &[*axis], *keepdim),
             ))
         }
+        Op::TopK { axis, k, .. } => {
+            arity(xs, 1)?;
+            let x = xs[0];
+            check_axes(&[*axis], x)?;
+            if x.dtype == DType::Bool {
+                return Err(OpError::BadDType {
+                    expected: "a numeric",
+                    got: x.clone(),
+                });
+            }
+            // k is checked against a known length here; a symbolic one is checked
+            // when a run binds it.
+            if let Some(n) = x.shape.0[*axis].known()
+                && *k > n
+            {
+                return Err(OpError::BadAttr {
+                    what: "topk k",
+                    ty: x.clone(),
+                    detail: format!("k = {k} is larger than axis {axis}'s {n} elements"),
+                });
+            }
+            let mut shape = x.shape.clone();
+            shape.0[*axis] = crate::Dim::Known(*k);
+            Ok(TensorType::new(DType::I64, shape))
+        }
         Op::Reshape(to) => {
             arity(xs, 1)?;
             let (a, b) = (xs[0].shape.numel(), to.numel());

@@ -168,6 +168,16 @@ pub enum Op {
         window: Window,
         size: [usize; 2],
     },
+    /// The positions of the `k` largest (or smallest) elements along `axis`, in that
+    /// order, as i64 indices (`torch.topk(..).indices`); the axis keeps its place with
+    /// size `k`. The order is total and stable: by value (NaN above every number, as
+    /// PyTorch sorts it), ties by lower index first. Values are a `gather` away, so
+    /// sort, argsort, kthvalue and randperm are this one primitive.
+    TopK {
+        axis: usize,
+        k: usize,
+        largest: bool,
+    },
     /// Counter-based random numbers from an `i64[]` key operand: element `i` of the
     /// output is a pure function of (key, i), identical on every backend.
     Random {
@@ -235,6 +245,7 @@ pub fn mnemonics() -> Vec<&'static str> {
         "random_normal",
         "unfold",
         "fold",
+        "topk",
     ];
     out.extend(UnaryOp::ALL.map(UnaryOp::name));
     out.extend(BinaryOp::ALL.map(BinaryOp::name));
@@ -269,6 +280,7 @@ impl Op {
             Op::Random { dist, .. } => dist.name(),
             Op::Unfold(_) => "unfold",
             Op::Fold { .. } => "fold",
+            Op::TopK { .. } => "topk",
         }
     }
 

@@ -196,6 +196,8 @@ unary_ops! {
     Tanh = "tanh", Float, Transcendental, grad: true, Helper;
     Floor = "floor", Float, Cheap, grad: false, Inline;
     Ceil = "ceil", Float, Cheap, grad: false, Inline;
+    /// Rounds toward zero (`torch.trunc`); `frac` is `x - trunc(x)`.
+    Trunc = "trunc", Float, Cheap, grad: false, Inline;
     /// `log(1 + x)`, accurate where `x` is tiny (softplus, BCE).
     Log1p = "log1p", Float, Transcendental, grad: true, Helper;
     /// `exp(x) - 1`, accurate where `x` is tiny.

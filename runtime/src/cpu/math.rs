@@ -43,6 +43,7 @@ pub(crate) fn unary(u: UnaryOp, d: DType) -> *const u8 {
         | UnaryOp::Recip
         | UnaryOp::Floor
         | UnaryOp::Ceil
+        | UnaryOp::Trunc
         | UnaryOp::Not
         | UnaryOp::StopGradient => None,
     };

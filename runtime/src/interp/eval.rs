@@ -47,6 +47,7 @@ pub(super) fn eval(
         Op::Cast(d) => xs[0].data().cast(*d),
         Op::Reduce { op, axes, .. } => reduce(*op, xs[0], axes),
         Op::ArgReduce { op, axis, .. } => arg_reduce(*op, xs[0], *axis),
+        Op::TopK { axis, k, largest } => top_k(xs[0], *axis, *k, *largest, id)?,
         Op::Reshape(_) => xs[0].data().clone(),
         Op::Expand(_) => {
             let (src, st) = (xs[0].shape(), strides(xs[0].shape()));
@@ -259,6 +260,7 @@ fn unary(u: UnaryOp, d: &Data) -> Data {
         UnaryOp::Tanh => float_map!(d, v => f(v, Float::tanh)),
         UnaryOp::Floor => float_map!(d, v => f(v, Float::floor)),
         UnaryOp::Ceil => float_map!(d, v => f(v, Float::ceil)),
+        UnaryOp::Trunc => float_map!(d, v => f(v, Float::trunc)),
         UnaryOp::Log1p => float_map!(d, v => f(v, Float::ln_1p)),
         UnaryOp::Expm1 => float_map!(d, v => f(v, Float::exp_m1)),
         UnaryOp::Erf => float_map!(d, v => f(v, Float::erf)),
@@ -425,6 +427,67 @@ fn arg_reduce(op: ArgReduceOp, x: &Tensor, axis: usize) -> Data {
         }
     }
     Data::I64(best.into_iter().map(|b| b.map_or(0, |(_, p)| p)).collect())
+}
+
+/// `Op::TopK`: per row along `axis`, the positions of its elements in the op's
+/// total order (NaN above every number; ties by lower position), first `k` kept.
+fn top_k(x: &Tensor, axis: usize, k: usize, largest: bool, node: NodeId) -> Result<Data, RunError> {
+    use std::cmp::Ordering;
+    let shape = x.shape();
+    let (outer, len, inner): (usize, usize, usize) = (
+        shape[..axis].iter().product(),
+        shape[axis],
+        shape[axis + 1..].iter().product(),
+    );
+    if k > len {
+        // A symbolic axis bound shorter than k.
+        return Err(RunError::IndexOutOfRange {
+            node,
+            op: "topk",
+            index: k as i64,
+            size: len,
+        });
+    }
+    // Sorting the native values (not f64) keeps i64 above 2^53 exact.
+    fn rows<T: Copy + PartialOrd>(
+        v: &[T],
+        nan: impl Fn(T) -> bool,
+        (outer, len, inner, k, largest): (usize, usize, usize, usize, bool),
+    ) -> Vec<i64> {
+        let mut out = vec![0i64; outer * k * inner];
+        let mut pos: Vec<usize> = Vec::with_capacity(len);
+        for o in 0..outer {
+            for i in 0..inner {
+                let at = |p: usize| v[(o * len + p) * inner + i];
+                pos.clear();
+                pos.extend(0..len);
+                // `sort_by` is stable: equal values keep position order.
+                pos.sort_by(|&p, &q| {
+                    let (a, b) = (at(p), at(q));
+                    let ord = match (nan(a), nan(b)) {
+                        (true, true) => Ordering::Equal,
+                        (true, false) => Ordering::Greater,
+                        (false, true) => Ordering::Less,
+                        (false, false) => a.partial_cmp(&b).unwrap_or(Ordering::Equal),
+                    };
+                    if largest { ord.reverse() } else { ord }
+                });
+                for (r, &p) in pos[..k].iter().enumerate() {
+                    out[(o * k + r) * inner + i] = p as i64;
+                }
+            }
+        }
+        out
+    }
+    let dims = (outer, len, inner, k, largest);
+    Ok(Data::I64(match x.data() {
+        Data::F32(v) => rows(v, |a: f32| a.is_nan(), dims),
+        Data::F64(v) => rows(v, |a: f64| a.is_nan(), dims),
+        Data::I64(v) => rows(v, |_| false, dims),
+        Data::I32(v) => rows(v, |_| false, dims),
+        Data::U8(v) => rows(v, |_| false, dims),
+        Data::Bool(_) => unreachable!("verified: topk takes numbers"),
+    }))
 }
 
 /// Problem size of one batched matmul.

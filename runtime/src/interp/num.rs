@@ -47,6 +47,7 @@ pub(crate) trait Float: Num {
     fn tanh(self) -> Self;
     fn floor(self) -> Self;
     fn ceil(self) -> Self;
+    fn trunc(self) -> Self;
     fn ln_1p(self) -> Self;
     fn exp_m1(self) -> Self;
     fn erf(self) -> Self;
@@ -97,6 +98,7 @@ macro_rules! float_num {
             fn tanh(self) -> Self { <$t>::tanh(self) }
             fn floor(self) -> Self { <$t>::floor(self) }
             fn ceil(self) -> Self { <$t>::ceil(self) }
+            fn trunc(self) -> Self { <$t>::trunc(self) }
             fn ln_1p(self) -> Self { <$t>::ln_1p(self) }
             fn exp_m1(self) -> Self { <$t>::exp_m1(self) }
             fn erf(self) -> Self { erf_of(self) }

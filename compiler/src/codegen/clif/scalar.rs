@@ -175,6 +175,7 @@ impl<M: Module> KernelGen<'_, '_, M> {
             UnaryOp::Sqrt => ins.sqrt(a),
             UnaryOp::Floor => ins.floor(a),
             UnaryOp::Ceil => ins.ceil(a),
+            UnaryOp::Trunc => ins.trunc(a),
             UnaryOp::Recip => {
                 let one = match lanes {
                     Lanes::Scalar => self.scalar_const(Scalar::one(d)),

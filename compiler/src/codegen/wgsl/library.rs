@@ -34,6 +34,7 @@ impl Emitter<'_> {
             Op::Fold { window, .. } => self.fold(l, window),
             Op::Concat { axis } => self.concat(l, *axis),
             Op::Random { dist, .. } => self.random(l, *dist),
+            Op::TopK { axis, largest, .. } => self.top_k(l, *axis, *largest),
             other => Err(self.unsupported(format!(
                 "no WGSL implementation of library op `{}`",
                 other.name()
@@ -165,6 +166,50 @@ impl Emitter<'_> {
             xs[axis]
         );
         let st = self.write(l.out, "i32(gid)", "at");
+        let _ = writeln!(self.body, "  {st}");
+        Ok(())
+    }
+
+    /// `topk` indices: output `r` of a row is the `r`-th element of the row in the op's
+    /// order (NaN above every number, ties by lower position), found by `r + 1` passes
+    /// that each take the first element after the previous one: no sort buffer per
+    /// invocation, `O(k * len)` reads, which suits the small rows topk is asked for.
+    fn top_k(&mut self, l: &LibraryKernel, axis: usize, largest: bool) -> Result<(), WgslError> {
+        let (x, xs) = &l.inputs[0];
+        let shape = l.shape.clone();
+        let all: Vec<usize> = (0..shape.len()).collect();
+        self.unflatten("gid", &shape, &all, "  ");
+        let xt = DevType::of(self.p.buffer(*x).dtype);
+        let mut at = Affine::contiguous(xs);
+        let step = at.strides[axis];
+        at.strides[axis] = 0;
+        let base = Self::affine(&at, xs);
+        let v = self.read(*x, &format!("{base} + p * {step}"));
+        let gt = if largest { ">" } else { "<" };
+        // Whether (a at pa) comes before (b at pb).
+        let before = |a: &str, pa: &str, b: &str, pb: &str| -> String {
+            if xt == DevType::F32 {
+                let (na, nb) = (format!("isnan_({a})"), format!("isnan_({b})"));
+                let nan_order = if largest {
+                    format!("({na} && !{nb})")
+                } else {
+                    format!("(!{na} && {nb})")
+                };
+                format!(
+                    "({nan_order} || (!{na} && !{nb} && {a} {gt} {b}) || ((({na} && {nb}) || ({a} == {b})) && {pa} < {pb}))"
+                )
+            } else {
+                format!("({a} {gt} {b} || ({a} == {b} && {pa} < {pb}))")
+            }
+        };
+        let after_prev = before("pv", "pp", "v", "p");
+        let better = before("v", "p", "bv", "bp");
+        let _ = writeln!(
+            self.body,
+            "  var p: i32 = 0;\n  var pv = {v};\n  var pp: i32 = -1;\n  for (var s: i32 = 0; s <= i{axis}; s = s + 1) {{\n    var found = false;\n    var bv = pv;\n    var bp: i32 = 0;\n    for (p = 0; p < {len}; p = p + 1) {{\n      let v = {v};\n      if (pp >= 0 && !{after_prev}) {{ continue; }}\n      if (!found || {better}) {{ found = true; bv = v; bp = p; }}\n    }}\n    pv = bv;\n    pp = bp;\n  }}",
+            len = xs[axis]
+        );
+        let st = self.write(l.out, "i32(gid)", "pp");
         let _ = writeln!(self.body, "  {st}");
         Ok(())
     }

@@ -78,7 +78,10 @@ pub(super) fn unary(u: UnaryOp, a: &str, d: DType) -> String {
         (UnaryOp::Erf, _) => format!("erf_({a})"),
         (UnaryOp::Floor, DevType::F32) => format!("floor({a})"),
         (UnaryOp::Ceil, DevType::F32) => format!("ceil({a})"),
-        (UnaryOp::Floor | UnaryOp::Ceil | UnaryOp::StopGradient, _) => a.to_string(),
+        (UnaryOp::Trunc, DevType::F32) => format!("trunc({a})"),
+        (UnaryOp::Floor | UnaryOp::Ceil | UnaryOp::Trunc | UnaryOp::StopGradient, _) => {
+            a.to_string()
+        }
         (UnaryOp::Not, _) => format!("!{a}"),
     }
 }
