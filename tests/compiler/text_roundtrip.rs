@@ -30,6 +30,7 @@ enum Step {
     Cast(u8, usize),
     Reduce(u8, usize, u8, bool),
     Arg(bool, usize, u8, bool),
+    TopK(usize, u8, u8, bool),
     Reshape(usize),
     Expand(usize, u8),
     Permute(usize, u64),
@@ -101,6 +102,8 @@ fn step() -> impl Strategy<Value = Step> {
             .prop_map(|(o, a, m, k)| Step::Reduce(o, a, m, k)),
         (any::<bool>(), idx.clone(), 0u8..4, any::<bool>())
             .prop_map(|(o, a, x, k)| Step::Arg(o, a, x, k)),
+        (idx.clone(), 0u8..4, 0u8..4, any::<bool>())
+            .prop_map(|(a, x, k, l)| Step::TopK(a, x, k, l)),
         idx.clone().prop_map(Step::Reshape),
         (idx.clone(), 1u8..4).prop_map(|(a, n)| Step::Expand(a, n)),
         (idx.clone(), any::<u64>()).prop_map(|(a, s)| Step::Permute(a, s)),
@@ -232,6 +235,19 @@ fn build(steps: &[Step]) -> Graph {
                     )
                     .map(|_| ())
                 }
+                None => Ok(()),
+            },
+            Step::TopK(a, axis, k, largest) => match n(a) {
+                Some(a) => g
+                    .add(
+                        Op::TopK {
+                            axis: axis as usize,
+                            k: k as usize,
+                            largest,
+                        },
+                        &[a],
+                    )
+                    .map(|_| ()),
                 None => Ok(()),
             },
             Step::Reshape(a) => match n(a) {

@@ -145,6 +145,21 @@ fn random_graph(rng: &mut Rng) -> (Graph, HashMap<String, Tensor>) {
                     )
                     .ok()
                 }
+                6 if rng.chance(0.3) => {
+                    // topk's positions, as values: k from 0 to the axis length.
+                    let axis = rng.below(rank);
+                    let a = g
+                        .add(
+                            Op::TopK {
+                                axis,
+                                k: rng.below(shape[axis] + 1),
+                                largest: rng.chance(0.5),
+                            },
+                            &[x],
+                        )
+                        .ok()?;
+                    g.add(Op::Cast(DType::F32), &[a]).ok()
+                }
                 6 => {
                     let op = rng.pick(&[ArgReduceOp::ArgMax, ArgReduceOp::ArgMin]);
                     let a = g
