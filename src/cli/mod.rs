@@ -12,3 +12,4 @@ pub mod plot;
 pub mod progress;
 pub mod pyrepr;
 pub mod runlog;
+pub mod torch_print;

@@ -142,6 +142,7 @@ fn every_example_answers_help_with_the_shared_flags() {
         "titanic",
         "multivariate_regression",
         "linear_layers",
+        "tensor_lessons",
         "parameters_per_sample",
         "diabetes_full_batch",
         "raw_regression",
@@ -377,4 +378,23 @@ fn raw_regression_fits_and_logs() {
     let events: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
     assert_eq!(events.len(), 1, "one event file");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// P26 and the S1 catalogue: everything before the random creators is PyTorch's own
+/// printout of the same lessons, character for character.
+#[test]
+fn tensor_lessons_print_what_pytorch_prints() {
+    let out = output("tensor_lessons", &[]);
+    let golden = include_str!("../fixtures/course/tensor_lessons.txt");
+    let ours = out
+        .split("== random creators")
+        .next()
+        .expect("split yields at least one piece");
+    for (i, (a, b)) in ours.lines().zip(golden.lines()).enumerate() {
+        assert_eq!(a, b, "line {} differs from PyTorch's", i + 1);
+    }
+    assert_eq!(ours.lines().count(), golden.lines().count());
+    assert!(out.lines().count() > 300, "{out}");
+    let last = out.lines().last().unwrap();
+    assert!(last.contains("randperm_is_permutation=true"), "{last}");
 }

@@ -41,7 +41,8 @@ pub enum TensorOpError {
     Run {
         op: &'static str,
         location: Loc,
-        error: RunError,
+        /// Boxed: a `RunError` carries whole tensor types, and `Result`s stay small.
+        error: Box<RunError>,
     },
     /// A host-only op's own check (`x[mask]` with a mask of another shape).
     #[error("`{op}` at {}:{}: {message}", location.file(), location.line())]
@@ -146,7 +147,7 @@ pub(crate) fn eval(
     let ev = interp::run(&graph, &feeds).map_err(|error| TensorOpError::Run {
         op,
         location: loc,
-        error,
+        error: Box::new(error),
     })?;
     Ok(ev.outputs.into_iter().map(|(_, t)| t).collect())
 }
