@@ -7,6 +7,7 @@
 //! library never depends on this module (`docs/ARCHITECTURE.md`, "Module graph").
 
 pub mod args;
+pub mod course_mnist;
 pub mod mnist_job;
 pub mod plot;
 pub mod progress;

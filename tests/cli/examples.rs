@@ -143,6 +143,8 @@ fn every_example_answers_help_with_the_shared_flags() {
         "multivariate_regression",
         "linear_layers",
         "tensor_lessons",
+        "mnist_raw_mlp",
+        "overfitting_toolbox",
         "parameters_per_sample",
         "diabetes_full_batch",
         "raw_regression",
@@ -397,4 +399,49 @@ fn tensor_lessons_print_what_pytorch_prints() {
     assert!(out.lines().count() > 300, "{out}");
     let last = out.lines().last().unwrap();
     assert!(last.contains("randperm_is_permutation=true"), "{last}");
+}
+
+/// P18: the raw-tensor MLP (ReLU on the logits, as written) learns in one short epoch
+/// and prints the course's progress and test lines.
+#[test]
+fn mnist_raw_mlp_prints_the_course_lines() {
+    let out = output("mnist_raw_mlp", &["--epochs", "1", "--limit", "6000"]);
+    assert!(
+        out.contains("Train Epoch: 1 [0/6000 (0%)]\tLoss: "),
+        "{out}"
+    );
+    assert!(out.contains("\nTest set: Average loss: "), "{out}");
+    let last = out.lines().last().unwrap();
+    assert!(value(last, "test_accuracy") > 0.35, "{last}");
+    assert!(
+        value(last, "train_loss") < value(last, "first_loss"),
+        "{last}"
+    );
+}
+
+/// P19: the validation split, the eval-mode validation every epoch, early stopping on
+/// validation accuracy (patience 1 stops this run before its 12 epochs) and the test
+/// evaluation at the end.
+#[test]
+fn overfitting_toolbox_validates_and_stops_early() {
+    let args = ["--epochs", "12", "--limit", "3000", "--early-stop", "1"];
+    let out = output("overfitting_toolbox", &args);
+    assert!(
+        out.contains("train 2500 / validation 500 (random_split)"),
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("Validation set: Average loss").count() as f64,
+        {
+            let last = out.lines().last().unwrap();
+            value(last, "epochs")
+        }
+    );
+    assert!(
+        out.contains("early stopping: validation accuracy has not improved"),
+        "{out}"
+    );
+    let last = out.lines().last().unwrap();
+    assert!(value(last, "epochs") < 12.0, "{last}");
+    assert!(value(last, "test_accuracy") > 0.8, "{last}");
 }
