@@ -1,6 +1,6 @@
 //! The course's own MNIST loop, for the ports that print as it does (P18, P19): the
 //! training loss every `log_every` batches as
-//! `Train Epoch: 1 [20000/60000 (33%)]	Loss: 0.512345`, and an evaluation block
+//! `Train Epoch: 1 [20000/60000 (33%)]<TAB>Loss: 0.512345` (a tab before `Loss`), and an evaluation block
 //! `Test set: Average loss: 0.0021, Accuracy: 9123/10000 (91%)`.
 //!
 //! One difference, on purpose: the course sums each batch's *mean* loss and divides
