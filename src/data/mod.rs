@@ -4,10 +4,13 @@
 //! Batches are gathered from whole-dataset tensors (first axis = samples), so a batch is
 //! one contiguous copy, not a per-sample loop.
 
+pub mod cifar10;
 pub mod csv;
+pub mod image;
 pub mod mnist;
 pub mod named;
 pub mod transforms;
+pub mod vision;
 
 use std::path::Path;
 
@@ -20,6 +23,7 @@ pub use named::{
 pub use transforms::{
     Compose, MinMax, Normalize, RandomCrop, RandomHorizontalFlip, ToFloat, Transform, ZScore,
 };
+pub use vision::{CenterCrop, ConvertImageDtype, RandomVerticalFlip, Resize, ResizeTo};
 
 /// Why data could not be loaded.
 #[derive(Debug, thiserror::Error)]

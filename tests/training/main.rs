@@ -12,4 +12,5 @@ mod metrics;
 mod runlog;
 mod training;
 mod trajectories;
+mod vision;
 mod vocabulary;
