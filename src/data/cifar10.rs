@@ -67,7 +67,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<(Vec<u8>, Vec<i64>), DataError
         path: path.display().to_string(),
         reason,
     };
-    if bytes.is_empty() || bytes.len() % RECORD != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(RECORD) {
         return Err(corrupt(format!(
             "{} bytes is not a whole number of {RECORD}-byte CIFAR-10 records",
             bytes.len()

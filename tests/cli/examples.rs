@@ -145,6 +145,7 @@ fn every_example_answers_help_with_the_shared_flags() {
         "tensor_lessons",
         "mnist_raw_mlp",
         "overfitting_toolbox",
+        "data_lessons",
         "parameters_per_sample",
         "diabetes_full_batch",
         "raw_regression",
@@ -444,4 +445,73 @@ fn overfitting_toolbox_validates_and_stops_early() {
     let last = out.lines().last().unwrap();
     assert!(value(last, "epochs") < 12.0, "{last}");
     assert!(value(last, "test_accuracy") > 0.8, "{last}");
+}
+
+/// Part 3: without CIFAR-10 the reader's error says where to put it and the walk-through
+/// runs on a generated file; with a root holding the binary format it reads that; the
+/// transforms print the course's shapes and 0.6039 -> 0.2078; `y = x` is 100 events.
+#[test]
+fn data_lessons_walk_through_cifar_transforms_and_tensorboard() {
+    let tmp = std::env::temp_dir().join(format!("aotgrad-data-{}", std::process::id()));
+    let tb = tmp.join("tb");
+    let out = output(
+        "data_lessons",
+        &[
+            "--cifar-root",
+            tmp.join("none").to_str().unwrap(),
+            "--tensorboard",
+            tb.to_str().unwrap(),
+        ],
+    );
+    assert!(out.contains("cifar-10-binary.tar.gz"), "{out}");
+    assert!(
+        out.contains("test_data[0]: image torch.Size([3, 32, 32])"),
+        "{out}"
+    );
+    assert!(out.contains("target 3 (cat)"), "{out}");
+    assert!(
+        out.contains("batch 0: imgs torch.Size([4, 3, 32, 32])"),
+        "{out}"
+    );
+    assert!(
+        out.contains("batch 2: imgs torch.Size([2, 3, 32, 32])"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Resize((512, 512)): torch.Size([3, 512, 512])"),
+        "{out}"
+    );
+    assert!(
+        out.contains("CenterCrop(512): torch.Size([3, 512, 512])"),
+        "{out}"
+    );
+    let last = out.lines().last().unwrap();
+    assert!(
+        (value(last, "normalized_first_pixel") - 0.2078).abs() < 1e-4,
+        "{last}"
+    );
+    let files: Vec<_> = std::fs::read_dir(&tb)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1);
+    let bytes = std::fs::read(&files[0]).unwrap();
+    assert_eq!(bytes.windows(5).filter(|w| w == b"y = x").count(), 100);
+
+    // A root in the binary format is read as the real set.
+    let dir = tmp.join("cifar").join("cifar-10-batches-bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut rec = vec![7u8];
+    rec.extend(std::iter::repeat_n(200u8, 3072));
+    std::fs::write(dir.join("test_batch.bin"), rec.repeat(5)).unwrap();
+    let out = output(
+        "data_lessons",
+        &["--cifar-root", tmp.join("cifar").to_str().unwrap()],
+    );
+    assert!(
+        out.contains("len(test_data) = 5") && out.contains("target 7 (horse)"),
+        "{out}"
+    );
+    assert!(out.contains("cifar_real=true"), "{out}");
+    std::fs::remove_dir_all(&tmp).ok();
 }
