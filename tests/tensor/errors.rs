@@ -71,6 +71,13 @@ fn index_mistakes_are_errors() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("only one ellipsis"), "{e}");
+    for bad in [s![0;2], s![..;0]] {
+        let e = x.index(&bad).unwrap_err().to_string();
+        assert!(
+            e.contains("a step must follow a range and be at least 1"),
+            "{e}"
+        );
+    }
     let e = x.index(&s![5]).unwrap_err().to_string();
     assert!(e.contains("select"), "{e}");
     let e = x.at(&[0]).unwrap_err().to_string();

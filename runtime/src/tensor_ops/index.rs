@@ -46,7 +46,9 @@ pub enum Ix {
 }
 
 impl Ix {
-    /// `range` with a step: `start:stop:step`.
+    /// `range` with a step: `start:stop:step`. A step after anything but a range (an
+    /// integer, `...`, `None`) is not a Python index: it becomes a range with step 0,
+    /// which [`Tensor::index`] reports as an error.
     pub fn stepped(range: impl Into<Ix>, step: usize) -> Ix {
         match range.into() {
             Ix::Range { start, stop, .. } => Ix::Range { start, stop, step },
@@ -55,9 +57,11 @@ impl Ix {
                 stop: None,
                 step,
             },
-            // An integer or marker with a step is not a Python index; the step is
-            // kept so the error (step on a non-range) can be reported.
-            other => other,
+            Ix::At(_) | Ix::Ellipsis | Ix::NewAxis => Ix::Range {
+                start: None,
+                stop: None,
+                step: 0,
+            },
         }
     }
 }
@@ -135,6 +139,13 @@ impl Tensor {
             .filter(|i| !matches!(i, Ix::Ellipsis | Ix::NewAxis))
             .count();
         let ellipses = index.iter().filter(|i| **i == Ix::Ellipsis).count();
+        if index.iter().any(|i| matches!(i, Ix::Range { step: 0, .. })) {
+            return Err(TensorOpError::invalid(
+                "index",
+                loc,
+                "a step must follow a range and be at least 1 (`a..b;2`, `..;2`)",
+            ));
+        }
         if ellipses > 1 {
             return Err(TensorOpError::invalid(
                 "index",
