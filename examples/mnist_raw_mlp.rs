@@ -13,7 +13,6 @@
 
 use aotgrad::cli::args::{ExampleSpec, TrainArgs, check};
 use aotgrad::cli::course_mnist::{self, mnist_transform};
-use aotgrad::data::mnist::{self, Split};
 use aotgrad::data::{DataLoader, Dataset};
 use aotgrad::nn::{FanMode, Init};
 use aotgrad::prelude::*;
@@ -30,16 +29,7 @@ struct Cli {
 
 const SPEC: ExampleSpec = ExampleSpec {
     name: "mnist_raw_mlp",
-    takes: &[&[
-        "--epochs",
-        "--lr",
-        "--batch",
-        "--backend",
-        "--threads",
-        "--seed",
-        "--limit",
-        "--check",
-    ]],
+    takes: &[course_mnist::COURSE_MNIST_FLAGS],
     defaults: &[("--epochs", "10"), ("--lr", "0.01"), ("--batch", "200")],
 };
 
@@ -77,18 +67,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         a.batch.unwrap_or(200),
         a.lr.unwrap_or(0.01),
     );
-    let mut train = mnist::load(&mnist::bundled_dir(), Split::Train)?;
-    if let Some(n) = a.limit {
-        train = train.take(n);
-    }
-    let test = mnist::load(&mnist::bundled_dir(), Split::Test)?;
-    let mut step = Trainer::new(RawMlp, Loss::cross_entropy(), Optimizer::sgd(lr))
-        .name("raw_mlp")
-        .input(DType::F32, &[1, 28, 28])
-        .target(DType::I64, &[])
-        .seed(a.seed)
-        .with_args(&a)
-        .compile(&a.backend())?;
+    let (train, test) = course_mnist::load(&a)?;
+    let trainer = Trainer::new(RawMlp, Loss::cross_entropy(), Optimizer::sgd(lr)).name("raw_mlp");
+    let mut step = course_mnist::compile(trainer, &a)?;
     let t = mnist_transform();
     let loader = DataLoader::new(&train, batch).shuffle(a.seed).transform(&t);
     let (mut first, mut last, mut acc) = (f64::NAN, f64::NAN, 0.0);

@@ -16,7 +16,6 @@
 
 use aotgrad::cli::args::{ExampleSpec, TrainArgs, check};
 use aotgrad::cli::course_mnist::{self, mnist_transform};
-use aotgrad::data::mnist::{self, Split};
 use aotgrad::data::{DataLoader, Dataset, random_split};
 use aotgrad::nn::{Dropout, Flatten, Linear, ReLU, Sequential};
 use aotgrad::optim::{Scheduler, Sgd};
@@ -34,17 +33,7 @@ struct Cli {
 
 const SPEC: ExampleSpec = ExampleSpec {
     name: "overfitting_toolbox",
-    takes: &[&[
-        "--epochs",
-        "--lr",
-        "--batch",
-        "--backend",
-        "--threads",
-        "--seed",
-        "--limit",
-        "--early-stop",
-        "--check",
-    ]],
+    takes: &[course_mnist::COURSE_MNIST_FLAGS, &["--early-stop"]],
     defaults: &[
         ("--epochs", "10"),
         ("--lr", "0.01"),
@@ -64,15 +53,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         a.batch.unwrap_or(200),
         a.lr.unwrap_or(0.01),
     );
-    let mut full = mnist::load(&mnist::bundled_dir(), Split::Train)?;
-    if let Some(n) = a.limit {
-        full = full.take(n);
-    }
+    let (full, test) = course_mnist::load(&a)?;
     // The course's 50000 / 10000, in the same proportion when --limit shortens it.
     let n_val = full.len() / 6;
     let parts = random_split(&full, &[full.len() - n_val, n_val], a.seed)?;
     let (train, val) = (&parts[0], &parts[1]);
-    let test = mnist::load(&mnist::bundled_dir(), Split::Test)?;
     println!(
         "train {} / validation {} (random_split), test {}",
         train.len(),
@@ -96,13 +81,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         nesterov: false,
         weight_decay: 0.01,
     });
-    let mut step = Trainer::new(model, Loss::cross_entropy(), sgd)
-        .name("overfitting_toolbox")
-        .input(DType::F32, &[1, 28, 28])
-        .target(DType::I64, &[])
-        .seed(a.seed)
-        .with_args(&a)
-        .compile(&a.backend())?;
+    let trainer = Trainer::new(model, Loss::cross_entropy(), sgd).name("overfitting_toolbox");
+    let mut step = course_mnist::compile(trainer, &a)?;
     // PyTorch's ReduceLROnPlateau(optimizer, 'min') defaults.
     let mut plateau = Scheduler::reduce_on_plateau(0.1, 10);
     let mut stopper = EarlyStopping::new(a.early_stop.unwrap_or(3), 0.0, true);

@@ -7,8 +7,44 @@
 //! by the number of samples, so its "Average loss" is the mean divided by the batch
 //! size; here it is the mean loss per sample (the number the words describe).
 
+use crate::cli::args::TrainArgs;
+use crate::data::mnist::{self, Split};
 use crate::data::{Compose, DataLoader, Dataset, Normalize, TensorDataset, ToFloat};
-use crate::train::TrainStep;
+use crate::train::{TrainError, TrainStep, Trainer};
+use aotgrad_ir::DType;
+
+/// The shared flags the course-loop examples take.
+pub const COURSE_MNIST_FLAGS: &[&str] = &[
+    "--epochs",
+    "--lr",
+    "--batch",
+    "--backend",
+    "--threads",
+    "--seed",
+    "--limit",
+    "--check",
+];
+
+/// The bundled MNIST: the training split (its first `--limit` samples) and the test
+/// split.
+pub fn load(args: &TrainArgs) -> Result<(TensorDataset, TensorDataset), crate::data::DataError> {
+    let mut train = mnist::load(&mnist::bundled_dir(), Split::Train)?;
+    if let Some(n) = args.limit {
+        train = train.take(n);
+    }
+    Ok((train, mnist::load(&mnist::bundled_dir(), Split::Test)?))
+}
+
+/// Compiles `trainer` for MNIST images (`f32 [1, 28, 28]`) and class targets, with the
+/// seed, threads and backend of the flags.
+pub fn compile(trainer: Trainer, args: &TrainArgs) -> Result<TrainStep, TrainError> {
+    trainer
+        .input(DType::F32, &[1, 28, 28])
+        .target(DType::I64, &[])
+        .seed(args.seed)
+        .with_args(args)
+        .compile(&args.backend())
+}
 
 /// torchvision's `ToTensor()` then `Normalize((0.1307,), (0.3081,))`, per batch.
 pub fn mnist_transform() -> Compose {
