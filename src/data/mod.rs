@@ -232,6 +232,63 @@ pub(crate) struct Batching {
     pub batch_size: usize,
     pub shuffle: Option<u64>,
     pub drop_last: bool,
+    pub shard: Option<Shard>,
+}
+
+/// One process's part of every epoch of a data-parallel job, as
+/// `torch.utils.data.DistributedSampler` splits it: every rank computes the same
+/// epoch order (same seed, same epoch), makes it a multiple of `world` — by repeating
+/// its first samples (the default) or by dropping its tail (`drop_last`) — and takes
+/// every `world`-th sample starting at its `rank`. The ranks' parts are disjoint up to
+/// the padding and together cover the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub rank: usize,
+    pub world: usize,
+    pub drop_last: bool,
+}
+
+impl Shard {
+    /// Rank `rank` of `world` processes, padding uneven epochs.
+    pub fn new(rank: usize, world: usize) -> Result<Shard, DataError> {
+        if world == 0 || rank >= world {
+            return Err(DataError::Invalid(format!(
+                "shard rank {rank} of a world of {world}: the rank must be below the world size"
+            )));
+        }
+        Ok(Shard {
+            rank,
+            world,
+            drop_last: false,
+        })
+    }
+
+    /// Drop the tail that does not divide among the ranks instead of padding.
+    pub fn drop_last(mut self, on: bool) -> Shard {
+        self.drop_last = on;
+        self
+    }
+
+    /// Samples per rank per epoch over `n` samples.
+    pub fn num_samples(&self, n: usize) -> usize {
+        if self.drop_last && n % self.world != 0 {
+            // PyTorch's ceil((n - world) / world), for n >= world; nothing below.
+            n.saturating_sub(self.world).div_ceil(self.world)
+        } else {
+            n.div_ceil(self.world)
+        }
+    }
+
+    /// This rank's samples of one epoch's `order`.
+    pub fn select(&self, order: &[usize]) -> Vec<usize> {
+        let total = self.num_samples(order.len()) * self.world;
+        if order.is_empty() || total == 0 {
+            return Vec::new();
+        }
+        (0..self.num_samples(order.len()))
+            .map(|i| order[(self.rank + i * self.world) % order.len()])
+            .collect()
+    }
 }
 
 impl Batching {
@@ -240,10 +297,17 @@ impl Batching {
             batch_size: batch_size.max(1),
             shuffle: None,
             drop_last: false,
+            shard: None,
         }
     }
 
+    /// Samples per epoch of this process: all `n`, or its shard's.
+    pub fn samples(&self, n: usize) -> usize {
+        self.shard.map_or(n, |s| s.num_samples(n))
+    }
+
     pub fn num_batches(&self, n: usize) -> usize {
+        let n = self.samples(n);
         if self.drop_last {
             n / self.batch_size
         } else {
@@ -253,10 +317,19 @@ impl Batching {
 
     /// The sample indices of each batch of `epoch` over `n` samples.
     pub fn batches(&self, epoch: usize, n: usize) -> impl Iterator<Item = Vec<usize>> + use<> {
-        let order = epoch_order(self.shuffle, epoch, n);
+        let order = self.order(epoch, n);
         let bs = self.batch_size;
         (0..self.num_batches(n))
             .map(move |i| order[i * bs..((i + 1) * bs).min(order.len())].to_vec())
+    }
+
+    /// The sample order of `epoch`: the whole epoch's, or this shard's part of it.
+    pub fn order(&self, epoch: usize, n: usize) -> Vec<usize> {
+        let order = epoch_order(self.shuffle, epoch, n);
+        match self.shard {
+            Some(s) => s.select(&order),
+            None => order,
+        }
     }
 }
 
@@ -281,6 +354,13 @@ impl<'a> DataLoader<'a> {
         self
     }
 
+    /// Takes only this process's part of every epoch (`DistributedSampler`): all ranks
+    /// must use the same shuffle seed, so they split the same order.
+    pub fn shard(mut self, shard: Shard) -> DataLoader<'a> {
+        self.batching.shard = Some(shard);
+        self
+    }
+
     /// A transform applied to each batch's inputs.
     pub fn transform(mut self, t: &'a dyn Transform) -> DataLoader<'a> {
         self.transform = Some(t);
@@ -291,21 +371,25 @@ impl<'a> DataLoader<'a> {
         self.batching.num_batches(self.ds.len())
     }
 
-    /// The sample order of epoch `epoch`.
+    /// The sample order of epoch `epoch` (this shard's part, when sharded).
     pub fn order(&self, epoch: usize) -> Vec<usize> {
-        epoch_order(self.batching.shuffle, epoch, self.ds.len())
+        self.batching.order(epoch, self.ds.len())
     }
 
     /// The batches of epoch `epoch`.
     pub fn epoch(&self, epoch: usize) -> impl Iterator<Item = Result<Batch, DataError>> + '_ {
         let shuffle = self.batching.shuffle;
+        // Ranks draw different augmentations for their different samples; rank 0 (and
+        // an unsharded loader) keeps the single-process seeds.
+        let rank = self.batching.shard.map_or(0, |s| s.rank as u64);
         self.batching
             .batches(epoch, self.ds.len())
             .enumerate()
             .map(move |(i, idx)| {
                 let mut b = self.ds.batch(&idx);
                 if let Some(t) = self.transform {
-                    let seed = shuffle.unwrap_or(0) ^ ((epoch as u64) << 32) ^ i as u64;
+                    let seed =
+                        shuffle.unwrap_or(0) ^ ((epoch as u64) << 32) ^ i as u64 ^ (rank << 48);
                     b.x = t.apply(b.x, &mut Rng::new(seed))?;
                 }
                 Ok(b)

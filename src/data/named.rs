@@ -232,6 +232,12 @@ impl<'a> DictLoader<'a> {
         self
     }
 
+    /// This process's part of every epoch, as [`super::DataLoader::shard`].
+    pub fn shard(mut self, shard: super::Shard) -> DictLoader<'a> {
+        self.batching.shard = Some(shard);
+        self
+    }
+
     pub fn num_batches(&self) -> usize {
         self.batching.num_batches(self.ds.len())
     }

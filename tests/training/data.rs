@@ -7,7 +7,7 @@ use std::io::Write;
 use aotgrad::data::mnist::{self, Split};
 use aotgrad::data::{
     DataError, DataLoader, Dataset, MinMax, Normalize, RandomCrop, RandomHorizontalFlip, Rng,
-    TensorDataset, ToFloat, Transform, ZScore, csv, random_split,
+    Shard, TensorDataset, ToFloat, Transform, ZScore, csv, random_split,
 };
 use aotgrad::prelude::*;
 
@@ -150,6 +150,73 @@ fn loader_shuffles_by_permutation_and_keeps_or_drops_the_short_batch() {
         DataLoader::new(&ds, 4).order(3),
         (0..10).collect::<Vec<_>>()
     );
+}
+
+/// `DistributedSampler(shuffle=False)`'s parts, as PyTorch 2.15 gives them, and the
+/// shuffled split: every rank splits the same order, disjointly up to the padding.
+#[test]
+fn shards_split_every_epoch_as_distributed_sampler() {
+    let parts = |n: usize, world: usize, drop_last: bool| -> Vec<Vec<usize>> {
+        (0..world)
+            .map(|r| {
+                let s = Shard::new(r, world).unwrap().drop_last(drop_last);
+                s.select(&(0..n).collect::<Vec<_>>())
+            })
+            .collect()
+    };
+    assert_eq!(
+        parts(10, 3, false),
+        [vec![0, 3, 6, 9], vec![1, 4, 7, 0], vec![2, 5, 8, 1]]
+    );
+    assert_eq!(
+        parts(10, 3, true),
+        [vec![0, 3, 6], vec![1, 4, 7], vec![2, 5, 8]]
+    );
+    assert_eq!(parts(2, 3, false), [vec![0], vec![1], vec![0]]);
+    assert_eq!(parts(1, 4, false), [vec![0], vec![0], vec![0], vec![0]]);
+    assert_eq!(
+        parts(7, 7, false),
+        (0..7).map(|i| vec![i]).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        parts(2, 3, true),
+        [vec![], vec![], vec![]] as [Vec<usize>; 3]
+    );
+
+    let ds = numbered(12);
+    let mut all = Vec::new();
+    for r in 0..3 {
+        let l = DataLoader::new(&ds, 2)
+            .shuffle(5)
+            .shard(Shard::new(r, 3).unwrap());
+        assert_eq!(l.num_batches(), 2);
+        let order = l.order(4);
+        assert_eq!(order.len(), 4);
+        for b in l.epoch(4) {
+            let b = b.unwrap();
+            assert_eq!(b.x.to_f64_vec(), b.y.to_f64_vec());
+            all.extend(b.y.as_i64().unwrap().iter().map(|&v| v as usize));
+        }
+    }
+    let mut sorted = all.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (0..12).collect::<Vec<_>>(), "disjoint and complete");
+    let whole = DataLoader::new(&ds, 2).shuffle(5).order(4);
+    let interleaved: Vec<usize> = (0..4)
+        .flat_map(|i| (0..3).map(move |r| (i, r)))
+        .map(|(i, r)| {
+            DataLoader::new(&ds, 2)
+                .shuffle(5)
+                .shard(Shard::new(r, 3).unwrap())
+                .order(4)[i]
+        })
+        .collect();
+    assert_eq!(
+        interleaved, whole,
+        "rank r takes every third of the same order"
+    );
+    let e = Shard::new(3, 3).unwrap_err().to_string();
+    assert!(e.contains("rank 3 of a world of 3"), "{e}");
 }
 
 #[test]
