@@ -271,7 +271,7 @@ impl Shard {
 
     /// Samples per rank per epoch over `n` samples.
     pub fn num_samples(&self, n: usize) -> usize {
-        if self.drop_last && n % self.world != 0 {
+        if self.drop_last && !n.is_multiple_of(self.world) {
             // PyTorch's ceil((n - world) / world), for n >= world; nothing below.
             n.saturating_sub(self.world).div_ceil(self.world)
         } else {
