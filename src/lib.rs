@@ -37,7 +37,7 @@ pub use gradcheck::{GradcheckError, GradcheckOptions, GradcheckReport, InputChec
 pub use aotgrad_ir::{
     BuildError, DType, Dim, Graph, GraphBuilder, Shape, TensorType, Var, shape, text, verify,
 };
-pub use aotgrad_runtime::{Evaluation, Ix, RunError, Tensor, TensorOpError, run, s};
+pub use aotgrad_runtime::{Evaluation, Ix, RunError, Tensor, TensorOpError, run, run_in_group, s};
 
 /// Everything a training script usually needs.
 pub mod prelude {

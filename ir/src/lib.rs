@@ -25,8 +25,8 @@ pub use error::{BuildError, BuildErrorKind, ErrorContext, OpError};
 pub use graph::{Graph, GraphError, Node, NodeId};
 pub use limits::{MAX_TENSOR_BYTES, TooLarge};
 pub use op::{
-    ArgReduceOp, BinaryOp, ConstValue, Cost, CpuCall, Distribution, Op, Operands, ReduceOp,
-    SliceAxis, UnaryOp, Window,
+    AllReduceOp, ArgReduceOp, BinaryOp, ConstValue, Cost, CpuCall, Distribution, Op, Operands,
+    ReduceOp, SliceAxis, UnaryOp, Window,
 };
 pub use shape::{Dim, Numel, Shape, normalize_axis};
 pub use types::{Data, TensorType};

@@ -6,6 +6,7 @@ mod common_models;
 #[path = "../common/support.rs"]
 mod support;
 
+mod collective;
 mod cpu_backend;
 mod epilogues;
 mod gpu_backend;

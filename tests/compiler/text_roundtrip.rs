@@ -2,7 +2,8 @@
 //! printing is a fixed point (byte-stable).
 
 use aotgrad::ir::{
-    ArgReduceOp, BinaryOp, ConstValue, Data, Distribution, Op, ReduceOp, Scalar, SliceAxis, UnaryOp,
+    AllReduceOp, ArgReduceOp, BinaryOp, ConstValue, Data, Distribution, Op, ReduceOp, Scalar,
+    SliceAxis, UnaryOp,
 };
 use aotgrad::prelude::*;
 use aotgrad::text;
@@ -31,6 +32,7 @@ enum Step {
     Reduce(u8, usize, u8, bool),
     Arg(bool, usize, u8, bool),
     TopK(usize, u8, u8, bool),
+    AllReduce(usize, bool),
     Reshape(usize),
     Expand(usize, u8),
     Permute(usize, u64),
@@ -104,6 +106,7 @@ fn step() -> impl Strategy<Value = Step> {
             .prop_map(|(o, a, x, k)| Step::Arg(o, a, x, k)),
         (idx.clone(), 0u8..4, 0u8..4, any::<bool>())
             .prop_map(|(a, x, k, l)| Step::TopK(a, x, k, l)),
+        (idx.clone(), any::<bool>()).prop_map(|(a, m)| Step::AllReduce(a, m)),
         idx.clone().prop_map(Step::Reshape),
         (idx.clone(), 1u8..4).prop_map(|(a, n)| Step::Expand(a, n)),
         (idx.clone(), any::<u64>()).prop_map(|(a, s)| Step::Permute(a, s)),
@@ -244,6 +247,21 @@ fn build(steps: &[Step]) -> Graph {
                             axis: axis as usize,
                             k: k as usize,
                             largest,
+                        },
+                        &[a],
+                    )
+                    .map(|_| ()),
+                None => Ok(()),
+            },
+            Step::AllReduce(a, mean) => match n(a) {
+                Some(a) => g
+                    .add(
+                        Op::AllReduce {
+                            op: if mean {
+                                AllReduceOp::Mean
+                            } else {
+                                AllReduceOp::Sum
+                            },
                         },
                         &[a],
                     )

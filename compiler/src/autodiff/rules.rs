@@ -40,6 +40,7 @@ pub fn differentiable_operands(g: &Graph, node: &Node) -> Vec<bool> {
         | Op::Fold { .. } => vec![float_out; n],
         Op::ArgReduce { .. } | Op::TopK { .. } | Op::Random { .. } => vec![false; n],
         Op::Gather { .. } => vec![float_out, false],
+        Op::AllReduce { .. } => vec![float_out],
         Op::ScatterAdd { .. } => vec![float_out, false, float_out],
     }
 }
@@ -171,6 +172,9 @@ pub fn vjp<'g>(node: &Node, r: &Rule<'g>, ct: Var<'g>) -> Vec<Option<Var<'g>>> {
                 }
             })]
         }
+        // y = sum over ranks of x: each rank's x reaches every rank's y, so the
+        // cotangent of x is the sum over ranks of y's cotangents (the mean's, the mean).
+        Op::AllReduce { op } => vec![Some(b.apply(Op::AllReduce { op: *op }, &[ct]))],
         Op::ArgReduce { .. } | Op::TopK { .. } => vec![None],
         Op::Reshape(_) => vec![Some(ct.reshape_shape(x(0).shape()))],
         Op::Expand(to) => {

@@ -452,6 +452,7 @@ impl<'g> Lowerer<'g> {
             | Op::Concat { .. }
             | Op::Fold { .. }
             | Op::TopK { .. }
+            | Op::AllReduce { .. }
             | Op::Random { .. } => self.library(id),
         };
         let is_tree = !matches!(v.tree, Tree::Load { .. } | Tree::Const(_) | Tree::Index(_));

@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use super::{
-    ArgReduceOp, BinaryOp, ConstValue, Distribution, Op, ReduceOp, SliceAxis, UnaryOp, Window,
+    AllReduceOp, ArgReduceOp, BinaryOp, ConstValue, Distribution, Op, ReduceOp, SliceAxis, UnaryOp,
+    Window,
 };
 use crate::{DType, Dim, Scalar, Shape};
 
@@ -110,6 +111,7 @@ impl Op {
                 v.push(("size", list(size, atom)));
                 v
             }
+            Op::AllReduce { op } => vec![("op", atom(op.name()))],
             Op::TopK { axis, k, largest } => vec![
                 ("axis", atom(axis)),
                 ("k", atom(k)),
@@ -192,6 +194,18 @@ impl Op {
             "fold" => Op::Fold {
                 window: a.window()?,
                 size: a.pair("size")?,
+            },
+            "all_reduce" => Op::AllReduce {
+                op: match a.atom("op")?.as_str() {
+                    "sum" => AllReduceOp::Sum,
+                    "mean" => AllReduceOp::Mean,
+                    other => {
+                        return Err(AttrError {
+                            key: Some("op".into()),
+                            message: format!("expected sum or mean, found `{other}`"),
+                        });
+                    }
+                },
             },
             "topk" => Op::TopK {
                 axis: a.usize("axis")?,

@@ -1,6 +1,6 @@
 //! Shape and dtype rules: one arm per primitive.
 
-use super::{BinaryOp, ConstValue, Op, ReduceOp, SliceAxis, UnaryOp};
+use super::{AllReduceOp, BinaryOp, ConstValue, Op, ReduceOp, SliceAxis, UnaryOp};
 use crate::{DType, Dim, OpError, Shape, TensorType};
 
 type R = Result<TensorType, OpError>;
@@ -59,6 +59,25 @@ pub(super) fn infer(op: &Op, xs: &[&TensorType]) -> R {
                 DType::I64,
                 reduced(&xs[0].shape, &[*axis], *keepdim),
             ))
+        }
+        Op::AllReduce { op } => {
+            arity(xs, 1)?;
+            let x = xs[0];
+            let ok = match op {
+                AllReduceOp::Sum => x.dtype != DType::Bool,
+                AllReduceOp::Mean => x.dtype.is_float(),
+            };
+            if !ok {
+                return Err(OpError::BadDType {
+                    expected: if *op == AllReduceOp::Sum {
+                        "a numeric"
+                    } else {
+                        "a floating-point"
+                    },
+                    got: x.clone(),
+                });
+            }
+            Ok(x.clone())
         }
         Op::TopK { axis, k, .. } => {
             arity(xs, 1)?;

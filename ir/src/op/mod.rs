@@ -29,6 +29,24 @@ pub enum ArgReduceOp {
     ArgMin,
 }
 
+/// How an [`Op::AllReduce`] combines the ranks' values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AllReduceOp {
+    /// The elementwise sum over the group's ranks.
+    Sum,
+    /// The sum divided by the group's size (floats only).
+    Mean,
+}
+
+impl AllReduceOp {
+    pub fn name(self) -> &'static str {
+        match self {
+            AllReduceOp::Sum => "sum",
+            AllReduceOp::Mean => "mean",
+        }
+    }
+}
+
 /// Distributions of the counter-based RNG.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Distribution {
@@ -178,6 +196,13 @@ pub enum Op {
         k: usize,
         largest: bool,
     },
+    /// The elementwise sum (or mean) of this value over every rank of the process group
+    /// the program runs in (data-parallel training's gradient exchange). Every rank ends
+    /// with the same bits: the sum is taken in rank order, whatever the transport. In a
+    /// group of one (the reference interpreter, a single process) it is the identity.
+    AllReduce {
+        op: AllReduceOp,
+    },
     /// Counter-based random numbers from an `i64[]` key operand: element `i` of the
     /// output is a pure function of (key, i), identical on every backend.
     Random {
@@ -246,6 +271,7 @@ pub fn mnemonics() -> Vec<&'static str> {
         "unfold",
         "fold",
         "topk",
+        "all_reduce",
     ];
     out.extend(UnaryOp::ALL.map(UnaryOp::name));
     out.extend(BinaryOp::ALL.map(BinaryOp::name));
@@ -281,6 +307,7 @@ impl Op {
             Op::Unfold(_) => "unfold",
             Op::Fold { .. } => "fold",
             Op::TopK { .. } => "topk",
+            Op::AllReduce { .. } => "all_reduce",
         }
     }
 

@@ -118,6 +118,11 @@ pub enum RunError {
     NotInArena { names: Vec<String> },
     #[error("the parameter arena has no tensor {name:?} of type {ty}")]
     NotInLayout { name: String, ty: TensorType },
+    #[error("{node} (`all_reduce`): {error}")]
+    Collective {
+        node: NodeId,
+        error: crate::collective::CollectiveError,
+    },
 }
 
 /// What one evaluation produced: each output and each update's new value, by name.
@@ -143,6 +148,17 @@ pub type SymbolEnv = BTreeMap<Arc<str>, usize>;
 
 /// Evaluates `graph` with `feeds` giving every input, param and state by name.
 pub fn run(graph: &Graph, feeds: &HashMap<String, Tensor>) -> Result<Evaluation, RunError> {
+    run_in_group(graph, feeds, &crate::collective::SingleProcess)
+}
+
+/// [`run`] as one rank of a process group: each `all_reduce` sums (or averages) the
+/// value over the group's ranks through `comm`, in rank order, so every rank gets the
+/// same bits. Every rank must run the same graph.
+pub fn run_in_group(
+    graph: &Graph,
+    feeds: &HashMap<String, Tensor>,
+    comm: &dyn crate::collective::Communicator,
+) -> Result<Evaluation, RunError> {
     verify(graph).map_err(RunError::Invalid)?;
     for name in feeds.keys() {
         if graph.find(name).is_none() {
@@ -177,6 +193,13 @@ pub fn run(graph: &Graph, feeds: &HashMap<String, Tensor>) -> Result<Evaluation,
         let t = match &node.op {
             Op::Input { name, .. } | Op::Param { name, .. } | Op::State { name, .. } => {
                 feeds[name].clone()
+            }
+            Op::AllReduce { op } if comm.world() > 1 => {
+                let x = values[node.inputs[0].index()]
+                    .as_ref()
+                    .expect("operands are evaluated first");
+                all_reduce(x, *op, comm)
+                    .map_err(|error| RunError::Collective { node: id, error })?
             }
             _ => {
                 let args: Vec<&Tensor> = node
@@ -223,6 +246,27 @@ pub fn run(graph: &Graph, feeds: &HashMap<String, Tensor>) -> Result<Evaluation,
             })
             .collect(),
     })
+}
+
+/// `x` summed over the group in rank order; the mean divides that sum by the group
+/// size in the dtype (floats only: the op's type rule).
+fn all_reduce(
+    x: &Tensor,
+    op: aotgrad_ir::AllReduceOp,
+    comm: &dyn crate::collective::Communicator,
+) -> Result<Tensor, crate::collective::CollectiveError> {
+    use aotgrad_ir::{AllReduceOp, Data};
+    let mut d = x.data().clone();
+    comm.all_reduce_sum(&mut d)?;
+    if op == AllReduceOp::Mean {
+        let n = comm.world();
+        match &mut d {
+            Data::F32(v) => v.iter_mut().for_each(|a| *a /= n as f32),
+            Data::F64(v) => v.iter_mut().for_each(|a| *a /= n as f64),
+            _ => unreachable!("verified: a mean all_reduce is float"),
+        }
+    }
+    Ok(Tensor::new(x.shape(), d).expect("the sum has the operand's size"))
 }
 
 /// Evaluates one node on its operands' values (the library kernels of compiled

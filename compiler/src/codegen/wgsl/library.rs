@@ -35,6 +35,14 @@ impl Emitter<'_> {
             Op::Concat { axis } => self.concat(l, *axis),
             Op::Random { dist, .. } => self.random(l, *dist),
             Op::TopK { axis, largest, .. } => self.top_k(l, *axis, *largest),
+            // In a group of one, the sum and the mean over the group are the value;
+            // a GPU step in a larger group stages through the host (issue 30).
+            Op::AllReduce { .. } => {
+                let v = self.read(l.inputs[0].0, "i32(gid)");
+                let st = self.write(l.out, "i32(gid)", &v);
+                let _ = writeln!(self.body, "  {st}");
+                Ok(())
+            }
             other => Err(self.unsupported(format!(
                 "no WGSL implementation of library op `{}`",
                 other.name()
