@@ -2,6 +2,9 @@
 //! evaluated from its graph on every call.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+
+use aotgrad_runtime::collective::Communicator;
 
 use aotgrad_ir::{Graph, Op};
 use aotgrad_runtime::gpu::Fetch;
@@ -12,13 +15,22 @@ use super::{Executor, ProgramKind, Stage, Updates, own_inputs};
 
 pub struct InterpExecutor {
     tensors: HashMap<String, Tensor>,
+    /// The process group `all_reduce` sums over (a group of one when `None`).
+    group: Option<Arc<dyn Communicator>>,
 }
 
 impl InterpExecutor {
     pub fn new(params: Vec<(String, Tensor)>, state: Vec<(String, Tensor)>) -> InterpExecutor {
         InterpExecutor {
             tensors: params.into_iter().chain(state).collect(),
+            group: None,
         }
+    }
+
+    /// Runs as one rank of `group`.
+    pub fn in_group(mut self, group: Option<Arc<dyn Communicator>>) -> InterpExecutor {
+        self.group = group;
+        self
     }
 }
 
@@ -49,7 +61,10 @@ impl Executor for InterpExecutor {
                 feeds.insert(name.to_string(), t.clone());
             }
         }
-        let ev = aotgrad_runtime::run(graph, &feeds)?;
+        let ev = match &self.group {
+            Some(g) => aotgrad_runtime::run_in_group(graph, &feeds, g.as_ref())?,
+            None => aotgrad_runtime::run(graph, &feeds)?,
+        };
         if updates == Updates::Apply {
             for (name, t) in &ev.updates {
                 self.tensors.insert(name.clone(), t.clone());

@@ -124,16 +124,36 @@ pub trait Executor {
 
 /// The executor of `backend` holding `params` (in declaration order) and `state`
 /// (optimizer state, buffers, the RNG key).
+///
+/// `group` is the process group of data-parallel training: the interpreter reduces
+/// its `all_reduce`s over it; the compiled backends run groups of one so far and refuse
+/// a larger one.
 pub fn for_backend(
     backend: Backend,
     opts: ExecutorOptions,
+    group: Option<std::sync::Arc<dyn aotgrad_runtime::collective::Communicator>>,
     params: Vec<(String, Tensor)>,
     mut state: Vec<(String, Tensor)>,
 ) -> Result<Box<dyn Executor>, RunError> {
     // A fixed order, so the CPU's parameter arena is laid out the same on every run.
     state.sort_by(|a, b| a.0.cmp(&b.0));
+    if let Some(g) = &group
+        && g.world() > 1
+        && backend != Backend::Interpreter
+    {
+        return Err(RunError::Unsupported {
+            backend: match backend {
+                Backend::Cpu { .. } => "cpu",
+                _ => "gpu",
+            },
+            what: format!(
+                "all_reduce over {} ranks yet (data-parallel training runs on the interpreter backend, `--backend interp`, so far)",
+                g.world()
+            ),
+        });
+    }
     Ok(match backend {
-        Backend::Interpreter => Box::new(InterpExecutor::new(params, state)),
+        Backend::Interpreter => Box::new(InterpExecutor::new(params, state).in_group(group)),
         Backend::Cpu { threads } => Box::new(CpuExecutor::new(threads, opts, params, state)),
         Backend::Gpu => Box::new(GpuExecutor::new(params, state)?),
     })

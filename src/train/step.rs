@@ -77,6 +77,7 @@ impl StepResult {
 /// Everything `Trainer::compile` hands a new step.
 pub(super) struct StepParts {
     pub backend: Backend,
+    pub group: Option<std::sync::Arc<dyn aotgrad_runtime::collective::Communicator>>,
     pub traced: Graph,
     pub step: Graph,
     pub grads: Graph,
@@ -161,12 +162,10 @@ impl TrainStep {
             .chain(&p.state)
             .map(|(n, t)| (n.clone(), t.ty()))
             .collect();
-        let exec =
-            executor::for_backend(p.backend, p.executor, p.params, p.state).map_err(|error| {
-                TrainError::Run {
-                    program: "setup",
-                    error,
-                }
+        let exec = executor::for_backend(p.backend, p.executor, p.group, p.params, p.state)
+            .map_err(|error| TrainError::Run {
+                program: "setup",
+                error,
             })?;
         Ok(TrainStep {
             traced: p.traced,

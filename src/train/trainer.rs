@@ -52,6 +52,8 @@ pub struct Trainer {
     opt_level: OptLevel,
     l1: f64,
     l2: f64,
+    /// The process group of data-parallel training, if any.
+    group: Option<std::sync::Arc<dyn aotgrad_runtime::collective::Communicator>>,
     /// The user's `Trainer::new` call: errors the model raises in library code name it.
     made_at: &'static std::panic::Location<'static>,
 }
@@ -86,6 +88,7 @@ impl Trainer {
             opt_level: OptLevel::default(),
             l1: 0.0,
             l2: 0.0,
+            group: None,
         }
     }
 
@@ -207,6 +210,23 @@ impl Trainer {
     /// `StepResult::extra`, [`TrainStep::predict_all`], and [`Loss::named`] can read it.
     pub fn hook(mut self, path: &str) -> Trainer {
         self.hooks.push(path.to_string());
+        self
+    }
+
+    /// Data-parallel training in the process group `comm` (PyTorch's
+    /// `DistributedDataParallel`): every rank runs this program on its own batch (see
+    /// [`crate::data::Shard`]), and each gradient is averaged over the group by an
+    /// `all_reduce` compiled into the step, before clipping and the optimizer, so every
+    /// rank applies the same update and keeps the same parameters (the seed must be the
+    /// same on every rank). The average is taken in rank order: ranks agree bit for
+    /// bit, and N ranks of batch B match one process of batch N*B up to summation
+    /// order. Runs on the interpreter backend so far; the compiled backends refuse a
+    /// group of more than one rank with a typed error.
+    pub fn data_parallel(
+        mut self,
+        comm: std::sync::Arc<dyn aotgrad_runtime::collective::Communicator>,
+    ) -> Trainer {
+        self.group = Some(comm);
         self
     }
 
@@ -453,8 +473,15 @@ impl Trainer {
             });
         }
         let one = loss.ones_like();
-        let grads = vjp_in(b, &[(loss, one)], pvars)
+        let mut grads = vjp_in(b, &[(loss, one)], pvars)
             .map_err(|error| TrainError::Grad { program, error })?;
+        if self.group.is_some() {
+            // Data parallel: every rank's gradient becomes the group's mean.
+            let mean = aotgrad_ir::Op::AllReduce {
+                op: aotgrad_ir::AllReduceOp::Mean,
+            };
+            grads = grads.iter().map(|g| b.apply(mean.clone(), &[*g])).collect();
+        }
         let named: Vec<(String, Var<'_>, Var<'_>)> = params
             .iter()
             .zip(pvars)
@@ -708,6 +735,7 @@ impl Trainer {
                 check_numerics: self.check_numerics,
                 profile: self.profile,
             },
+            group: self.group.clone(),
             loss_name: self
                 .loss
                 .as_ref()

@@ -7,6 +7,7 @@ mod common_models;
 mod checkpoint;
 mod cnn;
 mod data;
+mod data_parallel;
 mod layers;
 mod metrics;
 mod runlog;

@@ -1,0 +1,112 @@
+//! Data-parallel training (`Trainer::data_parallel`) with ranks on threads: the step
+//! averages every gradient over the group with a compiled `all_reduce`, ranks stay
+//! bitwise identical, and N ranks of batch B follow one process of batch N*B.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aotgrad::data::{DataLoader, Shard, TensorDataset};
+use aotgrad::nn::{Linear, ReLU, Sequential};
+use aotgrad::prelude::*;
+use aotgrad::runtime::collective::{Communicator, ThreadGroup};
+
+fn dataset() -> TensorDataset {
+    let n = 24;
+    let x: Vec<f32> = (0..n * 3)
+        .map(|i| ((i * 37 % 23) as f32 / 23.0) - 0.5)
+        .collect();
+    let y: Vec<f32> = (0..n).map(|i| (i as f32 * 0.3).sin()).collect();
+    TensorDataset::new(
+        Tensor::from_f32(&x, &[n, 3]).unwrap(),
+        Tensor::from_f32(&y, &[n, 1]).unwrap(),
+    )
+    .unwrap()
+}
+
+fn trainer() -> Trainer {
+    let model = Sequential::new()
+        .push(Linear::new(3, 8))
+        .push(ReLU)
+        .push(Linear::new(8, 1));
+    Trainer::new(
+        model,
+        Loss::mse(Reduction::Mean),
+        Optimizer::sgd_momentum(0.1, 0.9),
+    )
+    .input(DType::F32, &[3])
+    .target(DType::F32, &[1])
+    .seed(7)
+}
+
+/// Trains 2 epochs on `world` thread ranks with per-rank batch `batch` (no shuffle, so
+/// rank r's batch i is rows [i*world*batch + r, step world]); the parameters per rank.
+fn train_on_ranks(world: usize, batch: usize) -> Vec<Vec<(String, Tensor)>> {
+    let ds = dataset();
+    let group = ThreadGroup::new(world, Duration::from_secs(30));
+    std::thread::scope(|s| {
+        let handles: Vec<_> = group
+            .into_iter()
+            .map(|c| {
+                let ds = &ds;
+                s.spawn(move || {
+                    let rank = c.rank();
+                    let comm: Arc<dyn Communicator> = Arc::new(c);
+                    let mut step = trainer()
+                        .data_parallel(comm)
+                        .compile(&Backend::Interpreter)
+                        .unwrap();
+                    let loader = DataLoader::new(ds, batch).shard(Shard::new(rank, world).unwrap());
+                    for epoch in 0..2 {
+                        for b in loader.epoch(epoch) {
+                            step.run(&b.unwrap()).unwrap();
+                        }
+                    }
+                    step.parameters().to_vec()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+#[test]
+fn ranks_agree_bitwise_and_match_one_process_of_the_global_batch() {
+    let ranks = train_on_ranks(3, 2);
+    assert!(ranks.iter().all(|p| p == &ranks[0]), "ranks diverged");
+    assert_eq!(train_on_ranks(3, 2), ranks, "a second run differs");
+
+    // One process, batch 6 = 3 ranks x 2, same samples per step (rank r of step i
+    // holds rows i*6 + r and i*6 + 3 + r: the same six rows).
+    let ds = dataset();
+    let mut single = trainer().compile(&Backend::Interpreter).unwrap();
+    for epoch in 0..2 {
+        for b in DataLoader::new(&ds, 6).epoch(epoch) {
+            single.run(&b.unwrap()).unwrap();
+        }
+    }
+    for ((n, got), (_, want)) in ranks[0].iter().zip(single.parameters()) {
+        assert!(got.allclose(want, 1e-5, 1e-6), "{n}: {got} vs {want}");
+    }
+}
+
+#[test]
+fn the_step_shows_its_all_reduces_and_compiled_backends_refuse_a_group() {
+    let group = ThreadGroup::new(2, Duration::from_secs(1));
+    let comm: Arc<dyn Communicator> = Arc::new(group.into_iter().next().unwrap());
+    let text = aotgrad::text::print(
+        trainer()
+            .data_parallel(comm.clone())
+            .compile(&Backend::Interpreter)
+            .unwrap()
+            .step_graph(),
+    );
+    // One mean per parameter gradient: 2 weights and 2 biases.
+    assert_eq!(text.matches("all_reduce").count(), 4, "{text}");
+    assert!(text.contains("{op=mean}"), "{text}");
+    let e = trainer()
+        .data_parallel(comm)
+        .compile(&Backend::Cpu { threads: 1 })
+        .err()
+        .expect("a 2-rank group on the CPU backend is refused");
+    assert!(e.to_string().contains("all_reduce over 2 ranks"), "{e}");
+}
