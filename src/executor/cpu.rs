@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use aotgrad_compiler::lower::ParamLayout;
 use aotgrad_ir::Graph;
+use aotgrad_runtime::collective::Communicator;
 use aotgrad_runtime::cpu::{CpuOptions, CpuProgram, KernelProfile, ParamArena};
 use aotgrad_runtime::gpu::Fetch;
 use aotgrad_runtime::{Evaluation, RunError, Tensor};
@@ -31,6 +32,8 @@ pub struct CpuExecutor {
     /// Behind a `RefCell` because reading a tensor out of a not-yet-built arena
     /// builds it.
     arena: RefCell<Option<ParamArena>>,
+    /// The process group of data-parallel training (a group of one if `None`).
+    group: Option<Arc<dyn Communicator>>,
 }
 
 impl CpuExecutor {
@@ -47,7 +50,14 @@ impl CpuExecutor {
             on_copies: HashMap::new(),
             host: Some((params, state)),
             arena: RefCell::new(None),
+            group: None,
         }
+    }
+
+    /// Runs as one rank of `group`.
+    pub fn in_group(mut self, group: Option<Arc<dyn Communicator>>) -> CpuExecutor {
+        self.group = group;
+        self
     }
 
     fn options(&self) -> CpuOptions {
@@ -77,6 +87,7 @@ impl CpuExecutor {
         graph: &Graph,
         opts: CpuOptions,
         layout: Option<Arc<ParamLayout>>,
+        group: &Option<Arc<dyn Communicator>>,
     ) -> Result<&'c mut CpuProgram, RunError> {
         let stale = cache
             .get(&kind)
@@ -90,7 +101,8 @@ impl CpuExecutor {
             let p = match layout {
                 Some(l) => CpuProgram::for_arena(graph, opts, l)?,
                 None => CpuProgram::new(graph, opts)?,
-            };
+            }
+            .in_group(group.clone());
             cache.insert(kind, p);
         }
         Ok(cache.get_mut(&kind).expect("inserted"))
@@ -128,12 +140,19 @@ impl Executor for CpuExecutor {
                 .map(|(n, _)| n)
                 .collect();
             let mut store: HashMap<String, Tensor> = self.read(&names)?.into_iter().collect();
-            let prog = Self::program(&mut self.on_copies, kind, graph, opts, None)?;
+            let prog = Self::program(&mut self.on_copies, kind, graph, opts, None, &self.group)?;
             let inputs = own_inputs(inputs, |n| prog.has_input(n));
             return prog.run(&mut store, &inputs);
         }
         let layout = self.arena().layout().clone();
-        let prog = Self::program(&mut self.programs, kind, graph, opts, Some(layout))?;
+        let prog = Self::program(
+            &mut self.programs,
+            kind,
+            graph,
+            opts,
+            Some(layout),
+            &self.group,
+        )?;
         let inputs = own_inputs(inputs, |n| prog.has_input(n));
         let arena = self.arena.get_mut().as_mut().expect("built above");
         prog.run(arena, &inputs)

@@ -126,8 +126,8 @@ pub trait Executor {
 /// (optimizer state, buffers, the RNG key).
 ///
 /// `group` is the process group of data-parallel training: the interpreter reduces
-/// its `all_reduce`s over it; the compiled backends run groups of one so far and refuse
-/// a larger one.
+/// its `all_reduce`s over it, the CPU's `all_reduce` kernels through the host; the GPU
+/// runs groups of one so far and refuses a larger one.
 pub fn for_backend(
     backend: Backend,
     opts: ExecutorOptions,
@@ -139,22 +139,21 @@ pub fn for_backend(
     state.sort_by(|a, b| a.0.cmp(&b.0));
     if let Some(g) = &group
         && g.world() > 1
-        && backend != Backend::Interpreter
+        && backend == Backend::Gpu
     {
         return Err(RunError::Unsupported {
-            backend: match backend {
-                Backend::Cpu { .. } => "cpu",
-                _ => "gpu",
-            },
+            backend: "gpu",
             what: format!(
-                "all_reduce over {} ranks yet (data-parallel training runs on the interpreter backend, `--backend interp`, so far)",
+                "all_reduce over {} ranks yet (data-parallel training runs on the cpu and interp backends so far)",
                 g.world()
             ),
         });
     }
     Ok(match backend {
         Backend::Interpreter => Box::new(InterpExecutor::new(params, state).in_group(group)),
-        Backend::Cpu { threads } => Box::new(CpuExecutor::new(threads, opts, params, state)),
+        Backend::Cpu { threads } => {
+            Box::new(CpuExecutor::new(threads, opts, params, state).in_group(group))
+        }
         Backend::Gpu => Box::new(GpuExecutor::new(params, state)?),
     })
 }

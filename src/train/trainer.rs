@@ -220,8 +220,9 @@ impl Trainer {
     /// rank applies the same update and keeps the same parameters (the seed must be the
     /// same on every rank). The average is taken in rank order: ranks agree bit for
     /// bit, and N ranks of batch B match one process of batch N*B up to summation
-    /// order. Runs on the interpreter backend so far; the compiled backends refuse a
-    /// group of more than one rank with a typed error.
+    /// order. Runs on the interpreter and CPU backends (the CPU's `all_reduce` kernel
+    /// hands its buffer to the communicator); the GPU refuses a group of more than one
+    /// rank with a typed error so far.
     pub fn data_parallel(
         mut self,
         comm: std::sync::Arc<dyn aotgrad_runtime::collective::Communicator>,

@@ -1,5 +1,6 @@
 //! Data-parallel training (`Trainer::data_parallel`) with ranks on threads: the step
-//! averages every gradient over the group with a compiled `all_reduce`, ranks stay
+//! averages every gradient over the group with a compiled `all_reduce` (interpreter
+//! and CPU backend), ranks stay
 //! bitwise identical, and N ranks of batch B follow one process of batch N*B.
 
 use std::sync::Arc;
@@ -40,21 +41,18 @@ fn trainer() -> Trainer {
 
 /// Trains 2 epochs on `world` thread ranks with per-rank batch `batch` (no shuffle, so
 /// rank r's batch i is rows [i*world*batch + r, step world]); the parameters per rank.
-fn train_on_ranks(world: usize, batch: usize) -> Vec<Vec<(String, Tensor)>> {
+fn train_on_ranks(world: usize, batch: usize, backend: Backend) -> Vec<Vec<(String, Tensor)>> {
     let ds = dataset();
     let group = ThreadGroup::new(world, Duration::from_secs(30));
     std::thread::scope(|s| {
         let handles: Vec<_> = group
             .into_iter()
             .map(|c| {
-                let ds = &ds;
+                let (ds, backend) = (&ds, backend.clone());
                 s.spawn(move || {
                     let rank = c.rank();
                     let comm: Arc<dyn Communicator> = Arc::new(c);
-                    let mut step = trainer()
-                        .data_parallel(comm)
-                        .compile(&Backend::Interpreter)
-                        .unwrap();
+                    let mut step = trainer().data_parallel(comm).compile(&backend).unwrap();
                     let loader = DataLoader::new(ds, batch).shard(Shard::new(rank, world).unwrap());
                     for epoch in 0..2 {
                         for b in loader.epoch(epoch) {
@@ -71,26 +69,46 @@ fn train_on_ranks(world: usize, batch: usize) -> Vec<Vec<(String, Tensor)>> {
 
 #[test]
 fn ranks_agree_bitwise_and_match_one_process_of_the_global_batch() {
-    let ranks = train_on_ranks(3, 2);
-    assert!(ranks.iter().all(|p| p == &ranks[0]), "ranks diverged");
-    assert_eq!(train_on_ranks(3, 2), ranks, "a second run differs");
+    for backend in [Backend::Interpreter, Backend::Cpu { threads: 1 }] {
+        let ranks = train_on_ranks(3, 2, backend.clone());
+        assert!(
+            ranks.iter().all(|p| p == &ranks[0]),
+            "{backend:?}: ranks diverged"
+        );
+        assert_eq!(
+            train_on_ranks(3, 2, backend.clone()),
+            ranks,
+            "{backend:?}: a second run differs"
+        );
 
-    // One process, batch 6 = 3 ranks x 2, same samples per step (rank r of step i
-    // holds rows i*6 + r and i*6 + 3 + r: the same six rows).
-    let ds = dataset();
-    let mut single = trainer().compile(&Backend::Interpreter).unwrap();
-    for epoch in 0..2 {
-        for b in DataLoader::new(&ds, 6).epoch(epoch) {
-            single.run(&b.unwrap()).unwrap();
+        // One process, batch 6 = 3 ranks x 2, same samples per step (rank r of step i
+        // holds rows i*6 + r and i*6 + 3 + r: the same six rows).
+        let ds = dataset();
+        let mut single = trainer().compile(&backend).unwrap();
+        for epoch in 0..2 {
+            for b in DataLoader::new(&ds, 6).epoch(epoch) {
+                single.run(&b.unwrap()).unwrap();
+            }
+        }
+        for ((n, got), (_, want)) in ranks[0].iter().zip(single.parameters()) {
+            assert!(
+                got.allclose(want, 1e-5, 1e-6),
+                "{backend:?} {n}: {got} vs {want}"
+            );
         }
     }
-    for ((n, got), (_, want)) in ranks[0].iter().zip(single.parameters()) {
-        assert!(got.allclose(want, 1e-5, 1e-6), "{n}: {got} vs {want}");
+    // The CPU's compiled all_reduce and the interpreter's agree to rounding.
+    let (i, c) = (
+        train_on_ranks(2, 3, Backend::Interpreter),
+        train_on_ranks(2, 3, Backend::Cpu { threads: 2 }),
+    );
+    for ((n, a), (_, b)) in i[0].iter().zip(&c[0]) {
+        assert!(a.allclose(b, 1e-5, 1e-6), "{n}: {a} vs {b}");
     }
 }
 
 #[test]
-fn the_step_shows_its_all_reduces_and_compiled_backends_refuse_a_group() {
+fn the_step_shows_its_all_reduces_and_the_gpu_refuses_a_group() {
     let group = ThreadGroup::new(2, Duration::from_secs(1));
     let comm: Arc<dyn Communicator> = Arc::new(group.into_iter().next().unwrap());
     let text = aotgrad::text::print(
@@ -105,8 +123,8 @@ fn the_step_shows_its_all_reduces_and_compiled_backends_refuse_a_group() {
     assert!(text.contains("{op=mean}"), "{text}");
     let e = trainer()
         .data_parallel(comm)
-        .compile(&Backend::Cpu { threads: 1 })
+        .compile(&Backend::Gpu)
         .err()
-        .expect("a 2-rank group on the CPU backend is refused");
+        .expect("a 2-rank group on the GPU backend is refused");
     assert!(e.to_string().contains("all_reduce over 2 ranks"), "{e}");
 }

@@ -24,6 +24,8 @@ pub(crate) struct Ctx<'a> {
     pub graph: &'a Graph,
     pub env: &'a BTreeMap<Arc<str>, usize>,
     pub pool: Option<&'a rayon::ThreadPool>,
+    /// The process group of `all_reduce` kernels (a group of one if `None`).
+    pub group: Option<&'a dyn crate::collective::Communicator>,
     /// Output tiles per large matmul (fixed per program, never by thread count).
     pub matmul_tiles: usize,
     /// Per kernel: the generated functions of a matmul's fused epilogue.
@@ -235,7 +237,16 @@ unsafe fn run_kernel(ctx: &Ctx<'_>, k: usize) -> i32 {
                 })
                 .collect();
             let refs: Vec<&Tensor> = args.iter().collect();
-            match interp::eval_node(ctx.graph, kernel.node, &refs, ctx.env) {
+            let result = match (&ctx.graph.node(kernel.node).op, ctx.group) {
+                (aotgrad_ir::Op::AllReduce { op }, Some(g)) if g.world() > 1 => {
+                    interp::all_reduce(&args[0], *op, g).map_err(|error| RunError::Collective {
+                        node: kernel.node,
+                        error,
+                    })
+                }
+                _ => interp::eval_node(ctx.graph, kernel.node, &refs, ctx.env),
+            };
+            match result {
                 Ok(t) => {
                     // SAFETY: the output buffer holds exactly `t.len()` elements.
                     unsafe { write_dense(ctx.bufs[lib.out.index()], &t) };

@@ -334,6 +334,8 @@ pub struct CpuProgram {
     pool: Option<Arc<rayon::ThreadPool>>,
     /// The parameter arena the program is lowered for (`lower::lower_for_arena`).
     layout: Option<Arc<ParamLayout>>,
+    /// The process group its `all_reduce` kernels sum over (a group of one if `None`).
+    group: Option<Arc<dyn crate::collective::Communicator>>,
 }
 
 /// Thread pools shared by every program with the same thread count.
@@ -374,7 +376,15 @@ impl CpuProgram {
             variants: Variants::default(),
             pool: pool(opts.threads)?,
             layout: None,
+            group: None,
         })
+    }
+
+    /// Runs as one rank of `group`: each `all_reduce` kernel sums over its ranks in
+    /// rank order (through the host: the kernel hands its buffer to the communicator).
+    pub fn in_group(mut self, group: Option<Arc<dyn crate::collective::Communicator>>) -> Self {
+        self.group = group;
+        self
     }
 
     /// A program whose parameters and state live in a [`ParamArena`] laid out as
@@ -608,6 +618,7 @@ impl CpuProgram {
             graph: &self.graph,
             env: &v.program.env,
             pool: self.pool.as_deref(),
+            group: self.group.as_deref(),
             matmul_tiles: self.opts.matmul_tiles,
             epilogues: &v.epilogues,
             error: RefCell::new(None),

@@ -49,7 +49,8 @@ pub(super) fn eval(
         Op::ArgReduce { op, axis, .. } => arg_reduce(*op, xs[0], *axis),
         Op::TopK { axis, k, largest } => top_k(xs[0], *axis, *k, *largest, id)?,
         // A group of one: the sum and the mean over one rank are the value itself.
-        // `interp::run_in_group` reduces over a real group before this is reached.
+        // `interp::run_in_group` and the CPU's library kernel reduce over a real group
+        // before this is reached.
         Op::AllReduce { .. } => xs[0].data().clone(),
         Op::Reshape(_) => xs[0].data().clone(),
         Op::Expand(_) => {

@@ -250,7 +250,7 @@ pub fn run_in_group(
 
 /// `x` summed over the group in rank order; the mean divides that sum by the group
 /// size in the dtype (floats only: the op's type rule).
-fn all_reduce(
+pub(crate) fn all_reduce(
     x: &Tensor,
     op: aotgrad_ir::AllReduceOp,
     comm: &dyn crate::collective::Communicator,
