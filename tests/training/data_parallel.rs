@@ -48,7 +48,7 @@ fn train_on_ranks(world: usize, batch: usize, backend: Backend) -> Vec<Vec<(Stri
         let handles: Vec<_> = group
             .into_iter()
             .map(|c| {
-                let (ds, backend) = (&ds, backend.clone());
+                let (ds, backend) = (&ds, backend);
                 s.spawn(move || {
                     let rank = c.rank();
                     let comm: Arc<dyn Communicator> = Arc::new(c);
@@ -70,13 +70,13 @@ fn train_on_ranks(world: usize, batch: usize, backend: Backend) -> Vec<Vec<(Stri
 #[test]
 fn ranks_agree_bitwise_and_match_one_process_of_the_global_batch() {
     for backend in [Backend::Interpreter, Backend::Cpu { threads: 1 }] {
-        let ranks = train_on_ranks(3, 2, backend.clone());
+        let ranks = train_on_ranks(3, 2, backend);
         assert!(
             ranks.iter().all(|p| p == &ranks[0]),
             "{backend:?}: ranks diverged"
         );
         assert_eq!(
-            train_on_ranks(3, 2, backend.clone()),
+            train_on_ranks(3, 2, backend),
             ranks,
             "{backend:?}: a second run differs"
         );
