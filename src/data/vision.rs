@@ -230,7 +230,7 @@ impl Transform for RandomVerticalFlip {
 pub struct ConvertImageDtype(pub DType);
 
 impl Transform for ConvertImageDtype {
-    fn apply(&self, x: Tensor, _: &mut Rng) -> Result<Tensor, DataError> {
+    fn apply(&self, x: Tensor, rng: &mut Rng) -> Result<Tensor, DataError> {
         let bad = || {
             DataError::Invalid(format!(
                 "ConvertImageDtype from {} to {}: images are u8, f32 or f64",
@@ -240,7 +240,8 @@ impl Transform for ConvertImageDtype {
         };
         let out = match (x.data(), self.0) {
             (d, t) if d.dtype() == t => return Ok(x),
-            (Data::U8(v), DType::F32) => Data::F32(v.iter().map(|&p| p as f32 / 255.0).collect()),
+            // torchvision's ToTensor scaling, which `ToFloat` is.
+            (Data::U8(_), DType::F32) => return super::ToFloat.apply(x, rng),
             (Data::U8(v), DType::F64) => Data::F64(v.iter().map(|&p| p as f64 / 255.0).collect()),
             (Data::F32(v), DType::U8) => {
                 Data::U8(v.iter().map(|&p| (p * 255.999f32) as u8).collect())

@@ -214,12 +214,8 @@ impl Tensor {
                 ),
             ));
         }
-        let ix: Vec<Ix> = index.iter().map(|&i| Ix::At(i)).collect();
         let t = eval1("at", loc, &[self], |_, v| {
-            ix.iter().fold(v[0], |x, i| match i {
-                Ix::At(i) => x.select(0, *i),
-                _ => x,
-            })
+            index.iter().fold(v[0], |x, &i| x.select(0, i))
         })?;
         Ok(t.item().unwrap_or(f64::NAN))
     }
@@ -280,13 +276,7 @@ impl Tensor {
             unreachable!("checked bool above")
         };
         let n = keep.iter().filter(|&&k| k).count();
-        let data = same_variant!(x.data(), d => d
-            .iter()
-            .zip(keep)
-            .filter(|(_, k)| **k)
-            .map(|(v, _)| *v)
-            .collect());
-        Ok(Tensor::new(&[n], data).expect("n elements were kept"))
+        Ok(Tensor::new(&[n], keep_blocks(x.data(), keep, 1)).expect("n elements were kept"))
     }
 
     /// PyTorch's `x[mask]` with a bool mask shaped like `x`'s leading axes: the
@@ -315,20 +305,9 @@ impl Tensor {
         };
         let inner: usize = self.shape()[k..].iter().product();
         let n = keep.iter().filter(|&&b| b).count();
-        let data = same_variant!(self.data(), d => d
-            .chunks(inner.max(1))
-            .zip(keep)
-            .filter(|(_, k)| **k)
-            .flat_map(|(c, _)| c.iter().copied())
-            .collect());
         let mut shape = vec![n];
         shape.extend_from_slice(&self.shape()[k..]);
-        // A zero-size inner block has no chunks: the data is empty either way.
-        let data = if inner == 0 {
-            Data::filled(aotgrad_ir::Scalar::F64(0.0).cast(self.dtype()), 0)
-        } else {
-            data
-        };
+        let data = keep_blocks(self.data(), keep, inner);
         Ok(Tensor::new(&shape, data).expect("count x inner elements were kept"))
     }
 
@@ -360,6 +339,21 @@ impl Tensor {
         }
         Ok(Tensor::new(&[count, shape.len()], Data::I64(out)).expect("count x rank indices"))
     }
+}
+
+/// The blocks of `inner` consecutive elements of `data` whose `keep` flag is set, in
+/// order (`x[mask]` keeps rows; `masked_select` keeps single elements).
+fn keep_blocks(data: &Data, keep: &[bool], inner: usize) -> Data {
+    if inner == 0 {
+        // Zero-size blocks: nothing to keep whatever the flags (`chunks(0)` panics).
+        return Data::filled(aotgrad_ir::Scalar::F64(0.0).cast(data.dtype()), 0);
+    }
+    same_variant!(data, d => d
+        .chunks(inner)
+        .zip(keep)
+        .filter(|(_, k)| **k)
+        .flat_map(|(c, _)| c.iter().copied())
+        .collect())
 }
 
 fn check_mask(op: &'static str, loc: super::Loc, mask: &Tensor) -> Result<(), TensorOpError> {
