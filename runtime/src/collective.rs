@@ -9,7 +9,10 @@
 //!   identity);
 //! - [`ThreadGroup`]: ranks on threads of one process, meeting in shared memory — the
 //!   test bed of the distributed trainer, and data parallelism on one machine;
-//! - an MPI group (issue 30, behind a cargo feature) implements the same trait.
+//! - [`mpi::MpiGroup`] (cargo feature `mpi`): the ranks `mpirun` started, one per
+//!   process, on OpenMPI; the sum is a reduce-scatter then an all-gather, each chunk
+//!   added in rank order by the rank that owns it, never `MPI_Allreduce` (whose order
+//!   is the library's choice).
 //!
 //! Waiting is bounded: a rank whose peers do not arrive within the group's timeout
 //! gets [`CollectiveError::Timeout`] instead of hanging.
@@ -42,6 +45,12 @@ pub enum CollectiveError {
     },
     #[error("rank {rank}: the process group is broken (a rank panicked inside a collective)")]
     Broken { rank: usize },
+    #[error("rank {rank} of {world}: {message}")]
+    Transport {
+        rank: usize,
+        world: usize,
+        message: String,
+    },
 }
 
 /// One rank's handle on its process group.
@@ -52,7 +61,47 @@ pub trait Communicator: Send + Sync {
     /// order, identically on every rank. Every rank must call it with the same dtype
     /// and length, in the same sequence of calls.
     fn all_reduce_sum(&self, buf: &mut Data) -> Result<(), CollectiveError>;
+
+    /// How long a rank waits for its peers before it reports a dead or diverged group.
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(300)
+    }
+
+    /// Every rank's `bytes`, in rank order, on every rank. Built from
+    /// [`Communicator::all_reduce_sum`] (a sum of zeros and one rank's bytes per slot is
+    /// that rank's bytes exactly), so every transport has it; used at start-up, not per
+    /// step.
+    fn all_gather(&self, bytes: &[u8]) -> Result<Vec<Vec<u8>>, CollectiveError> {
+        let (rank, world) = (self.rank(), self.world());
+        let mut lens = vec![0i64; world];
+        lens[rank] = bytes.len() as i64;
+        let mut lens = Data::I64(lens);
+        self.all_reduce_sum(&mut lens)?;
+        let Data::I64(lens) = lens else {
+            unreachable!("the sum keeps the dtype")
+        };
+        let lens: Vec<usize> = lens.iter().map(|&n| n.max(0) as usize).collect();
+        let start: usize = lens[..rank].iter().sum();
+        let mut all = vec![0u8; lens.iter().sum()];
+        all[start..start + bytes.len()].copy_from_slice(bytes);
+        let mut all = Data::U8(all);
+        self.all_reduce_sum(&mut all)?;
+        let Data::U8(all) = all else {
+            unreachable!("the sum keeps the dtype")
+        };
+        let mut at = 0;
+        Ok(lens
+            .iter()
+            .map(|&n| {
+                at += n;
+                all[at - n..at].to_vec()
+            })
+            .collect())
+    }
 }
+
+#[cfg(feature = "mpi")]
+pub mod mpi;
 
 /// A group of one.
 #[derive(Debug, Clone, Copy, Default)]
@@ -71,7 +120,7 @@ impl Communicator for SingleProcess {
 }
 
 /// `acc += x` elementwise in the dtype (integers wrap, as the IR's `add`; bools or).
-fn add_into(acc: &mut Data, x: &Data) -> bool {
+pub(crate) fn add_into(acc: &mut Data, x: &Data) -> bool {
     match (acc, x) {
         (Data::F32(a), Data::F32(b)) => a.iter_mut().zip(b).for_each(|(a, b)| *a += b),
         (Data::F64(a), Data::F64(b)) => a.iter_mut().zip(b).for_each(|(a, b)| *a += b),
@@ -151,6 +200,11 @@ impl Communicator for ThreadGroup {
         self.shared.world
     }
 
+    /// Past the group's own timeout, whose error (naming the call) comes first.
+    fn timeout(&self) -> Duration {
+        self.shared.timeout * 2
+    }
+
     fn all_reduce_sum(&self, buf: &mut Data) -> Result<(), CollectiveError> {
         let s = &self.shared;
         let broken = || CollectiveError::Broken { rank: self.rank };
@@ -205,6 +259,121 @@ impl Communicator for ThreadGroup {
             }
             Some(Err(e)) => Err(e.clone()),
             None => Err(broken()),
+        }
+    }
+}
+
+/// A group's collectives run on a thread of their own, one at a time in the order they
+/// were started (the same order on every rank: every rank runs the same program), so
+/// that a step computes while a bucket of gradients moves: [`Background::start`]
+/// returns at once, [`Pending::wait`] blocks until that reduction is done, for at most
+/// the group's timeout.
+pub struct Background {
+    comm: Arc<dyn Communicator>,
+    jobs: Option<std::sync::mpsc::Sender<Job>>,
+    worker: Option<std::thread::JoinHandle<()>>,
+    /// Signalled when the worker has ended.
+    done: Option<std::sync::mpsc::Receiver<()>>,
+    timeout: Duration,
+    started: std::sync::atomic::AtomicU64,
+}
+
+struct Job {
+    data: Data,
+    reply: std::sync::mpsc::Sender<Result<Data, CollectiveError>>,
+}
+
+/// A reduction [`Background::start`]ed and not yet waited for.
+pub struct Pending {
+    call: u64,
+    rank: usize,
+    world: usize,
+    reply: std::sync::mpsc::Receiver<Result<Data, CollectiveError>>,
+    timeout: Duration,
+}
+
+impl Background {
+    /// Collectives of `comm` on a new thread; a wait gives up after `timeout`.
+    pub fn new(comm: Arc<dyn Communicator>, timeout: Duration) -> Background {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let (done_tx, done) = std::sync::mpsc::channel::<()>();
+        let c = comm.clone();
+        let worker = std::thread::Builder::new()
+            .name(format!("aotgrad-collective-{}", comm.rank()))
+            .spawn(move || {
+                for mut job in rx {
+                    let r = c.all_reduce_sum(&mut job.data).map(|()| job.data);
+                    // The step may have given up waiting; nobody to tell then.
+                    let _ = job.reply.send(r);
+                }
+                // Its handle on the group goes before the signal: the owner (the main
+                // thread, for MPI) then drops the last one.
+                drop(c);
+                let _ = done_tx.send(());
+            })
+            .ok();
+        Background {
+            comm,
+            jobs: worker.is_some().then_some(tx),
+            done: worker.is_some().then_some(done),
+            worker,
+            timeout,
+            started: Default::default(),
+        }
+    }
+
+    pub fn comm(&self) -> &dyn Communicator {
+        &*self.comm
+    }
+
+    /// Starts summing `data` over the group.
+    pub fn start(&self, data: Data) -> Result<Pending, CollectiveError> {
+        let (rank, world) = (self.comm.rank(), self.comm.world());
+        let broken = CollectiveError::Broken { rank };
+        let (reply, rx) = std::sync::mpsc::channel();
+        let jobs = self.jobs.as_ref().ok_or_else(|| broken.clone())?;
+        jobs.send(Job { data, reply }).map_err(|_| broken)?;
+        let call = self
+            .started
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Pending {
+            call,
+            rank,
+            world,
+            reply: rx,
+            timeout: self.timeout,
+        })
+    }
+}
+
+impl Pending {
+    /// The sum over the group.
+    pub fn wait(self) -> Result<Data, CollectiveError> {
+        use std::sync::mpsc::RecvTimeoutError;
+        match self.reply.recv_timeout(self.timeout) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => Err(CollectiveError::Timeout {
+                rank: self.rank,
+                world: self.world,
+                call: self.call,
+                waited: self.timeout,
+            }),
+            Err(RecvTimeoutError::Disconnected) => Err(CollectiveError::Broken { rank: self.rank }),
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        // Closing the queue ends the worker after the collectives already started (a
+        // step that failed half-way may leave some; the peers finish them).
+        // A worker stuck in a collective whose peers died is left behind (bounded
+        // wait): the process is about to report the error and exit.
+        self.jobs = None;
+        if let (Some(w), Some(done)) = (self.worker.take(), self.done.take())
+            && done.recv_timeout(self.timeout).is_ok()
+        {
+            let _ = w.join();
         }
     }
 }

@@ -32,7 +32,7 @@ use aotgrad_ir::{BinaryOp, ConstValue, DType, Graph, NodeId, Op, ReduceOp, Slice
 pub use crate::program::{
     Affine, BoundsError, Buffer, BufferId, BufferKind, Flat, FlatNode, FlatOp, Kernel, KernelBody,
     LibraryKernel, LoopKernel, MatMulKernel, OutputSpec, Program, RowKernel, Store, SymbolEnv,
-    Target, UpdateSpec, explain_fusion, reduce_identity,
+    Target, UpdateSpec, WaitKernel, explain_fusion, reduce_identity,
 };
 pub use param_arena::{ParamLayout, ParamSlot};
 pub use tree::{Tree, TreeNode, flatten};
@@ -718,6 +718,14 @@ impl<'g> Lowerer<'g> {
             node: id,
             body: KernelBody::Library(LibraryKernel { inputs, out, shape }),
         });
+        if matches!(node.op, Op::AllReduce { .. }) {
+            // A collective starts in its library kernel and ends here; the plan moves
+            // the end down (`plan::overlap_collectives`).
+            self.kernels.push(Kernel {
+                node: id,
+                body: KernelBody::Wait(WaitKernel { out }),
+            });
+        }
         value
     }
 

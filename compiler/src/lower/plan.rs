@@ -9,6 +9,34 @@ use super::{
 use crate::program::Target;
 use crate::program::liveness::{live_ranges, peak_live};
 
+/// Moves the wait of every collective (see [`crate::program::WaitKernel`]) from right
+/// after its start down to just before the first kernel that reads its result (or the
+/// end, for a result only the caller reads): the kernels in between run while the
+/// reduction moves over the network. Their relative order is unchanged, so no value
+/// changes; only the result's buffer is live (reserved) for longer. Each wait moves past
+/// kernels that neither read nor write its buffer, which the memory plan (run after
+/// this pass) guarantees for the rest of the buffer's live range.
+pub(super) fn overlap_collectives(p: &mut Program) {
+    // From the last wait up, so that each one can move down to the next's new place:
+    // the waits keep their starts' order (the order the results arrive in).
+    let waits: Vec<usize> = (0..p.kernels.len())
+        .filter(|&t| matches!(p.kernels[t].body, KernelBody::Wait(_)))
+        .collect();
+    for &t in waits.iter().rev() {
+        let out = p.kernels[t].output();
+        let stops = |k: &Kernel| {
+            matches!(k.body, KernelBody::Wait(_))
+                || k.reads().contains(&out)
+                || k.outputs().contains(&out)
+        };
+        let to = (t + 1..p.kernels.len())
+            .find(|&u| stops(&p.kernels[u]))
+            .unwrap_or(p.kernels.len());
+        let wait = p.kernels.remove(t);
+        p.kernels.insert(to - 1, wait);
+    }
+}
+
 /// Moves the kernels that compute update values and whose results no later kernel
 /// reads to the end of the schedule, ordered so that a kernel overwriting a persistent
 /// buffer runs after every kernel that still reads it (the parameter's update before
@@ -668,6 +696,7 @@ pub fn plan_passes<'a>(opts: LowerOptions, layout: Option<&'a ParamLayout>) -> V
             }));
         }
     }
+    passes.push(pass("overlap_collectives", overlap_collectives));
     passes.push(pass("assign_offsets", assign_offsets));
     passes
 }

@@ -244,6 +244,20 @@ pub enum KernelBody {
     Rows(RowKernel),
     MatMul(MatMulKernel),
     Library(LibraryKernel),
+    Wait(WaitKernel),
+}
+
+/// The end of a collective: the library kernel of an `all_reduce` node *starts* the
+/// reduction over the process group (it takes a copy of its input and hands it to the
+/// group's communication thread); this kernel, of the same node, waits for the result
+/// and writes it to `out`. In between, the step goes on computing: the lowering places
+/// the wait right after its start, and the plan pass `overlap_collectives` moves it down
+/// to just before the first kernel that reads `out`. `out` is live (reserved by the
+/// memory plan) from the start to its last reader, so nothing else is placed there
+/// while the result is on its way.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WaitKernel {
+    pub out: BufferId,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -261,6 +275,7 @@ impl Kernel {
             KernelBody::Rows(r) => r.stages[0].outs[0].buf,
             KernelBody::MatMul(k) => k.c,
             KernelBody::Library(k) => k.out,
+            KernelBody::Wait(w) => w.out,
         }
     }
 
@@ -286,6 +301,7 @@ impl Kernel {
                 outs
             }
             KernelBody::Library(l) => vec![(l.out, self.node)],
+            KernelBody::Wait(w) => vec![(w.out, self.node)],
         }
     }
 
@@ -306,6 +322,7 @@ impl Kernel {
                 reads
             }
             KernelBody::Library(k) => k.inputs.iter().map(|(b, _)| *b).collect(),
+            KernelBody::Wait(_) => Vec::new(),
         }
     }
 
@@ -329,7 +346,7 @@ impl Kernel {
         match &mut self.body {
             KernelBody::Loop(l) => shift(l),
             KernelBody::Rows(r) => r.stages.iter_mut().for_each(shift),
-            KernelBody::MatMul(_) | KernelBody::Library(_) => {
+            KernelBody::MatMul(_) | KernelBody::Library(_) | KernelBody::Wait(_) => {
                 debug_assert!(!self.reads().contains(&from) && !self.outputs().contains(&from));
             }
         }
@@ -365,6 +382,7 @@ impl Kernel {
                 k.inputs.iter_mut().for_each(|(b, _)| r(b));
                 r(&mut k.out);
             }
+            KernelBody::Wait(w) => r(&mut w.out),
         }
     }
 }
@@ -417,6 +435,22 @@ pub struct Program {
 impl Program {
     pub fn buffer(&self, id: BufferId) -> &Buffer {
         &self.buffers[id.index()]
+    }
+
+    /// The kernel that starts the collective of `node` (its library kernel), if the
+    /// node is a collective of this program.
+    pub fn start_of(&self, node: NodeId) -> Option<usize> {
+        let is_collective = self
+            .kernels
+            .iter()
+            .any(|k| k.node == node && matches!(k.body, KernelBody::Wait(_)));
+        is_collective
+            .then(|| {
+                self.kernels
+                    .iter()
+                    .position(|k| k.node == node && matches!(k.body, KernelBody::Library(_)))
+            })
+            .flatten()
     }
 
     /// The most bytes of arena buffers live at once (each rounded up to the arena's

@@ -122,13 +122,36 @@ impl Program {
             }
             KernelBody::Library(l) => {
                 let ins: Vec<String> = l.inputs.iter().map(|(b, _)| format!("b{}", b.0)).collect();
+                // A library kernel with a wait of its own node starts a collective.
+                let what = if self
+                    .kernels
+                    .iter()
+                    .any(|w| w.node == k.node && matches!(w.body, KernelBody::Wait(_)))
+                {
+                    "start collective"
+                } else {
+                    "library"
+                };
                 writeln!(
                     f,
-                    "  k{t}: library {} over {} ({}) -> b{}",
+                    "  k{t}: {what} {} over {} ({}) -> b{}",
                     k.node,
                     dims(&l.shape),
                     ins.join(", "),
                     l.out.0
+                )?;
+            }
+            KernelBody::Wait(w) => {
+                let start = self.start_of(k.node);
+                let from = start.map_or_else(|| "?".to_string(), |a| format!("k{a}"));
+                let overlap = match start {
+                    Some(a) if t > a + 1 => format!(", overlapping {} kernels", t - a - 1),
+                    _ => String::new(),
+                };
+                writeln!(
+                    f,
+                    "  k{t}: wait collective {} started at {from} -> b{}{overlap}",
+                    k.node, w.out.0
                 )?;
             }
         }
@@ -198,7 +221,16 @@ impl fmt::Display for Program {
                 .iter()
                 .filter(|k| matches!(k.body, KernelBody::Library(_)))
                 .count(),
-        )
+        )?;
+        let waits = self
+            .kernels
+            .iter()
+            .filter(|k| matches!(k.body, KernelBody::Wait(_)))
+            .count();
+        if waits > 0 {
+            write!(f, "; {waits} collectives")?;
+        }
+        Ok(())
     }
 }
 

@@ -24,8 +24,10 @@ pub(crate) struct Ctx<'a> {
     pub graph: &'a Graph,
     pub env: &'a BTreeMap<Arc<str>, usize>,
     pub pool: Option<&'a rayon::ThreadPool>,
-    /// The process group of `all_reduce` kernels (a group of one if `None`).
-    pub group: Option<&'a dyn crate::collective::Communicator>,
+    /// The group's collectives thread (groups of more than one rank).
+    pub background: Option<&'a crate::collective::Background>,
+    /// Collectives started in this call and not yet waited for, by node.
+    pub pending: RefCell<std::collections::HashMap<NodeId, crate::collective::Pending>>,
     /// Output tiles per large matmul (fixed per program, never by thread count).
     pub matmul_tiles: usize,
     /// Per kernel: the generated functions of a matmul's fused epilogue.
@@ -237,12 +239,20 @@ unsafe fn run_kernel(ctx: &Ctx<'_>, k: usize) -> i32 {
                 })
                 .collect();
             let refs: Vec<&Tensor> = args.iter().collect();
-            let result = match (&ctx.graph.node(kernel.node).op, ctx.group) {
-                (aotgrad_ir::Op::AllReduce { op }, Some(g)) if g.world() > 1 => {
-                    interp::all_reduce(&args[0], *op, g).map_err(|error| RunError::Collective {
-                        node: kernel.node,
-                        error,
-                    })
+            let result = match (&ctx.graph.node(kernel.node).op, ctx.background) {
+                // The start of a collective: the reduction goes to the group's thread
+                // and the step goes on; the kernel's wait writes the result.
+                (aotgrad_ir::Op::AllReduce { .. }, Some(bg)) => {
+                    match bg.start(args[0].data().clone()) {
+                        Ok(p) => {
+                            ctx.pending.borrow_mut().insert(kernel.node, p);
+                            return 0;
+                        }
+                        Err(error) => Err(RunError::Collective {
+                            node: kernel.node,
+                            error,
+                        }),
+                    }
                 }
                 _ => interp::eval_node(ctx.graph, kernel.node, &refs, ctx.env),
             };
@@ -254,6 +264,44 @@ unsafe fn run_kernel(ctx: &Ctx<'_>, k: usize) -> i32 {
                 }
                 Err(e) => {
                     *ctx.error.borrow_mut() = Some(e);
+                    1
+                }
+            }
+        }
+        KernelBody::Wait(w) => {
+            // In a group of one the start already wrote the value.
+            let Some(pending) = ctx.pending.borrow_mut().remove(&kernel.node) else {
+                return 0;
+            };
+            let aotgrad_ir::Op::AllReduce { op } = ctx.graph.node(kernel.node).op else {
+                unreachable!("only all_reduce kernels start collectives")
+            };
+            let elems = ctx.program.buffer(w.out).elems;
+            let result = pending.wait().and_then(|sum| {
+                let world = ctx.background.map_or(1, |b| b.comm().world());
+                if sum.len() != elems {
+                    // Never written past the buffer, whatever a peer sent.
+                    return Err(crate::collective::CollectiveError::Mismatch {
+                        call: 0,
+                        rank: ctx.background.map_or(0, |b| b.comm().rank()),
+                        expected: format!("{elems} elements"),
+                        got: format!("{} elements", sum.len()),
+                    });
+                }
+                Ok(interp::finish_all_reduce(sum, op, world))
+            });
+            match result {
+                Ok(data) => {
+                    let t = Tensor::new(&[data.len()], data).expect("one dimension");
+                    // SAFETY: the output buffer holds the node's value, `t.len()` elements.
+                    unsafe { write_dense(ctx.bufs[w.out.index()], &t) };
+                    0
+                }
+                Err(error) => {
+                    *ctx.error.borrow_mut() = Some(RunError::Collective {
+                        node: kernel.node,
+                        error,
+                    });
                     1
                 }
             }

@@ -280,7 +280,7 @@ fn uses_pool(p: &Program, max_tiles: usize) -> bool {
             m.batch.iter().product::<usize>() > 1
                 || tiles::matmul_tiles(m.m, m.n, m.k, max_tiles).len() > 1
         }
-        KernelBody::Library(_) => false,
+        KernelBody::Library(_) | KernelBody::Wait(_) => false,
     })
 }
 
@@ -334,8 +334,9 @@ pub struct CpuProgram {
     pool: Option<Arc<rayon::ThreadPool>>,
     /// The parameter arena the program is lowered for (`lower::lower_for_arena`).
     layout: Option<Arc<ParamLayout>>,
-    /// The process group its `all_reduce` kernels sum over (a group of one if `None`).
-    group: Option<Arc<dyn crate::collective::Communicator>>,
+    /// The collectives thread of the process group its `all_reduce` kernels sum over,
+    /// when the group has more than one rank.
+    background: Option<crate::collective::Background>,
 }
 
 /// Thread pools shared by every program with the same thread count.
@@ -376,14 +377,17 @@ impl CpuProgram {
             variants: Variants::default(),
             pool: pool(opts.threads)?,
             layout: None,
-            group: None,
+            background: None,
         })
     }
 
     /// Runs as one rank of `group`: each `all_reduce` kernel sums over its ranks in
     /// rank order (through the host: the kernel hands its buffer to the communicator).
     pub fn in_group(mut self, group: Option<Arc<dyn crate::collective::Communicator>>) -> Self {
-        self.group = group;
+        self.background = group
+            .as_ref()
+            .filter(|g| g.world() > 1)
+            .map(|g| crate::collective::Background::new(g.clone(), g.timeout()));
         self
     }
 
@@ -618,7 +622,8 @@ impl CpuProgram {
             graph: &self.graph,
             env: &v.program.env,
             pool: self.pool.as_deref(),
-            group: self.group.as_deref(),
+            background: self.background.as_ref(),
+            pending: RefCell::new(HashMap::new()),
             matmul_tiles: self.opts.matmul_tiles,
             epilogues: &v.epilogues,
             error: RefCell::new(None),

@@ -255,18 +255,28 @@ pub(crate) fn all_reduce(
     op: aotgrad_ir::AllReduceOp,
     comm: &dyn crate::collective::Communicator,
 ) -> Result<Tensor, crate::collective::CollectiveError> {
-    use aotgrad_ir::{AllReduceOp, Data};
     let mut d = x.data().clone();
     comm.all_reduce_sum(&mut d)?;
+    let d = finish_all_reduce(d, op, comm.world());
+    Ok(Tensor::new(x.shape(), d).expect("the sum has the operand's size"))
+}
+
+/// The op's value from the group's sum: the sum, or for the mean the sum divided by the
+/// group size in the dtype (floats only: the op's type rule).
+pub(crate) fn finish_all_reduce(
+    mut sum: aotgrad_ir::Data,
+    op: aotgrad_ir::AllReduceOp,
+    world: usize,
+) -> aotgrad_ir::Data {
+    use aotgrad_ir::{AllReduceOp, Data};
     if op == AllReduceOp::Mean {
-        let n = comm.world();
-        match &mut d {
-            Data::F32(v) => v.iter_mut().for_each(|a| *a /= n as f32),
-            Data::F64(v) => v.iter_mut().for_each(|a| *a /= n as f64),
+        match &mut sum {
+            Data::F32(v) => v.iter_mut().for_each(|a| *a /= world as f32),
+            Data::F64(v) => v.iter_mut().for_each(|a| *a /= world as f64),
             _ => unreachable!("verified: a mean all_reduce is float"),
         }
     }
-    Ok(Tensor::new(x.shape(), d).expect("the sum has the operand's size"))
+    sum
 }
 
 /// Evaluates one node on its operands' values (the library kernels of compiled

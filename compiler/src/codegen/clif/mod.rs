@@ -124,7 +124,7 @@ fn checked_nodes(k: &KernelBody) -> Vec<NodeId> {
         KernelBody::Loop(l) => vec![l],
         KernelBody::Rows(r) => r.stages.iter().collect(),
         KernelBody::MatMul(m) => m.epilogue.iter().map(|e| &**e).collect(),
-        KernelBody::Library(_) => Vec::new(),
+        KernelBody::Library(_) | KernelBody::Wait(_) => Vec::new(),
     };
     let mut out = Vec::new();
     for l in loops {
@@ -311,7 +311,7 @@ impl<M: Module> Emitter<'_, M> {
                     epilogues.push((t, schedule, ids));
                     continue;
                 }
-                KernelBody::Library(_) => continue,
+                KernelBody::Library(_) | KernelBody::Wait(_) => continue,
             };
             let header = format!("{what} k{t}: {}", k.node);
             kernel_ids.insert(t, self.define(format!("k{t}"), body, header)?);

@@ -278,6 +278,8 @@ pub fn emit(
             }
             KernelBody::MatMul(m) => out.matmul(i, k.node, m)?,
             KernelBody::Library(l) => out.library(i, k.node, l)?,
+            // A GPU step runs in a group of one: its all_reduce kernel wrote the value.
+            KernelBody::Wait(_) => {}
         }
     }
     let arena_words = program.arena_bytes.div_ceil(4);
