@@ -20,6 +20,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod data;
+pub mod distributed;
 pub mod executor;
 mod gradcheck;
 pub mod lr_schedule;

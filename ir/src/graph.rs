@@ -295,6 +295,36 @@ impl Graph {
     /// `first` keep their ids. Transformations that append to a graph (autodiff) use it to
     /// drop the partial results they did not need, so their output is what a reader
     /// expects and the forward part is byte-identical to the input graph.
+    /// The same graph with its nodes in `order` (a permutation of every node id in
+    /// which each node comes after its operands; `None` otherwise): outputs and updates
+    /// follow their nodes. Passes that schedule (`schedule_collectives`) build on it.
+    pub fn permuted(&self, order: &[NodeId]) -> Option<Graph> {
+        let n = self.nodes.len();
+        if order.len() != n {
+            return None;
+        }
+        let mut remap = vec![None; n];
+        let mut out = Graph::new(self.name.clone());
+        for &id in order {
+            let mut node = self.nodes.get(id.index())?.clone();
+            if remap[id.index()].is_some() {
+                return None;
+            }
+            for inp in &mut node.inputs {
+                *inp = remap[inp.index()]?;
+            }
+            remap[id.index()] = Some(out.push_unchecked(node));
+        }
+        let at = |id: &NodeId| remap[id.index()].expect("every node placed");
+        out.outputs = self
+            .outputs
+            .iter()
+            .map(|(name, id)| (name.clone(), at(id)))
+            .collect();
+        out.updates = self.updates.iter().map(|(t, v)| (at(t), at(v))).collect();
+        Some(out)
+    }
+
     pub fn prune_unused_from(&self, first: usize) -> Graph {
         let n = self.nodes.len();
         let mut live = vec![false; n];

@@ -68,6 +68,15 @@ pub struct TrainArgs {
     /// first one (slower: no fusion).
     #[arg(long)]
     pub check_numerics: bool,
+    /// Data-parallel training on the ranks `mpirun -np N` started (needs the `mpi`
+    /// cargo feature): each rank trains on its shard of every epoch with `--batch`
+    /// samples per step, gradients are averaged in the step, rank 0 reports.
+    #[arg(long)]
+    pub distributed: bool,
+    /// With --distributed: the most kilobytes of gradients one reduction moves (PyTorch
+    /// DDP's bucket_cap_mb; default 25600).
+    #[arg(long, value_name = "KB")]
+    pub bucket_kb: Option<usize>,
 }
 
 impl TrainArgs {
@@ -101,6 +110,8 @@ impl TrainArgs {
                 self.opt_level != crate::compiler::passes::OptLevel::O2,
             ),
             ("--check-numerics", self.check_numerics),
+            ("--distributed", self.distributed),
+            ("--bucket-kb", self.bucket_kb.is_some()),
         ];
         set.into_iter()
             .filter(|(_, on)| *on)
@@ -133,6 +144,8 @@ pub const MNIST_JOB_FLAGS: &[&str] = &[
     "--loss",
     "--checkpoint",
     "--resume",
+    "--distributed",
+    "--bucket-kb",
 ];
 
 /// What one example does with the shared flags: which it takes (the others are refused,
@@ -233,6 +246,8 @@ pub const ALL_FLAGS: &[&str] = &[
     "--check",
     "--opt-level",
     "--check-numerics",
+    "--distributed",
+    "--bucket-kb",
 ];
 
 /// The examples' `main`: runs `run` and turns an error into `error: <message>` on
@@ -257,18 +272,29 @@ impl TrainArgs {
         step: &crate::train::TrainStep,
         columns: &[&str],
     ) -> Result<Run, crate::cli::runlog::LogError> {
+        self.start_run_as(step, columns, true)
+    }
+
+    /// [`TrainArgs::start_run`] for one rank of a distributed run: only the `lead`
+    /// (rank 0) writes files; every rank keeps the schedule, so learning rates agree.
+    pub fn start_run_as(
+        &self,
+        step: &crate::train::TrainStep,
+        columns: &[&str],
+        lead: bool,
+    ) -> Result<Run, crate::cli::runlog::LogError> {
         let mut log = crate::cli::runlog::RunLog::new(columns);
-        if let Some(dir) = &self.plot {
+        if let Some(dir) = self.plot.as_ref().filter(|_| lead) {
             log = log.csv(&dir.join("metrics.csv"))?;
         }
-        if let Some(dir) = &self.tensorboard {
+        if let Some(dir) = self.tensorboard.as_ref().filter(|_| lead) {
             log = log.tensorboard(dir)?;
         }
         Ok(Run {
             log,
             sched: self.scheduler.clone(),
             base_lr: step.lr(),
-            plot: self.plot.clone(),
+            plot: self.plot.clone().filter(|_| lead),
         })
     }
 }

@@ -4,6 +4,11 @@
 //! logs from the shared flags, evaluate test loss, accuracy and the confusion matrix
 //! after every epoch, and print the `final:` line the example tests read. The examples
 //! differ only in their model, defaults and accuracy floors.
+//!
+//! With `--distributed` (under `mpirun -np N`, feature `mpi`) every rank trains on its
+//! shard of each epoch (`--batch` per rank; the global batch is N times that), the
+//! step averages the gradients, evaluation is split over the ranks and summed, and
+//! only rank 0 prints, plots, logs and writes checkpoints.
 
 use std::path::Path;
 use std::time::Instant;
@@ -62,19 +67,43 @@ pub fn run(job: MnistJob<'_>) -> Result<Option<MnistOutcome>, Box<dyn std::error
     }
     let test = mnist::load(&mnist::bundled_dir(), Split::Test)?;
 
+    // The process group: MPI's ranks with --distributed, else a group of one.
+    let group = if a.distributed {
+        Some(crate::distributed::mpi_world()?)
+    } else {
+        None
+    };
+    let (rank, world) = group.as_ref().map_or((0, 1), |g| (g.rank(), g.world()));
+    let lead = rank == 0;
+    // Rank 0 speaks for the group.
+    macro_rules! say {
+        ($($t:tt)*) => { if lead { println!($($t)*); } };
+    }
+    let mut trainer = job.trainer;
+    if let Some(g) = &group {
+        trainer = trainer.data_parallel(g.clone());
+        if let Some(kb) = a.bucket_kb {
+            trainer = trainer.bucket_bytes(kb.saturating_mul(1024));
+        }
+    }
+
     let t0 = Instant::now();
-    let mut step = job
-        .trainer
+    let mut step = trainer
         .input(DType::F32, &[1, 28, 28])
         .target(DType::I64, &[])
         .seed(a.seed)
         .with_args(a)
         .compile(&a.backend())?;
     if job.print_ir {
-        print!("{}", crate::text::print(step.step_graph()));
+        if lead {
+            print!("{}", crate::text::print(step.step_graph()));
+        }
         return Ok(None);
     }
-    println!(
+    if let Some(g) = &group {
+        crate::distributed::check_same_job(&**g, &describe(&step, batch, a))?;
+    }
+    say!(
         "compiled {} step ({} nodes, {} optimizer) in {:.1} ms; training on {} samples, batch {batch}",
         job.loss,
         step.step_graph().len(),
@@ -82,11 +111,18 @@ pub fn run(job: MnistJob<'_>) -> Result<Option<MnistOutcome>, Box<dyn std::error
         t0.elapsed().as_secs_f64() * 1e3,
         train.len()
     );
+    if group.is_some() {
+        say!(
+            "distributed: {world} ranks x batch {batch} = global batch {}, gradients averaged in the step",
+            world * batch
+        );
+    }
 
     let mut start = 0;
     if let Some(path) = &a.resume {
+        // Every rank restores the same file: the ranks start identical again.
         let p = crate::checkpoint::load(&mut step, path)?;
-        println!(
+        say!(
             "resumed from {} at epoch {}, step {}",
             path.display(),
             p.epoch,
@@ -97,43 +133,65 @@ pub fn run(job: MnistJob<'_>) -> Result<Option<MnistOutcome>, Box<dyn std::error
         // lowered); say so either way, never silently.
         match a.lr {
             Some(lr) if lr != step.lr() => {
-                println!(
+                say!(
                     "learning rate {lr:e} from --lr (the checkpoint's was {:e})",
                     step.lr()
                 );
                 step.set_lr(lr);
             }
-            _ => println!("learning rate {:e} from the checkpoint", step.lr()),
+            _ => say!("learning rate {:e} from the checkpoint", step.lr()),
         }
         if start >= epochs {
-            println!(
+            say!(
                 "the checkpoint has completed {start} epoch(s) and --epochs is {epochs}: \
                  nothing to train; evaluating the restored model"
             );
         }
     }
-    let loader = DataLoader::new(&train, batch)
+    let mut loader = DataLoader::new(&train, batch)
         .shuffle(a.seed)
         .transform(&to_input);
+    if group.is_some() {
+        loader = loader.shard(crate::data::Shard::new(rank, world)?);
+    }
     let nb = loader.num_batches();
-    let mut run = a.start_run(&step, &["loss", "lr", "test_loss", "test_accuracy"])?;
+    let mut run = a.start_run_as(
+        &step,
+        &["loss", "lr", "test_loss", "test_accuracy"],
+        lead,
+    )?;
     let mut last_train_loss = f64::NAN;
     let mut first_loss = None;
     let mut test_acc = 0.0;
     let mut confusion = None;
     for epoch in start..epochs {
-        let mut progress = EpochProgress::new(epoch + 1, nb, train.len());
+        let mut progress = lead.then(|| EpochProgress::new(epoch + 1, nb, train.len()));
+        let epoch_start = Instant::now();
+        let (mut loss_sum, mut seen) = (0.0, 0usize);
         for b in loader.epoch(epoch) {
             let b = b?;
             let loss = step.run(&b)?;
             first_loss.get_or_insert(loss);
-            progress.batch(b.y.len(), loss);
+            loss_sum += loss * b.y.len() as f64;
+            seen += b.y.len();
+            if let Some(p) = &mut progress {
+                // The bar counts the group's samples.
+                p.batch(b.y.len() * world, loss);
+            }
             run.record(&step, epoch + 1, &[("loss", loss), ("lr", step.lr())])?;
         }
-        last_train_loss = progress.mean_loss();
-        let rate = progress.samples_per_s();
-        progress.finish();
-        let (test_loss, correct, matrix) = evaluate(&mut step, &test, job.eval_batch, &to_input)?;
+        // The epoch's mean loss and rate over every rank's samples.
+        let mut totals = [loss_sum, seen as f64];
+        if let Some(g) = &group {
+            crate::distributed::sum_over_ranks(&**g, &mut totals)?;
+        }
+        last_train_loss = totals[0] / totals[1].max(1.0);
+        let rate = totals[1] / epoch_start.elapsed().as_secs_f64().max(1e-9);
+        if let Some(p) = progress {
+            p.finish();
+        }
+        let (test_loss, correct, matrix) =
+            evaluate(&mut step, &test, job.eval_batch, &to_input, group.as_deref())?;
         confusion = Some(matrix);
         test_acc = correct as f64 / test.len() as f64;
         run.record(
@@ -143,7 +201,7 @@ pub fn run(job: MnistJob<'_>) -> Result<Option<MnistOutcome>, Box<dyn std::error
         )?;
         run.flush()?;
         run.end_epoch(&mut step, epoch, last_train_loss);
-        println!(
+        say!(
             "Epoch {}: train loss {:.6}, {:.0} samples/s; test loss {:.6}, accuracy {}/{} ({:.2}%)",
             epoch + 1,
             last_train_loss,
@@ -153,7 +211,8 @@ pub fn run(job: MnistJob<'_>) -> Result<Option<MnistOutcome>, Box<dyn std::error
             test.len(),
             100.0 * test_acc
         );
-        if let Some(path) = &a.checkpoint {
+        // The ranks hold identical state: rank 0's checkpoint is the group's.
+        if let Some(path) = a.checkpoint.as_ref().filter(|_| lead) {
             let progress = crate::checkpoint::Progress {
                 epoch: epoch as u64 + 1,
                 steps: step.steps(),
@@ -165,29 +224,44 @@ pub fn run(job: MnistJob<'_>) -> Result<Option<MnistOutcome>, Box<dyn std::error
     if start >= epochs {
         // Resumed past the last epoch: report the restored model, evaluated (dropout
         // off) on the test set and on the training data, instead of a NaN loss.
-        let (test_loss, correct, matrix) = evaluate(&mut step, &test, job.eval_batch, &to_input)?;
-        let (train_loss, _, _) = evaluate(&mut step, &train, job.eval_batch, &to_input)?;
+        let g = group.as_deref();
+        let (test_loss, correct, matrix) =
+            evaluate(&mut step, &test, job.eval_batch, &to_input, g)?;
+        let (train_loss, _, _) = evaluate(&mut step, &train, job.eval_batch, &to_input, g)?;
         test_acc = correct as f64 / test.len() as f64;
         last_train_loss = train_loss;
         confusion = Some(matrix);
-        println!(
+        say!(
             "restored model: training loss {train_loss:.6} (evaluated); test loss \
              {test_loss:.6}, accuracy {correct}/{} ({:.2}%)",
             test.len(),
             100.0 * test_acc
         );
     }
-    if let Some(path) = job.save_state_dict {
+    if let Some(path) = job.save_state_dict.filter(|_| lead) {
         crate::checkpoint::save_state_dict(&step, path)?;
         println!("state dict: {}", path.display());
     }
     if let Some(c) = &confusion {
-        println!("test set, last epoch:\n{c}");
+        say!("test set, last epoch:\n{c}");
     }
     for f in run.finish()? {
-        println!("wrote {}", f.display());
+        say!("wrote {}", f.display());
     }
-    println!("final: test_accuracy={test_acc:.4} train_loss={last_train_loss:.6}");
+    if let Some(g) = &group {
+        // Every rank's parameters, to the bit: the promise of the compiled reduction.
+        let crcs = g.all_gather(&params_crc(&step).to_le_bytes())?;
+        let same = crcs.iter().all(|c| *c == crcs[0]);
+        say!(
+            "parameters after training: crc32c {} on rank 0, {} on all {world} ranks",
+            crcs[0].iter().rev().map(|b| format!("{b:02x}")).collect::<String>(),
+            if same { "the same" } else { "NOT the same" }
+        );
+        if !same {
+            return Err("the ranks' parameters differ after training".into());
+        }
+    }
+    say!("final: test_accuracy={test_acc:.4} train_loss={last_train_loss:.6}");
     Ok(Some(MnistOutcome {
         test_accuracy: test_acc,
         train_loss: last_train_loss,
@@ -198,17 +272,30 @@ pub fn run(job: MnistJob<'_>) -> Result<Option<MnistOutcome>, Box<dyn std::error
 /// Runs the eval program over `data`: the mean loss, the number of correct predictions
 /// and the confusion matrix (counted inside the program: a number and a 10x10 matrix
 /// come back per batch).
+///
+/// In a group, each rank evaluates its contiguous share of `data` and the sums (loss,
+/// hits, the matrix) are added over the ranks: every rank gets the whole set's numbers.
 fn evaluate(
     step: &mut crate::train::TrainStep,
     data: &crate::data::TensorDataset,
     batch: usize,
     to_input: &Compose,
+    group: Option<&dyn crate::runtime::collective::Communicator>,
 ) -> Result<(f64, usize, Confusion), Box<dyn std::error::Error>> {
     let (mut correct, mut loss) = (0, 0.0);
     let mut matrix = Confusion {
         counts: vec![vec![0; 10]; 10],
     };
-    for b in DataLoader::new(data, batch).transform(to_input).epoch(0) {
+    let share;
+    let mine = match group {
+        Some(g) => {
+            let r = crate::distributed::eval_share(data.len(), g.rank(), g.world());
+            share = data.subset(&r.collect::<Vec<_>>());
+            &share
+        }
+        None => data,
+    };
+    for b in DataLoader::new(mine, batch).transform(to_input).epoch(0) {
         let b = b?;
         let r = step.evaluate(&b)?;
         correct += r.correct.expect("a classifier's eval counts hits") as usize;
@@ -216,5 +303,42 @@ fn evaluate(
         let batch_matrix = r.confusion.as_ref().expect("a classifier's eval has one");
         matrix.add(&Confusion::from_counts(batch_matrix)?)?;
     }
+    if let Some(g) = group {
+        let mut sums = vec![loss, correct as f64];
+        sums.extend(matrix.counts.iter().flatten().map(|&c| c as f64));
+        crate::distributed::sum_over_ranks(g, &mut sums)?;
+        loss = sums[0];
+        correct = sums[1] as usize;
+        for (c, v) in matrix.counts.iter_mut().flatten().zip(&sums[2..]) {
+            *c = *v as _;
+        }
+    }
     Ok((loss / data.len().max(1) as f64, correct, matrix))
+}
+
+/// What every rank of a distributed job must agree on, one item per line.
+fn describe(step: &crate::train::TrainStep, batch: usize, a: &TrainArgs) -> String {
+    let mut s = format!(
+        "batch {batch}\nseed {}\nbackend {:?}\n",
+        a.seed,
+        a.backend()
+    );
+    for (name, t) in step.parameters() {
+        s.push_str(&format!("param {name}: {}\n", t.ty()));
+    }
+    let graph = crate::text::print(step.step_graph());
+    s.push_str(&format!(
+        "step graph: {} nodes, crc32c {:08x}\n",
+        step.step_graph().len(),
+        crc32c::crc32c(graph.as_bytes())
+    ));
+    s
+}
+
+/// A checksum of every parameter's bytes.
+fn params_crc(step: &crate::train::TrainStep) -> u32 {
+    step.parameters().iter().fold(0, |crc, (name, t)| {
+        let crc = crc32c::crc32c_append(crc, name.as_bytes());
+        crc32c::crc32c_append(crc, &t.to_le_bytes())
+    })
 }

@@ -54,6 +54,8 @@ pub struct Trainer {
     l2: f64,
     /// The process group of data-parallel training, if any.
     group: Option<std::sync::Arc<dyn aotgrad_runtime::collective::Communicator>>,
+    /// Gradient bytes per data-parallel reduction at most (see [`Trainer::bucket_bytes`]).
+    bucket_bytes: usize,
     /// The user's `Trainer::new` call: errors the model raises in library code name it.
     made_at: &'static std::panic::Location<'static>,
 }
@@ -89,6 +91,7 @@ impl Trainer {
             l1: 0.0,
             l2: 0.0,
             group: None,
+            bucket_bytes: DEFAULT_BUCKET_BYTES,
         }
     }
 
@@ -228,6 +231,19 @@ impl Trainer {
         comm: std::sync::Arc<dyn aotgrad_runtime::collective::Communicator>,
     ) -> Trainer {
         self.group = Some(comm);
+        self
+    }
+
+    /// The most gradient bytes one data-parallel reduction moves (PyTorch DDP's
+    /// `bucket_cap_mb`; 25 MiB by default, as DDP's). Gradients are bucketed in reverse
+    /// parameter order (the order backward produces them), a bucket closes before the
+    /// gradient that would overflow it (or one of another dtype), and each bucket is one
+    /// `concat` of the flattened gradients, one `all_reduce` and one slice per gradient:
+    /// one call moves many small gradients. The `schedule_collectives` pass then starts
+    /// each bucket's reduction as soon as its last gradient exists, so smaller buckets
+    /// overlap more of backward, at more calls per step.
+    pub fn bucket_bytes(mut self, bytes: usize) -> Trainer {
+        self.bucket_bytes = bytes.max(1);
         self
     }
 
@@ -481,7 +497,7 @@ impl Trainer {
             let mean = aotgrad_ir::Op::AllReduce {
                 op: aotgrad_ir::AllReduceOp::Mean,
             };
-            grads = grads.iter().map(|g| b.apply(mean.clone(), &[*g])).collect();
+            grads = all_reduce_buckets(b, &grads, mean, self.bucket_bytes);
         }
         let named: Vec<(String, Var<'_>, Var<'_>)> = params
             .iter()
@@ -821,4 +837,67 @@ fn classification_outputs<'g>(b: &'g GraphBuilder, out: Var<'g>, y: Var<'g>) {
         let confusion = y.one_hot(c).t().matmul(pred.one_hot(c));
         b.output(CONFUSION, confusion);
     }
+}
+
+/// DDP's default bucket size, 25 MiB.
+pub const DEFAULT_BUCKET_BYTES: usize = 25 << 20;
+
+/// Each gradient replaced by its value after `reduce` over the group, `reduce` applied
+/// once per bucket (see [`Trainer::bucket_bytes`]); a bucket of one gradient reduces it
+/// as it is.
+fn all_reduce_buckets<'g>(
+    b: &'g GraphBuilder,
+    grads: &[Var<'g>],
+    reduce: aotgrad_ir::Op,
+    cap: usize,
+) -> Vec<Var<'g>> {
+    // Parameters have static shapes; anything else would get a bucket of its own.
+    let numel = |g: &Var<'g>| {
+        g.shape()
+            .0
+            .iter()
+            .try_fold(1usize, |n, d| n.checked_mul(d.known()?))
+    };
+    let bytes =
+        |g: &Var<'g>| numel(g).map_or(usize::MAX, |n| n.saturating_mul(g.dtype().size_bytes()));
+    let mut buckets: Vec<Vec<usize>> = Vec::new();
+    let mut size = 0usize;
+    for i in (0..grads.len()).rev() {
+        let n = bytes(&grads[i]);
+        let fits = buckets.last().is_some_and(|bk| {
+            grads[bk[0]].dtype() == grads[i].dtype() && size.saturating_add(n) <= cap
+        });
+        if fits {
+            buckets.last_mut().expect("checked").push(i);
+            size += n;
+        } else {
+            buckets.push(vec![i]);
+            size = n;
+        }
+    }
+    let mut out: Vec<Option<Var<'g>>> = vec![None; grads.len()];
+    for bucket in buckets {
+        if let [i] = bucket[..] {
+            out[i] = Some(b.apply(reduce.clone(), &[grads[i]]));
+            continue;
+        }
+        let flat: Vec<Var<'g>> = bucket.iter().map(|&i| grads[i].reshape(&[-1])).collect();
+        let sum = b.apply(reduce.clone(), &[b.cat(&flat, 0)]);
+        let mut at = 0i64;
+        for &i in &bucket {
+            let g = grads[i];
+            let n = numel(&g).expect("a bucket of several holds static shapes") as i64;
+            let dims: Vec<i64> = g
+                .shape()
+                .0
+                .iter()
+                .map(|d| d.known().map_or(-1, |d| d as i64))
+                .collect();
+            out[i] = Some(sum.slice(0, Some(at), Some(at + n), 1).reshape(&dims));
+            at += n;
+        }
+    }
+    out.into_iter()
+        .map(|g| g.expect("every gradient is in a bucket"))
+        .collect()
 }

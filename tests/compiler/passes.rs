@@ -370,6 +370,11 @@ fn kernel_plan_passes_run_as_a_list_and_can_be_observed() {
         .collect();
     assert_eq!(
         names,
-        ["sink_update_kernels", "updates_in_place", "assign_offsets"]
+        [
+            "sink_update_kernels",
+            "updates_in_place",
+            "overlap_collectives",
+            "assign_offsets"
+        ]
     );
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aotgrad::data::{DataLoader, Shard, TensorDataset};
+use aotgrad::executor::{ProgramKind, Stage};
 use aotgrad::nn::{Linear, ReLU, Sequential};
 use aotgrad::prelude::*;
 use aotgrad::runtime::collective::{Communicator, ThreadGroup};
@@ -42,6 +43,20 @@ fn trainer() -> Trainer {
 /// Trains 2 epochs on `world` thread ranks with per-rank batch `batch` (no shuffle, so
 /// rank r's batch i is rows [i*world*batch + r, step world]); the parameters per rank.
 fn train_on_ranks(world: usize, batch: usize, backend: Backend) -> Vec<Vec<(String, Tensor)>> {
+    train_configured(world, batch, backend, |t| t)
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect()
+}
+
+/// [`train_on_ranks`] with the trainer configured by `configure`; with each rank's
+/// parameters, its lowered step program (compiled backends).
+fn train_configured(
+    world: usize,
+    batch: usize,
+    backend: Backend,
+    configure: fn(Trainer) -> Trainer,
+) -> Vec<(Vec<(String, Tensor)>, Option<String>)> {
     let ds = dataset();
     let group = ThreadGroup::new(world, Duration::from_secs(30));
     std::thread::scope(|s| {
@@ -52,14 +67,19 @@ fn train_on_ranks(world: usize, batch: usize, backend: Backend) -> Vec<Vec<(Stri
                 s.spawn(move || {
                     let rank = c.rank();
                     let comm: Arc<dyn Communicator> = Arc::new(c);
-                    let mut step = trainer().data_parallel(comm).compile(&backend).unwrap();
+                    let mut step = configure(trainer().data_parallel(comm))
+                        .compile(&backend)
+                        .unwrap();
                     let loader = DataLoader::new(ds, batch).shard(Shard::new(rank, world).unwrap());
                     for epoch in 0..2 {
                         for b in loader.epoch(epoch) {
                             step.run(&b.unwrap()).unwrap();
                         }
                     }
-                    step.parameters().to_vec()
+                    let lowered = step
+                        .artifact(ProgramKind::Step, Stage::Lowered)
+                        .map(|r| r.unwrap());
+                    (step.parameters().to_vec(), lowered)
                 })
             })
             .collect();
@@ -118,8 +138,9 @@ fn the_step_shows_its_all_reduces_and_the_gpu_refuses_a_group() {
             .unwrap()
             .step_graph(),
     );
-    // One mean per parameter gradient: 2 weights and 2 biases.
-    assert_eq!(text.matches("all_reduce").count(), 4, "{text}");
+    // The 4 gradients (164 bytes) fit one bucket: one mean of their concatenation.
+    assert_eq!(text.matches("all_reduce").count(), 1, "{text}");
+    assert_eq!(text.matches("= concat").count(), 1, "{text}");
     assert!(text.contains("{op=mean}"), "{text}");
     let e = trainer()
         .data_parallel(comm)
@@ -127,4 +148,33 @@ fn the_step_shows_its_all_reduces_and_the_gpu_refuses_a_group() {
         .err()
         .expect("a 2-rank group on the GPU backend is refused");
     assert!(e.to_string().contains("all_reduce over 2 ranks"), "{e}");
+}
+
+#[test]
+fn buckets_change_no_bit_and_their_reductions_overlap_backward() {
+    // 40-byte buckets in reverse parameter order: [2.bias, 2.weight] (36 B), [0.bias]
+    // (32 B), [0.weight] (96 B): three reductions instead of one.
+    let small = train_configured(2, 3, Backend::Cpu { threads: 1 }, |t| t.bucket_bytes(40));
+    let one = train_configured(2, 3, Backend::Cpu { threads: 1 }, |t| t);
+    // An all_reduce is elementwise: how gradients are grouped cannot change a bit.
+    for (a, b) in small.iter().zip(&one) {
+        for ((n, x), (_, y)) in a.0.iter().zip(&b.0) {
+            assert_eq!(x.data(), y.data(), "{n}");
+        }
+    }
+    assert_eq!(small[0].0, small[1].0, "ranks agree bit for bit");
+    let lowered = small[0]
+        .1
+        .as_deref()
+        .expect("the CPU shows its lowered program");
+    assert_eq!(lowered.matches("start collective").count(), 3, "{lowered}");
+    let waits: Vec<&str> = lowered
+        .lines()
+        .filter(|l| l.contains("wait collective"))
+        .collect();
+    assert_eq!(waits.len(), 3, "{lowered}");
+    // The last layer's bucket starts before the first layer's gradients exist: the
+    // kernels computing them run while it moves.
+    assert!(waits.iter().any(|l| l.contains("overlapping")), "{lowered}");
+    assert!(lowered.contains("3 collectives"), "{lowered}");
 }

@@ -15,10 +15,12 @@
 mod cse;
 mod dce;
 pub(crate) mod rewrite;
+mod schedule;
 mod simplify;
 
 pub use cse::cse;
 pub use dce::dce;
+pub use schedule::schedule_collectives;
 pub use simplify::simplify;
 
 use aotgrad_ir::{Graph, verify};
@@ -49,6 +51,11 @@ pub const PASSES: &[Pass] = &[
         run: dce,
         about: "dead-code elimination",
     },
+    Pass {
+        name: "schedule_collectives",
+        run: schedule_collectives,
+        about: "each all_reduce (and the concat of its gradient bucket) moved up to just after its operand, so it overlaps the rest of backward",
+    },
 ];
 
 /// Looks a pass up by name.
@@ -73,8 +80,8 @@ impl OptLevel {
     pub fn passes(self) -> &'static [&'static str] {
         match self {
             OptLevel::O0 => &[],
-            OptLevel::O1 => &["dce"],
-            OptLevel::O2 => &["simplify", "cse", "dce"],
+            OptLevel::O1 => &["dce", "schedule_collectives"],
+            OptLevel::O2 => &["simplify", "cse", "dce", "schedule_collectives"],
         }
     }
 

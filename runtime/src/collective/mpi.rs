@@ -149,13 +149,18 @@ impl Communicator for MpiGroup {
                 .map(|r| count(chunk(m, world, r).start * esize))
                 .collect();
             let mine = chunk(m, world, rank).len() * esize;
-            let mut gathered = vec![0u8; mine * world];
+            // One spare byte each: an empty Vec's pointer is 0x1, which OpenMPI reads
+            // as MPI_IN_PLACE (a rank whose chunk is empty, `n < world`).
+            let mut gathered = vec![0u8; mine * world + 1];
             let recv_counts = vec![count(mine); world];
             let recv_displs: Vec<i32> = (0..world).map(|r| count(r * mine)).collect();
             {
                 let send = Partition::new(&part[..], &counts[..], &displs[..]);
-                let mut recv =
-                    PartitionMut::new(&mut gathered[..], &recv_counts[..], &recv_displs[..]);
+                let mut recv = PartitionMut::new(
+                    &mut gathered[..mine * world],
+                    &recv_counts[..],
+                    &recv_displs[..],
+                );
                 mpi.comm.all_to_all_varcount_into(&send, &mut recv);
             }
             // This rank's chunk, added in rank order.
@@ -171,12 +176,13 @@ impl Communicator for MpiGroup {
                     return Err(self.transport("a rank sent another dtype"));
                 }
             }
-            let sum = Tensor::new(&[elems], acc)
+            let mut sum = Tensor::new(&[elems], acc)
                 .map_err(|e| self.transport(e.to_string()))?
                 .to_le_bytes();
+            sum.push(0); // as `gathered`: never an empty buffer's 0x1
             // All-gather every owner's sum into place.
             let mut recv = PartitionMut::new(part, &counts[..], &displs[..]);
-            mpi.comm.all_gather_varcount_into(&sum[..], &mut recv);
+            mpi.comm.all_gather_varcount_into(&sum[..mine], &mut recv);
             at += m;
         }
         drop(mpi);
