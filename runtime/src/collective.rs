@@ -62,6 +62,12 @@ pub trait Communicator: Send + Sync {
     /// and length, in the same sequence of calls.
     fn all_reduce_sum(&self, buf: &mut Data) -> Result<(), CollectiveError>;
 
+    /// This rank failed: end the job on every rank, so that none waits for it in a
+    /// collective (MPI: `MPI_Abort`; a clean exit would block in `MPI_Finalize`, which
+    /// waits for the peers). Groups in one process have nothing to do: their waits
+    /// time out.
+    fn fail(&self, _code: i32) {}
+
     /// How long a rank waits for its peers before it reports a dead or diverged group.
     fn timeout(&self) -> Duration {
         Duration::from_secs(300)

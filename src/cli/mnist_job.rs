@@ -53,6 +53,25 @@ pub struct MnistOutcome {
 
 /// Runs `job`; `None` when it only printed the graph.
 pub fn run(job: MnistJob<'_>) -> Result<Option<MnistOutcome>, Box<dyn std::error::Error>> {
+    // The process group: MPI's ranks with --distributed, else a group of one.
+    let group = if job.args.distributed {
+        Some(crate::distributed::mpi_world()?)
+    } else {
+        None
+    };
+    let r = run_in(job, group.clone());
+    if let (Err(e), Some(g)) = (&r, &group) {
+        // Say why, then end every rank: the others may be waiting in a reduction.
+        eprintln!("error: rank {} of {}: {e}", g.rank(), g.world());
+        g.fail(1);
+    }
+    r
+}
+
+fn run_in(
+    job: MnistJob<'_>,
+    group: Option<std::sync::Arc<dyn crate::runtime::collective::Communicator>>,
+) -> Result<Option<MnistOutcome>, Box<dyn std::error::Error>> {
     let a = job.args;
     let (epochs, batch) = (job.epochs, job.batch);
     let to_input = Compose::new()
@@ -67,12 +86,6 @@ pub fn run(job: MnistJob<'_>) -> Result<Option<MnistOutcome>, Box<dyn std::error
     }
     let test = mnist::load(&mnist::bundled_dir(), Split::Test)?;
 
-    // The process group: MPI's ranks with --distributed, else a group of one.
-    let group = if a.distributed {
-        Some(crate::distributed::mpi_world()?)
-    } else {
-        None
-    };
     let (rank, world) = group.as_ref().map_or((0, 1), |g| (g.rank(), g.world()));
     let lead = rank == 0;
     // Rank 0 speaks for the group.
@@ -155,11 +168,7 @@ pub fn run(job: MnistJob<'_>) -> Result<Option<MnistOutcome>, Box<dyn std::error
         loader = loader.shard(crate::data::Shard::new(rank, world)?);
     }
     let nb = loader.num_batches();
-    let mut run = a.start_run_as(
-        &step,
-        &["loss", "lr", "test_loss", "test_accuracy"],
-        lead,
-    )?;
+    let mut run = a.start_run_as(&step, &["loss", "lr", "test_loss", "test_accuracy"], lead)?;
     let mut last_train_loss = f64::NAN;
     let mut first_loss = None;
     let mut test_acc = 0.0;
@@ -190,8 +199,13 @@ pub fn run(job: MnistJob<'_>) -> Result<Option<MnistOutcome>, Box<dyn std::error
         if let Some(p) = progress {
             p.finish();
         }
-        let (test_loss, correct, matrix) =
-            evaluate(&mut step, &test, job.eval_batch, &to_input, group.as_deref())?;
+        let (test_loss, correct, matrix) = evaluate(
+            &mut step,
+            &test,
+            job.eval_batch,
+            &to_input,
+            group.as_deref(),
+        )?;
         confusion = Some(matrix);
         test_acc = correct as f64 / test.len() as f64;
         run.record(
@@ -254,7 +268,11 @@ pub fn run(job: MnistJob<'_>) -> Result<Option<MnistOutcome>, Box<dyn std::error
         let same = crcs.iter().all(|c| *c == crcs[0]);
         say!(
             "parameters after training: crc32c {} on rank 0, {} on all {world} ranks",
-            crcs[0].iter().rev().map(|b| format!("{b:02x}")).collect::<String>(),
+            crcs[0]
+                .iter()
+                .rev()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>(),
             if same { "the same" } else { "NOT the same" }
         );
         if !same {

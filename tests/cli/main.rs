@@ -4,5 +4,6 @@
 mod support;
 
 mod cli_grad;
+mod distributed;
 mod errors;
 mod examples;

@@ -120,6 +120,10 @@ impl Communicator for MpiGroup {
         self.timeout
     }
 
+    fn fail(&self, code: i32) {
+        self.abort(code)
+    }
+
     fn all_reduce_sum(&self, buf: &mut Data) -> Result<(), CollectiveError> {
         let (rank, world) = (self.rank, self.world);
         if world == 1 || buf.is_empty() {
