@@ -340,8 +340,32 @@ pub fn setup_any(model: &str) -> Result<(Trainer, Option<Batch>), String> {
 
 /// Times the compiled training step of `model` on `backend`.
 pub fn run(model: &str, backend: Backend, opts: BenchOptions) -> Result<BenchResult, String> {
+    run_in_group(model, backend, opts, None)
+}
+
+/// [`run`] as one rank of a data-parallel group (`aotgrad bench --distributed` under
+/// `mpirun`, as `torch_ddp_ref.py` measures DDP): every rank trains on its own copy of
+/// the model's batch, the ranks meet before every timed step, and the result is the
+/// slowest rank's median step, with samples/s counting every rank's batch.
+pub fn run_in_group(
+    model: &str,
+    backend: Backend,
+    opts: BenchOptions,
+    group: Option<std::sync::Arc<dyn aotgrad_runtime::collective::Communicator>>,
+) -> Result<BenchResult, String> {
     let t0 = Instant::now();
-    let (trainer, batch) = setup_any(model)?;
+    let (mut trainer, batch) = setup_any(model)?;
+    if let Some(g) = &group {
+        trainer = trainer.data_parallel(g.clone());
+    }
+    let world = group.as_ref().map_or(1, |g| g.world());
+    let barrier = || -> Result<(), String> {
+        if let Some(g) = &group {
+            let mut token = aotgrad_ir::Data::U8(vec![0]);
+            g.all_reduce_sum(&mut token).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    };
     let mut step = trainer
         .profile(opts.profile)
         .compile(&backend)
@@ -360,13 +384,39 @@ pub fn run(model: &str, backend: Backend, opts: BenchOptions) -> Result<BenchRes
     while times.len() < opts.max_steps
         && (times.len() < opts.min_steps || start.elapsed().as_secs_f64() < opts.max_time_s)
     {
+        barrier()?;
         let t = Instant::now();
         one(&mut step)?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
+        // Every rank times as many steps as rank 0 decides (the ranks' clocks differ).
+        if let Some(g) = &group {
+            let mut go = aotgrad_ir::Data::F64(vec![if g.rank() == 0 {
+                let more = times.len() < opts.max_steps
+                    && (times.len() < opts.min_steps
+                        || start.elapsed().as_secs_f64() < opts.max_time_s);
+                f64::from(u8::from(more))
+            } else {
+                0.0
+            }]);
+            g.all_reduce_sum(&mut go).map_err(|e| e.to_string())?;
+            if go == aotgrad_ir::Data::F64(vec![0.0]) {
+                break;
+            }
+        }
     }
     let mut sorted = times.clone();
     sorted.sort_by(f64::total_cmp);
-    let median = sorted[sorted.len() / 2];
+    let mut median = sorted[sorted.len() / 2];
+    if let Some(g) = &group {
+        // The slowest rank's median, as torch_ddp_ref.py reports.
+        let all = g
+            .all_gather(&median.to_le_bytes())
+            .map_err(|e| e.to_string())?;
+        median = all
+            .iter()
+            .filter_map(|b| Some(f64::from_le_bytes(b.as_slice().try_into().ok()?)))
+            .fold(median, f64::max);
+    }
     let b = batch.as_ref().map_or(1, |b| b.x.shape()[0]);
     // Before `parameters()`, which reads the weights back out of the CPU arena into
     // a host copy that the training itself never holds.
@@ -396,7 +446,7 @@ pub fn run(model: &str, backend: Backend, opts: BenchOptions) -> Result<BenchRes
         min_ms: sorted[0],
         max_ms: sorted[sorted.len() - 1],
         steps: times.len(),
-        samples_per_s: b as f64 / (median / 1e3),
+        samples_per_s: (world * b) as f64 / (median / 1e3),
         compile_ms: (first - median).max(0.0),
         peak_rss_mb,
         products_floor_ms: floor,

@@ -54,6 +54,11 @@ enum Cmd {
         /// products' floor: how long they would take at that peak.
         #[arg(long)]
         profile: bool,
+        /// Data-parallel, as one rank of the job `mpirun -np N` started (needs the
+        /// `mpi` feature): samples/s counts every rank's batch, as
+        /// ../shared/bench/torch_ddp_ref.py does; rank 0 prints.
+        #[arg(long)]
+        distributed: bool,
     },
     /// Print the lowered program (kernels, buffers, memory plan) and the Cranelift IR of
     /// a reference model's training step, as the CPU backend compiles it, or its WGSL.
@@ -317,7 +322,14 @@ fn bench_cmd(
     steps: usize,
     json: bool,
     profile: bool,
+    distributed: bool,
 ) -> Result<String, String> {
+    let group = if distributed {
+        Some(aotgrad::distributed::mpi_world().map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    let lead = group.as_ref().is_none_or(|g| g.rank() == 0);
     let opts = aotgrad::bench::BenchOptions {
         max_time_s: max_time,
         max_steps: steps.max(1),
@@ -335,7 +347,7 @@ fn bench_cmd(
         out.push_str("| model          | backend | thr | batch | median ms | min ms  | max ms  | steps | samples/s  | compile ms | peak RSS MB |\n");
     }
     for m in models {
-        let r = aotgrad::bench::run(m, backend, opts)?;
+        let r = aotgrad::bench::run_in_group(m, backend, opts, group.clone())?;
         if json {
             out.push_str(&r.to_json());
             out.push('\n');
@@ -350,6 +362,20 @@ fn bench_cmd(
             (Some(p), false) => out.push_str(&format!("\n{} step:\n{p}\n", r.model)),
             (Some(p), true) => eprint!("{} step:\n{p}", r.model),
             (None, _) => {}
+        }
+    }
+    if let Some(g) = &group {
+        if !lead {
+            return Ok(String::new());
+        }
+        if !json {
+            out.insert_str(
+                0,
+                &format!(
+                    "data-parallel over {} ranks: batch is per rank, ms the slowest rank's median step, samples/s counts every rank\n",
+                    g.world()
+                ),
+            );
         }
     }
     Ok(out)
@@ -508,6 +534,7 @@ fn main() -> ExitCode {
             steps,
             json,
             profile,
+            distributed,
         } => bench_cmd(
             models,
             backend.with_threads(*threads),
@@ -515,6 +542,7 @@ fn main() -> ExitCode {
             *steps,
             *json,
             *profile,
+            *distributed,
         ),
         Cmd::Lower {
             model,
