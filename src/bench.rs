@@ -120,6 +120,8 @@ pub struct BenchOptions {
     pub max_time_s: f64,
     /// Time every kernel of the CPU step too ([`Trainer::profile`]).
     pub profile: bool,
+    /// In a group: [`Trainer::bucket_bytes`] (DDP's 25 MiB if `None`).
+    pub bucket_bytes: Option<usize>,
 }
 
 impl Default for BenchOptions {
@@ -130,6 +132,7 @@ impl Default for BenchOptions {
             max_steps: 2000,
             max_time_s: 3.0,
             profile: false,
+            bucket_bytes: None,
         }
     }
 }
@@ -357,6 +360,9 @@ pub fn run_in_group(
     let (mut trainer, batch) = setup_any(model)?;
     if let Some(g) = &group {
         trainer = trainer.data_parallel(g.clone());
+        if let Some(b) = opts.bucket_bytes {
+            trainer = trainer.bucket_bytes(b);
+        }
     }
     let world = group.as_ref().map_or(1, |g| g.world());
     let barrier = || -> Result<(), String> {
@@ -381,27 +387,28 @@ pub fn run_in_group(
     }
     let mut times = Vec::new();
     let start = Instant::now();
-    while times.len() < opts.max_steps
-        && (times.len() < opts.min_steps || start.elapsed().as_secs_f64() < opts.max_time_s)
-    {
+    loop {
         barrier()?;
         let t = Instant::now();
         one(&mut step)?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
-        // Every rank times as many steps as rank 0 decides (the ranks' clocks differ).
+        let mut more = times.len() < opts.max_steps
+            && (times.len() < opts.min_steps || start.elapsed().as_secs_f64() < opts.max_time_s);
+        // In a group rank 0's clock decides for every rank: each must run as many
+        // steps (a rank that stopped on its own clock would leave the others waiting
+        // in a reduction, or pair their collectives wrongly).
         if let Some(g) = &group {
-            let mut go = aotgrad_ir::Data::F64(vec![if g.rank() == 0 {
-                let more = times.len() < opts.max_steps
-                    && (times.len() < opts.min_steps
-                        || start.elapsed().as_secs_f64() < opts.max_time_s);
+            let mine = if g.rank() == 0 {
                 f64::from(u8::from(more))
             } else {
                 0.0
-            }]);
+            };
+            let mut go = aotgrad_ir::Data::F64(vec![mine]);
             g.all_reduce_sum(&mut go).map_err(|e| e.to_string())?;
-            if go == aotgrad_ir::Data::F64(vec![0.0]) {
-                break;
-            }
+            more = go != aotgrad_ir::Data::F64(vec![0.0]);
+        }
+        if !more {
+            break;
         }
     }
     let mut sorted = times.clone();

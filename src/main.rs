@@ -59,6 +59,10 @@ enum Cmd {
         /// ../shared/bench/torch_ddp_ref.py does; rank 0 prints.
         #[arg(long)]
         distributed: bool,
+        /// With --distributed: the most kilobytes of gradients per reduction (smaller
+        /// buckets start earlier and overlap more of backward).
+        #[arg(long, value_name = "KB")]
+        bucket_kb: Option<usize>,
     },
     /// Print the lowered program (kernels, buffers, memory plan) and the Cranelift IR of
     /// a reference model's training step, as the CPU backend compiles it, or its WGSL.
@@ -318,24 +322,17 @@ fn run_cmd(file: &Path, inputs: &[String], out: &Path) -> Result<String, String>
 fn bench_cmd(
     models: &[String],
     backend: aotgrad::train::Backend,
-    max_time: f64,
-    steps: usize,
+    opts: aotgrad::bench::BenchOptions,
     json: bool,
-    profile: bool,
     distributed: bool,
 ) -> Result<String, String> {
+    let profile = opts.profile;
     let group = if distributed {
         Some(aotgrad::distributed::mpi_world().map_err(|e| e.to_string())?)
     } else {
         None
     };
     let lead = group.as_ref().is_none_or(|g| g.rank() == 0);
-    let opts = aotgrad::bench::BenchOptions {
-        max_time_s: max_time,
-        max_steps: steps.max(1),
-        profile,
-        ..Default::default()
-    };
     // Refused before any model is compiled or timed.
     if profile && !matches!(backend, aotgrad::train::Backend::Cpu { .. }) {
         return Err(
@@ -535,13 +532,18 @@ fn main() -> ExitCode {
             json,
             profile,
             distributed,
+            bucket_kb,
         } => bench_cmd(
             models,
             backend.with_threads(*threads),
-            *max_time,
-            *steps,
+            aotgrad::bench::BenchOptions {
+                max_time_s: *max_time,
+                max_steps: (*steps).max(1),
+                profile: *profile,
+                bucket_bytes: bucket_kb.map(|k| k.saturating_mul(1024)),
+                ..Default::default()
+            },
             *json,
-            *profile,
             *distributed,
         ),
         Cmd::Lower {

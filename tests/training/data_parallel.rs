@@ -49,6 +49,9 @@ fn train_on_ranks(world: usize, batch: usize, backend: Backend) -> Vec<Vec<(Stri
         .collect()
 }
 
+/// One rank's parameters after training and its lowered step program.
+type RankResult = (Vec<(String, Tensor)>, Option<String>);
+
 /// [`train_on_ranks`] with the trainer configured by `configure`; with each rank's
 /// parameters, its lowered step program (compiled backends).
 fn train_configured(
@@ -56,7 +59,7 @@ fn train_configured(
     batch: usize,
     backend: Backend,
     configure: fn(Trainer) -> Trainer,
-) -> Vec<(Vec<(String, Tensor)>, Option<String>)> {
+) -> Vec<RankResult> {
     let ds = dataset();
     let group = ThreadGroup::new(world, Duration::from_secs(30));
     std::thread::scope(|s| {

@@ -491,8 +491,7 @@ unsafe fn native_library(ctx: &Ctx<'_>, node: NodeId, lib: &LibraryKernel) -> bo
                         let inner = n.checked_div(outer).unwrap_or(0);
                         let x: &[$t] = unsafe { part(ctx, *b, n) };
                         for o in 0..outer {
-                            out[o * row + at..][..inner]
-                                .copy_from_slice(&x[o * inner..][..inner]);
+                            out[o * row + at..][..inner].copy_from_slice(&x[o * inner..][..inner]);
                         }
                         at += inner;
                     }
