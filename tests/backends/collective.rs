@@ -144,3 +144,48 @@ fn three_ranks_of_batch_4_match_one_process_of_batch_12() {
     // And the group of one's all_reduce is the identity.
     assert_eq!(want, single.output("w.grad").unwrap());
 }
+
+#[test]
+fn all_gather_returns_every_ranks_bytes_and_different_jobs_are_named() {
+    // Lengths differ per rank, one is empty: the gather is built from the sum.
+    let out = on_ranks(3, |c| {
+        let mine: Vec<u8> = (0..c.rank() * 2)
+            .map(|i| (10 * c.rank() + i) as u8)
+            .collect();
+        c.all_gather(&mine).unwrap()
+    });
+    for got in &out {
+        assert_eq!(got, &vec![vec![], vec![10, 11], vec![20, 21, 22, 23]]);
+    }
+    // The start-up check of a distributed job: rank 2 describes another batch.
+    let checks = on_ranks(3, |c| {
+        let batch = if c.rank() == 2 { 50 } else { 100 };
+        aotgrad::distributed::check_same_job(c, &format!("seed 0\nbatch {batch}\n"))
+            .map_err(|e| e.to_string())
+    });
+    for r in &checks {
+        let e = r.as_ref().expect_err("every rank refuses the job");
+        assert!(
+            e.contains("rank 2 runs a different job than rank 0")
+                && e.contains("rank 0 has `batch 100`, rank 2 has `batch 50`"),
+            "{e}"
+        );
+    }
+    let same = on_ranks(2, |c| {
+        aotgrad::distributed::check_same_job(c, "batch 8\n").is_ok()
+    });
+    assert_eq!(same, [true, true]);
+}
+
+#[test]
+fn evaluation_shares_cover_every_sample_once() {
+    for (n, world) in [(10, 3), (2, 3), (0, 2), (10_000, 4)] {
+        let mut seen = vec![0; n];
+        for r in 0..world {
+            for i in aotgrad::distributed::eval_share(n, r, world) {
+                seen[i] += 1;
+            }
+        }
+        assert!(seen.iter().all(|&s| s == 1), "{n} over {world}");
+    }
+}
