@@ -9,6 +9,7 @@ pub mod csv;
 pub mod image;
 pub mod mnist;
 pub mod named;
+pub mod text;
 pub mod transforms;
 pub mod vision;
 
