@@ -290,11 +290,6 @@ impl Graph {
         }
     }
 
-    /// Removes nodes at index `first` or later that no output or update uses (leaves are
-    /// always kept: callers feed them), renumbering the survivors in order. Nodes before
-    /// `first` keep their ids. Transformations that append to a graph (autodiff) use it to
-    /// drop the partial results they did not need, so their output is what a reader
-    /// expects and the forward part is byte-identical to the input graph.
     /// The same graph with its nodes in `order` (a permutation of every node id in
     /// which each node comes after its operands; `None` otherwise): outputs and updates
     /// follow their nodes. Passes that schedule (`schedule_collectives`) build on it.
@@ -325,6 +320,11 @@ impl Graph {
         Some(out)
     }
 
+    /// Removes nodes at index `first` or later that no output or update uses (leaves are
+    /// always kept: callers feed them), renumbering the survivors in order. Nodes before
+    /// `first` keep their ids. Transformations that append to a graph (autodiff) use it to
+    /// drop the partial results they did not need, so their output is what a reader
+    /// expects and the forward part is byte-identical to the input graph.
     pub fn prune_unused_from(&self, first: usize) -> Graph {
         let n = self.nodes.len();
         let mut live = vec![false; n];

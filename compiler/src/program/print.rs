@@ -122,12 +122,7 @@ impl Program {
             }
             KernelBody::Library(l) => {
                 let ins: Vec<String> = l.inputs.iter().map(|(b, _)| format!("b{}", b.0)).collect();
-                // A library kernel with a wait of its own node starts a collective.
-                let what = if self
-                    .kernels
-                    .iter()
-                    .any(|w| w.node == k.node && matches!(w.body, KernelBody::Wait(_)))
-                {
+                let what = if self.start_of(k.node) == Some(t) {
                     "start collective"
                 } else {
                     "library"

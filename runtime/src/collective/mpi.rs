@@ -132,7 +132,9 @@ impl Communicator for MpiGroup {
         let dtype = buf.dtype();
         let esize = dtype.size_bytes();
         let n = buf.len();
-        let mut bytes = Tensor::new(&[n], buf.clone())
+        // Taken, not copied (a failed reduction fails the step that asked for it).
+        let taken = std::mem::replace(buf, Data::U8(Vec::new()));
+        let mut bytes = Tensor::new(&[n], taken)
             .map_err(|e| self.transport(e.to_string()))?
             .to_le_bytes();
         let mpi = self
@@ -171,7 +173,7 @@ impl Communicator for MpiGroup {
             let elems = mine / esize;
             let decode = |r: usize| {
                 Tensor::from_le_bytes(dtype, &[elems], &gathered[r * mine..(r + 1) * mine])
-                    .map(|t| t.data().clone())
+                    .map(Tensor::into_data)
                     .map_err(|e| self.transport(e.to_string()))
             };
             let mut acc = decode(0)?;
@@ -192,8 +194,7 @@ impl Communicator for MpiGroup {
         drop(mpi);
         *buf = Tensor::from_le_bytes(dtype, &[n], &bytes)
             .map_err(|e| self.transport(e.to_string()))?
-            .data()
-            .clone();
+            .into_data();
         Ok(())
     }
 }

@@ -454,9 +454,6 @@ unsafe fn native_library(ctx: &Ctx<'_>, node: NodeId, lib: &LibraryKernel) -> bo
                 _ => false,
             }
         }
-        // A gradient bucket is a concat of flattened gradients (the reference arm
-        // builds the value element by element: 4.7 ms of a 1.3 ms step for 218k
-        // floats); here each operand's rows are block copies.
         // In a group of one the reduction is the value: a block copy, as a concat of
         // one operand (a group of more starts it on the group's thread instead, in
         // `run_kernel`).
