@@ -189,3 +189,30 @@ fn evaluation_shares_cover_every_sample_once() {
         assert!(seen.iter().all(|&s| s == 1), "{n} over {world}");
     }
 }
+
+#[test]
+fn a_background_wait_gives_up_when_the_peers_never_come() {
+    use aotgrad::runtime::collective::Background;
+    use std::sync::Arc;
+    // Rank 1 never reduces; rank 0's collectives thread waits in the group's own
+    // rendezvous (2 s), and the step's wait gives up first, after 100 ms.
+    let mut group = ThreadGroup::new(2, Duration::from_secs(2));
+    let _silent = group.pop();
+    let rank0: Arc<dyn Communicator> = Arc::new(group.pop().unwrap());
+    let bg = Background::new(rank0, Duration::from_millis(100));
+    let first = bg.start(Data::F32(vec![1.0])).unwrap();
+    let e = first.wait().unwrap_err();
+    assert!(
+        matches!(
+            e,
+            CollectiveError::Timeout {
+                rank: 0,
+                world: 2,
+                call: 0,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("did not reach all_reduce #0"), "{e}");
+}

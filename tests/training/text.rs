@@ -79,3 +79,15 @@ fn bad_requests_are_typed_errors() {
             .contains("/nonexistent/t.txt.gz")
     );
 }
+
+#[test]
+fn a_corpus_that_is_not_text_is_named() {
+    let path = std::env::temp_dir().join(format!("aotgrad-not-utf8-{}.txt", std::process::id()));
+    std::fs::write(&path, [0x66, 0xff, 0xfe]).unwrap();
+    let e = aotgrad::data::text::read_text(&path).unwrap_err();
+    assert!(
+        matches!(e, TextError::NotUtf8 { .. }) && e.to_string().contains("not UTF-8 text"),
+        "{e}"
+    );
+    let _ = std::fs::remove_file(&path);
+}
