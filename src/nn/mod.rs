@@ -8,6 +8,7 @@ pub mod loss;
 pub mod models;
 pub mod module;
 pub mod recurrent;
+pub mod sequence;
 pub mod vars;
 
 pub use conv::{
@@ -27,4 +28,5 @@ pub use module::{
     ReLU, Scope, Sequential, Sigmoid, Softmax, Tanh, dropout, hook_output, report_inputs,
 };
 pub use recurrent::{Cell, Gru, Lstm, MAX_UNROLLED_STEPS, Recurrent, RecurrentOutput, Rnn};
+pub use sequence::{CausalSelfAttention, CharLstm, Gpt, GptConfig, causal_mask};
 pub use vars::Vars;

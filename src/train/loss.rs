@@ -46,6 +46,8 @@ pub(super) enum ClassTargets {
     OutputAxis1,
     /// Indices below a fixed count (MSE against one-hot targets).
     Fixed(usize),
+    /// Indices into the last axis of the model's output (token logits `[N, T, V]`).
+    OutputLastAxis,
 }
 
 impl std::fmt::Debug for Loss {
@@ -159,6 +161,44 @@ impl Loss {
                     ..Default::default()
                 };
                 nn::cross_entropy(o, t, opts)
+            })
+        }
+    }
+
+    /// Cross entropy over every position of a sequence (mean over all tokens): logits
+    /// `[N, T, V]` against token targets `[N, T]`, PyTorch's
+    /// `F.cross_entropy(logits.view(-1, V), targets.view(-1))` (nanoGPT's and
+    /// makemore's loss), in nats per token.
+    #[track_caller]
+    pub fn token_cross_entropy() -> Loss {
+        Loss {
+            classes: ClassTargets::OutputLastAxis,
+            ..Loss::builtin("token_cross_entropy", String::new(), move |o, t| {
+                let vocab = o.shape().dims().last().and_then(|d| d.known());
+                let Some(vocab) = vocab else {
+                    return o.builder().report(
+                        "token_cross_entropy",
+                        aotgrad_ir::BuildErrorKind::Usage(format!(
+                            "expected logits [..., V] with a known V, got {}",
+                            o.ty()
+                        )),
+                    );
+                };
+                if t.shape().rank() + 1 != o.shape().rank() {
+                    return o.builder().report(
+                        "token_cross_entropy",
+                        aotgrad_ir::BuildErrorKind::Usage(format!(
+                            "targets {} do not index logits {} (expected the logits' shape without its last axis)",
+                            t.ty(),
+                            o.ty()
+                        )),
+                    );
+                }
+                nn::cross_entropy(
+                    o.reshape(&[-1, vocab as i64]),
+                    t.reshape(&[-1]),
+                    nn::ClassLossOptions::default(),
+                )
             })
         }
     }

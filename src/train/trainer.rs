@@ -660,6 +660,11 @@ impl Trainer {
                 .iter()
                 .find(|(n, _)| n == "output")
                 .and_then(|(_, id)| traced.ty(*id).shape.dims().get(1).and_then(|d| d.known())),
+            Some(ClassTargets::OutputLastAxis) => traced
+                .outputs()
+                .iter()
+                .find(|(n, _)| n == "output")
+                .and_then(|(_, id)| traced.ty(*id).shape.dims().last().and_then(|d| d.known())),
             _ => None,
         };
         let opt = |program: &'static str, g: Graph| {

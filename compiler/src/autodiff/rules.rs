@@ -65,6 +65,38 @@ impl<'g> Rule<'g> {
     }
 }
 
+/// A matrix product not yet built: `op(lhs) op(rhs)` with the flags.
+#[derive(Debug, Clone, Copy)]
+pub struct Product<'g> {
+    pub lhs: Var<'g>,
+    pub rhs: Var<'g>,
+    pub trans_a: bool,
+    pub trans_b: bool,
+}
+
+/// The cotangents of `C = op(A) op(B)`'s two operands for `ct`, as products: `[dA, dB]`.
+/// See the derivation in docs/ARCHITECTURE.md.
+pub fn matmul_products<'g>(
+    trans_a: bool,
+    trans_b: bool,
+    a: Var<'g>,
+    c: Var<'g>,
+    ct: Var<'g>,
+) -> [Product<'g>; 2] {
+    let p = |lhs, rhs, trans_a, trans_b| Product {
+        lhs,
+        rhs,
+        trans_a,
+        trans_b,
+    };
+    match (trans_a, trans_b) {
+        (false, false) => [p(ct, c, false, true), p(a, ct, true, false)],
+        (true, false) => [p(c, ct, false, true), p(a, ct, false, false)],
+        (false, true) => [p(ct, c, false, false), p(ct, a, true, false)],
+        (true, true) => [p(c, ct, true, true), p(ct, a, true, true)],
+    }
+}
+
 /// The VJP of `node` for cotangent `ct`: one entry per operand.
 pub fn vjp<'g>(node: &Node, r: &Rule<'g>, ct: Var<'g>) -> Vec<Option<Var<'g>>> {
     let b = r.b;
@@ -239,6 +271,36 @@ pub fn vjp<'g>(node: &Node, r: &Rule<'g>, ct: Var<'g>) -> Vec<Option<Var<'g>>> {
             ))]
         }
         Op::Fold { window, .. } => vec![Some(b.apply(Op::Unfold(*window), &[ct]))],
+        Op::Concat { axis } if x(0).shape().0[*axis].known().is_none() => {
+            // `k` copies of a symbolic dim `d` joined into `k*d`: view the cotangent as
+            // `[.., k, d, ..]` and take each copy on the known axis.
+            let k = r.xs.len();
+            let s = x(0).shape();
+            let mut split = s.clone();
+            split.0.insert(*axis, Dim::Known(k));
+            let parts = ct.reshape_shape(split);
+            (0..k)
+                .map(|i| {
+                    let ranges = (0..parts.rank())
+                        .map(|d| {
+                            if d == *axis {
+                                SliceAxis::Range {
+                                    start: i,
+                                    stop: i + 1,
+                                    step: 1,
+                                }
+                            } else {
+                                SliceAxis::Full
+                            }
+                        })
+                        .collect();
+                    Some(
+                        b.apply(Op::Slice(ranges), &[parts])
+                            .reshape_shape(s.clone()),
+                    )
+                })
+                .collect()
+        }
         Op::Concat { axis } => {
             let mut off = 0;
             r.xs.iter()
@@ -264,24 +326,17 @@ pub fn vjp<'g>(node: &Node, r: &Rule<'g>, ct: Var<'g>) -> Vec<Option<Var<'g>>> {
                 .collect()
         }
         Op::MatMul { trans_a, trans_b } => {
-            let (a, c) = (x(0), x(1));
-            let mm = |l: Var<'g>, rr: Var<'g>, ta: bool, tb: bool| {
+            let mm = |p: Product<'g>| {
                 b.apply(
                     Op::MatMul {
-                        trans_a: ta,
-                        trans_b: tb,
+                        trans_a: p.trans_a,
+                        trans_b: p.trans_b,
                     },
-                    &[l, rr],
+                    &[p.lhs, p.rhs],
                 )
             };
-            // C = op(A) op(B); see the derivation in docs/ARCHITECTURE.md.
-            let (da, dc) = match (trans_a, trans_b) {
-                (false, false) => (mm(ct, c, false, true), mm(a, ct, true, false)),
-                (true, false) => (mm(c, ct, false, true), mm(a, ct, false, false)),
-                (false, true) => (mm(ct, c, false, false), mm(ct, a, true, false)),
-                (true, true) => (mm(c, ct, true, true), mm(ct, a, true, true)),
-            };
-            vec![Some(da), Some(dc)]
+            let [da, dc] = matmul_products(*trans_a, *trans_b, x(0), x(1), ct);
+            vec![Some(mm(da)), Some(mm(dc))]
         }
         Op::Gather { axis } => {
             let z = r.zeros(x(0));

@@ -1,7 +1,7 @@
 //! Shape and dtype rules: one arm per primitive.
 
 use super::{AllReduceOp, BinaryOp, ConstValue, Op, ReduceOp, SliceAxis, UnaryOp};
-use crate::{DType, Dim, OpError, Shape, TensorType};
+use crate::{DType, Dim, Numel, OpError, Shape, TensorType};
 
 type R = Result<TensorType, OpError>;
 
@@ -478,6 +478,7 @@ fn concat(axis: usize, xs: &[&TensorType]) -> R {
     })?;
     check_axes(&[axis], first)?;
     let mut total = 0usize;
+    let mut symbolic: Option<&TensorType> = None;
     for x in xs {
         if x.dtype != first.dtype {
             return Err(OpError::DTypeMismatch {
@@ -498,11 +499,10 @@ fn concat(axis: usize, xs: &[&TensorType]) -> R {
                 rhs: (*x).clone(),
             });
         }
-        let n = x.shape.0[axis].known().ok_or(OpError::SymbolicDim {
-            op: "concat",
-            dim: axis,
-            ty: (*x).clone(),
-        })?;
+        let Some(n) = x.shape.0[axis].known() else {
+            symbolic.get_or_insert(*x);
+            continue;
+        };
         total = total.checked_add(n).ok_or_else(|| OpError::SizeOverflow {
             what: "concat",
             ty: (*x).clone(),
@@ -510,7 +510,25 @@ fn concat(axis: usize, xs: &[&TensorType]) -> R {
         })?;
     }
     let mut shape = first.shape.clone();
-    shape.0[axis] = Dim::Known(total);
+    shape.0[axis] = match symbolic {
+        None => Dim::Known(total),
+        // A symbolic axis joins only copies of one dim: `k` operands of `N` make `k*N`
+        // (a monomial, so the result is still one dim; `N + 2` would not be). The
+        // autodiff's batched products concatenate per-step operands along the batch.
+        Some(_) if xs.iter().all(|y| y.shape.0[axis] == first.shape.0[axis]) => Numel {
+            coeff: xs.len(),
+            syms: Default::default(),
+        }
+        .mul_dim(&first.shape.0[axis])
+        .as_dim(),
+        Some(x) => {
+            return Err(OpError::SymbolicDim {
+                op: "concat",
+                dim: axis,
+                ty: x.clone(),
+            });
+        }
+    };
     Ok(TensorType::new(first.dtype, shape))
 }
 

@@ -454,6 +454,35 @@ unsafe fn native_library(ctx: &Ctx<'_>, node: NodeId, lib: &LibraryKernel) -> bo
                 _ => false,
             }
         }
+        // Dropout's uniforms: the batched Threefry, split over the threads in blocks
+        // (each element's value depends only on the key and its index).
+        Op::Random {
+            dist: aotgrad_ir::Distribution::Uniform,
+            ..
+        } => {
+            if dtype(input(0).0) != DType::I64 || numel(&input(0).1) != 1 {
+                return false;
+            }
+            let key: i64 = unsafe { part::<i64>(ctx, input(0).0, 1) }[0];
+            const BLOCK: usize = 4096;
+            macro_rules! uniform_as {
+                ($t:ty) => {{
+                    let out: &mut [$t] = unsafe { part_mut(ctx, lib.out, out_n) };
+                    let (whole, tail) = out.split_at_mut(out_n / BLOCK * BLOCK);
+                    library::par_units(pool, whole, BLOCK, out_n * 16, |first, o| {
+                        library::uniform_fill(key, first * BLOCK, o);
+                        true
+                    });
+                    library::uniform_fill(key, out_n / BLOCK * BLOCK, tail);
+                    true
+                }};
+            }
+            match dtype(lib.out) {
+                DType::F32 => uniform_as!(f32),
+                DType::F64 => uniform_as!(f64),
+                _ => false,
+            }
+        }
         // In a group of one the reduction is the value: a block copy, as a concat of
         // one operand (a group of more starts it on the group's thread instead, in
         // `run_kernel`).
