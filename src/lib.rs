@@ -22,6 +22,7 @@ pub mod cli;
 pub mod data;
 pub mod distributed;
 pub mod executor;
+pub mod generate;
 mod gradcheck;
 pub mod lr_schedule;
 pub mod metrics;

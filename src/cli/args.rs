@@ -148,6 +148,26 @@ pub const MNIST_JOB_FLAGS: &[&str] = &[
     "--bucket-kb",
 ];
 
+/// The flags the character-model job (`char_lstm`, `gpt`) takes: it trains for
+/// `--steps` updates on random windows, so it has no epochs, and its optimizer, loss
+/// and schedule are the model's own.
+pub const TEXT_JOB_FLAGS: &[&str] = &[
+    "--lr",
+    "--backend",
+    "--threads",
+    "--seed",
+    "--batch",
+    "--plot",
+    "--tensorboard",
+    "--check",
+    "--opt-level",
+    "--check-numerics",
+    "--checkpoint",
+    "--resume",
+    "--distributed",
+    "--bucket-kb",
+];
+
 /// What one example does with the shared flags: which it takes (the others are refused,
 /// never silently ignored) and its own defaults, printed at the end of `--help`.
 pub struct ExampleSpec {

@@ -335,7 +335,7 @@ fn evaluate(
 }
 
 /// What every rank of a distributed job must agree on, one item per line.
-fn describe(step: &crate::train::TrainStep, batch: usize, a: &TrainArgs) -> String {
+pub(crate) fn describe(step: &crate::train::TrainStep, batch: usize, a: &TrainArgs) -> String {
     let mut s = format!(
         "batch {batch}\nseed {}\nbackend {:?}\n",
         a.seed,
@@ -354,7 +354,7 @@ fn describe(step: &crate::train::TrainStep, batch: usize, a: &TrainArgs) -> Stri
 }
 
 /// A checksum of every parameter's bytes.
-fn params_crc(step: &crate::train::TrainStep) -> u32 {
+pub(crate) fn params_crc(step: &crate::train::TrainStep) -> u32 {
     step.parameters().iter().fold(0, |crc, (name, t)| {
         let crc = crc32c::crc32c_append(crc, name.as_bytes());
         crc32c::crc32c_append(crc, &t.to_le_bytes())

@@ -13,4 +13,5 @@ pub mod plot;
 pub mod progress;
 pub mod pyrepr;
 pub mod runlog;
+pub mod text_job;
 pub mod torch_print;
