@@ -11,8 +11,6 @@ use aotgrad::cli::args::{ExampleSpec, TEXT_JOB_FLAGS, TrainArgs, check};
 use aotgrad::cli::text_job::{self, TextJob};
 use aotgrad::data::text::CharCorpus;
 use aotgrad::generate::SampleOptions;
-use aotgrad::nn::CharLstm;
-use aotgrad::prelude::*;
 use clap::Parser;
 
 #[derive(Parser)]
@@ -62,15 +60,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let cli = SPEC.parse::<Cli>(|c| &c.train);
     let a = &cli.train;
     let corpus = CharCorpus::bundled()?;
-    let mut trainer = Trainer::new(
-        CharLstm::new(corpus.vocab_size()),
-        Loss::token_cross_entropy(),
-        Optimizer::adam(a.lr.unwrap_or(2e-3)),
-    )
-    .name("char_lstm");
-    if cli.clip > 0.0 {
-        trainer = trainer.clip_grad_norm(cli.clip);
-    }
+    let trainer = text_job::char_lstm_trainer(corpus.vocab_size(), a.lr.unwrap_or(2e-3), cli.clip);
     let Some(out) = text_job::run(TextJob {
         args: a,
         example: "char_lstm",

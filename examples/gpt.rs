@@ -13,11 +13,7 @@ use aotgrad::cli::args::{ExampleSpec, TEXT_JOB_FLAGS, TrainArgs, check};
 use aotgrad::cli::text_job::{self, TextJob};
 use aotgrad::data::text::CharCorpus;
 use aotgrad::generate::SampleOptions;
-use aotgrad::lr_schedule::LrSchedule;
-use aotgrad::nn::{Gpt, GptConfig};
-use aotgrad::optim::Adam;
-use aotgrad::prelude::*;
-use aotgrad::train::ParamGroup;
+use aotgrad::nn::GptConfig;
 use clap::Parser;
 
 #[derive(Parser)]
@@ -74,24 +70,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let a = &cli.train;
     let corpus = CharCorpus::bundled()?;
     let cfg = GptConfig::small(corpus.vocab_size()).dropout(cli.dropout);
-    let optim = Optimizer::Adam(Adam {
-        lr: a.lr.unwrap_or(1e-3),
-        betas: (0.9, 0.95),
-        eps: 1e-8,
-        weight_decay: 0.1,
-        decoupled_weight_decay: true,
-    });
-    let trainer = Trainer::new(Gpt(cfg), Loss::token_cross_entropy(), optim)
-        .name("gpt")
-        // nanoGPT's groups: every matrix (embeddings included) decays, biases and
-        // LayerNorm parameters do not.
-        .param_group(ParamGroup::new(&["*.bias", "*ln_*"]).weight_decay(0.0))
-        .clip_grad_norm(1.0)
-        .schedule(LrSchedule::WarmupCosine {
-            warmup_steps: cli.warmup,
-            total_steps: cli.steps,
-            min_factor: 0.1,
-        });
+    let trainer = text_job::gpt_trainer(cfg, a.lr.unwrap_or(1e-3), cli.warmup, cli.steps);
     let Some(out) = text_job::run(TextJob {
         args: a,
         example: "gpt",

@@ -196,3 +196,42 @@ def warmup_cosine(k, warmup, total, min_factor):
 def state_dict(model):
     """The model's state dict under aotgrad's names (the tied head dropped)."""
     return {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
+
+
+def fnv1a64(s):
+    h = 0xCBF29CE484222325
+    for byte in s.encode():
+        h = ((h ^ byte) * 0x100000001B3) & M64
+    return h
+
+
+def hash_uniform(name, n):
+    """n uniforms in [0, 1) with 24 bits each: SplitMix64 outputs of the counters
+    fnv1a64(name) + (i + 1) * golden, top 24 bits. tests/training/sequence.rs computes
+    the same values bit for bit."""
+    import numpy as np
+
+    with np.errstate(over="ignore"):
+        i = np.arange(1, n + 1, dtype=np.uint64)
+        z = np.uint64(fnv1a64(name)) + i * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(40)).astype(np.float64) / float(1 << 24)
+
+
+def hash_init(name, shape):
+    """The parity fixture's initial value of parameter `name`: U(-b, b) with
+    b = 1/sqrt(shape[-1]) for matrices, 0.1 for vectors (LayerNorm weights 1 + U(-0.1, 0.1)),
+    computed in float64 and rounded once to float32."""
+    import numpy as np
+
+    n = int(np.prod(shape))
+    u = hash_uniform(name, n)
+    if len(shape) >= 2:
+        v = (2.0 * u - 1.0) * (1.0 / math.sqrt(shape[-1]))
+    else:
+        v = (2.0 * u - 1.0) * 0.1
+        if ".ln_" in name and name.endswith(".weight"):
+            v = 1.0 + v
+    return v.astype(np.float32).reshape(shape)

@@ -11,6 +11,7 @@ mod data_parallel;
 mod layers;
 mod metrics;
 mod runlog;
+mod sequence;
 mod text;
 mod training;
 mod trajectories;
