@@ -34,7 +34,9 @@ pub enum SampleError {
     Temperature(f64),
     #[error("the window must hold at least one character")]
     EmptyWindow,
-    #[error("the model returned {got} for a [1, {window}] window; expected [1, {window}, {vocab}] logits")]
+    #[error(
+        "the model returned {got} for a [1, {window}] window; expected [1, {window}, {vocab}] logits"
+    )]
     Logits {
         got: String,
         window: usize,

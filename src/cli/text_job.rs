@@ -33,7 +33,11 @@ pub fn char_lstm_trainer(vocab: usize, lr: f64, clip: f64) -> Trainer {
         Optimizer::adam(lr),
     )
     .name("char_lstm");
-    if clip > 0.0 { t.clip_grad_norm(clip) } else { t }
+    if clip > 0.0 {
+        t.clip_grad_norm(clip)
+    } else {
+        t
+    }
 }
 
 /// `examples/gpt.rs`'s training: [`Gpt`] of `cfg`, AdamW at peak `lr` with betas
@@ -182,8 +186,8 @@ fn run_in(
         let round = (k / eval_every + 1) as usize;
         let end = (round as u64 * eval_every).min(job.steps);
         let chars = b * t * world;
-        let mut progress = lead
-            .then(|| EpochProgress::new(round, (end - k) as usize, (end - k) as usize * chars));
+        let mut progress =
+            lead.then(|| EpochProgress::new(round, (end - k) as usize, (end - k) as usize * chars));
         let (started, from) = (Instant::now(), k);
         while k < end {
             let index = k * world as u64 + rank as u64;

@@ -383,3 +383,43 @@ fn an_arena_aligned_for_the_cpu_is_refused_when_it_needs_windows() {
     let program = lower::lower(&graph, &env, wgsl::lower_options()).unwrap();
     assert!(wgsl::emit(&program, &graph, limits).is_ok());
 }
+
+/// A concatenation of more buffers than a dispatch can bind (the clipped norm of a
+/// GPT stacks 50-odd per-parameter norms, each through a window of its own in a large
+/// arena; here, 70 inputs, each a buffer of its own) runs as several dispatches, each
+/// binding a few inputs and writing its part of the output.
+#[test]
+fn a_concat_of_more_buffers_than_bindings_runs_in_parts() {
+    let g = GraphBuilder::new("wide_concat");
+    let mut feeds = HashMap::new();
+    let mut xs = Vec::new();
+    for i in 0..70usize {
+        let k = 1 + i % 3;
+        let name = format!("x{i}");
+        xs.push(g.input(&name, DType::F32, Shape::known(&[2, k])));
+        feeds.insert(
+            name,
+            Tensor::from_f32(&fill(2 * k, i as u32), &[2, k]).unwrap(),
+        );
+    }
+    g.output("y", g.cat(&xs, 1));
+    let graph = g.finish().unwrap();
+    // With WebGPU's default 8 storage bindings per stage: parts of at most 6 inputs.
+    let w = emit_with(&graph, &feeds, 1 << 30);
+    assert_eq!(
+        w.kernels.len(),
+        70usize.div_ceil(6),
+        "{:#?}",
+        w.kernels.iter().map(|k| &k.name).collect::<Vec<_>>()
+    );
+    for k in &w.kernels {
+        assert!(k.bindings.len() <= WgslLimits::default().max_storage_buffers_per_stage as usize);
+    }
+    if !gpu_on() {
+        return;
+    }
+    let interp = aotgrad::run(&graph, &feeds).unwrap();
+    let got = gpu::run_once(&graph, &feeds).unwrap();
+    assert_eq!(got.output("y"), interp.output("y"));
+    assert_eq!(got.output("y").unwrap().shape(), &[2, 139]);
+}

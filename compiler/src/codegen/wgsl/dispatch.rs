@@ -237,6 +237,60 @@ impl<'a> Gen<'a> {
         node: NodeId,
         l: &LibraryKernel,
     ) -> Result<(), WgslError> {
+        let windows = self.library_windows(node, l)?;
+        let mut e = self.emitter(i, node);
+        e.windows = windows;
+        e.library_kernel(l)?;
+        match (e.finish(), &self.g.node(node).op) {
+            (Ok(k), _) => self.kernels.push(k),
+            // The inputs of a concatenation need more storage bindings than a dispatch
+            // has (each bound through a window of its own: the clipped norm of a large
+            // model stacks 50-odd scalars that live in windows of a big arena): it runs
+            // as several dispatches, each writing its part of the output.
+            (Err(WgslError::Limit { .. }), Op::Concat { axis }) if l.inputs.len() > 1 => {
+                self.concat_in_parts(i, node, l, *axis)?;
+            }
+            (Err(err), _) => return Err(err),
+        }
+        Ok(())
+    }
+
+    /// A concatenation as dispatches of at most `room` inputs each (one binding per
+    /// input, plus the output and the status word).
+    fn concat_in_parts(
+        &mut self,
+        i: usize,
+        node: NodeId,
+        l: &LibraryKernel,
+        axis: usize,
+    ) -> Result<(), WgslError> {
+        let room = (self.limits.max_storage_buffers_per_stage as usize)
+            .saturating_sub(2)
+            .max(1);
+        let mut at = 0;
+        for chunk in l.inputs.chunks(room) {
+            let mut shape = l.shape.clone();
+            shape[axis] = chunk.iter().map(|(_, s)| s[axis]).sum();
+            let part = LibraryKernel {
+                inputs: chunk.to_vec(),
+                out: l.out,
+                shape,
+            };
+            let mut e = self.emitter(i, node);
+            e.windows = self.library_windows(node, &part)?;
+            e.concat_part(&part, axis, at, &l.shape)?;
+            self.kernels.push(e.finish()?);
+            at += part.shape[axis];
+        }
+        Ok(())
+    }
+
+    /// The window of each of a library kernel's buffers (read and written anywhere).
+    fn library_windows(
+        &self,
+        node: NodeId,
+        l: &LibraryKernel,
+    ) -> Result<Vec<(BufferId, BindingWindow)>, WgslError> {
         let mut windows = Vec::new();
         for b in l.inputs.iter().map(|(b, _)| *b).chain([l.out]) {
             let n = self.p.buffer(b).elems;
@@ -251,10 +305,6 @@ impl<'a> Gen<'a> {
                 windows.push((b, w));
             }
         }
-        let mut e = self.emitter(i, node);
-        e.windows = windows;
-        e.library_kernel(l)?;
-        self.kernels.push(e.finish()?);
-        Ok(())
+        Ok(windows)
     }
 }

@@ -32,7 +32,7 @@ impl Emitter<'_> {
             Op::MatMul { trans_a, trans_b } => self.int_matmul(l, *trans_a, *trans_b),
             Op::Pad { pads, value } => self.pad(l, pads, *value),
             Op::Fold { window, .. } => self.fold(l, window),
-            Op::Concat { axis } => self.concat(l, *axis),
+            Op::Concat { axis } => self.concat(l, *axis, 0, &l.shape),
             Op::Random { dist, .. } => self.random(l, *dist),
             Op::TopK { axis, largest, .. } => self.top_k(l, *axis, *largest),
             // In a group of one, the sum and the mean over the group are the value;
@@ -391,7 +391,32 @@ impl Emitter<'_> {
     }
 
     /// A concatenation along `axis`: each output element reads the input whose range holds it.
-    fn concat(&mut self, l: &LibraryKernel, axis: usize) -> Result<(), WgslError> {
+    /// Part of a concatenation whose inputs need more storage bindings than one
+    /// dispatch has: `l` holds some of the inputs and their concatenated shape, which
+    /// lands at `at` along `axis` of the whole output of shape `full`.
+    pub(super) fn concat_part(
+        &mut self,
+        l: &LibraryKernel,
+        axis: usize,
+        at: usize,
+        full: &[usize],
+    ) -> Result<(), WgslError> {
+        let total: usize = l.shape.iter().product();
+        let wx = self.dispatch_1d(total, false)?;
+        self.gid_prologue(total, wx, false);
+        self.concat(l, axis, at, full)
+    }
+
+    /// The inputs of `l` side by side along `axis`; the result is the part of an output
+    /// of shape `full` that starts at `at` there (the whole of it when `at` is 0 and
+    /// `full` is `l.shape`).
+    fn concat(
+        &mut self,
+        l: &LibraryKernel,
+        axis: usize,
+        at: usize,
+        full: &[usize],
+    ) -> Result<(), WgslError> {
         let shape = l.shape.clone();
         let out_axes: Vec<usize> = (0..shape.len()).collect();
         let odt = DevType::of(self.p.buffer(l.out).dtype);
@@ -419,7 +444,20 @@ impl Emitter<'_> {
             );
             start = end;
         }
-        let st = self.write(l.out, "i32(gid)", "v");
+        let at_out = if at == 0 && full == shape.as_slice() {
+            "i32(gid)".to_string()
+        } else {
+            let mut idx = "0".to_string();
+            for (d, &sd) in dense(full).strides.iter().enumerate() {
+                if d == axis {
+                    let _ = write!(idx, " + (i{d} + {at}) * {sd}");
+                } else if sd != 0 {
+                    let _ = write!(idx, " + i{d} * {sd}");
+                }
+            }
+            idx
+        };
+        let st = self.write(l.out, &at_out, "v");
         let _ = writeln!(self.body, "  {st}");
         Ok(())
     }
