@@ -1,6 +1,6 @@
 //! Training-step benchmarks with the same model names, shapes and optimizers as
-//! `../shared/bench/torch_ref.py`, so the two can run side by side (`aotgrad bench`,
-//! `cargo bench`).
+//! `tools/torch_ref.py` (`../shared/bench/torch_ref.py` with the sequence models
+//! added), so the two can run side by side (`aotgrad bench`, `cargo bench`).
 
 use std::time::Instant;
 
@@ -12,7 +12,8 @@ use crate::train::{Backend, Batch, Loss, Trainer};
 use aotgrad_ir::DType;
 use aotgrad_runtime::Tensor;
 
-/// Model names `torch_ref.py` knows.
+/// Model names `tools/torch_ref.py` knows (the sequence models only there, not in
+/// the shared copy it extends).
 pub const MODELS: &[&str] = &[
     "linreg",
     "logreg",
@@ -21,6 +22,8 @@ pub const MODELS: &[&str] = &[
     "mlp_ce_adam512",
     "lenet",
     "wide_adam",
+    "char_lstm",
+    "gpt",
 ];
 
 /// Data-free steps of 0-d graphs (not in `torch_ref.py`): what the per-call overhead
@@ -238,6 +241,26 @@ pub fn setup(model: &str) -> Result<(Trainer, Batch), String> {
                     y: Tensor::from_i64(&labels, &[b]).expect("sized"),
                 },
             )
+        }
+        // The examples' trainers (tools/torch_ref.py builds the same in PyTorch) on
+        // the first training windows of the bundled corpus.
+        "char_lstm" | "gpt" => {
+            use crate::cli::text_job::{char_lstm_trainer, gpt_trainer};
+            use crate::data::text::{CharCorpus, Part};
+            let corpus = CharCorpus::bundled().map_err(|e| e.to_string())?;
+            let vocab = corpus.vocab_size();
+            let (t, b, block) = if model == "char_lstm" {
+                (char_lstm_trainer(vocab, 2e-3, 1.0), 32, 64)
+            } else {
+                let cfg = crate::nn::GptConfig::small(vocab);
+                let block = cfg.block_size;
+                (gpt_trainer(cfg, 1e-3, 100, 2000), 16, block)
+            };
+            let batch = corpus
+                .windows(Part::Train, b, block, 0, 0)
+                .map_err(|e| e.to_string())?;
+            let t = t.input(DType::I64, &[block]).target(DType::I64, &[block]);
+            (t, batch)
         }
         other => {
             return Err(format!(

@@ -29,8 +29,10 @@ enum Cmd {
     /// ../shared/bench/torch_ref.py): median/min/max ms per step, samples/s, compile
     /// time, peak RSS.
     Bench {
-        /// linreg, logreg, mlp_mse_sgdm, mlp_ce_adam64, mlp_ce_adam512, wide_adam, and
-        /// himmelblau (a data-free step of 0-d parameters: the per-call overhead).
+        /// linreg, logreg, mlp_mse_sgdm, mlp_ce_adam64, mlp_ce_adam512, lenet,
+        /// wide_adam, char_lstm, gpt (the sequence examples' steps, as
+        /// tools/torch_ref.py builds them), and himmelblau (a data-free step of 0-d
+        /// parameters: the per-call overhead).
         #[arg(required = true, num_args = 1..)]
         models: Vec<String>,
         /// Threads of the CPU backend.

@@ -11,6 +11,7 @@ mod dtype;
 mod error;
 mod graph;
 pub mod limits;
+pub mod math;
 pub mod op;
 mod shape;
 pub mod text;

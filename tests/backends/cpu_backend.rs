@@ -684,3 +684,73 @@ fn plan_passes_end_in_the_program_that_runs() {
         .unwrap();
     assert_eq!(last.trim_end(), lowered.trim_end());
 }
+
+/// f32 `exp`, `tanh` and the `sigmoid` built on `exp` run inline in generated code
+/// (vectorised, `fastmath.rs`) and give the interpreter's bits (`aotgrad_ir::math`) on
+/// every input: a sweep of the f32 line, the edges of each function's range, the
+/// specials, in vector lanes and in the scalar tail, and on a strided (scalar) loop.
+#[test]
+fn inline_exp_and_tanh_are_the_interpreters_bits() {
+    let mut xs: Vec<f32> = (0..4000u32)
+        .map(|i| f32::from_bits(i.wrapping_mul(1_073_741) ^ (i << 31)))
+        .filter(|x| x.is_finite())
+        .collect();
+    xs.extend([
+        0.0,
+        -0.0,
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::MIN_POSITIVE,
+        -f32::from_bits(1),
+        88.72,
+        88.73,
+        -87.33,
+        -87.34,
+        -103.97,
+        -104.5,
+        0.625,
+        -0.625,
+        0.624_999_94,
+        9.0,
+        -9.01,
+        1e-30,
+        -3e-20,
+    ]);
+    xs.extend((0..200).map(|i| (i as f32 - 100.0) * 0.173));
+    xs.push(0.5); // an odd length: a scalar tail after the vectors
+    let n = xs.len();
+    let g = GraphBuilder::new("transcendentals");
+    let x = g.input("x", DType::F32, Shape::known(&[n]));
+    g.output("exp", x.exp());
+    g.output("tanh", x.tanh());
+    g.output("sigmoid", x.sigmoid());
+    // A transposed read: the loop over it is strided, so scalar.
+    let m = g.input("m", DType::F32, Shape::known(&[3, 7]));
+    g.output("mt", m.transpose(0, 1).exp() + m.transpose(0, 1).tanh());
+    let graph = g.finish().unwrap();
+    let mut feeds = HashMap::new();
+    feeds.insert("x".to_string(), Tensor::from_f32(&xs, &[n]).unwrap());
+    feeds.insert(
+        "m".to_string(),
+        Tensor::from_f32(&xs[1000..1021], &[3, 7]).unwrap(),
+    );
+    let want = aotgrad::run(&graph, &feeds).unwrap();
+    let got = cpu::run_once(&graph, &feeds, CpuOptions::default()).unwrap();
+    for name in ["exp", "tanh", "sigmoid", "mt"] {
+        let (a, b) = (want.output(name).unwrap(), got.output(name).unwrap());
+        let bits = |t: &Tensor| -> Vec<u32> {
+            t.to_f64_vec().iter().map(|v| (*v as f32).to_bits()).collect()
+        };
+        for (i, (p, q)) in bits(a).iter().zip(bits(b)).enumerate() {
+            let nan = f32::from_bits(*p).is_nan() && f32::from_bits(q).is_nan();
+            assert!(
+                *p == q || nan,
+                "{name}[{i}] of {:e}: interpreter {:e}, generated code {:e}",
+                xs.get(i).copied().unwrap_or(f32::NAN),
+                f32::from_bits(*p),
+                f32::from_bits(q)
+            );
+        }
+    }
+}

@@ -45,6 +45,7 @@ fn mpi_examples() -> Option<PathBuf> {
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .args(["build", "--quiet", "--features", "mpi"])
             .args(["--example", "mnist", "--example", "lenet"])
+            .args(["--example", "char_lstm", "--example", "gpt"])
             .arg("--target-dir")
             .arg(&target)
             .output()
@@ -314,4 +315,41 @@ fn distributed_without_the_mpi_feature_says_how_to_enable_it() {
         t.contains("built without it") && t.contains("--features mpi") && t.contains("mpirun -np"),
         "{t}"
     );
+}
+
+/// The sequence examples on two ranks: each draws its own windows of every step
+/// (index `step * world + rank`), the averaged gradients keep every rank's parameters
+/// the same bits, rank 0 alone evaluates its share, samples and reports.
+#[test]
+fn the_sequence_examples_train_on_two_ranks() {
+    let Some(dir) = mpi_examples() else { return };
+    for (name, extra) in [
+        ("char_lstm", &["--block", "16"][..]),
+        ("gpt", &["--warmup", "2", "--batch", "8"][..]),
+    ] {
+        let args = [
+            &[
+                "--steps",
+                "8",
+                "--eval-every",
+                "4",
+                "--eval-batches",
+                "3",
+                "--sample-chars",
+                "20",
+            ][..],
+            extra,
+        ]
+        .concat();
+        let out = succeeded(&mpirun(&dir, &[(2, name, &args)]));
+        assert!(
+            out.contains("parameters after training: the same on all 2 ranks"),
+            "{name}:\n{out}"
+        );
+        assert!(out.contains("distributed: 2 ranks"), "{name}:\n{out}");
+        assert_eq!(fin(&out, "steps"), 8.0, "{name}");
+        assert!(fin(&out, "val_loss").is_finite(), "{name}");
+        // One report, from rank 0.
+        assert_eq!(out.matches("final: ").count(), 1, "{name}:\n{out}");
+    }
 }

@@ -128,6 +128,85 @@ fn mnist_trains_on_the_gpu_in_short_mode() {
     assert!(value(&l, "test_accuracy") > 0.8, "{l}");
 }
 
+/// Issue 31's sequence examples in short mode: a few dozen updates lower the loss
+/// below where it started (`--check`), the evaluation prints nats per character, a
+/// seeded sample comes out of the compiled predict program, and the same seed samples
+/// the same text again from the checkpoint.
+#[test]
+fn sequence_examples_train_in_short_mode() {
+    let dir = std::env::temp_dir().join(format!("aotgrad-ex-seq-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, extra) in [
+        ("char_lstm", &["--block", "32"][..]),
+        ("gpt", &["--warmup", "5"][..]),
+    ] {
+        let ckpt = dir.join(format!("{name}.safetensors"));
+        let c = ckpt.to_str().unwrap();
+        let short = [
+            "--steps",
+            "30",
+            "--eval-every",
+            "15",
+            "--eval-batches",
+            "2",
+            "--sample-chars",
+            "60",
+            "--seed",
+            "2",
+        ];
+        let out = output(name, &[&short[..], extra, &["--checkpoint", c]].concat());
+        let last = out.lines().last().unwrap();
+        assert!(last.starts_with("final: "), "{name}: {out}");
+        let (val, train) = (value(last, "val_loss"), value(last, "train_loss"));
+        // ln(vocabulary) = ln(67) ~ 4.2 nats/char is a uniform guess.
+        assert!(val < 4.0 && train < 4.0, "{name}: {last}");
+        assert_eq!(value(last, "steps"), 30.0, "{last}");
+        assert!(out.contains("step 15: train loss"), "{name}: {out}");
+        let sample = |text: &str| -> String {
+            let start = text.find("sample (60 characters").expect("a sample");
+            let body = &text[start..];
+            body[body.find('\n').unwrap() + 1..body.find("--- end of sample").unwrap()].to_string()
+        };
+        let first = sample(&out);
+        assert!(first.chars().count() >= 60, "{name}: {first:?}");
+        // Resumed at the last step: nothing trains, the restored model samples the
+        // same characters with the same seed.
+        let again = output(name, &[&short[..], extra, &["--resume", c]].concat());
+        assert!(again.contains("restored model at step 30"), "{again}");
+        assert_eq!(sample(&again), first, "{name}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The sequence examples on the GPU backend (lavapipe in CI, where one LSTM update of
+/// 32 characters takes seconds: so a few updates of short windows).
+#[test]
+fn sequence_examples_train_on_the_gpu() {
+    if !aotgrad::runtime::gpu::available_for_tests().expect("a GPU adapter (AOTGRAD_REQUIRE_GPU=1)")
+    {
+        return;
+    }
+    for (name, extra) in [
+        ("char_lstm", &["--block", "8", "--batch", "8"][..]),
+        ("gpt", &["--warmup", "2", "--batch", "4"][..]),
+    ] {
+        let args = [
+            "--backend",
+            "gpu",
+            "--steps",
+            "6",
+            "--eval-every",
+            "6",
+            "--eval-batches",
+            "1",
+            "--sample-chars",
+            "8",
+        ];
+        let last = run(name, &[&args[..], extra].concat());
+        assert!(value(&last, "val_loss").is_finite(), "{name}: {last}");
+    }
+}
+
 #[test]
 fn every_example_answers_help_with_the_shared_flags() {
     for name in [
@@ -149,6 +228,8 @@ fn every_example_answers_help_with_the_shared_flags() {
         "parameters_per_sample",
         "diabetes_full_batch",
         "raw_regression",
+        "char_lstm",
+        "gpt",
     ] {
         let out = Command::new(example(name)).arg("--help").output().unwrap();
         let help = String::from_utf8_lossy(&out.stdout);

@@ -90,12 +90,12 @@ macro_rules! float_num {
             fn div(self, o: Self) -> Self { self / o }
             fn recip(self) -> Self { 1.0 / self }
             fn powf(self, o: Self) -> Self { <$t>::powf(self, o) }
-            fn exp(self) -> Self { <$t>::exp(self) }
+            fn exp(self) -> Self { Transcendental::exp_(self) }
             fn ln(self) -> Self { <$t>::ln(self) }
             fn sqrt(self) -> Self { <$t>::sqrt(self) }
             fn sin(self) -> Self { <$t>::sin(self) }
             fn cos(self) -> Self { <$t>::cos(self) }
-            fn tanh(self) -> Self { <$t>::tanh(self) }
+            fn tanh(self) -> Self { Transcendental::tanh_(self) }
             fn floor(self) -> Self { <$t>::floor(self) }
             fn ceil(self) -> Self { <$t>::ceil(self) }
             fn trunc(self) -> Self { <$t>::trunc(self) }
@@ -106,6 +106,29 @@ macro_rules! float_num {
     )*};
 }
 float_num!(f32, f64);
+
+/// `exp` and `tanh`: f32 through `aotgrad_ir::math`, the sequence the CPU code generator
+/// emits (bitwise the same results, vectorisable there); f64 through the C library.
+trait Transcendental {
+    fn exp_(self) -> Self;
+    fn tanh_(self) -> Self;
+}
+impl Transcendental for f32 {
+    fn exp_(self) -> f32 {
+        aotgrad_ir::math::exp_f32(self)
+    }
+    fn tanh_(self) -> f32 {
+        aotgrad_ir::math::tanh_f32(self)
+    }
+}
+impl Transcendental for f64 {
+    fn exp_(self) -> f64 {
+        f64::exp(self)
+    }
+    fn tanh_(self) -> f64 {
+        f64::tanh(self)
+    }
+}
 
 /// `erf` through the `libm` crate (the standard library's is unstable): musl's
 /// implementation, the same bits on every host.

@@ -32,6 +32,7 @@ use tiles::{EpilogueSchedule, epilogue_plan};
 
 mod collapse;
 mod entry;
+mod fastmath;
 mod kernel;
 mod row;
 mod scalar;

@@ -1,6 +1,7 @@
 //! Expression evaluation inside a loop kernel: each flat node as Cranelift
 //! instructions, scalar or on 128-bit vectors, with the interpreter's semantics (NaN
-//! rules of maximum/minimum, sign, saturating casts; libm calls for transcendentals).
+//! rules of maximum/minimum, sign, saturating casts; f32 exp and tanh inline, libm calls
+//! for the other transcendentals).
 
 use aotgrad_ir::{BinaryOp, DType, NodeId, ReduceOp, Scalar, UnaryOp};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
@@ -191,6 +192,9 @@ impl<M: Module> KernelGen<'_, '_, M> {
                 Lanes::Vector(_) => ins.bnot(a),
             },
             UnaryOp::StopGradient => a,
+            // f32 exp and tanh inline (`fastmath.rs`, the interpreter's sequence).
+            UnaryOp::Exp if d == DType::F32 => self.exp_f32(a, lanes),
+            UnaryOp::Tanh if d == DType::F32 => self.tanh_f32(a, lanes),
             // The op table's helper ops: a call into the runtime's libm functions,
             // the ones the interpreter calls.
             UnaryOp::Exp

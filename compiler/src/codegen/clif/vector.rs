@@ -45,6 +45,11 @@ pub(super) fn vector_plan(
                 | FlatOp::Cast(_)
                 | FlatOp::Checked { .. }
                 | FlatOp::Gather { .. } => false,
+                // f32 exp and tanh are inline operations (`fastmath.rs`); the other
+                // transcendentals are calls.
+                FlatOp::Unary(UnaryOp::Exp | UnaryOp::Tanh, a) => {
+                    out_dtype == DType::F32 && operands_ok(&[*a])
+                }
                 FlatOp::Unary(u, a) => {
                     matches!(
                         u,
