@@ -92,8 +92,11 @@ pub struct TextJob<'a> {
 /// What a run ended with (for the examples' `--check` floors).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TextOutcome {
-    /// The loss of the first step (about `ln(vocab)` for a fresh model).
+    /// The loss of the first step this run took (about `ln(vocab)` for a fresh model);
+    /// NaN when it took none (resumed at the last step).
     pub first_loss: f64,
+    /// `ln(vocab)`: the loss of a uniform guess, what a model that learned nothing keeps.
+    pub uniform_loss: f64,
     /// The last evaluation's losses, in nats per character.
     pub train_loss: f64,
     pub val_loss: f64,
@@ -277,6 +280,7 @@ fn run_in(
     );
     Ok(Some(TextOutcome {
         first_loss: first_loss.unwrap_or(f64::NAN),
+        uniform_loss: (job.corpus.vocab_size() as f64).ln(),
         train_loss,
         val_loss,
         steps: step.steps(),

@@ -740,7 +740,10 @@ fn inline_exp_and_tanh_are_the_interpreters_bits() {
     for name in ["exp", "tanh", "sigmoid", "mt"] {
         let (a, b) = (want.output(name).unwrap(), got.output(name).unwrap());
         let bits = |t: &Tensor| -> Vec<u32> {
-            t.to_f64_vec().iter().map(|v| (*v as f32).to_bits()).collect()
+            t.to_f64_vec()
+                .iter()
+                .map(|v| (*v as f32).to_bits())
+                .collect()
         };
         for (i, (p, q)) in bits(a).iter().zip(bits(b)).enumerate() {
             let nan = f32::from_bits(*p).is_nan() && f32::from_bits(q).is_nan();
