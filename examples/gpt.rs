@@ -104,10 +104,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         out.val_loss < start,
         "the validation loss should end below the first step's loss",
     )?;
+    // The documented full run ends at 1.94 nats/char (PyTorch's own run of the same
+    // model and data: 1.95); a model that learned nothing stays at ln(73) = 4.29.
     check(
         a,
-        out.steps < 2000 || out.val_loss < 1.8,
-        "after 2000 steps the validation loss should be below 1.8 nats/char",
+        out.steps < 2000 || out.val_loss < 2.1,
+        "after 2000 steps the validation loss should be below 2.1 nats/char",
     )?;
     Ok(())
 }

@@ -685,7 +685,7 @@ fn plan_passes_end_in_the_program_that_runs() {
     assert_eq!(last.trim_end(), lowered.trim_end());
 }
 
-/// f32 `exp`, `tanh` and the `sigmoid` built on `exp` run inline in generated code
+/// f32 `exp`, `tanh`, the `sigmoid` built on `exp`, and `sign` run inline in generated code
 /// (vectorised, `fastmath.rs`) and give the interpreter's bits (`aotgrad_ir::math`) on
 /// every input: a sweep of the f32 line, the edges of each function's range, the
 /// specials, in vector lanes and in the scalar tail, and on a strided (scalar) loop.
@@ -725,6 +725,8 @@ fn inline_exp_and_tanh_are_the_interpreters_bits() {
     g.output("exp", x.exp());
     g.output("tanh", x.tanh());
     g.output("sigmoid", x.sigmoid());
+    // sigmoid's gradient goes through `abs`, whose gradient is `sign`.
+    g.output("sign", x.sign() * x.exp());
     // A transposed read: the loop over it is strided, so scalar.
     let m = g.input("m", DType::F32, Shape::known(&[3, 7]));
     g.output("mt", m.transpose(0, 1).exp() + m.transpose(0, 1).tanh());
@@ -737,7 +739,7 @@ fn inline_exp_and_tanh_are_the_interpreters_bits() {
     );
     let want = aotgrad::run(&graph, &feeds).unwrap();
     let got = cpu::run_once(&graph, &feeds, CpuOptions::default()).unwrap();
-    for name in ["exp", "tanh", "sigmoid", "mt"] {
+    for name in ["exp", "tanh", "sigmoid", "sign", "mt"] {
         let (a, b) = (want.output(name).unwrap(), got.output(name).unwrap());
         let bits = |t: &Tensor| -> Vec<u32> {
             t.to_f64_vec()

@@ -172,7 +172,10 @@ impl<M: Module> KernelGen<'_, '_, M> {
             UnaryOp::Abs if float => ins.fabs(a),
             UnaryOp::Abs if d == DType::U8 => a,
             UnaryOp::Abs => ins.iabs(a),
-            UnaryOp::Sign => self.sign(d, a),
+            UnaryOp::Sign => match lanes {
+                Lanes::Scalar => self.sign(d, a),
+                Lanes::Vector(vt) => self.sign_lanes(d, vt, a),
+            },
             UnaryOp::Sqrt => ins.sqrt(a),
             UnaryOp::Floor => ins.floor(a),
             UnaryOp::Ceil => ins.ceil(a),
@@ -237,6 +240,21 @@ impl<M: Module> KernelGen<'_, '_, M> {
             let r = self.fb.ins().select(lt, neg, zero);
             self.fb.ins().select(gt, one, r)
         }
+    }
+
+    /// [`Self::sign`] on float lanes (`vector_plan` admits no integer sign): the same
+    /// comparisons as lane masks.
+    fn sign_lanes(&mut self, d: DType, vt: Type, a: Value) -> Value {
+        let lane = |g: &mut Self, v: f64| {
+            let s = g.scalar_const(Scalar::from_f64(d, v));
+            g.fb.ins().splat(vt, s)
+        };
+        let (zero, one, neg) = (lane(self, 0.0), lane(self, 1.0), lane(self, -1.0));
+        let gt = self.fb.ins().fcmp(FloatCC::GreaterThan, a, zero);
+        let lt = self.fb.ins().fcmp(FloatCC::LessThan, a, zero);
+        let z = self.fb.ins().fmul(a, zero);
+        let r = self.bitselect(vt, lt, neg, z);
+        self.bitselect(vt, gt, one, r)
     }
 
     pub(super) fn select_any(&mut self, lanes: Lanes, c: Value, x: Value, y: Value) -> Value {

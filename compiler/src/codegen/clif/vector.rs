@@ -55,6 +55,7 @@ pub(super) fn vector_plan(
                         u,
                         UnaryOp::Neg
                             | UnaryOp::Abs
+                            | UnaryOp::Sign
                             | UnaryOp::Sqrt
                             | UnaryOp::Recip
                             | UnaryOp::Floor
