@@ -470,10 +470,10 @@ unsafe fn native_library(ctx: &Ctx<'_>, node: NodeId, lib: &LibraryKernel) -> bo
                     let out: &mut [$t] = unsafe { part_mut(ctx, lib.out, out_n) };
                     let (whole, tail) = out.split_at_mut(out_n / BLOCK * BLOCK);
                     library::par_units(pool, whole, BLOCK, out_n * 16, |first, o| {
-                        library::uniform_fill(key, first * BLOCK, o);
+                        super::simd::uniform_fill(key, first * BLOCK, o);
                         true
                     });
-                    library::uniform_fill(key, out_n / BLOCK * BLOCK, tail);
+                    super::simd::uniform_fill(key, out_n / BLOCK * BLOCK, tail);
                     true
                 }};
             }

@@ -15,6 +15,7 @@ mod math;
 mod matmul;
 mod param_arena;
 mod peak;
+mod simd;
 
 pub use param_arena::ParamArena;
 pub use peak::fma_peak_gflops;
