@@ -7,7 +7,7 @@
 //!
 //! `cargo run --release --example char_lstm -- --help`
 
-use aotgrad::cli::args::{ExampleSpec, TEXT_JOB_FLAGS, TrainArgs, check};
+use aotgrad::cli::args::{ExampleSpec, TEXT_JOB_FLAGS, TrainArgs};
 use aotgrad::cli::text_job::{self, TextJob};
 use aotgrad::data::text::CharCorpus;
 use aotgrad::generate::SampleOptions;
@@ -83,23 +83,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     else {
         return Ok(());
     };
-    // A run resumed at its last step took no step: then against a uniform guess.
-    let start = if out.first_loss.is_nan() {
-        out.uniform_loss
-    } else {
-        out.first_loss
-    };
-    check(
-        a,
-        out.val_loss < start,
-        "the validation loss should end below the first step's loss",
-    )?;
-    // The documented full run (docs/benchmarks.md) ends near 1.5 nats/char; a model
-    // that learned nothing stays at ln(73) = 4.29.
-    check(
-        a,
-        out.steps < 2000 || out.val_loss < 1.8,
-        "after 2000 steps the validation loss should be below 1.8 nats/char",
-    )?;
+    // The documented full run ends at 1.53 nats/char (PyTorch's own run of the same
+    // model and data: 1.52); a model that learned nothing stays at ln(73) = 4.29.
+    out.check(a, 1.8)?;
     Ok(())
 }

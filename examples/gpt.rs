@@ -9,7 +9,7 @@
 //!
 //! `cargo run --release --example gpt -- --help`
 
-use aotgrad::cli::args::{ExampleSpec, TEXT_JOB_FLAGS, TrainArgs, check};
+use aotgrad::cli::args::{ExampleSpec, TEXT_JOB_FLAGS, TrainArgs};
 use aotgrad::cli::text_job::{self, TextJob};
 use aotgrad::data::text::CharCorpus;
 use aotgrad::generate::SampleOptions;
@@ -93,23 +93,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     else {
         return Ok(());
     };
-    // A run resumed at its last step took no step: then against a uniform guess.
-    let start = if out.first_loss.is_nan() {
-        out.uniform_loss
-    } else {
-        out.first_loss
-    };
-    check(
-        a,
-        out.val_loss < start,
-        "the validation loss should end below the first step's loss",
-    )?;
     // The documented full run ends at 1.94 nats/char (PyTorch's own run of the same
     // model and data: 1.95); a model that learned nothing stays at ln(73) = 4.29.
-    check(
-        a,
-        out.steps < 2000 || out.val_loss < 2.1,
-        "after 2000 steps the validation loss should be below 2.1 nats/char",
-    )?;
+    out.check(a, 2.1)?;
     Ok(())
 }

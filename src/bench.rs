@@ -245,8 +245,8 @@ pub fn setup(model: &str) -> Result<(Trainer, Batch), String> {
         // The examples' trainers (tools/torch_ref.py builds the same in PyTorch) on
         // the first training windows of the bundled corpus.
         "char_lstm" | "gpt" => {
-            use crate::cli::text_job::{char_lstm_trainer, gpt_trainer};
             use crate::data::text::{CharCorpus, Part};
+            use crate::train::recipes::{char_lstm_trainer, gpt_trainer};
             let corpus = CharCorpus::bundled().map_err(|e| e.to_string())?;
             let vocab = corpus.vocab_size();
             let (t, b, block) = if model == "char_lstm" {

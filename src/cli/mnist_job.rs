@@ -53,24 +53,12 @@ pub struct MnistOutcome {
 
 /// Runs `job`; `None` when it only printed the graph.
 pub fn run(job: MnistJob<'_>) -> Result<Option<MnistOutcome>, Box<dyn std::error::Error>> {
-    // The process group: MPI's ranks with --distributed, else a group of one.
-    let group = if job.args.distributed {
-        Some(crate::distributed::mpi_world()?)
-    } else {
-        None
-    };
-    let r = run_in(job, group.clone());
-    if let (Err(e), Some(g)) = (&r, &group) {
-        // Say why, then end every rank: the others may be waiting in a reduction.
-        eprintln!("error: rank {} of {}: {e}", g.rank(), g.world());
-        g.fail(1);
-    }
-    r
+    crate::cli::as_rank(job.args.distributed, |group| run_in(job, group))
 }
 
 fn run_in(
     job: MnistJob<'_>,
-    group: Option<std::sync::Arc<dyn crate::runtime::collective::Communicator>>,
+    group: crate::cli::Group,
 ) -> Result<Option<MnistOutcome>, Box<dyn std::error::Error>> {
     let a = job.args;
     let (epochs, batch) = (job.epochs, job.batch);
@@ -92,13 +80,7 @@ fn run_in(
     macro_rules! say {
         ($($t:tt)*) => { if lead { println!($($t)*); } };
     }
-    let mut trainer = job.trainer;
-    if let Some(g) = &group {
-        trainer = trainer.data_parallel(g.clone());
-        if let Some(kb) = a.bucket_kb {
-            trainer = trainer.bucket_bytes(kb.saturating_mul(1024));
-        }
-    }
+    let trainer = crate::cli::data_parallel(job.trainer, &group, a.bucket_kb);
 
     let t0 = Instant::now();
     let mut step = trainer

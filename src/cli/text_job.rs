@@ -16,52 +16,9 @@ use crate::cli::args::TrainArgs;
 use crate::cli::progress::EpochProgress;
 use crate::data::text::{CharCorpus, Part};
 use crate::generate::{SampleOptions, sample};
-use crate::lr_schedule::LrSchedule;
-use crate::nn::{CharLstm, Gpt, GptConfig};
-use crate::optim::{Adam, Optimizer};
-use crate::train::{Loss, ParamGroup, TrainStep, Trainer};
+pub use crate::train::recipes::{char_lstm_trainer, gpt_trainer};
+use crate::train::{TrainStep, Trainer};
 use aotgrad_ir::DType;
-
-/// `examples/char_lstm.rs`'s training: [`CharLstm`] (embedding 64, two LSTM layers of
-/// 256), cross entropy over every position, Adam at `lr`, the gradients' norm clipped
-/// to `clip` (none at 0). The parity test (`tests/training/sequence.rs`) trains this
-/// same trainer against PyTorch.
-pub fn char_lstm_trainer(vocab: usize, lr: f64, clip: f64) -> Trainer {
-    let t = Trainer::new(
-        CharLstm::new(vocab),
-        Loss::token_cross_entropy(),
-        Optimizer::adam(lr),
-    )
-    .name("char_lstm");
-    if clip > 0.0 {
-        t.clip_grad_norm(clip)
-    } else {
-        t
-    }
-}
-
-/// `examples/gpt.rs`'s training: [`Gpt`] of `cfg`, AdamW at peak `lr` with betas
-/// (0.9, 0.95) and weight decay 0.1 on every matrix (nanoGPT's groups: none on biases
-/// and LayerNorm parameters), clipping at 1.0, `warmup` steps of linear warm-up then
-/// cosine decay to a tenth of `lr` at `steps`.
-pub fn gpt_trainer(cfg: GptConfig, lr: f64, warmup: u64, steps: u64) -> Trainer {
-    let optim = Optimizer::Adam(Adam {
-        lr,
-        betas: (0.9, 0.95),
-        eps: 1e-8,
-        weight_decay: 0.1,
-        decoupled_weight_decay: true,
-    });
-    Trainer::new(Gpt(cfg), Loss::token_cross_entropy(), optim)
-        .name("gpt")
-        .param_group(ParamGroup::new(&["*.bias", "*ln_*"]).weight_decay(0.0))
-        .clip_grad_norm(1.0)
-        .schedule(LrSchedule::WarmupCosine {
-            warmup_steps: warmup,
-            total_steps: steps,
-            min_factor: 0.1,
-        })
-}
 
 /// The stream the evaluation windows come from: the same windows at every evaluation,
 /// on every rank and in every run, so the numbers compare.
@@ -104,26 +61,39 @@ pub struct TextOutcome {
     pub sample: String,
 }
 
-/// Runs `job`; `None` when it only printed the graph.
-pub fn run(job: TextJob<'_>) -> Result<Option<TextOutcome>, Box<dyn std::error::Error>> {
-    let group = if job.args.distributed {
-        Some(crate::distributed::mpi_world()?)
-    } else {
-        None
-    };
-    let r = run_in(job, group.clone());
-    if let (Err(e), Some(g)) = (&r, &group) {
-        eprintln!("error: rank {} of {}: {e}", g.rank(), g.world());
-        g.fail(1);
+impl TextOutcome {
+    /// The examples' `--check` floors: the validation loss ends below the first step's
+    /// loss (below a uniform guess, `ln(vocab)`, for a run resumed at its last step,
+    /// which took none), and after the documented 2000 steps below `full_run_floor`.
+    pub fn check(&self, a: &TrainArgs, full_run_floor: f64) -> Result<(), String> {
+        let start = if self.first_loss.is_nan() {
+            self.uniform_loss
+        } else {
+            self.first_loss
+        };
+        crate::cli::args::check(
+            a,
+            self.val_loss < start,
+            "the validation loss should end below the first step's loss",
+        )?;
+        crate::cli::args::check(
+            a,
+            self.steps < 2000 || self.val_loss < full_run_floor,
+            &format!(
+                "after 2000 steps the validation loss should be below {full_run_floor} nats/char"
+            ),
+        )
     }
-    r
 }
 
-type Group = std::sync::Arc<dyn crate::runtime::collective::Communicator>;
+/// Runs `job`; `None` when it only printed the graph.
+pub fn run(job: TextJob<'_>) -> Result<Option<TextOutcome>, Box<dyn std::error::Error>> {
+    crate::cli::as_rank(job.args.distributed, |group| run_in(job, group))
+}
 
 fn run_in(
     job: TextJob<'_>,
-    group: Option<Group>,
+    group: crate::cli::Group,
 ) -> Result<Option<TextOutcome>, Box<dyn std::error::Error>> {
     let a = job.args;
     let (b, t) = (job.batch, job.block);
@@ -132,13 +102,7 @@ fn run_in(
     macro_rules! say {
         ($($x:tt)*) => { if lead { println!($($x)*); } };
     }
-    let mut trainer = job.trainer;
-    if let Some(g) = &group {
-        trainer = trainer.data_parallel(g.clone());
-        if let Some(kb) = a.bucket_kb {
-            trainer = trainer.bucket_bytes(kb.saturating_mul(1024));
-        }
-    }
+    let trainer = crate::cli::data_parallel(job.trainer, &group, a.bucket_kb);
     let t0 = Instant::now();
     let mut step = trainer
         .input(DType::I64, &[t])

@@ -17,6 +17,7 @@ mod controls;
 mod early_stopping;
 mod gate;
 mod loss;
+pub mod recipes;
 mod step;
 mod trainer;
 

@@ -10,11 +10,11 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use aotgrad::cli::text_job::{char_lstm_trainer, gpt_trainer};
 use aotgrad::data::text::{CharCorpus, Part};
 use aotgrad::nn::GptConfig;
 use aotgrad::prelude::*;
 use aotgrad::tensor_file::read_safetensors;
+use aotgrad::train::recipes::{char_lstm_trainer, gpt_trainer};
 
 const STEPS: usize = 20;
 
