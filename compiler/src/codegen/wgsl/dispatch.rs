@@ -244,9 +244,9 @@ impl<'a> Gen<'a> {
         match (e.finish(), &self.g.node(node).op) {
             (Ok(k), _) => self.kernels.push(k),
             // The inputs of a concatenation need more storage bindings than a dispatch
-            // has (each bound through a window of its own: the clipped norm of a large
-            // model stacks 50-odd scalars that live in windows of a big arena): it runs
-            // as several dispatches, each writing its part of the output.
+            // has (inputs bound separately: the clipped norm of a GPT stacks 50-odd
+            // per-parameter scalars, which needed 53 bindings on lavapipe's 32): it
+            // runs as several dispatches, each writing its part of the output.
             (Err(WgslError::Limit { .. }), Op::Concat { axis }) if l.inputs.len() > 1 => {
                 self.concat_in_parts(i, node, l, *axis)?;
             }
