@@ -370,19 +370,18 @@ fn batch_products<'g>(b: &'g GraphBuilder, products: Vec<rules::Product<'g>>) ->
         .into_iter()
         .map(|(_, members)| {
             let first = members[0];
-            let op = Op::MatMul {
-                trans_a: first.trans_a,
-                trans_b: first.trans_b,
-            };
             if members.len() == 1 {
-                return b.apply(op, &[first.lhs, first.rhs]);
+                return first.build(b);
             }
             let (al, ar) = axes(&first);
             let lhs: Vec<Var<'g>> = members.iter().map(|p| p.lhs).collect();
             let rhs: Vec<Var<'g>> = members.iter().map(|p| p.rhs).collect();
-            let lhs = b.apply(Op::Concat { axis: al }, &lhs);
-            let rhs = b.apply(Op::Concat { axis: ar }, &rhs);
-            b.apply(op, &[lhs, rhs])
+            rules::Product {
+                lhs: b.apply(Op::Concat { axis: al }, &lhs),
+                rhs: b.apply(Op::Concat { axis: ar }, &rhs),
+                ..first
+            }
+            .build(b)
         })
         .collect()
 }

@@ -74,6 +74,28 @@ pub struct Product<'g> {
     pub trans_b: bool,
 }
 
+impl<'g> Product<'g> {
+    /// The product as a node of `b`.
+    pub fn build(self, b: &'g GraphBuilder) -> Var<'g> {
+        let op = Op::MatMul {
+            trans_a: self.trans_a,
+            trans_b: self.trans_b,
+        };
+        b.apply(op, &[self.lhs, self.rhs])
+    }
+}
+
+/// `start..stop` (step 1) of `axis`, every other of `rank` axes whole.
+fn along(rank: usize, axis: usize, start: usize, stop: usize) -> Op {
+    let mut ranges = vec![SliceAxis::Full; rank];
+    ranges[axis] = SliceAxis::Range {
+        start,
+        stop,
+        step: 1,
+    };
+    Op::Slice(ranges)
+}
+
 /// The cotangents of `C = op(A) op(B)`'s two operands for `ct`, as products: `[dA, dB]`.
 /// See the derivation in docs/ARCHITECTURE.md.
 pub fn matmul_products<'g>(
@@ -281,23 +303,8 @@ pub fn vjp<'g>(node: &Node, r: &Rule<'g>, ct: Var<'g>) -> Vec<Option<Var<'g>>> {
             let parts = ct.reshape_shape(split);
             (0..k)
                 .map(|i| {
-                    let ranges = (0..parts.rank())
-                        .map(|d| {
-                            if d == *axis {
-                                SliceAxis::Range {
-                                    start: i,
-                                    stop: i + 1,
-                                    step: 1,
-                                }
-                            } else {
-                                SliceAxis::Full
-                            }
-                        })
-                        .collect();
-                    Some(
-                        b.apply(Op::Slice(ranges), &[parts])
-                            .reshape_shape(s.clone()),
-                    )
+                    let one = along(parts.rank(), *axis, i, i + 1);
+                    Some(b.apply(one, &[parts]).reshape_shape(s.clone()))
                 })
                 .collect()
         }
@@ -307,36 +314,15 @@ pub fn vjp<'g>(node: &Node, r: &Rule<'g>, ct: Var<'g>) -> Vec<Option<Var<'g>>> {
                 .map(|xi| {
                     let s = xi.shape();
                     let n = s.0[*axis].known().unwrap_or(0);
-                    let ranges = (0..s.rank())
-                        .map(|d| {
-                            if d == *axis {
-                                SliceAxis::Range {
-                                    start: off,
-                                    stop: off + n,
-                                    step: 1,
-                                }
-                            } else {
-                                SliceAxis::Full
-                            }
-                        })
-                        .collect();
+                    let part = along(s.rank(), *axis, off, off + n);
                     off += n;
-                    Some(b.apply(Op::Slice(ranges), &[ct]))
+                    Some(b.apply(part, &[ct]))
                 })
                 .collect()
         }
         Op::MatMul { trans_a, trans_b } => {
-            let mm = |p: Product<'g>| {
-                b.apply(
-                    Op::MatMul {
-                        trans_a: p.trans_a,
-                        trans_b: p.trans_b,
-                    },
-                    &[p.lhs, p.rhs],
-                )
-            };
             let [da, dc] = matmul_products(*trans_a, *trans_b, x(0), x(1), ct);
-            vec![Some(mm(da)), Some(mm(dc))]
+            vec![Some(da.build(b)), Some(dc.build(b))]
         }
         Op::Gather { axis } => {
             let z = r.zeros(x(0));
