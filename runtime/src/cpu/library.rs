@@ -296,7 +296,7 @@ fn threefry_first_words(key: i64, i0: usize) -> [u32; RNG_LANES] {
 
 /// A float type the uniform fill writes.
 pub(crate) trait Uniform: Copy {
-    /// `(word >> 8) * 2^-24`, as [`crate::interp::rng::uniform_f32`] computes it.
+    /// The interpreter's conversion of a Threefry word ([`crate::interp::rng::unit_f32`]).
     fn from_word(w: u32) -> Self;
     fn at(key: i64, i: usize) -> Self;
 }
@@ -304,7 +304,7 @@ pub(crate) trait Uniform: Copy {
 impl Uniform for f32 {
     #[inline(always)]
     fn from_word(w: u32) -> f32 {
-        (w >> 8) as f32 * (1.0 / 16_777_216.0)
+        crate::interp::rng::unit_f32(w)
     }
     fn at(key: i64, i: usize) -> f32 {
         crate::interp::rng::uniform_f32(key, i)
@@ -314,7 +314,7 @@ impl Uniform for f32 {
 impl Uniform for f64 {
     #[inline(always)]
     fn from_word(w: u32) -> f64 {
-        (w >> 8) as f64 * (1.0 / 16_777_216.0)
+        crate::interp::rng::unit_f64(w)
     }
     fn at(key: i64, i: usize) -> f64 {
         crate::interp::rng::uniform_f64(key, i)

@@ -35,7 +35,20 @@ const TWO_M24: f32 = 1.0 / 16_777_216.0;
 
 /// Uniform on `[0, 1)` from the top 24 bits of the first word.
 pub fn uniform_f32(key: i64, i: usize) -> f32 {
-    (bits(key, i).0 >> 8) as f32 * TWO_M24
+    unit_f32(bits(key, i).0)
+}
+
+/// `[0, 1)` from a word's top 24 bits: the uniforms' conversion (the CPU's batched
+/// fill applies it to the words it computes eight at a time).
+#[inline(always)]
+pub fn unit_f32(word: u32) -> f32 {
+    (word >> 8) as f32 * TWO_M24
+}
+
+/// [`unit_f32`] in f64 (the same 24-bit values).
+#[inline(always)]
+pub fn unit_f64(word: u32) -> f64 {
+    (word >> 8) as f64 * TWO_M24 as f64
 }
 
 /// Standard normal by Box-Muller: `u1` in `(0, 1]` so the log is finite.
@@ -48,7 +61,7 @@ pub fn normal_f32(key: i64, i: usize) -> f32 {
 
 /// f64 variants draw the same 24-bit uniforms and do the arithmetic in f64.
 pub fn uniform_f64(key: i64, i: usize) -> f64 {
-    (bits(key, i).0 >> 8) as f64 * TWO_M24 as f64
+    unit_f64(bits(key, i).0)
 }
 
 pub fn normal_f64(key: i64, i: usize) -> f64 {
