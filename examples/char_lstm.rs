@@ -60,7 +60,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let cli = SPEC.parse::<Cli>(|c| &c.train);
     let a = &cli.train;
     let corpus = CharCorpus::bundled()?;
-    let trainer = text_job::char_lstm_trainer(corpus.vocab_size(), a.lr.unwrap_or(2e-3), cli.clip);
+    let trainer = aotgrad::train::recipes::char_lstm_trainer(
+        corpus.vocab_size(),
+        a.lr.unwrap_or(2e-3),
+        cli.clip,
+    );
     let Some(out) = text_job::run(TextJob {
         args: a,
         example: "char_lstm",

@@ -70,7 +70,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let a = &cli.train;
     let corpus = CharCorpus::bundled()?;
     let cfg = GptConfig::small(corpus.vocab_size()).dropout(cli.dropout);
-    let trainer = text_job::gpt_trainer(cfg, a.lr.unwrap_or(1e-3), cli.warmup, cli.steps);
+    let trainer =
+        aotgrad::train::recipes::gpt_trainer(cfg, a.lr.unwrap_or(1e-3), cli.warmup, cli.steps);
     let Some(out) = text_job::run(TextJob {
         args: a,
         example: "gpt",

@@ -16,7 +16,6 @@ use crate::cli::args::TrainArgs;
 use crate::cli::progress::EpochProgress;
 use crate::data::text::{CharCorpus, Part};
 use crate::generate::{SampleOptions, sample};
-pub use crate::train::recipes::{char_lstm_trainer, gpt_trainer};
 use crate::train::{TrainStep, Trainer};
 use aotgrad_ir::DType;
 

@@ -1,5 +1,5 @@
-//! The sequence examples' trainers (issue 31), in the library so that the examples
-//! (through `cli::text_job`), the benchmark suite (`aotgrad bench char_lstm gpt`) and the
+//! The sequence examples' trainers (issue 31), in the library so that the examples,
+//! the benchmark suite (`aotgrad bench char_lstm gpt`) and the
 //! parity test against PyTorch (`tests/training/sequence.rs`) train the same thing.
 
 use crate::lr_schedule::LrSchedule;

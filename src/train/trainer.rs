@@ -653,18 +653,16 @@ impl Trainer {
         let specs = declared.params;
         self.check_patterns(&specs)?;
         // The class count behind integer targets, for naming a bad label.
+        let output_dims = traced
+            .outputs()
+            .iter()
+            .find(|(n, _)| n == "output")
+            .map(|(_, id)| traced.ty(*id).shape.dims().to_vec())
+            .unwrap_or_default();
         let classes = match self.loss.as_ref().map(|l| l.classes) {
             Some(ClassTargets::Fixed(n)) => Some(n),
-            Some(ClassTargets::OutputAxis1) => traced
-                .outputs()
-                .iter()
-                .find(|(n, _)| n == "output")
-                .and_then(|(_, id)| traced.ty(*id).shape.dims().get(1).and_then(|d| d.known())),
-            Some(ClassTargets::OutputLastAxis) => traced
-                .outputs()
-                .iter()
-                .find(|(n, _)| n == "output")
-                .and_then(|(_, id)| traced.ty(*id).shape.dims().last().and_then(|d| d.known())),
+            Some(ClassTargets::OutputAxis1) => output_dims.get(1).and_then(|d| d.known()),
+            Some(ClassTargets::OutputLastAxis) => output_dims.last().and_then(|d| d.known()),
             _ => None,
         };
         let opt = |program: &'static str, g: Graph| {
