@@ -14,9 +14,9 @@
 //! character into a program over one position, `T` times less arithmetic, but it needs a
 //! second program per model whose state lives between calls and, for attention, a
 //! length that changes every call; the one predict program the trainer already compiled
-//! serves both models, is bitwise the model the loss was measured on, and costs a few
-//! milliseconds a character at these sizes (`examples/char_lstm.rs` and
-//! `examples/gpt.rs` print the rate).
+//! serves both models, is bitwise the model the loss was measured on, and costs 6 to 10
+//! ms a character at these sizes on 2 threads (`examples/char_lstm.rs` and
+//! `examples/gpt.rs` print the rate; docs/decisions/sequence-models.md).
 
 use crate::data::Rng;
 use crate::data::text::{CharCorpus, TextError};

@@ -166,3 +166,78 @@ fn follow(backend: Backend, steps: usize) {
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+/// A model of `out` logits per position over windows of 8 characters, on the
+/// interpreter.
+fn tiny_step(vocab: usize, out: usize, target: &[usize]) -> Result<TrainStep, TrainError> {
+    use aotgrad::nn::{Embedding, Linear, Sequential};
+    Trainer::new(
+        Sequential::new()
+            .push(Embedding::new(vocab, 4))
+            .push(Linear::new(4, out)),
+        Loss::token_cross_entropy(),
+        Optimizer::sgd(0.1),
+    )
+    .input(DType::I64, &[8])
+    .target(DType::I64, target)
+    .compile(&Backend::Interpreter)
+}
+
+/// Targets that are not the logits' shape without the vocabulary axis are refused
+/// when the step is built, naming the loss and both types.
+#[test]
+fn token_cross_entropy_refuses_targets_of_another_shape() {
+    let vocab = CharCorpus::bundled().unwrap().vocab_size();
+    let err = tiny_step(vocab, vocab, &[])
+        .err()
+        .expect("targets [N] for logits [N, 8, V]");
+    let msg = err.to_string();
+    assert!(msg.contains("token_cross_entropy"), "{msg}");
+    assert!(msg.contains("do not index logits"), "{msg}");
+    assert!(msg.contains(&format!("f32[N,8,{vocab}]")), "{msg}");
+}
+
+/// Sampling refuses a temperature that is not positive and finite, an empty window,
+/// and a model whose logits are not one row per character of the vocabulary.
+#[test]
+fn sampling_refuses_bad_options_and_foreign_logits() {
+    use aotgrad::generate::{SampleError, SampleOptions, sample};
+    let corpus = CharCorpus::bundled().unwrap();
+    let vocab = corpus.vocab_size();
+    let opts = SampleOptions {
+        chars: 3,
+        temperature: 0.8,
+        seed: 1,
+        window: 8,
+    };
+    let step = tiny_step(vocab, vocab, &[8]).unwrap();
+    let text = sample(&step, &corpus, "ROMEO.", &opts).unwrap();
+    assert_eq!(text.chars().count(), "ROMEO.".len() + 3);
+    for t in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+        let bad = SampleOptions {
+            temperature: t,
+            ..opts.clone()
+        };
+        let e = sample(&step, &corpus, "ROMEO.", &bad).unwrap_err();
+        assert!(matches!(e, SampleError::Temperature(_)), "{e}");
+        assert!(
+            e.to_string()
+                .contains("temperature must be positive and finite"),
+            "{e}"
+        );
+    }
+    let empty = SampleOptions {
+        window: 0,
+        ..opts.clone()
+    };
+    let e = sample(&step, &corpus, "ROMEO.", &empty).unwrap_err();
+    assert_eq!(e.to_string(), "the window must hold at least one character");
+    let three = tiny_step(vocab, 3, &[8]).unwrap();
+    let e = sample(&three, &corpus, "ROMEO.", &opts).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "the model returned f32[1,8,3] for a [1, 8] window; expected [1, 8, {vocab}] logits"
+        )
+    );
+}
