@@ -600,3 +600,37 @@ fn index_fits(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ty(dims: Vec<Dim>) -> TensorType {
+        TensorType::new(DType::F32, Shape(dims))
+    }
+
+    /// `k` copies of one symbolic dim join into `k*N` (the autodiff's batched products
+    /// concatenate per-step operands along the batch); any other mix with a symbolic
+    /// dim on the axis is refused, naming it.
+    #[test]
+    fn concat_joins_copies_of_a_symbolic_dim_only() {
+        let n = ty(vec![Dim::sym("N"), Dim::Known(4)]);
+        let three = concat(0, &[&n, &n, &n]).unwrap();
+        assert_eq!(three.to_string(), "f32[3*N,4]");
+        let known = ty(vec![Dim::Known(2), Dim::Known(4)]);
+        let m = ty(vec![Dim::sym("M"), Dim::Known(4)]);
+        for other in [&known, &m] {
+            match concat(0, &[&n, other]) {
+                Err(OpError::SymbolicDim {
+                    op: "concat",
+                    dim: 0,
+                    ..
+                }) => {}
+                r => panic!("{r:?}"),
+            }
+        }
+        // Along a known axis a symbolic batch is fine, as before.
+        let joined = concat(1, &[&n, &n]).unwrap();
+        assert_eq!(joined.to_string(), "f32[N,8]");
+    }
+}
