@@ -73,7 +73,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .seed(a.seed)
         .with_args(&a)
         .compile(&a.backend())?;
-    let mut run = a.start_run(&step, &["loss", "lr"])?;
+    let mut run = a.start_run(&mut step, &["loss", "lr"])?;
     let loader = DataLoader::new(&ds, a.batch.unwrap_or(32)).shuffle(a.seed);
     let (mut first, mut epoch_loss) = (None, 0.0);
     for epoch in 0..epochs {

@@ -47,7 +47,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     .name("himmelblau")
     .with_args(&a)
     .compile(&a.backend())?;
-    let mut run = a.start_run(&step, &["loss", "lr"])?;
+    let mut run = a.start_run(&mut step, &["loss", "lr"])?;
     let mut f = f64::NAN;
     for i in 0..steps {
         f = step.step()?;

@@ -41,7 +41,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     .seed(a.seed)
     .with_args(&a)
     .compile(&a.backend())?;
-    let mut run = a.start_run(&step, &["loss", "lr"])?;
+    let mut run = a.start_run(&mut step, &["loss", "lr"])?;
     let batch = Batch {
         x: Tensor::from_f32(&[1.0, 2.0, 3.0], &[3, 1])?,
         y: Tensor::from_f32(&[0.0, 0.0, 1.0], &[3, 1])?,

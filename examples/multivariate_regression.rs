@@ -62,7 +62,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     .init("*", Init::Constant(0.0))
     .with_args(&a)
     .compile(&a.backend())?;
-    let mut run = a.start_run(&step, &["loss"])?;
+    let mut run = a.start_run(&mut step, &["loss"])?;
     let flat: Vec<f64> = X.iter().flatten().copied().collect();
     let batch = Batch {
         x: Tensor::from_f64(&flat, &[7, 2])?,

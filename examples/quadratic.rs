@@ -51,7 +51,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .target(DType::F32, &[])
         .with_args(&a)
         .compile(&a.backend())?;
-    let mut run = a.start_run(&step, &["loss", "lr"])?;
+    let mut run = a.start_run(&mut step, &["loss", "lr"])?;
     let data = [(1.0f32, 2.0f32), (2.0, 4.0), (3.0, 6.0)];
     let t = Instant::now();
     let (mut first, mut last) = (None, 0.0);

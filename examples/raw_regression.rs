@@ -100,7 +100,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         ("w".to_string(), Tensor::from_f32(&w0, &[3, 1])?),
         ("b".to_string(), Tensor::from_f32(&b0, &[1])?),
     ])?;
-    let mut run = a.start_run(&step, &["loss/train"])?;
+    let mut run = a.start_run(&mut step, &["loss/train"])?;
     let (mut first, mut loss) = (f64::NAN, f64::NAN);
     for epoch in 0..epochs {
         loss = step.run(&batch)?;

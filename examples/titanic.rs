@@ -128,7 +128,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     .seed(a.seed)
     .with_args(&a)
     .compile(&a.backend())?;
-    let mut run = a.start_run(&step, &["loss", "lr", "val_accuracy"])?;
+    let mut run = a.start_run(&mut step, &["loss", "lr", "val_accuracy"])?;
     // `--early-stop P`: stop when validation accuracy has not improved for P epochs.
     let mut stopper = a.early_stop.map(|p| EarlyStopping::new(p, 0.0, true));
     let loader = DataLoader::new(&train, a.batch.unwrap_or(64)).shuffle(a.seed);

@@ -61,7 +61,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .target(DType::F32, &[1])
         .with_args(&a)
         .compile(&a.backend())?;
-    let mut run = a.start_run(&step, &["loss", "lr"])?;
+    let mut run = a.start_run(&mut step, &["loss", "lr"])?;
     let batch = Batch { x: xn, y };
     let (mut first, mut loss) = (None, 0.0);
     for epoch in 0..epochs {

@@ -19,6 +19,7 @@
 pub mod bench;
 pub mod checkpoint;
 pub mod cli;
+pub mod dashboard;
 pub mod data;
 pub mod distributed;
 pub mod executor;

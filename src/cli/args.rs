@@ -57,6 +57,20 @@ pub struct TrainArgs {
     /// (`tensorboard --logdir DIR`).
     #[arg(long, value_name = "DIR")]
     pub tensorboard: Option<std::path::PathBuf>,
+    /// Serve a live page of the run (loss, metrics, learning rate, samples/s, the
+    /// compiled step's IR, memory plan and profile) on loopback; the URL is printed.
+    #[arg(long)]
+    pub dashboard: bool,
+    /// Serve the dashboard on this address instead (implies --dashboard); an address
+    /// other than loopback requires the random token printed in the URL.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub dashboard_addr: Option<std::net::SocketAddr>,
+    /// Keep serving the dashboard after the run ends, until Ctrl-C.
+    #[arg(long)]
+    pub dashboard_keep: bool,
+    /// Time every kernel of the CPU backend's step (shown on the dashboard).
+    #[arg(long)]
+    pub profile: bool,
     /// Exit with an error unless the result clears the example's floor (used by tests).
     #[arg(long)]
     pub check: bool,
@@ -104,6 +118,10 @@ impl TrainArgs {
             ("--early-stop", self.early_stop.is_some()),
             ("--plot", self.plot.is_some()),
             ("--tensorboard", self.tensorboard.is_some()),
+            ("--dashboard", self.dashboard),
+            ("--dashboard-addr", self.dashboard_addr.is_some()),
+            ("--dashboard-keep", self.dashboard_keep),
+            ("--profile", self.profile),
             ("--check", self.check),
             (
                 "--opt-level",
@@ -131,9 +149,21 @@ pub const TRAINING_FLAGS: &[&str] = &[
     "--scheduler",
     "--plot",
     "--tensorboard",
+    "--dashboard",
+    "--dashboard-addr",
+    "--dashboard-keep",
+    "--profile",
     "--check",
     "--opt-level",
     "--check-numerics",
+];
+
+/// The dashboard's flags, for examples that list their flags one by one.
+pub const DASHBOARD_FLAGS: &[&str] = &[
+    "--dashboard",
+    "--dashboard-addr",
+    "--dashboard-keep",
+    "--profile",
 ];
 
 /// The flags the MNIST job (`mnist`, `lenet`) takes besides [`TRAINING_FLAGS`].
@@ -159,6 +189,10 @@ pub const TEXT_JOB_FLAGS: &[&str] = &[
     "--batch",
     "--plot",
     "--tensorboard",
+    "--dashboard",
+    "--dashboard-addr",
+    "--dashboard-keep",
+    "--profile",
     "--check",
     "--opt-level",
     "--check-numerics",
@@ -263,6 +297,10 @@ pub const ALL_FLAGS: &[&str] = &[
     "--early-stop",
     "--plot",
     "--tensorboard",
+    "--dashboard",
+    "--dashboard-addr",
+    "--dashboard-keep",
+    "--profile",
     "--check",
     "--opt-level",
     "--check-numerics",
@@ -286,23 +324,25 @@ pub fn exit_code(run: Result<(), Box<dyn std::error::Error>>) -> std::process::E
 impl TrainArgs {
     /// Starts the bookkeeping of a training run of `step` from the flags: the log
     /// over `columns` (`--plot`: CSV now, curves at the end; `--tensorboard`: event
-    /// files) and the learning-rate schedule (`--scheduler`, from the step's current lr).
+    /// files), the learning-rate schedule (`--scheduler`, from the step's current lr)
+    /// and the live page (`--dashboard`, attached to `step`; its URL is printed).
     pub fn start_run(
         &self,
-        step: &crate::train::TrainStep,
+        step: &mut crate::train::TrainStep,
         columns: &[&str],
-    ) -> Result<Run, crate::cli::runlog::LogError> {
+    ) -> Result<Run, Box<dyn std::error::Error>> {
         self.start_run_as(step, columns, true)
     }
 
     /// [`TrainArgs::start_run`] for one rank of a distributed run: only the `lead`
-    /// (rank 0) writes files; every rank keeps the schedule, so learning rates agree.
+    /// (rank 0) writes files and serves the dashboard; every rank keeps the schedule,
+    /// so learning rates agree.
     pub fn start_run_as(
         &self,
-        step: &crate::train::TrainStep,
+        step: &mut crate::train::TrainStep,
         columns: &[&str],
         lead: bool,
-    ) -> Result<Run, crate::cli::runlog::LogError> {
+    ) -> Result<Run, Box<dyn std::error::Error>> {
         let mut log = crate::cli::runlog::RunLog::new(columns);
         if let Some(dir) = self.plot.as_ref().filter(|_| lead) {
             log = log.csv(&dir.join("metrics.csv"))?;
@@ -310,22 +350,57 @@ impl TrainArgs {
         if let Some(dir) = self.tensorboard.as_ref().filter(|_| lead) {
             log = log.tensorboard(dir)?;
         }
+        let mut dashboard = None;
+        if lead && (self.dashboard || self.dashboard_addr.is_some()) {
+            let addr = self
+                .dashboard_addr
+                .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+            let name = std::env::args()
+                .next()
+                .and_then(|p| {
+                    std::path::Path::new(&p)
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                })
+                .unwrap_or_else(|| "run".into());
+            let d = crate::dashboard::Dashboard::serve(&name, addr)?;
+            println!(
+                "dashboard: {} (live; {})",
+                d.url(),
+                if self.dashboard_keep {
+                    "kept after the run until Ctrl-C"
+                } else {
+                    "stops with the run, --dashboard-keep keeps it"
+                }
+            );
+            d.attach(step);
+            dashboard = Some(d);
+        }
         Ok(Run {
             log,
             sched: self.scheduler.clone(),
             base_lr: step.lr(),
             plot: self.plot.clone().filter(|_| lead),
+            dashboard,
+            keep: self.dashboard_keep,
         })
     }
 }
 
-/// One training run's bookkeeping from the shared flags: its log and its schedule.
+/// One training run's bookkeeping from the shared flags: its log, its schedule and its
+/// dashboard. With `--dashboard-keep`, dropping it (at the end of the example) keeps
+/// serving the page until Ctrl-C.
 pub struct Run {
     log: crate::cli::runlog::RunLog,
     sched: Option<crate::optim::Scheduler>,
     base_lr: f64,
     plot: Option<std::path::PathBuf>,
+    dashboard: Option<crate::dashboard::Dashboard>,
+    keep: bool,
 }
+
+/// Columns the dashboard gets from the step itself (its observer), not from the log.
+const FROM_THE_STEP: &[&str] = &["loss", "lr"];
 
 impl Run {
     /// Records `values` at the step's current step count.
@@ -335,15 +410,35 @@ impl Run {
         epoch: usize,
         values: &[(&str, f64)],
     ) -> Result<(), crate::cli::runlog::LogError> {
+        if let Some(d) = &self.dashboard {
+            let other: Vec<(&str, f64)> = values
+                .iter()
+                .filter(|(n, _)| !FROM_THE_STEP.contains(n))
+                .copied()
+                .collect();
+            if !other.is_empty() {
+                d.record(step.steps(), &other);
+            }
+        }
         self.log.record(step.steps(), epoch, values)
     }
 
+    /// The live page, with `--dashboard` (rank 0 only).
+    pub fn dashboard(&self) -> Option<&crate::dashboard::Dashboard> {
+        self.dashboard.as_ref()
+    }
+
     /// After epoch `epoch` (0-based) with mean training loss `loss`: sets the step's
-    /// next learning rate from `--scheduler`, if one was given.
+    /// next learning rate from `--scheduler`, if one was given, and refreshes the
+    /// dashboard's view of the step (its lowered program and profile).
     pub fn end_epoch(&mut self, step: &mut crate::train::TrainStep, epoch: usize, loss: f64) {
         if let Some(s) = &mut self.sched {
             let lr = s.next_lr(self.base_lr, step.lr(), epoch, Some(loss));
             step.set_lr(lr);
+        }
+        if let Some(d) = &self.dashboard {
+            d.info("epoch", &(epoch + 1).to_string());
+            d.show_step(step);
         }
     }
 
@@ -352,13 +447,55 @@ impl Run {
         self.log.flush()
     }
 
+    /// A picture of the run (`NAME.png` and `NAME.svg` in the `--plot` directory, and
+    /// on the dashboard), drawn by `picture`.
+    pub fn picture(
+        &self,
+        name: &str,
+        title: &str,
+        picture: &crate::cli::pictures::Picture,
+    ) -> Result<Vec<std::path::PathBuf>, Box<dyn std::error::Error>> {
+        let mut files = Vec::new();
+        if let Some(dir) = &self.plot {
+            files = crate::cli::pictures::save(dir, name, picture)?;
+        }
+        if let Some(d) = &self.dashboard {
+            let png = crate::cli::pictures::png_bytes(picture)?;
+            d.picture(&format!("{name}.png"), title, png)?;
+        }
+        Ok(files)
+    }
+
+    /// Whether [`Run::picture`] has anywhere to put a picture (so that an example
+    /// computes one only when it is wanted).
+    pub fn wants_pictures(&self) -> bool {
+        self.plot.is_some() || self.dashboard.is_some()
+    }
+
     /// Flushes the log and renders the curves when `--plot` was given; returns the
-    /// files written.
+    /// files written. The dashboard says the run finished.
     pub fn finish(&mut self) -> Result<Vec<std::path::PathBuf>, crate::cli::runlog::LogError> {
         self.log.flush()?;
+        if let Some(d) = &self.dashboard {
+            d.finish();
+        }
         match &self.plot {
             Some(dir) => self.log.plot(dir),
             None => Ok(Vec::new()),
+        }
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        if let Some(d) = self.dashboard.take()
+            && self.keep
+        {
+            println!(
+                "dashboard: the run has ended; still serving {} until Ctrl-C",
+                d.url()
+            );
+            d.serve_forever();
         }
     }
 }
@@ -367,7 +504,9 @@ impl crate::train::Trainer {
     /// The compile-time options of the command line: `--opt-level` and
     /// `--check-numerics`.
     pub fn with_args(self, a: &TrainArgs) -> crate::train::Trainer {
-        self.opt_level(a.opt_level).check_numerics(a.check_numerics)
+        self.opt_level(a.opt_level)
+            .check_numerics(a.check_numerics)
+            .profile(a.profile)
     }
 }
 

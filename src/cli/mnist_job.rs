@@ -150,7 +150,11 @@ fn run_in(
         loader = loader.shard(crate::data::Shard::new(rank, world)?);
     }
     let nb = loader.num_batches();
-    let mut run = a.start_run_as(&step, &["loss", "lr", "test_loss", "test_accuracy"], lead)?;
+    let mut run = a.start_run_as(
+        &mut step,
+        &["loss", "lr", "test_loss", "test_accuracy"],
+        lead,
+    )?;
     let mut last_train_loss = f64::NAN;
     let mut first_loss = None;
     let mut test_acc = 0.0;
@@ -188,6 +192,19 @@ fn run_in(
             &to_input,
             group.as_deref(),
         )?;
+        if let Some(d) = run.dashboard() {
+            let labels: Vec<String> = (0..10).map(|c| c.to_string()).collect();
+            d.confusion(
+                &format!("Confusion matrix, test set, epoch {}", epoch + 1),
+                &matrix,
+                &labels,
+            );
+            let grid = predicted_digits(&step, &test, &to_input, GRID)?;
+            d.images(
+                &format!("The first {GRID} test images after epoch {}", epoch + 1),
+                &grid,
+            );
+        }
         confusion = Some(matrix);
         test_acc = correct as f64 / test.len() as f64;
         run.record(
@@ -240,6 +257,20 @@ fn run_in(
     }
     if let Some(c) = &confusion {
         say!("test set, last epoch:\n{c}");
+    }
+    if run.wants_pictures() {
+        let g = predicted_digits(&step, &test, &to_input, GRID)?;
+        let picture = crate::cli::pictures::Picture::Digits {
+            title: format!("The first {GRID} test digits: true → predicted"),
+            width: g.width,
+            height: g.height,
+            images: g.images,
+            labels: g.labels,
+            predicted: Some(g.predicted),
+        };
+        for f in run.picture("test_digits", "Test digits, true → predicted", &picture)? {
+            say!("wrote {}", f.display());
+        }
     }
     for f in run.finish()? {
         say!("wrote {}", f.display());
@@ -314,6 +345,48 @@ fn evaluate(
         }
     }
     Ok((loss / data.len().max(1) as f64, correct, matrix))
+}
+
+/// Test images shown with their predictions (on the dashboard and in `--plot`).
+const GRID: usize = 32;
+
+/// The first `n` test images (as gray bytes) with their labels and the model's
+/// predictions (the predict program's argmax).
+fn predicted_digits(
+    step: &crate::train::TrainStep,
+    test: &crate::data::TensorDataset,
+    to_input: &Compose,
+    n: usize,
+) -> Result<crate::dashboard::ImageGrid, Box<dyn std::error::Error>> {
+    let n = n.min(test.len());
+    let first = test.subset(&(0..n).collect::<Vec<_>>());
+    let Some(b) = DataLoader::new(&first, n)
+        .transform(to_input)
+        .epoch(0)
+        .next()
+    else {
+        return Err("no test images".into());
+    };
+    let b = b?;
+    let scores = step.predict(&b.x)?;
+    let predicted = scores.argmax(1, false)?;
+    let pixels = first.x.to_f64_vec();
+    let size = pixels.len() / n.max(1);
+    let side = (size as f64).sqrt() as usize;
+    Ok(crate::dashboard::ImageGrid {
+        width: side,
+        height: side,
+        images: pixels
+            .chunks(size.max(1))
+            .map(|c| c.iter().map(|&v| v.clamp(0.0, 255.0) as u8).collect())
+            .collect(),
+        labels: first.y.to_f64_vec().iter().map(|v| v.to_string()).collect(),
+        predicted: predicted
+            .to_f64_vec()
+            .iter()
+            .map(|v| v.to_string())
+            .collect(),
+    })
 }
 
 /// What every rank of a distributed job must agree on, one item per line.

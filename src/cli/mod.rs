@@ -9,6 +9,7 @@
 pub mod args;
 pub mod course_mnist;
 pub mod mnist_job;
+pub mod pictures;
 pub mod plot;
 pub mod progress;
 pub mod pyrepr;

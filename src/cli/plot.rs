@@ -24,6 +24,10 @@ pub type PixelRect = ((i32, i32), (i32, i32));
 pub type Series = (String, Vec<(f64, f64)>);
 
 /// Registers the bundled font once (plotters draws text with it; no system fonts).
+pub(crate) fn register_font() {
+    font()
+}
+
 fn font() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {

@@ -143,7 +143,7 @@ fn run_in(
         say!("resumed from {} at step {}", path.display(), p.steps);
         start = p.steps;
     }
-    let mut run = a.start_run_as(&step, &["loss", "lr", "train_loss", "val_loss"], lead)?;
+    let mut run = a.start_run_as(&mut step, &["loss", "lr", "train_loss", "val_loss"], lead)?;
     let eval_every = job.eval_every.max(1);
     let mut first_loss = None;
     let mut last = None;

@@ -17,6 +17,7 @@ mod controls;
 mod early_stopping;
 mod gate;
 mod loss;
+mod observer;
 pub mod recipes;
 mod step;
 mod trainer;
@@ -31,6 +32,7 @@ pub use crate::nn::Vars;
 pub use controls::{ParamGroup, pattern_matches};
 pub use early_stopping::EarlyStopping;
 pub use loss::Loss;
+pub use observer::{StepEvent, StepObserver};
 pub use step::{CONFUSION, CORRECT, GRAD_NORM, StepResult, TrainStep};
 pub use trainer::{BATCH_DIM, Trainer, output_name};
 

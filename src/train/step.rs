@@ -149,6 +149,8 @@ pub struct TrainStep {
     /// The parameters as read back for [`TrainStep::parameters`] (reset by every run
     /// that applies updates and every load).
     mirror: OnceCell<Vec<(String, Tensor)>>,
+    /// Sees every step as it ends ([`TrainStep::observe`]).
+    observer: Option<Box<dyn super::StepObserver>>,
 }
 
 impl TrainStep {
@@ -195,6 +197,7 @@ impl TrainStep {
             schedule: p.schedule,
             base_lr: p.lr,
             mirror: OnceCell::new(),
+            observer: None,
         })
     }
 
@@ -492,11 +495,13 @@ impl TrainStep {
                 self.micro = 0;
                 self.steps += 1;
             }
+            self.notify(loss, batch.batch_size());
             return Ok(StepResult::from_evaluation(loss, &ev));
         }
         let ev = self.exec_update(ProgramKind::Step, &extra, fetch)?;
         let loss = self.check(&ev)?;
         self.steps += 1;
+        self.notify(loss, batch.batch_size());
         Ok(StepResult::from_evaluation(loss, &ev))
     }
 
@@ -522,7 +527,30 @@ impl TrainStep {
         let ev = self.exec_update(ProgramKind::Step, &[], Fetch::Only(&["loss", PROB_CHECK]))?;
         let loss = self.check(&ev)?;
         self.steps += 1;
+        self.notify(loss, 0);
         Ok(loss)
+    }
+
+    /// Hands every later step's loss, learning rate and batch size to `observer` (a
+    /// [`crate::dashboard::Dashboard`]'s feed), replacing the one before.
+    pub fn observe(&mut self, observer: Box<dyn super::StepObserver>) {
+        self.observer = Some(observer);
+    }
+
+    /// Stops handing steps to the observer.
+    pub fn stop_observing(&mut self) {
+        self.observer = None;
+    }
+
+    fn notify(&self, loss: f64, samples: usize) {
+        if let Some(o) = &self.observer {
+            o.stepped(&super::StepEvent {
+                step: self.steps,
+                loss,
+                lr: self.lr,
+                samples,
+            });
+        }
     }
 
     /// Forward and backward only (no update): the loss and `(param, gradient)` pairs, as

@@ -1,0 +1,232 @@
+//! The publisher: a thread of its own that takes what the training thread sends (a
+//! channel send per step, nothing else), gathers it for [`PUBLISH_EVERY`], and applies
+//! it to the shared state in one short lock, then wakes the event streams. Work the
+//! training thread should not pay for (the samples-per-second meter, lowering the graph
+//! to explain its fusion) happens here.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::server::Shared;
+use crate::train::{StepEvent, StepObserver};
+
+/// The longest the publisher gathers updates before applying them.
+pub const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+/// The shortest stretch of steps one samples-per-second point covers.
+const RATE_EVERY: Duration = Duration::from_millis(500);
+
+/// What the training side sends.
+pub enum Update {
+    Step {
+        event: StepEvent,
+        at: Instant,
+    },
+    Points {
+        series: String,
+        points: Vec<[f64; 2]>,
+    },
+    Meta {
+        key: String,
+        value: String,
+    },
+    Panel {
+        name: String,
+        value: Value,
+    },
+    Picture {
+        name: String,
+        title: String,
+        png: Vec<u8>,
+    },
+    /// Explain the fusion of this (optimised) step graph at the first step's batch size.
+    Fusion {
+        graph: Box<aotgrad_ir::Graph>,
+    },
+    Finished,
+    /// The dashboard is dropped: publish what came before and end. (The channel does
+    /// not close by itself: a step's observer may outlive the dashboard.)
+    Close,
+}
+
+/// A [`StepObserver`] that sends each step down the publisher's channel.
+pub struct Feed(pub Sender<Update>);
+
+impl StepObserver for Feed {
+    fn stepped(&self, event: &StepEvent) {
+        // A closed channel means the dashboard is gone; training goes on regardless.
+        let _ = self.0.send(Update::Step {
+            event: *event,
+            at: Instant::now(),
+        });
+    }
+}
+
+/// Measures samples (or steps, for data-free objectives) per second over stretches of
+/// at least [`RATE_EVERY`].
+#[derive(Default)]
+struct RateMeter {
+    since: Option<Instant>,
+    samples: usize,
+    steps: usize,
+}
+
+impl RateMeter {
+    /// A `(step, rate)` point when the stretch is long enough.
+    fn add(&mut self, e: &StepEvent, at: Instant) -> Option<(String, [f64; 2])> {
+        let Some(since) = self.since else {
+            // The first step's end starts the clock.
+            self.since = Some(at);
+            return None;
+        };
+        self.samples += e.samples;
+        self.steps += 1;
+        let dt = at.duration_since(since);
+        if dt < RATE_EVERY {
+            return None;
+        }
+        let (name, n) = if self.samples > 0 {
+            ("samples_per_s", self.samples)
+        } else {
+            ("steps_per_s", self.steps)
+        };
+        let point = [e.step as f64, n as f64 / dt.as_secs_f64()];
+        *self = RateMeter {
+            since: Some(at),
+            ..RateMeter::default()
+        };
+        Some((name.to_string(), point))
+    }
+}
+
+/// The publisher's loop; returns when the channel closes (the dashboard is dropped).
+pub fn publish(rx: Receiver<Update>, shared: Arc<Shared>) {
+    let mut rate = RateMeter::default();
+    let mut fusion: Option<Box<aotgrad_ir::Graph>> = None;
+    loop {
+        let Ok(first) = rx.recv() else { break };
+        let mut closed = matches!(first, Update::Close);
+        let mut updates = if closed { Vec::new() } else { vec![first] };
+        let deadline = Instant::now() + PUBLISH_EVERY;
+        while !closed {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(Update::Close) => {
+                    closed = true;
+                    break;
+                }
+                Ok(u) => updates.push(u),
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        // Group what arrived, outside the lock.
+        let mut points: BTreeMap<String, Vec<[f64; 2]>> = BTreeMap::new();
+        let mut rest = Vec::new();
+        let mut last_step = None;
+        for u in updates {
+            match u {
+                Update::Step { event, at } => {
+                    points
+                        .entry("loss".into())
+                        .or_default()
+                        .push([event.step as f64, event.loss]);
+                    points
+                        .entry("lr".into())
+                        .or_default()
+                        .push([event.step as f64, event.lr]);
+                    if let Some((name, p)) = rate.add(&event, at) {
+                        points.entry(name).or_default().push(p);
+                    }
+                    last_step = Some(event);
+                }
+                Update::Points { series, points: p } => points.entry(series).or_default().extend(p),
+                Update::Fusion { graph } => fusion = Some(graph),
+                other => rest.push(other),
+            }
+        }
+        if let (Some(e), Some(g)) = (&last_step, &fusion)
+            && e.samples > 0
+        {
+            let text = explain_fusion(g, e.samples);
+            rest.push(Update::Panel {
+                name: "fusion".into(),
+                value: json!({"kind": "text", "title": "Fusion: values written to memory", "text": text}),
+            });
+            fusion = None;
+        }
+        {
+            let mut st = shared.lock();
+            let Some(run) = st.runs.first_mut() else {
+                break;
+            };
+            for (series, p) in &points {
+                run.push(series, p);
+            }
+            if let Some(e) = last_step {
+                run.set_meta("step", &e.step.to_string());
+            }
+            let mut finished = false;
+            for u in rest {
+                match u {
+                    Update::Meta { key, value } => run.set_meta(&key, &value),
+                    Update::Panel { name, value } => run.set_panel(&name, value),
+                    Update::Picture { name, title, png } => run.set_picture(0, &name, &title, png),
+                    Update::Finished => finished = true,
+                    Update::Step { .. }
+                    | Update::Points { .. }
+                    | Update::Fusion { .. }
+                    | Update::Close => {}
+                }
+            }
+            if finished {
+                run.set_meta("status", "finished");
+                st.finished = true;
+            }
+            st.version += 1;
+        }
+        shared.news.notify_all();
+        if closed {
+            break;
+        }
+    }
+    let mut st = shared.lock();
+    if !st.finished {
+        st.finished = true;
+        if let Some(run) = st.runs.first_mut() {
+            run.set_meta("status", "finished");
+        }
+        st.version += 1;
+    }
+    drop(st);
+    shared.news.notify_all();
+}
+
+/// The fusion explanation of the optimised step at batch size `n` (every other
+/// symbolic size at 64, as `aotgrad opt --explain-fusion` does).
+fn explain_fusion(g: &aotgrad_ir::Graph, n: usize) -> String {
+    use aotgrad_compiler::lower;
+    let mut env = BTreeMap::new();
+    env.insert(Arc::<str>::from(crate::train::BATCH_DIM), n);
+    for (_, node) in g.nodes() {
+        for s in node.ty.shape.dims().iter().flat_map(|d| d.symbols()) {
+            env.entry(s).or_insert(64);
+        }
+    }
+    let binds: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    match lower::lower(g, &env, lower::LowerOptions::default()) {
+        Ok(p) => format!(
+            "# {} kernels at {}; each line is a value the fused program writes to memory,\n# and why it is not fused into its consumers\n{}",
+            p.kernels.len(),
+            binds.join(", "),
+            lower::explain_fusion(g, &p)
+        ),
+        Err(e) => format!("lowering at {}: {e}", binds.join(", ")),
+    }
+}
