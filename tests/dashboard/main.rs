@@ -3,7 +3,7 @@
 //! finished-run viewer `aotgrad dashboard DIR...`, the page in a real browser, and the
 //! TensorBoard images and histograms read back by TensorBoard's own reader.
 
-//mod browser;
+mod browser;
 //mod finished_runs;
 mod net;
 mod server;

@@ -10,6 +10,8 @@ let finished = false;
 let dirtyCharts = false;
 let frame = 0;
 const SMOOTH_MIN_POINTS = 50;
+// Rates and schedules are shown as they are: smoothing them would hide their steps.
+const UNSMOOTHED = ["lr", "samples_per_s", "steps_per_s"];
 const COLORS = ["#3b5bdb", "#e8590c", "#2b8a3e", "#c2255c", "#5f3dc4", "#0b7285", "#e67700", "#495057"];
 
 function el(tag, attrs, ...children) {
@@ -108,7 +110,7 @@ function renderCharts() {
     for (const s of list) {
       const label = runs.length > 1 ? s.run.name + "/" + s.name : s.name;
       const c = COLORS[color++ % COLORS.length];
-      const smoothed = w > 0 && s.data[0].length >= SMOOTH_MIN_POINTS;
+      const smoothed = w > 0 && s.data[0].length >= SMOOTH_MIN_POINTS && !UNSMOOTHED.includes(kind);
       points += s.data[1].filter(v => v !== null).length;
       if (smoothed) {
         tables.push([s.data[0], s.data[1]]);
@@ -138,13 +140,19 @@ function renderCharts() {
       chart.plot = new uPlot({
         width, height: 260,
         scales: {x: {time: false}},
-        axes: [{label: "step"}, {size: 64}],
+        axes: [{label: "step", values: ticks}, {size: 70, values: ticks}],
         legend: {live: true},
         series,
       }, data, chart.card);
       chart.signature = signature;
     }
   }
+}
+
+// Tick labels with at most four significant digits (uPlot's default rounds 0.0015
+// to 0.002), thousands separated.
+function ticks(u, splits) {
+  return splits.map(v => v === null ? "" : Math.abs(v) >= 1e4 ? Math.round(v).toLocaleString("en") : String(+v.toPrecision(4)));
 }
 
 function rank(kind) {
