@@ -19,6 +19,7 @@
 use std::collections::HashMap;
 
 use aotgrad::cli::args::{ExampleSpec, TrainArgs, check};
+use aotgrad::cli::pictures::{self, Picture};
 use aotgrad::cli::pyrepr::py_repr as r;
 use aotgrad::data::Rng;
 use aotgrad::nn::{Init, Module, Scope};
@@ -34,7 +35,7 @@ struct Cli {
 
 const SPEC: ExampleSpec = ExampleSpec {
     name: "gradient_descent",
-    takes: &[&["--epochs", "--check", "--seed"]],
+    takes: &[&["--epochs", "--check", "--seed", "--plot"]],
     defaults: &[("--epochs", "100")],
 };
 
@@ -121,12 +122,29 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     println!("== P01 loss landscape: MSE of y = x*w");
     let mut landscape = Program::new(gd_graph(3, 0.0)?, &xs, &ys, 0.0)?;
+    let mut curve = Vec::new();
     for i in 0..41 {
         let w = 0.0 + i as f64 * 0.1;
         landscape
             .feeds
             .insert("w".into(), Tensor::from_f64(&[w], &[])?);
-        println!("w={} MSE={}", r(w), r(landscape.loss()?));
+        let mse = landscape.loss()?;
+        println!("w={} MSE={}", r(w), r(mse));
+        curve.push((w, mse));
+    }
+    if let Some(dir) = &a.plot {
+        // The course's picture: MSE against w, lowest at w = 2.
+        let picture = Picture::Chart {
+            title: "P01: the loss landscape of y = x·w".into(),
+            x_label: "w".into(),
+            y_label: "MSE".into(),
+            lines: vec![("MSE".into(), curve)],
+            points: vec![],
+            rules: vec![],
+        };
+        for f in pictures::save(dir, "loss_vs_w", &picture)? {
+            println!("wrote {}", f.display());
+        }
     }
 
     println!("== P02 batch gradient descent, lr 0.01");
@@ -242,6 +260,26 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     for (name, w) in &fits {
         println!("{name}: w = {w:.4}");
+    }
+    if let Some(dir) = &a.plot {
+        // The course plots each fit over the data.
+        let picture = Picture::Chart {
+            title: "P29: y ≈ 10x + noise, four ways of gradient descent".into(),
+            x_label: "x".into(),
+            y_label: "y".into(),
+            lines: fits
+                .iter()
+                .map(|(name, w)| (name.to_string(), vec![(0.0, 0.0), (1.0, *w)]))
+                .collect(),
+            points: vec![(
+                "data".into(),
+                x.iter().copied().zip(y.iter().copied()).collect(),
+            )],
+            rules: vec![],
+        };
+        for f in pictures::save(dir, "p29_fits", &picture)? {
+            println!("wrote {}", f.display());
+        }
     }
     println!(
         "final: p02_w={} p02_loss={} p03_w={} p03_loss={} p29_w={:.4}",

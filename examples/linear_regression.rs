@@ -2,6 +2,7 @@
 //! MSE (sum) and SGD lr 0.01 for 100 epochs, then a prediction for x = 4.
 
 use aotgrad::cli::args::{ExampleSpec, TRAINING_FLAGS, TrainArgs, check};
+use aotgrad::cli::pictures::{Picture, predict_curve};
 use aotgrad::nn::{Linear, Sequential};
 use aotgrad::prelude::*;
 use clap::Parser;
@@ -49,7 +50,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     for epoch in 0..epochs {
         loss = step.run(&batch)?;
         run.record(&step, epoch + 1, &[("loss", loss), ("lr", step.lr())])?;
-        run.end_epoch(&mut step, epoch, loss);
+        run.end_epoch(&mut step, epoch, loss)?;
         first.get_or_insert(loss);
         if epoch % 10 == 0 || epoch + 1 == epochs {
             println!("Epoch: {epoch} | Loss: {loss:.4}");
@@ -68,6 +69,20 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .and_then(Tensor::item)
         .unwrap_or(f64::NAN);
     println!("Prediction (after training) 4 -> {pred:.4}");
+    if run.wants_pictures() {
+        // The course's picture: the data and the fitted line through it.
+        let picture = Picture::Chart {
+            title: format!("y = {w:.3}·x + {b:.3} after {epochs} epochs"),
+            x_label: "x".into(),
+            y_label: "y".into(),
+            lines: vec![("fitted line".into(), predict_curve(&step, (0.0, 4.0), 41)?)],
+            points: vec![("data".into(), vec![(1.0, 2.0), (2.0, 4.0), (3.0, 6.0)])],
+            rules: vec![],
+        };
+        for f in run.picture("fit", "The fitted line over the data", &picture)? {
+            println!("wrote {}", f.display());
+        }
+    }
     run.finish()?;
     println!("final: w={w:.6} b={b:.6} pred={pred:.6} loss={loss:.6}");
     check(&a, loss < first.unwrap_or(0.0), "the loss did not decrease")?;

@@ -2,6 +2,7 @@
 //! y = [0, 0, 1], BCE (sum), SGD lr 0.01 for 1000 epochs; predicts x = 4.
 
 use aotgrad::cli::args::{ExampleSpec, TRAINING_FLAGS, TrainArgs, check};
+use aotgrad::cli::pictures::{Picture, predict_curve};
 use aotgrad::nn::{Linear, Sequential, Sigmoid};
 use aotgrad::prelude::*;
 use clap::Parser;
@@ -50,7 +51,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     for epoch in 0..epochs {
         loss = step.run(&batch)?;
         run.record(&step, epoch + 1, &[("loss", loss), ("lr", step.lr())])?;
-        run.end_epoch(&mut step, epoch, loss);
+        run.end_epoch(&mut step, epoch, loss)?;
         first.get_or_insert(loss);
         if epoch % 100 == 0 || epoch + 1 == epochs {
             println!("Epoch {}/{epochs} | Loss: {loss:.4}", epoch + 1);
@@ -65,6 +66,20 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .item()
         .unwrap_or(f64::NAN);
     println!("Prediction 4 -> {p4:.4} (pass: {}), 1 -> {p1:.4}", p4 > 0.5);
+    if run.wants_pictures() {
+        // The course's picture: P(pass | hours) with the 0.5 decision line.
+        let picture = Picture::Chart {
+            title: "Probability of passing against hours studied".into(),
+            x_label: "hours".into(),
+            y_label: "P(pass)".into(),
+            lines: vec![("P(pass)".into(), predict_curve(&step, (0.0, 10.0), 200)?)],
+            points: vec![("data".into(), vec![(1.0, 0.0), (2.0, 0.0), (3.0, 1.0)])],
+            rules: vec![(0.5, "0.5".into())],
+        };
+        for f in run.picture("probability", "P(pass) with the 0.5 line", &picture)? {
+            println!("wrote {}", f.display());
+        }
+    }
     run.finish()?;
     println!("final: pred={p4:.6} pred_x1={p1:.6} loss={loss:.6}");
     check(&a, loss < first.unwrap_or(0.0), "the loss did not decrease")?;

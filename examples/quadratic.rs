@@ -66,7 +66,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
         last = sum / 3.0;
         run.record(&step, epoch + 1, &[("loss", last), ("lr", step.lr())])?;
-        run.end_epoch(&mut step, epoch, last);
+        run.end_epoch(&mut step, epoch, last)?;
         first.get_or_insert(last);
         if epoch % 10 == 0 || epoch + 1 == epochs {
             println!("Epoch: {epoch} | Loss: {last:.4}");

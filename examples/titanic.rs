@@ -136,7 +136,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     for epoch in 0..epochs {
         epoch_loss = step.run_epoch(loader.epoch(epoch))?;
         run.record(&step, epoch + 1, &[("loss", epoch_loss), ("lr", step.lr())])?;
-        run.end_epoch(&mut step, epoch, epoch_loss);
+        run.end_epoch(&mut step, epoch, epoch_loss)?;
         first.get_or_insert(epoch_loss);
         if epoch % 10 == 0 || epoch + 1 == epochs {
             println!("Epoch {}/{epochs}: loss {epoch_loss:.4}", epoch + 1);

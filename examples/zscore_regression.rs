@@ -67,7 +67,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     for epoch in 0..epochs {
         loss = step.run(&batch)?;
         run.record(&step, epoch + 1, &[("loss", loss), ("lr", step.lr())])?;
-        run.end_epoch(&mut step, epoch, loss);
+        run.end_epoch(&mut step, epoch, loss)?;
         first.get_or_insert(loss);
         if epoch % 100 == 0 || epoch + 1 == epochs {
             println!("Epoch {epoch}: loss {loss:.6}");

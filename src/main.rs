@@ -136,6 +136,16 @@ enum Cmd {
         #[arg(long = "seed", value_name = "OUTPUT=PATH")]
         seeds: Vec<String>,
     },
+    /// Serve finished runs on the dashboard's page, overlaid: the directories that
+    /// `--plot DIR` or `--tensorboard DIR` wrote (or a directory of such runs). Serves
+    /// until Ctrl-C.
+    Dashboard {
+        #[arg(required = true, num_args = 1..)]
+        dirs: Vec<PathBuf>,
+        /// Where to listen; an address other than loopback requires the printed token.
+        #[arg(long, default_value = "127.0.0.1:6006")]
+        addr: std::net::SocketAddr,
+    },
     /// Compare autodiff gradients with central finite differences (in f64) and print the
     /// worst relative error per input; fails when one exceeds --tol.
     Gradcheck {
@@ -518,6 +528,29 @@ fn lower_cmd(
     Ok(out)
 }
 
+/// Serves the runs until the process is interrupted; returns only on an error.
+fn dashboard_cmd(dirs: &[PathBuf], addr: std::net::SocketAddr) -> Result<String, String> {
+    let runs = aotgrad::cli::finished_runs::load(dirs)?;
+    let names: Vec<String> = runs
+        .iter()
+        .map(|r| {
+            let points: usize = r.series.iter().map(|(_, p)| p.len()).sum();
+            format!(
+                "  {}: {} series, {points} points, {} pictures",
+                r.name,
+                r.series.len(),
+                r.pictures.len()
+            )
+        })
+        .collect();
+    let d = aotgrad::dashboard::Dashboard::serve_runs(runs, addr).map_err(|e| e.to_string())?;
+    println!("{}", names.join("\n"));
+    println!("dashboard: {} (Ctrl-C to stop)", d.url());
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    d.serve_forever()
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match &cli.cmd {
@@ -584,6 +617,7 @@ fn main() -> ExitCode {
             eps,
             tol,
         } => gradcheck_cmd(file, inputs, wrt, *eps, *tol),
+        Cmd::Dashboard { dirs, addr } => dashboard_cmd(dirs, *addr),
     };
     match res {
         Ok(s) => {

@@ -383,6 +383,8 @@ impl TrainArgs {
             plot: self.plot.clone().filter(|_| lead),
             dashboard,
             keep: self.dashboard_keep,
+            last_step: step.steps(),
+            shown: None,
         })
     }
 }
@@ -397,6 +399,20 @@ pub struct Run {
     plot: Option<std::path::PathBuf>,
     dashboard: Option<crate::dashboard::Dashboard>,
     keep: bool,
+    /// The step count of the last record (pictures are logged at it).
+    last_step: u64,
+    /// When the dashboard last got the step's programs.
+    shown: Option<std::time::Instant>,
+}
+
+/// Epochs (1-based) after which weight histograms are written: 1-10, then every 10th
+/// to 100, every 100th to 1000, ...
+fn histogram_epoch(e: usize) -> bool {
+    let mut unit = 1;
+    while e >= unit * 10 {
+        unit *= 10;
+    }
+    e % unit == 0
 }
 
 /// Columns the dashboard gets from the step itself (its observer), not from the log.
@@ -420,6 +436,7 @@ impl Run {
                 d.record(step.steps(), &other);
             }
         }
+        self.last_step = step.steps();
         self.log.record(step.steps(), epoch, values)
     }
 
@@ -429,17 +446,36 @@ impl Run {
     }
 
     /// After epoch `epoch` (0-based) with mean training loss `loss`: sets the step's
-    /// next learning rate from `--scheduler`, if one was given, and refreshes the
-    /// dashboard's view of the step (its lowered program and profile).
-    pub fn end_epoch(&mut self, step: &mut crate::train::TrainStep, epoch: usize, loss: f64) {
+    /// next learning rate from `--scheduler`, if one was given; refreshes the
+    /// dashboard's view of the step (its lowered program and profile; at most once a
+    /// second); with `--tensorboard` writes each parameter's histogram (after epochs 1-10,
+    /// then 20, 30, ..., 100, 200, ...: a long run of tiny epochs stays small).
+    pub fn end_epoch(
+        &mut self,
+        step: &mut crate::train::TrainStep,
+        epoch: usize,
+        loss: f64,
+    ) -> Result<(), crate::cli::runlog::LogError> {
         if let Some(s) = &mut self.sched {
             let lr = s.next_lr(self.base_lr, step.lr(), epoch, Some(loss));
             step.set_lr(lr);
         }
         if let Some(d) = &self.dashboard {
             d.info("epoch", &(epoch + 1).to_string());
-            d.show_step(step);
+            let due = self
+                .shown
+                .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1));
+            if due {
+                d.show_step(step);
+                self.shown = Some(std::time::Instant::now());
+            }
         }
+        if self.log.has_events() && histogram_epoch(epoch + 1) {
+            for (name, t) in step.parameters() {
+                self.log.histogram(name, &t.to_f64_vec(), step.steps())?;
+            }
+        }
+        Ok(())
     }
 
     /// Pushes the log's buffered rows to disk.
@@ -450,7 +486,7 @@ impl Run {
     /// A picture of the run (`NAME.png` and `NAME.svg` in the `--plot` directory, and
     /// on the dashboard), drawn by `picture`.
     pub fn picture(
-        &self,
+        &mut self,
         name: &str,
         title: &str,
         picture: &crate::cli::pictures::Picture,
@@ -459,9 +495,12 @@ impl Run {
         if let Some(dir) = &self.plot {
             files = crate::cli::pictures::save(dir, name, picture)?;
         }
-        if let Some(d) = &self.dashboard {
+        if self.dashboard.is_some() || self.log.has_events() {
             let png = crate::cli::pictures::png_bytes(picture)?;
-            d.picture(&format!("{name}.png"), title, png)?;
+            self.log.image(name, &png, self.last_step)?;
+            if let Some(d) = &self.dashboard {
+                d.picture(&format!("{name}.png"), title, png)?;
+            }
         }
         Ok(files)
     }
@@ -469,7 +508,7 @@ impl Run {
     /// Whether [`Run::picture`] has anywhere to put a picture (so that an example
     /// computes one only when it is wanted).
     pub fn wants_pictures(&self) -> bool {
-        self.plot.is_some() || self.dashboard.is_some()
+        self.plot.is_some() || self.dashboard.is_some() || self.log.has_events()
     }
 
     /// Flushes the log and renders the curves when `--plot` was given; returns the

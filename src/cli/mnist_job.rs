@@ -213,7 +213,7 @@ fn run_in(
             &[("test_loss", test_loss), ("test_accuracy", test_acc)],
         )?;
         run.flush()?;
-        run.end_epoch(&mut step, epoch, last_train_loss);
+        run.end_epoch(&mut step, epoch, last_train_loss)?;
         say!(
             "Epoch {}: train loss {:.6}, {:.0} samples/s; test loss {:.6}, accuracy {}/{} ({:.2}%)",
             epoch + 1,

@@ -4,6 +4,7 @@
 //! and a grid of digits with their labels. `--plot DIR` writes each as PNG and SVG, and
 //! `--dashboard` shows it ([`crate::cli::args::Run::picture`]).
 
+use image::ImageEncoder as _;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -298,7 +299,7 @@ fn draw_contours<DB: DrawingBackend>(
     chart
         .draw_series(LineSeries::new(
             path.iter().copied().map(clamp),
-            WHITE.stroke_width(1),
+            red.stroke_width(2),
         ))
         .map_err(err)?
         .label("optimizer's path")
@@ -409,9 +410,6 @@ pub fn png_bytes(pic: &Picture) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// `image::ImageEncoder`'s method, named here so callers need not import the trait.
-use image::ImageEncoder as _;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -453,4 +451,20 @@ mod tests {
             assert!(rgb.pixels().any(|px| px.0 != [255, 255, 255]), "{p:?}");
         }
     }
+}
+
+/// The model of a one-input, one-output `step` over `n` points of `[x0, x1]` (its
+/// predict program on an `[n, 1]` f32 batch): the fitted line or curve.
+pub fn predict_curve(
+    step: &crate::train::TrainStep,
+    (x0, x1): (f64, f64),
+    n: usize,
+) -> Result<Vec<(f64, f64)>, Box<dyn std::error::Error>> {
+    let n = n.max(2);
+    let xs: Vec<f64> = (0..n)
+        .map(|i| x0 + (x1 - x0) * i as f64 / (n - 1) as f64)
+        .collect();
+    let xf: Vec<f32> = xs.iter().map(|&x| x as f32).collect();
+    let out = step.predict(&aotgrad_runtime::Tensor::from_f32(&xf, &[n, 1])?)?;
+    Ok(xs.into_iter().zip(out.to_f64_vec()).collect())
 }

@@ -85,8 +85,12 @@ fn webdriver(port: u16, method: &str, path: &str, body: Option<Value>) -> Value 
     if length.is_none() && head.contains("transfer-encoding: chunked") {
         payload = dechunk(&payload);
     }
-    let v: Value = serde_json::from_slice(&payload)
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}: {}", String::from_utf8_lossy(&payload)));
+    let v: Value = serde_json::from_slice(&payload).unwrap_or_else(|e| {
+        panic!(
+            "{method} {path}: {e}: {}",
+            String::from_utf8_lossy(&payload)
+        )
+    });
     if v["value"].get("error").is_some() {
         panic!("{method} {path}: {}", v["value"]);
     }
@@ -99,8 +103,8 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
         let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
             return out;
         };
-        let size = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16)
-            .unwrap_or(0);
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap_or(0);
         if size == 0 {
             return out;
         }
@@ -150,7 +154,10 @@ fn wait_for(
         if ok(&v) {
             return v;
         }
-        assert!(Instant::now() < deadline, "waited {secs} s for {what}; last {v}");
+        assert!(
+            Instant::now() < deadline,
+            "waited {secs} s for {what}; last {v}"
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
 }
@@ -215,7 +222,10 @@ fn the_page_shows_a_live_run_in_headless_chromium() {
     let _run = Killed(child);
     let mut lines = BufReader::new(stdout).lines();
     let url = loop {
-        let line = lines.next().expect("the example printed its dashboard URL").unwrap();
+        let line = lines
+            .next()
+            .expect("the example printed its dashboard URL")
+            .unwrap();
         if let Some(rest) = line.strip_prefix("dashboard: ") {
             break rest.split_whitespace().next().unwrap().to_string();
         }
@@ -243,7 +253,12 @@ fn the_page_shows_a_live_run_in_headless_chromium() {
     }}}});
     let session = webdriver(port, "POST", "/session", Some(caps));
     let sid = session["sessionId"].as_str().unwrap().to_string();
-    webdriver(port, "POST", &format!("/session/{sid}/url"), Some(json!({"url": url})));
+    webdriver(
+        port,
+        "POST",
+        &format!("/session/{sid}/url"),
+        Some(json!({"url": url})),
+    );
 
     let first = wait_for(port, &sid, "the first loss points", 90, PAGE_FACTS, |v| {
         v["points"].as_u64().unwrap_or(0) > 0
@@ -252,17 +267,39 @@ fn the_page_shows_a_live_run_in_headless_chromium() {
     let later = wait_for(port, &sid, "more loss points", 90, PAGE_FACTS, |v| {
         v["points"].as_u64().unwrap_or(0) > p1
     });
-    assert!(later["canvas"].as_bool().unwrap(), "uPlot drew the chart: {later}");
+    assert!(
+        later["canvas"].as_bool().unwrap(),
+        "uPlot drew the chart: {later}"
+    );
     let ir = later["ir"].as_str().expect("the traced-graph panel");
-    assert!(ir.starts_with("graph mnist_mlp.step {"), "{}", &ir[..ir.len().min(200)]);
-    assert!(ir.contains("matmul") && ir.contains("update "), "the whole step's text");
+    assert!(
+        ir.starts_with("graph mnist_mlp.step {"),
+        "{}",
+        &ir[..ir.len().min(200)]
+    );
+    assert!(
+        ir.contains("matmul") && ir.contains("update "),
+        "the whole step's text"
+    );
     assert_eq!(later["backend"], "cpu (Cranelift)");
-    assert!(later["status"].as_str().unwrap().starts_with("live"), "{later}");
+    assert!(
+        later["status"].as_str().unwrap().starts_with("live"),
+        "{later}"
+    );
 
     // After the first epoch: the confusion matrix, the digits, the lowered program.
-    let epoch = wait_for(port, &sid, "the first epoch's panels", 180, PAGE_FACTS, |v| {
-        v["confusion"].as_u64() == Some(100) && v["digits"].as_u64() == Some(32) && v["lowered"] == true
-    });
+    let epoch = wait_for(
+        port,
+        &sid,
+        "the first epoch's panels",
+        180,
+        PAGE_FACTS,
+        |v| {
+            v["confusion"].as_u64() == Some(100)
+                && v["digits"].as_u64() == Some(32)
+                && v["lowered"] == true
+        },
+    );
     eprintln!(
         "browser: {} loss points, then {}, then {}",
         p1, later["points"], epoch["points"]
@@ -273,7 +310,9 @@ fn the_page_shows_a_live_run_in_headless_chromium() {
         port,
         "POST",
         &format!("/session/{sid}/execute/sync"),
-        Some(json!({"script": "const d = document.querySelector('[data-panel=\"lowered\"] details'); if (d) d.open = true; return true;", "args": []})),
+        Some(
+            json!({"script": "const d = document.querySelector('[data-panel=\"lowered\"] details'); if (d) d.open = true; return true;", "args": []}),
+        ),
     );
     std::thread::sleep(Duration::from_millis(500));
     let shot = webdriver(port, "GET", &format!("/session/{sid}/screenshot"), None);
