@@ -196,11 +196,7 @@ fn the_page_shows_a_live_run_in_headless_chromium() {
 
     // A run long enough to be watched: the test stops it when it has seen enough.
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_aotgrad"));
-    let mnist = bin
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(format!("mnist{}", std::env::consts::EXE_SUFFIX));
+    let mnist = crate::finished_runs::example("mnist");
     let mut child = Command::new(&mnist)
         .args([
             "--dashboard",

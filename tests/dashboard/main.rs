@@ -4,7 +4,7 @@
 //! TensorBoard images and histograms read back by TensorBoard's own reader.
 
 mod browser;
-//mod finished_runs;
+mod finished_runs;
 mod net;
 mod server;
-//mod tensorboard;
+mod tensorboard;
