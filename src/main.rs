@@ -54,6 +54,11 @@ enum Cmd {
         /// (two clock reads per kernel; to stderr with --json), with the GEMM rate of
         /// the products against one core's FMA peak measured in the same run, and the
         /// products' floor: how long they would take at that peak.
+        /// Instead of one timing: the dashboard's cost. Alternating rounds without and
+        /// with a dashboard attached (and a client reading its event stream), 5 of
+        /// --max-time seconds each side; prints both rates and the throughput lost.
+        #[arg(long)]
+        dashboard: bool,
         #[arg(long)]
         profile: bool,
         /// Data-parallel, as one rank of the job `mpirun -np N` started (needs the
@@ -563,11 +568,66 @@ fn main() -> ExitCode {
             threads,
             backend,
             max_time,
+            json,
+            profile,
+            distributed,
+            dashboard: true,
+            ..
+        } if *json || *profile || *distributed => Err(
+            "bench --dashboard measures the dashboard's cost alone: it takes no --json, --profile or --distributed".to_string(),
+        ),
+        Cmd::Bench {
+            models,
+            threads,
+            backend,
+            max_time,
+            dashboard: true,
+            ..
+        } => {
+            let mut out = String::from(
+                "| model          | backend | thr | plain steps/s | dashboard steps/s | cost   | streamed KB |\n",
+            );
+            let mut result = Ok(());
+            for m in models {
+                match aotgrad::cli::dashboard_overhead::measure(
+                    m,
+                    backend.with_threads(*threads),
+                    5,
+                    *max_time,
+                ) {
+                    Ok(o) => out.push_str(&format!(
+                        "| {:15}| {:8}| {:3} | {:13.1} | {:17.1} | {:+5.2}% | {:11.0} |\n",
+                        o.model,
+                        match backend {
+                            aotgrad::train::Backend::Cpu { .. } => "cpu",
+                            aotgrad::train::Backend::Gpu => "gpu",
+                            aotgrad::train::Backend::Interpreter => "interp",
+                        },
+                        threads,
+                        o.plain_steps_per_s,
+                        o.dashboard_steps_per_s,
+                        100.0 * o.cost(),
+                        o.streamed_bytes as f64 / 1024.0
+                    )),
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+            result.map(|()| out)
+        }
+        Cmd::Bench {
+            models,
+            threads,
+            backend,
+            max_time,
             steps,
             json,
             profile,
             distributed,
             bucket_kb,
+            ..
         } => bench_cmd(
             models,
             backend.with_threads(*threads),

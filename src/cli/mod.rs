@@ -8,6 +8,7 @@
 
 pub mod args;
 pub mod course_mnist;
+pub mod dashboard_overhead;
 pub mod finished_runs;
 pub mod mnist_job;
 pub mod pictures;

@@ -31,6 +31,7 @@ mod state;
 
 use std::net::SocketAddr;
 use std::sync::mpsc::{Sender, channel};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use serde_json::json;
@@ -87,6 +88,8 @@ pub struct ImageGrid {
 pub struct Dashboard {
     server: Server,
     tx: Option<Sender<Update>>,
+    /// Steps on their way to the publisher (what [`Dashboard::observer`]s push).
+    pending: Arc<Mutex<feed::Pending>>,
     publisher: Option<JoinHandle<()>>,
 }
 
@@ -103,13 +106,16 @@ impl Dashboard {
             Server::start(addr, state).map_err(|error| DashboardError::Listen { addr, error })?;
         let (tx, rx) = channel();
         let shared = server.shared().clone();
+        let pending = Arc::new(Mutex::new(feed::Pending::default()));
+        let p = pending.clone();
         let publisher = std::thread::Builder::new()
             .name("aotgrad-dashboard-feed".into())
-            .spawn(move || feed::publish(rx, shared))
+            .spawn(move || feed::publish(rx, p, shared))
             .map_err(|error| DashboardError::Listen { addr, error })?;
         Ok(Dashboard {
             server,
             tx: Some(tx),
+            pending,
             publisher: Some(publisher),
         })
     }
@@ -147,6 +153,7 @@ impl Dashboard {
         Ok(Dashboard {
             server,
             tx: None,
+            pending: Arc::default(),
             publisher: None,
         })
     }
@@ -176,13 +183,18 @@ impl Dashboard {
     /// Feeds every later step of `step` to the page (loss, learning rate, samples per
     /// second) and shows its programs ([`Dashboard::show_step`]).
     pub fn attach(&self, step: &mut TrainStep) {
-        if let Some(tx) = &self.tx {
-            step.observe(Box::new(feed::Feed(tx.clone())));
-        }
+        step.observe(self.observer());
         self.send(Update::Fusion {
             graph: Box::new(step.optimized_step_graph().clone()),
         });
         self.show_step(step);
+    }
+
+    /// An observer that feeds a step's loss, learning rate and samples per second to
+    /// this page ([`TrainStep::observe`]); [`Dashboard::attach`] installs one and also
+    /// shows the step's programs. It costs a step an uncontended lock and a push.
+    pub fn observer(&self) -> Box<dyn crate::train::StepObserver> {
+        Box::new(feed::Feed(self.pending.clone()))
     }
 
     /// Shows the backend and device, the step's optimizer and loss, and its programs'

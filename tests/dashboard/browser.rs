@@ -249,6 +249,9 @@ fn the_page_shows_a_live_run_in_headless_chromium() {
     }}}});
     let session = webdriver(port, "POST", "/session", Some(caps));
     let sid = session["sessionId"].as_str().unwrap().to_string();
+    // Ends the browser even when an assertion fails (killing chromedriver would leave
+    // Chromium running).
+    let _session = Session(port, sid.clone());
     webdriver(
         port,
         "POST",
@@ -320,5 +323,16 @@ fn the_page_shows_a_live_run_in_headless_chromium() {
         std::fs::write(copy, &png).unwrap();
     }
     eprintln!("browser: screenshot {}", out.display());
-    webdriver(port, "DELETE", &format!("/session/{sid}"), None);
+}
+
+/// A WebDriver session, deleted (its browser closed) when dropped.
+struct Session(u16, String);
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let (port, sid) = (self.0, &self.1);
+        let _ = std::panic::catch_unwind(|| {
+            webdriver(port, "DELETE", &format!("/session/{sid}"), None)
+        });
+    }
 }
