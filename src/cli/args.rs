@@ -412,7 +412,7 @@ fn histogram_epoch(e: usize) -> bool {
     while e >= unit * 10 {
         unit *= 10;
     }
-    e % unit == 0
+    e.is_multiple_of(unit)
 }
 
 /// Columns the dashboard gets from the step itself (its observer), not from the log.

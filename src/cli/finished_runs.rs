@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::dashboard::RunData;
+use crate::dashboard::{RunData, SeriesData};
 
 /// The largest picture read (a run directory is the user's; a stray huge file there
 /// should not be held in memory).
@@ -120,7 +120,7 @@ fn load_run(dir: &Path) -> Result<Option<RunData>, String> {
 }
 
 /// `metrics.csv` as series: `step`, `epoch`, then a column per value (empty = none).
-fn read_csv(path: &Path) -> Result<Vec<(String, Vec<[f64; 2]>)>, String> {
+fn read_csv(path: &Path) -> Result<SeriesData, String> {
     let err = |e: csv::Error| format!("{}: {e}", path.display());
     let mut r = csv::Reader::from_path(path).map_err(err)?;
     let header: Vec<String> = r.headers().map_err(err)?.iter().map(String::from).collect();
@@ -133,7 +133,7 @@ fn read_csv(path: &Path) -> Result<Vec<(String, Vec<[f64; 2]>)>, String> {
     let cols: Vec<usize> = (1..header.len())
         .filter(|&i| header[i] != "epoch")
         .collect();
-    let mut series: Vec<(String, Vec<[f64; 2]>)> = cols
+    let mut series: SeriesData = cols
         .iter()
         .map(|&i| (header[i].clone(), Vec::new()))
         .collect();

@@ -410,6 +410,22 @@ pub fn png_bytes(pic: &Picture) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// The model of a one-input, one-output `step` over `n` points of `[x0, x1]` (its
+/// predict program on an `[n, 1]` f32 batch): the fitted line or curve.
+pub fn predict_curve(
+    step: &crate::train::TrainStep,
+    (x0, x1): (f64, f64),
+    n: usize,
+) -> Result<Vec<(f64, f64)>, Box<dyn std::error::Error>> {
+    let n = n.max(2);
+    let xs: Vec<f64> = (0..n)
+        .map(|i| x0 + (x1 - x0) * i as f64 / (n - 1) as f64)
+        .collect();
+    let xf: Vec<f32> = xs.iter().map(|&x| x as f32).collect();
+    let out = step.predict(&aotgrad_runtime::Tensor::from_f32(&xf, &[n, 1])?)?;
+    Ok(xs.into_iter().zip(out.to_f64_vec()).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -451,20 +467,4 @@ mod tests {
             assert!(rgb.pixels().any(|px| px.0 != [255, 255, 255]), "{p:?}");
         }
     }
-}
-
-/// The model of a one-input, one-output `step` over `n` points of `[x0, x1]` (its
-/// predict program on an `[n, 1]` f32 batch): the fitted line or curve.
-pub fn predict_curve(
-    step: &crate::train::TrainStep,
-    (x0, x1): (f64, f64),
-    n: usize,
-) -> Result<Vec<(f64, f64)>, Box<dyn std::error::Error>> {
-    let n = n.max(2);
-    let xs: Vec<f64> = (0..n)
-        .map(|i| x0 + (x1 - x0) * i as f64 / (n - 1) as f64)
-        .collect();
-    let xf: Vec<f32> = xs.iter().map(|&x| x as f32).collect();
-    let out = step.predict(&aotgrad_runtime::Tensor::from_f32(&xf, &[n, 1])?)?;
-    Ok(xs.into_iter().zip(out.to_f64_vec()).collect())
 }

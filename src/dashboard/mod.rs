@@ -59,13 +59,16 @@ pub enum DashboardError {
     PictureName(String),
 }
 
+/// Named series of `(step, value)` points.
+pub type SeriesData = Vec<(String, Vec<[f64; 2]>)>;
+
 /// A finished run to show: its name, facts, scalar series, texts and pictures.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RunData {
     pub name: String,
     pub meta: Vec<(String, String)>,
     /// `(series, [(step, value)])`.
-    pub series: Vec<(String, Vec<[f64; 2]>)>,
+    pub series: SeriesData,
     /// `(title, text)`.
     pub texts: Vec<(String, String)>,
     /// `(file name, PNG bytes)`.

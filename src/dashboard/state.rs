@@ -46,25 +46,12 @@ impl RunState {
         }
     }
 
-    #[cfg(test)]
-    pub fn meta(&self, key: &str) -> Option<&str> {
-        self.meta.get(key).map(String::as_str)
-    }
-
     /// Appends points to a series (created on first use).
     pub fn push(&mut self, series: &str, points: &[[f64; 2]]) {
         match self.series.iter_mut().find(|(n, _)| n == series) {
             Some((_, p)) => p.extend_from_slice(points),
             None => self.series.push((series.to_string(), points.to_vec())),
         }
-    }
-
-    #[cfg(test)]
-    pub fn series(&self, name: &str) -> Option<&[[f64; 2]]> {
-        self.series
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, p)| p.as_slice())
     }
 
     /// Sets a panel (replacing one of the same name, which keeps its place).
