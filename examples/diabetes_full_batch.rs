@@ -43,6 +43,10 @@ const SPEC: ExampleSpec = ExampleSpec {
         "--backend",
         "--threads",
         "--lr",
+        "--dashboard",
+        "--dashboard-addr",
+        "--dashboard-keep",
+        "--profile",
     ]],
     defaults: &[
         ("--lr", "0.1"),
@@ -99,10 +103,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     .input(DType::F32, &[8])
     .target(DType::F32, &[1])
     .seed(a.seed)
+    .with_args(&a)
     .compile(&a.backend())?;
+    let mut run = a.start_run(&mut step, &["loss"])?;
     let (mut first, mut loss) = (f64::NAN, f64::NAN);
     for epoch in 0..epochs {
         loss = step.run(&batch)?;
+        run.end_epoch(&mut step, epoch, loss)?;
         if epoch == 0 {
             first = loss;
         }
@@ -111,6 +118,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let acc = correct_binary(&step.predict(&batch.x)?, &batch.y, 0.5) as f64 / n as f64;
+    if let Some(d) = run.dashboard() {
+        d.record(step.steps(), &[("train_accuracy", acc)]);
+    }
+    run.finish()?;
     if relus[2] && loss == first {
         println!("every output is 0 (the last ReLU died): the loss cannot move");
     }

@@ -11,7 +11,7 @@
 //! `cargo run --release --example mnist_raw_mlp` (the full course run; tests use
 //! `--epochs 1 --limit 6000`).
 
-use aotgrad::cli::args::{ExampleSpec, TrainArgs, check};
+use aotgrad::cli::args::{DASHBOARD_FLAGS, ExampleSpec, TrainArgs, check};
 use aotgrad::cli::course_mnist::{self, mnist_transform};
 use aotgrad::data::{DataLoader, Dataset};
 use aotgrad::nn::{FanMode, Init};
@@ -29,7 +29,7 @@ struct Cli {
 
 const SPEC: ExampleSpec = ExampleSpec {
     name: "mnist_raw_mlp",
-    takes: &[course_mnist::COURSE_MNIST_FLAGS],
+    takes: &[course_mnist::COURSE_MNIST_FLAGS, DASHBOARD_FLAGS],
     defaults: &[("--epochs", "10"), ("--lr", "0.01"), ("--batch", "200")],
 };
 
@@ -70,6 +70,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let (train, test) = course_mnist::load(&a)?;
     let trainer = Trainer::new(RawMlp, Loss::cross_entropy(), Optimizer::sgd(lr)).name("raw_mlp");
     let mut step = course_mnist::compile(trainer, &a)?;
+    let mut run = a.start_run(&mut step, &["test_loss", "test_accuracy"])?;
     let t = mnist_transform();
     let loader = DataLoader::new(&train, batch).shuffle(a.seed).transform(&t);
     let (mut first, mut last, mut acc) = (f64::NAN, f64::NAN, 0.0);
@@ -79,8 +80,16 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             first = l.first;
         }
         last = l.mean;
-        acc = course_mnist::evaluate(&step, &test, 1000, "Test")?.accuracy();
+        let e = course_mnist::evaluate(&step, &test, 1000, "Test")?;
+        acc = e.accuracy();
+        run.record(
+            &step,
+            epoch,
+            &[("test_loss", e.loss), ("test_accuracy", acc)],
+        )?;
+        run.end_epoch(&mut step, epoch - 1, l.mean)?;
     }
+    run.finish()?;
     println!("final: test_accuracy={acc:.4} train_loss={last:.6} first_loss={first:.6}");
     check(&a, last < first, "the training loss did not decrease")?;
     // One short epoch (CI: 6000 samples, 30 steps) reaches ~45%; the full run 75-92%

@@ -14,7 +14,7 @@
 //! changes, the early stop when it comes, the test block, then the `final:` line.
 //! `cargo run --release --example overfitting_toolbox` (tests use `--limit 6000`).
 
-use aotgrad::cli::args::{ExampleSpec, TrainArgs, check};
+use aotgrad::cli::args::{DASHBOARD_FLAGS, ExampleSpec, TrainArgs, check};
 use aotgrad::cli::course_mnist::{self, mnist_transform};
 use aotgrad::data::{DataLoader, Dataset, random_split};
 use aotgrad::nn::{Dropout, Flatten, Linear, ReLU, Sequential};
@@ -33,7 +33,11 @@ struct Cli {
 
 const SPEC: ExampleSpec = ExampleSpec {
     name: "overfitting_toolbox",
-    takes: &[course_mnist::COURSE_MNIST_FLAGS, &["--early-stop"]],
+    takes: &[
+        course_mnist::COURSE_MNIST_FLAGS,
+        DASHBOARD_FLAGS,
+        &["--early-stop"],
+    ],
     defaults: &[
         ("--epochs", "10"),
         ("--lr", "0.01"),
@@ -83,6 +87,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     });
     let trainer = Trainer::new(model, Loss::cross_entropy(), sgd).name("overfitting_toolbox");
     let mut step = course_mnist::compile(trainer, &a)?;
+    let mut run = a.start_run(&mut step, &["val_loss", "val_accuracy", "test_accuracy"])?;
     // PyTorch's ReduceLROnPlateau(optimizer, 'min') defaults.
     let mut plateau = Scheduler::reduce_on_plateau(0.1, 10);
     let mut stopper = EarlyStopping::new(a.early_stop.unwrap_or(3), 0.0, true);
@@ -97,6 +102,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         last = l.mean;
         epochs_run = epoch;
         let v = course_mnist::evaluate(&step, val, 1000, "Validation")?;
+        run.record(
+            &step,
+            epoch,
+            &[("val_loss", v.loss), ("val_accuracy", v.accuracy())],
+        )?;
+        run.end_epoch(&mut step, epoch - 1, l.mean)?;
         let new_lr = plateau.next_lr(lr, step.lr(), epoch - 1, Some(v.loss));
         if new_lr != step.lr() {
             println!("ReduceLROnPlateau: lr {:e} -> {new_lr:e}", step.lr());
@@ -113,6 +124,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let test_eval = course_mnist::evaluate(&step, &test, 1000, "Test")?;
+    run.record(
+        &step,
+        epochs_run,
+        &[("test_accuracy", test_eval.accuracy())],
+    )?;
+    run.finish()?;
     let best = stopper.best().map_or(f64::NAN, |(b, _)| b);
     println!(
         "final: test_accuracy={:.4} best_val_accuracy={best:.4} train_loss={last:.6} epochs={epochs_run}",

@@ -40,6 +40,10 @@ const SPEC: ExampleSpec = ExampleSpec {
         "--threads",
         "--tensorboard",
         "--plot",
+        "--dashboard",
+        "--dashboard-addr",
+        "--dashboard-keep",
+        "--profile",
     ]],
     defaults: &[
         ("--epochs", "100000 (p23) or 10000 (p24)"),

@@ -530,6 +530,8 @@ impl Drop for Run {
         if let Some(d) = self.dashboard.take()
             && self.keep
         {
+            d.finish();
+            d.sync();
             println!(
                 "dashboard: the run has ended; still serving {} until Ctrl-C",
                 d.url()

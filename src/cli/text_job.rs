@@ -176,6 +176,8 @@ fn run_in(
             round,
             &[("train_loss", losses.0), ("val_loss", losses.1)],
         )?;
+        // Rounds of `--eval-every` steps are this job's epochs (1-based here).
+        run.end_epoch(&mut step, round - 1, losses.0)?;
         run.flush()?;
         say!(
             "step {k}: train loss {:.4}, val loss {:.4} (nats/char), {:.0} chars/s, lr {:.3e}",
@@ -222,6 +224,16 @@ fn run_in(
         );
         println!("{text}");
         println!("--- end of sample");
+        if let Some(d) = run.dashboard() {
+            d.text(
+                "sample",
+                &format!(
+                    "Sample: {} characters at temperature {}",
+                    job.sample.chars, job.sample.temperature
+                ),
+                &text,
+            );
+        }
     }
     for f in run.finish()? {
         say!("wrote {}", f.display());

@@ -46,6 +46,8 @@ pub enum Update {
         graph: Box<aotgrad_ir::Graph>,
     },
     Finished,
+    /// Answered once everything sent before it is published.
+    Sync(std::sync::mpsc::Sender<()>),
     /// The dashboard is dropped: publish what came before and end. (The channel does
     /// not close by itself: a step's observer may outlive the dashboard.)
     Close,
@@ -184,12 +186,14 @@ pub fn publish(rx: Receiver<Update>, pending: Arc<Mutex<Pending>>, shared: Arc<S
                 run.set_meta("step", &e.step.to_string());
             }
             let mut finished = false;
+            let mut acks = Vec::new();
             for u in rest {
                 match u {
                     Update::Meta { key, value } => run.set_meta(&key, &value),
                     Update::Panel { name, value } => run.set_panel(&name, value),
                     Update::Picture { name, title, png } => run.set_picture(0, &name, &title, png),
                     Update::Finished => finished = true,
+                    Update::Sync(ack) => acks.push(ack),
                     Update::Points { .. } | Update::Fusion { .. } | Update::Close => {}
                 }
             }
@@ -198,6 +202,10 @@ pub fn publish(rx: Receiver<Update>, pending: Arc<Mutex<Pending>>, shared: Arc<S
                 st.finished = true;
             }
             st.version += 1;
+            drop(st);
+            for ack in acks {
+                let _ = ack.send(());
+            }
         }
         shared.news.notify_all();
         if closed {

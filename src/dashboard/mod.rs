@@ -295,6 +295,13 @@ impl Dashboard {
         Ok(())
     }
 
+    /// Waits (at most 5 s) until everything sent so far is on the page's state.
+    pub fn sync(&self) {
+        let (tx, rx) = channel();
+        self.send(Update::Sync(tx));
+        let _ = rx.recv_timeout(std::time::Duration::from_secs(5));
+    }
+
     /// Marks the run finished (the page says so); the page stays served until the
     /// dashboard is dropped.
     pub fn finish(&self) {
@@ -305,6 +312,7 @@ impl Dashboard {
     /// the examples' `--dashboard-keep`.
     pub fn serve_forever(self) -> ! {
         self.finish();
+        self.sync();
         loop {
             std::thread::park();
         }

@@ -165,6 +165,10 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let n = shared.connections.fetch_add(1, Ordering::SeqCst);
         let guard = ConnectionGuard(shared.clone());
         if n >= MAX_CONNECTIONS {
+            // Read what the client sent (briefly) before answering: closing a socket
+            // with unread data resets the connection, and the reset can discard the 503.
+            let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
+            let _ = std::io::Read::read(&mut &stream, &mut [0u8; 8192]);
             let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
             let busy = Refusal {
                 status: 503,

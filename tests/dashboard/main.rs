@@ -4,6 +4,7 @@
 //! TensorBoard images and histograms read back by TensorBoard's own reader.
 
 mod browser;
+mod examples;
 mod finished_runs;
 mod net;
 mod server;
