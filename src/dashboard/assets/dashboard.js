@@ -7,6 +7,7 @@ const query = location.search.match(/[?&]token=[0-9a-f]+/) ? "?" + location.sear
 const runs = [];            // {name, meta, series: {name: [xs, ys]}, panels: {name: {panel, dirty}}}
 const charts = {};          // kind -> {plot, signature, el}
 let finished = false;
+let xRange = [0, 1];        // the steps every chart spans
 let dirtyCharts = false;
 let frame = 0;
 const SMOOTH_MIN_POINTS = 50;
@@ -101,6 +102,16 @@ function renderCharts() {
       (kinds[k] = kinds[k] || []).push({run, ri, name, data});
     }
   });
+  // Every chart spans the same steps, so that a metric logged once per epoch lines up
+  // with the per-step loss above it.
+  let xmin = Infinity, xmax = -Infinity;
+  for (const run of runs) {
+    for (const [xs] of Object.values(run.series)) {
+      if (xs.length) { xmin = Math.min(xmin, xs[0]); xmax = Math.max(xmax, xs[xs.length - 1]); }
+    }
+  }
+  if (!(xmax > xmin)) { xmin = Math.min(xmin, 0); xmax = xmin + 1; }
+  xRange = [xmin, xmax];
   const order = Object.keys(kinds).sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
   const box = document.getElementById("charts");
   for (const kind of order) {
@@ -139,7 +150,11 @@ function renderCharts() {
       const width = Math.max(320, chart.card.clientWidth - 22);
       chart.plot = new uPlot({
         width, height: 260,
-        scales: {x: {time: false}},
+        scales: {
+          x: {time: false, range: () => xRange},
+          // Accuracies are fractions: show all of [0, 1].
+          y: kind === "accuracy" ? {range: (u, lo, hi) => [Math.min(0, lo), Math.max(1, hi)]} : {},
+        },
         axes: [{label: "step", values: ticks}, {size: 70, values: ticks}],
         legend: {live: true},
         series,
