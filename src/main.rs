@@ -54,9 +54,10 @@ enum Cmd {
         /// (two clock reads per kernel; to stderr with --json), with the GEMM rate of
         /// the products against one core's FMA peak measured in the same run, and the
         /// products' floor: how long they would take at that peak.
-        /// Instead of one timing: the dashboard's cost. Alternating rounds without and
-        /// with a dashboard attached (and a client reading its event stream), 5 of
-        /// --max-time seconds each side; prints both rates and the throughput lost.
+        /// Instead of one timing: the dashboard's cost. 20 pairs of rounds (--max-time/4
+        /// seconds each) without and with a dashboard attached (and a client reading its
+        /// event stream), in alternating order; prints both rates and the throughput
+        /// lost: the median pair's, and the pairs' interquartile range.
         #[arg(long)]
         dashboard: bool,
         #[arg(long)]
@@ -585,18 +586,18 @@ fn main() -> ExitCode {
             ..
         } => {
             let mut out = String::from(
-                "| model          | backend | thr | plain steps/s | dashboard steps/s | cost   | streamed KB |\n",
+                "| model          | backend | thr | plain steps/s | dashboard steps/s | cost (median pair) | pairs' IQR | observer ns/step | step ns | dashboard threads' CPU | streamed KB |\n",
             );
             let mut result = Ok(());
             for m in models {
                 match aotgrad::cli::dashboard_overhead::measure(
                     m,
                     backend.with_threads(*threads),
-                    5,
-                    *max_time,
+                    20,
+                    *max_time / 4.0,
                 ) {
                     Ok(o) => out.push_str(&format!(
-                        "| {:15}| {:8}| {:3} | {:13.1} | {:17.1} | {:+5.2}% | {:11.0} |\n",
+                        "| {:15}| {:8}| {:3} | {:13.1} | {:17.1} | {:+17.2}% | {:+.2}%..{:+.2}% | {:16.1} | {:7.0} | {:>21} | {:11.0} |\n",
                         o.model,
                         match backend {
                             aotgrad::train::Backend::Cpu { .. } => "cpu",
@@ -607,6 +608,12 @@ fn main() -> ExitCode {
                         o.plain_steps_per_s,
                         o.dashboard_steps_per_s,
                         100.0 * o.cost(),
+                        100.0 * o.cost_iqr().0,
+                        100.0 * o.cost_iqr().1,
+                        o.observer_ns,
+                        1e9 / o.plain_steps_per_s,
+                        o.threads_cpu
+                            .map_or("n/a".to_string(), |c| format!("{:.2}% of a core", 100.0 * c)),
                         o.streamed_bytes as f64 / 1024.0
                     )),
                     Err(e) => {
