@@ -8,7 +8,7 @@ use image::ImageEncoder as _;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::cli::plot::tick_label;
+use crate::cli::plot::{COLORS, legend, tick_label};
 
 /// One picture; [`Picture::draw`] draws it on any plotters backend.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,15 +48,6 @@ pub enum Picture {
 }
 
 const SIZE: (u32, u32) = (800, 560);
-
-const COLORS: [RGBColor; 6] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-];
 
 type DrawResult = Result<(), String>;
 
@@ -217,13 +208,7 @@ fn draw_chart<DB: DrawingBackend>(
             .label(name.as_str())
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], c.stroke_width(1)));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(RGBColor(200, 200, 200))
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()
-        .map_err(err)?;
+    legend(&mut chart, SeriesLabelPosition::UpperRight).map_err(err)?;
     area.present().map_err(err)
 }
 
@@ -322,13 +307,7 @@ fn draw_contours<DB: DrawingBackend>(
         .map_err(err)?
         .label("minima")
         .legend(|(x, y)| Cross::new((x + 9, y), 5, BLACK.stroke_width(2)));
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(RGBColor(200, 200, 200))
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()
-        .map_err(err)?;
+    legend(&mut chart, SeriesLabelPosition::UpperRight).map_err(err)?;
     area.present().map_err(err)
 }
 

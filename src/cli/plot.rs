@@ -41,7 +41,8 @@ fn font() {
     });
 }
 
-const COLORS: [RGBColor; 6] = [
+/// The series colours (matplotlib's first six), shared with `cli::pictures`.
+pub(crate) const COLORS: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -259,7 +260,8 @@ fn legend_position(series: &[Series], x: (f64, f64), y: &YRange) -> SeriesLabelP
     }
 }
 
-fn legend<'a, DB: DrawingBackend + 'a, Y: Ranged<ValueType = f64>>(
+/// Draws the series' legend at `at` (also `cli::pictures`' legend).
+pub(crate) fn legend<'a, DB: DrawingBackend + 'a, Y: Ranged<ValueType = f64>>(
     chart: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, Y>>,
     at: SeriesLabelPosition,
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
