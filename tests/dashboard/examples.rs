@@ -121,3 +121,39 @@ fn a_dashboard_beyond_loopback_prints_a_tokened_url() {
     assert_eq!(token.len(), 32);
     assert!(token.bytes().all(|b| b.is_ascii_hexdigit()), "{token}");
 }
+
+#[test]
+fn on_the_gpu_the_page_names_the_adapter() {
+    if !aotgrad::runtime::gpu::available_for_tests().expect("a GPU adapter (AOTGRAD_REQUIRE_GPU=1)")
+    {
+        return;
+    }
+    let mut child = Command::new(example("mnist"))
+        .args(["--dashboard", "--dashboard-keep", "--backend", "gpu"])
+        .args(["--limit", "256", "--epochs", "1", "--batch", "128"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = String::new();
+    let url = loop {
+        let line = lines.next().expect("the keep line").unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("still serving") {
+            break url_of(&seen);
+        }
+    };
+    let state = get(addr_of(&url), "/state");
+    let _ = child.kill();
+    let _ = child.wait();
+    let adapter = seen
+        .lines()
+        .find_map(|l| l.strip_prefix("GPU adapter: "))
+        .unwrap_or_else(|| panic!("no adapter line: {seen}"));
+    let v: serde_json::Value = serde_json::from_slice(&state.body).unwrap();
+    let meta = &v["runs"][0]["meta"];
+    assert_eq!(meta["backend"], "gpu (wgpu, WGSL)");
+    assert_eq!(meta["device"], adapter);
+    assert_eq!(v["runs"][0]["series"]["loss"].as_array().unwrap().len(), 2);
+}
