@@ -466,7 +466,7 @@ impl Run {
                 .shown
                 .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1));
             if due {
-                d.show_step(step);
+                d.refresh(step);
                 self.shown = Some(std::time::Instant::now());
             }
         }

@@ -202,8 +202,8 @@ impl Dashboard {
 
     /// Shows the backend and device, the step's optimizer and loss, and its programs'
     /// text: the traced and the optimised graph, and once it has run, the lowered
-    /// program with its memory plan and (with `Trainer::profile`) the kernel profile.
-    /// Call it again (after an epoch) to refresh the profile.
+    /// program with its memory plan and (with `Trainer::profile`) the kernel profile
+    /// ([`Dashboard::refresh`] updates those two after an epoch).
     pub fn show_step(&self, step: &TrainStep) {
         let backend = step.backend();
         self.info("backend", backend_name(backend));
@@ -222,6 +222,13 @@ impl Dashboard {
             "Optimised step graph",
             &crate::text::print(step.optimized_step_graph()),
         );
+        self.refresh(step);
+    }
+
+    /// Shows what changes as a step runs: the lowered program as it last ran (with its
+    /// memory plan) and the kernel profile. Cheaper than [`Dashboard::show_step`]: the
+    /// graphs' text is not printed again.
+    pub fn refresh(&self, step: &TrainStep) {
         if let Some(Ok(lowered)) = step.artifact(ProgramKind::Step, Stage::Lowered) {
             self.text("lowered", "Lowered step: kernels and memory plan", &lowered);
         }

@@ -55,8 +55,10 @@ impl RunState {
     }
 
     /// Sets a panel (replacing one of the same name, which keeps its place).
+    /// An unchanged panel keeps its version: clients are not sent it again.
     pub fn set_panel(&mut self, name: &str, value: Value) {
         match self.panels.iter_mut().find(|(n, _, _)| n == name) {
+            Some((_, _, old)) if *old == value => {}
             Some((_, v, old)) => {
                 *v += 1;
                 *old = value;
@@ -195,6 +197,9 @@ mod tests {
         assert_eq!(next["runs"][0]["series"]["loss"], json!([[3.0, 1.5]]));
         assert_eq!(next["runs"][0]["panels"][0]["panel"]["text"], "graph 2");
         assert!(next["runs"][0].get("meta").is_none());
+        // The same panel again is no news.
+        s.runs[0].set_panel("ir", json!({"kind": "text", "text": "graph 2"}));
+        assert_eq!(s.diff(&mut c), None);
 
         s.finished = true;
         let last: Value = serde_json::from_str(&s.diff(&mut c).unwrap()).unwrap();
