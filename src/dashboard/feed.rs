@@ -75,25 +75,46 @@ impl StepObserver for Feed {
 }
 
 /// Measures samples (or steps, for data-free objectives) per second over stretches of
-/// at least [`RATE_EVERY`].
+/// at least [`RATE_EVERY`]. A pause between two steps far longer than the stretch's
+/// steps so far (an evaluation, a checkpoint: more than [`PAUSE_FACTOR`] times their
+/// mean and over [`PAUSE_MIN`]) is not training: the stretch restarts after it, so the
+/// rate is the training's, as the progress bar's is.
 #[derive(Default)]
 struct RateMeter {
     since: Option<Instant>,
+    last: Option<Instant>,
     samples: usize,
     steps: usize,
 }
 
+const PAUSE_FACTOR: u32 = 10;
+const PAUSE_MIN: Duration = Duration::from_millis(50);
+
 impl RateMeter {
     /// A `(step, rate)` point when the stretch is long enough.
     fn add(&mut self, e: &StepEvent, at: Instant) -> Option<(String, [f64; 2])> {
-        let Some(since) = self.since else {
+        let (Some(since), Some(last)) = (self.since, self.last) else {
             // The first step's end starts the clock.
             self.since = Some(at);
+            self.last = Some(at);
             return None;
         };
+        let gap = at.saturating_duration_since(last);
+        self.last = Some(at);
+        if self.steps > 0 {
+            let mean = last.saturating_duration_since(since) / self.steps as u32;
+            if gap > PAUSE_MIN && gap > mean * PAUSE_FACTOR {
+                *self = RateMeter {
+                    since: Some(at),
+                    last: Some(at),
+                    ..RateMeter::default()
+                };
+                return None;
+            }
+        }
         self.samples += e.samples;
         self.steps += 1;
-        let dt = at.duration_since(since);
+        let dt = at.saturating_duration_since(since);
         if dt < RATE_EVERY {
             return None;
         }
@@ -105,6 +126,7 @@ impl RateMeter {
         let point = [e.step as f64, n as f64 / dt.as_secs_f64()];
         *self = RateMeter {
             since: Some(at),
+            last: Some(at),
             ..RateMeter::default()
         };
         Some((name.to_string(), point))
@@ -244,5 +266,54 @@ fn explain_fusion(g: &aotgrad_ir::Graph, n: usize) -> String {
             lower::explain_fusion(g, &p)
         ),
         Err(e) => format!("lowering at {}: {e}", binds.join(", ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(i: u64) -> StepEvent {
+        StepEvent {
+            step: i,
+            loss: 0.0,
+            lr: 0.0,
+            samples: 10,
+        }
+    }
+
+    #[test]
+    fn the_rate_is_the_trainings_and_leaves_out_pauses() {
+        let t0 = Instant::now();
+        let ms = |m: u64| t0 + Duration::from_millis(m);
+        let mut r = RateMeter::default();
+        let mut points = Vec::new();
+        // 10 ms steps of 10 samples (1000 samples/s), a 2 s evaluation after step 60,
+        // then 10 ms steps again.
+        let mut at = 0;
+        for i in 0..=120 {
+            at += if i == 61 { 2000 } else { 10 };
+            points.extend(r.add(&step(i), ms(at)));
+        }
+        // Stretches of 0.5 s: steps 1-50, then (after the pause) 62-111.
+        let steps: Vec<f64> = points.iter().map(|(_, [s, _])| *s).collect();
+        assert_eq!(steps, [50.0, 111.0], "{points:?}");
+        for (name, [_, rate]) in &points {
+            assert_eq!(name, "samples_per_s");
+            assert!((rate - 1000.0).abs() < 1.0, "{points:?}");
+        }
+        // A data-free objective counts steps.
+        let mut r = RateMeter::default();
+        let p: Vec<_> = (0..100)
+            .filter_map(|i| {
+                let e = StepEvent {
+                    samples: 0,
+                    ..step(i)
+                };
+                r.add(&e, ms(i * 10))
+            })
+            .collect();
+        assert_eq!(p[0].0, "steps_per_s");
+        assert!((p[0].1[1] - 100.0).abs() < 0.5, "{p:?}");
     }
 }
