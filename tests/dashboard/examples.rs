@@ -76,10 +76,12 @@ fn every_training_example_serves_a_dashboard() {
     }
 }
 
-#[test]
-fn dashboard_keep_serves_the_finished_run_until_interrupted() {
-    let mut child = Command::new(example("logistic_regression"))
-        .args(["--dashboard", "--dashboard-keep", "--epochs", "50"])
+/// Runs `name --dashboard --dashboard-keep ARGS` to its end, GETs `paths` from the
+/// page it keeps serving, and stops it: its output and the answers.
+fn kept(name: &str, args: &[&str], paths: &[&str]) -> (String, Vec<crate::net::Answer>) {
+    let mut child = Command::new(example(name))
+        .args(["--dashboard", "--dashboard-keep"])
+        .args(args)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -93,10 +95,20 @@ fn dashboard_keep_serves_the_finished_run_until_interrupted() {
             break url_of(&seen);
         }
     };
-    let state = get(addr_of(&url), "/state");
-    let picture = get(addr_of(&url), "/picture/0/probability.png");
+    let answers = paths.iter().map(|p| get(addr_of(&url), p)).collect();
     let _ = child.kill();
     let _ = child.wait();
+    (seen, answers)
+}
+
+#[test]
+fn dashboard_keep_serves_the_finished_run_until_interrupted() {
+    let (seen, answers) = kept(
+        "logistic_regression",
+        &["--epochs", "50"],
+        &["/state", "/picture/0/probability.png"],
+    );
+    let (state, picture) = (&answers[0], &answers[1]);
     assert!(seen.contains("final: "), "the run ended first: {seen}");
     let v: serde_json::Value = serde_json::from_slice(&state.body).unwrap();
     assert_eq!(v["finished"], true);
@@ -128,25 +140,21 @@ fn on_the_gpu_the_page_names_the_adapter() {
     {
         return;
     }
-    let mut child = Command::new(example("mnist"))
-        .args(["--dashboard", "--dashboard-keep", "--backend", "gpu"])
-        .args(["--limit", "256", "--epochs", "1", "--batch", "128"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut seen = String::new();
-    let url = loop {
-        let line = lines.next().expect("the keep line").unwrap();
-        seen.push_str(&line);
-        seen.push('\n');
-        if line.contains("still serving") {
-            break url_of(&seen);
-        }
-    };
-    let state = get(addr_of(&url), "/state");
-    let _ = child.kill();
-    let _ = child.wait();
+    let (seen, answers) = kept(
+        "mnist",
+        &[
+            "--backend",
+            "gpu",
+            "--limit",
+            "256",
+            "--epochs",
+            "1",
+            "--batch",
+            "128",
+        ],
+        &["/state"],
+    );
+    let state = &answers[0];
     let adapter = seen
         .lines()
         .find_map(|l| l.strip_prefix("GPU adapter: "))
