@@ -24,12 +24,7 @@ pub fn load(dirs: &[PathBuf]) -> Result<Vec<RunData>, String> {
             runs.push(r);
             continue;
         }
-        let mut subs: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| format!("{}: {e}", dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_dir())
-            .collect();
-        subs.sort();
+        let subs = sorted_entries(dir, Path::is_dir)?;
         let before = runs.len();
         for s in subs {
             if let Some(r) = load_run(&s)? {
@@ -54,18 +49,24 @@ pub fn load(dirs: &[PathBuf]) -> Result<Vec<RunData>, String> {
     Ok(runs)
 }
 
+/// The paths in `dir` that `keep` accepts, sorted.
+fn sorted_entries(dir: &Path, keep: fn(&Path) -> bool) -> Result<Vec<PathBuf>, String> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| keep(p))
+        .collect();
+    paths.sort();
+    Ok(paths)
+}
+
 fn load_run(dir: &Path) -> Result<Option<RunData>, String> {
     let name = dir
         .canonicalize()
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| dir.display().to_string());
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
+    let files = sorted_entries(dir, Path::is_file)?;
     let csv = dir.join("metrics.csv");
     let events: Vec<&PathBuf> = files
         .iter()
