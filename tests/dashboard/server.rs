@@ -381,3 +381,22 @@ fn many_clients_at_once_are_served_or_turned_away_and_training_goes_on() {
     // The page is served again once they are gone.
     assert_eq!(get(a, "/").status, 200);
 }
+
+#[test]
+fn a_busy_address_and_a_bad_picture_name_are_errors_that_say_so() {
+    let d = serve();
+    let taken = d.addr();
+    let e = Dashboard::serve("again", taken)
+        .err()
+        .expect("the port is taken");
+    let msg = e.to_string();
+    assert!(
+        msg.starts_with(&format!("dashboard: cannot listen on {taken}: ")),
+        "{msg}"
+    );
+    let e = d.picture("../x.png", "x", vec![]).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "dashboard: picture name \"../x.png\" must be 1-100 letters, digits, '_', '-' or '.', not starting with '.'"
+    );
+}
